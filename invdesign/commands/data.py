@@ -1,0 +1,121 @@
+"""``invdesign data info``, ``invdesign canon``, ``invdesign enumerate``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from invdesign.commands.common import HostOpt, SupercellOpt, TolOpt, check_out_file, resolve_host
+from invdesign.io import write_csv
+
+console = Console()
+
+
+def data_info(
+    path: Path = typer.Argument(..., help="A 2DMD dataset folder, or a folder of structures (+ targets.csv)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Counts, defect-type table and target ranges of a dataset."""
+    from invdesign.data.dataset import load_dataset
+
+    ds = load_dataset(path)
+    s = ds.summary()
+    if as_json:
+        print(json.dumps(s, indent=2))
+        return
+    console.print(f"[bold]{s['name']}[/]: {s['structures']} structures on {s['host']} ({s['spacegroup']}, {s['n_sites']} sites), {s['distinct_classes']} distinct symmetry classes")
+    t = Table(title="defects per structure")
+    t.add_column("defects")
+    t.add_column("structures", justify="right")
+    for k, v in s["by_n_defects"].items():
+        t.add_row(str(k), str(v))
+    console.print(t)
+    t = Table(title="defect types")
+    for c in ("type", "structures with it", "defects"):
+        t.add_column(c, justify="right")
+    for lab, v in s["defect_types"].items():
+        t.add_row(lab, str(v["structures"]), str(v["defects"]))
+    console.print(t)
+    if s["targets"]:
+        t = Table(title="targets (eV)")
+        for c in ("target", "min", "max", "mean", "std"):
+            t.add_column(c, justify="right")
+        for name, v in s["targets"].items():
+            t.add_row(name, *(f"{v[k]:.4f}" for k in ("min", "max", "mean", "std")))
+        console.print(t)
+    if s["extra_files"]:
+        console.print(f"also present: {', '.join(s['extra_files'])}")
+
+
+def canon(
+    structures: list[Path] = typer.Argument(..., help="CIF/POSCAR/JSON files, folders, or 2DMD initial.tar.gz archives."),
+    out: Path = typer.Option(..., "--out", help="Output CSV: id,canonical_key."),
+    host: str = HostOpt,
+    supercell: str = SupercellOpt,
+    tol: float = TolOpt,
+) -> None:
+    """Canonical keys: equal keys <=> symmetry-equivalent configurations."""
+    from invdesign.data.dataset import map_structures
+
+    check_out_file(out)
+    h = resolve_host(host, supercell)
+    ds = map_structures(structures, h, tol)
+    keys = ds.keys
+    write_csv(out, pd.DataFrame({"id": ds.ids, "canonical_key": keys}))
+    console.print(f"{len(ds)} structures, {len(set(keys))} distinct classes -> {out}", highlight=False)
+
+
+def enumerate_cmd(
+    out: Path = typer.Option(..., "--out", help="Output CSV: canonical_key,n_defects,orbit_size,<type counts>."),
+    host: str = HostOpt,
+    supercell: str = SupercellOpt,
+    max_defects: int = typer.Option(3, "--max-defects", min=0, help="Largest number of defects."),
+    min_defects: int = typer.Option(1, "--min-defects", min=0, help="Smallest number of defects."),
+    types: list[str] = typer.Option(None, "--type", help="Allowed defect types, e.g. V_S (repeat; default all)."),
+    structures: Path = typer.Option(None, "--structures", help="Also write one CIF per orbit into this folder."),
+) -> None:
+    """Every symmetry-distinct configuration, with its orbit size; checked against Burnside's lemma."""
+    from invdesign.io import atomic_dir, write_structure
+    from invdesign.lattice.enumerate import burnside_count, enumerate_orbits, parse_defect_types
+    from invdesign.progress import task, track
+
+    check_out_file(out)
+    h = resolve_host(host, supercell)
+    idx = parse_defect_types(h, types or None)
+    labels = [h.defect_label(*h.defect_types[i]) for i in range(len(h.defect_types))]
+    with task(f"enumerating {h.name} up to {max_defects} defects", total=max_defects + 1) as advance:
+        tab = enumerate_orbits(h, max_defects, min_defects, [labels[i] for i in idx], progress=lambda k, n: advance())
+    df = pd.DataFrame({"canonical_key": tab.keys, "n_defects": tab.n_defects, "orbit_size": tab.orbit_size})
+    for t, lab in enumerate(labels):
+        df[lab] = tab.composition[:, t]
+    comps = df.groupby(labels).size()
+    mismatch = 0
+    table = Table(title=f"orbits of {h.name} ({h.n_ops} symmetry operations)")
+    for c in ("defects", "orbits", "Burnside", "configurations"):
+        table.add_column(c, justify="right")
+    for k, grp in df.groupby("n_defects"):
+        bs = sum(burnside_count(h, dict(zip(labels, comp))) for comp in grp.groupby(labels).size().index)
+        mismatch += bs != len(grp)
+        table.add_row(str(k), str(len(grp)), str(bs), str(int(grp["orbit_size"].sum())))
+    console.print(table)
+    if mismatch:
+        raise SystemExit("invdesign: error: enumeration disagrees with Burnside's lemma")
+    write_csv(out, df)
+    if structures is not None:
+        with atomic_dir(structures) as tmp:
+            for i in track(range(len(tab)), "writing CIFs"):
+                write_structure(tab.occ[i], h, tmp / f"orbit{i:06d}.cif")
+    console.print(f"{len(df)} orbits in {len(comps)} compositions -> {out}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
+    data_app.command("info")(data_info)
+    app.add_typer(data_app, name="data")
+    app.command("canon")(canon)
+    app.command("enumerate")(enumerate_cmd)

@@ -1,0 +1,292 @@
+"""Reading structures: CIF, POSCAR, pymatgen JSON, folders of them and 2DMD archives.
+
+Every STRUCTURES argument of the CLI goes through :func:`iter_sources`, which expands files,
+folders and ``*.tar.gz`` archives into ``(id, source, text)`` records; :func:`parse` turns one
+into a :class:`RawStructure` (lattice, species, fractional coordinates). Plain P1 CIFs (like
+every 2DMD file) take a fast path that reads the cell and the ``_atom_site`` loop directly;
+anything else goes through pymatgen. The two agree exactly on the 2DMD share (tested).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from invdesign.errors import InvdesignError
+
+STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".json")
+STRUCTURE_NAMES = ("POSCAR", "CONTCAR")
+
+
+@dataclass
+class RawStructure:
+    """A parsed structure before mapping to a host.
+
+    Attributes:
+        id: file stem.
+        source: where it came from (path, or ``archive.tar.gz:member``), for error messages.
+        lattice: ``(3, 3)`` lattice vectors as rows, Angstrom.
+        species: element symbols, one per atom.
+        frac: ``(m, 3)`` fractional coordinates.
+    """
+
+    id: str
+    source: str
+    lattice: np.ndarray
+    species: list[str]
+    frac: np.ndarray
+
+
+@dataclass
+class SourceRecord:
+    id: str
+    source: str
+    text: str
+    kind: str  # "cif" | "poscar" | "json"
+
+
+def _kind(name: str) -> str | None:
+    base = Path(name).name
+    low = base.lower()
+    if low.endswith(".cif"):
+        return "cif"
+    if low.endswith(".json"):
+        return "json"
+    if low.endswith((".vasp", ".poscar")) or base.startswith(STRUCTURE_NAMES):
+        return "poscar"
+    return None
+
+
+def _stem(name: str) -> str:
+    base = Path(name).name
+    if base in STRUCTURE_NAMES:
+        return Path(name).parent.name or base
+    return base.split(".")[0] if not base.startswith(STRUCTURE_NAMES) else base
+
+
+def is_archive(path: Path) -> bool:
+    return path.name.endswith((".tar.gz", ".tgz", ".tar"))
+
+
+def iter_sources(paths: Iterable[str | Path]) -> Iterator[SourceRecord]:
+    """Expand files, folders and tar archives into structure records (sorted within folders)."""
+    for p in paths:
+        path = Path(p)
+        if not path.exists():
+            raise InvdesignError("no such file or folder", source=str(path))
+        if path.is_dir():
+            sub = sorted(q for q in path.iterdir() if (q.is_file() and (_kind(q.name) or is_archive(q))))
+            if (path / "initial").is_dir():
+                sub.append(path / "initial")
+            if not sub:
+                raise InvdesignError("folder holds no CIF/POSCAR/JSON files or archives", source=str(path))
+            yield from iter_sources(sub)
+        elif is_archive(path):
+            yield from _iter_archive(path)
+        else:
+            kind = _kind(path.name)
+            if kind is None:
+                raise InvdesignError("not a CIF, POSCAR, pymatgen JSON or tar archive", source=str(path))
+            try:
+                text = path.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InvdesignError(f"cannot read ({exc.__class__.__name__})", source=str(path)) from None
+            yield SourceRecord(_stem(path.name), str(path), text, kind)
+
+
+def _iter_archive(path: Path) -> Iterator[SourceRecord]:
+    try:
+        with tarfile.open(path) as tar:
+            members = sorted((m for m in tar.getmembers() if m.isfile() and _kind(m.name)), key=lambda m: m.name)
+            if not members:
+                raise InvdesignError("archive holds no structure files", source=str(path))
+            for m in members:
+                fh = tar.extractfile(m)
+                assert fh is not None
+                yield SourceRecord(_stem(m.name), f"{path}:{m.name}", fh.read().decode(), _kind(m.name))  # type: ignore[arg-type]
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise InvdesignError(f"cannot read archive ({exc})", source=str(path)) from None
+
+
+# ---------------------------------------------------------------------- fast CIF
+_NUM = re.compile(r"^([-+]?[0-9.]+(?:[eE][-+]?[0-9]+)?)(\([0-9]+\))?$")
+_CELL_KEYS = ("_cell_length_a", "_cell_length_b", "_cell_length_c", "_cell_angle_alpha", "_cell_angle_beta", "_cell_angle_gamma")
+_IDENTITY_OPS = {"x,y,z", "+x,+y,+z"}
+
+
+def _num(tok: str) -> float:
+    m = _NUM.match(tok)
+    if not m:
+        raise ValueError(tok)
+    return float(m.group(1))
+
+
+def lattice_from_parameters(a: float, b: float, c: float, alpha: float, beta: float, gamma: float) -> np.ndarray:
+    """``(3, 3)`` lattice rows with pymatgen's convention (``Lattice.from_parameters``)."""
+    from pymatgen.core import Lattice
+
+    return Lattice.from_parameters(a, b, c, alpha, beta, gamma).matrix
+
+
+def _floats(col: list[str]) -> list[float]:
+    """Convert a column of CIF numbers (``1.23`` or ``1.23(4)``) to float."""
+    try:
+        return list(map(float, col))
+    except ValueError:
+        return [_num(t) for t in col]
+
+
+_LOOP_END = re.compile(r"^[ \t]*(?:[_#]|loop_|data_|$)", re.M)
+
+
+def parse_cif_fast(text: str) -> tuple[np.ndarray, list[str], np.ndarray] | None:
+    """Parse a single-block P1 CIF with whole-occupancy atoms; None when it is anything else.
+
+    Tags are read line by line; loop bodies are cut out of the text in one regex search and
+    tokenised in bulk, which is what makes this ~50x faster than a general CIF parser.
+    """
+    cell: dict[str, float] = {}
+    n = len(text)
+    pos = 0
+    blocks = 0
+    atoms: list[str] | None = None
+    atoms_cols: list[str] = []
+    ops: list[str] = []
+    while pos < n:
+        end = text.find("\n", pos)
+        if end < 0:
+            end = n
+        line = text[pos:end].strip()
+        pos = end + 1
+        if not line or line[0] == "#":
+            continue
+        if line.startswith("data_"):
+            blocks += 1
+            if blocks > 1:
+                return None
+            continue
+        if line[0] == "_":
+            parts = line.split(None, 1)
+            key = parts[0]
+            if key in _CELL_KEYS:
+                if len(parts) < 2:
+                    return None
+                cell[key] = _num(parts[1].strip())
+            elif key in ("_symmetry_space_group_name_H-M", "_space_group_name_H-M_alt"):
+                val = parts[1].strip().strip("'\"").replace(" ", "") if len(parts) > 1 else ""
+                if val != "P1":
+                    return None
+            continue
+        if line == "loop_":
+            cols = []
+            while pos < n:
+                end = text.find("\n", pos)
+                if end < 0:
+                    end = n
+                s = text[pos:end].strip()
+                if not s.startswith("_"):
+                    break
+                cols.append(s.split()[0])
+                pos = end + 1
+            m = _LOOP_END.search(text, pos)
+            stop = m.start() if m else n
+            body = text[pos:stop]
+            pos = stop
+            if any(c.startswith("_atom_site_") and not c.startswith("_atom_site_aniso") for c in cols):
+                if atoms is not None or "'" in body or '"' in body:
+                    return None
+                toks = body.split()
+                if not toks or len(toks) % len(cols) or len(toks) // len(cols) != body.strip().count("\n") + 1:
+                    return None
+                atoms = toks
+                atoms_cols = cols
+            elif any(c in ("_symmetry_equiv_pos_as_xyz", "_space_group_symop_operation_xyz") for c in cols):
+                col = next(j for j, c in enumerate(cols) if c.endswith("_xyz"))
+                for row in body.strip().splitlines():
+                    toks = re.findall(r"'[^']*'|\"[^\"]*\"|\S+", row)
+                    if len(toks) != len(cols):
+                        return None
+                    ops.append(toks[col].strip("'\"").replace(" ", "").lower())
+            continue
+        # a value on its own line, text fields, or anything unexpected: let pymatgen handle it
+        return None
+    if len(cell) != 6 or atoms is None:
+        return None
+    if ops and set(ops) - _IDENTITY_OPS:
+        return None
+    need = ("_atom_site_fract_x", "_atom_site_fract_y", "_atom_site_fract_z", "_atom_site_type_symbol")
+    if any(c not in atoms_cols for c in need):
+        return None
+    ix, iy, iz, isp = (atoms_cols.index(c) for c in need)
+    w = len(atoms_cols)
+    try:
+        frac = np.array([_floats(atoms[ix::w]), _floats(atoms[iy::w]), _floats(atoms[iz::w])]).T
+        if "_atom_site_occupancy" in atoms_cols:
+            occ = _floats(sorted(set(atoms[atoms_cols.index("_atom_site_occupancy") :: w])))
+            if any(abs(o - 1.0) > 1e-6 for o in occ):
+                return None
+    except ValueError:
+        return None
+    raw = atoms[isp::w]
+    if not "".join(raw).isalpha():
+        raw = [re.sub(r"[^A-Za-z]", "", t) for t in raw]
+    if not all(t[:1].isupper() and t[1:].islower() or len(t) == 1 for t in set(raw)):
+        raw = [t[:1].upper() + t[1:].lower() for t in raw]
+    lattice = lattice_from_parameters(*(cell[k] for k in _CELL_KEYS))
+    return lattice, raw, frac
+
+
+def _pymatgen_parse(rec: SourceRecord) -> tuple[np.ndarray, list[str], np.ndarray]:
+    import warnings
+
+    from pymatgen.core import Structure
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if rec.kind == "cif":
+            from pymatgen.io.cif import CifParser
+
+            structs = CifParser(io.StringIO(rec.text)).parse_structures(primitive=False)
+            if len(structs) != 1:
+                raise InvdesignError(f"CIF holds {len(structs)} structures; give one per file", source=rec.source)
+            st = structs[0]
+        elif rec.kind == "poscar":
+            from pymatgen.io.vasp import Poscar
+
+            st = Poscar.from_str(rec.text).structure
+        else:
+            st = Structure.from_dict(json.loads(rec.text))
+    if not st.is_ordered:
+        raise InvdesignError("structure has partial occupancies", source=rec.source)
+    return st.lattice.matrix.copy(), [s.specie.symbol for s in st], st.frac_coords.copy()
+
+
+def parse(rec: SourceRecord, fast: bool = True) -> RawStructure:
+    """Parse one record; the fast CIF path when it applies, pymatgen otherwise."""
+    out = parse_cif_fast(rec.text) if (fast and rec.kind == "cif") else None
+    if out is None:
+        try:
+            out = _pymatgen_parse(rec)
+        except InvdesignError:
+            raise
+        except Exception as exc:  # parser errors of every kind are the file's fault
+            msg = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            raise InvdesignError(f"cannot parse {rec.kind.upper()} ({msg})", source=rec.source) from None
+    lattice, species, frac = out
+    if len(species) == 0:
+        raise InvdesignError("structure has no atoms", source=rec.source)
+    return RawStructure(rec.id, rec.source, lattice, species, frac)
+
+
+def raw_from_structure(structure, id: str = "structure", source: str = "<structure>") -> RawStructure:
+    """Wrap a pymatgen Structure as a :class:`RawStructure`."""
+    if not structure.is_ordered:
+        raise InvdesignError("structure has partial occupancies", source=source)
+    return RawStructure(id, source, structure.lattice.matrix.copy(), [s.specie.symbol for s in structure], structure.frac_coords.copy())

@@ -1,0 +1,236 @@
+"""Configurations: a site occupancy on a host lattice, and the map to and from structures.
+
+A configuration is a read-only ``(n_sites,)`` uint8 array of species codes (``0`` = vacancy,
+see :attr:`HostLattice.species`). Batches are ``(N, n_sites)`` uint8 arrays; no Structure
+objects on hot paths. :class:`Configuration` wraps one array with its host for the API edges.
+
+Mapping atoms to sites works for any supercell matrix: each atom is expressed in unit-cell
+coordinates, matched to the nearest basis atom (Cartesian distance), and its cell translation
+is reduced into the supercell; atoms further than ``tol`` Angstrom from every site are an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from pymatgen.core import Lattice, Structure
+
+from invdesign.errors import InvdesignError
+from invdesign.lattice.host import VACANCY, HostLattice
+
+DEFAULT_TOL = 0.7  # Angstrom; nearest distinct MoS2 sites are 2.41 A apart
+CELL_RTOL = 0.02  # relative tolerance on cell lengths
+CELL_ATOL_DEG = 1.0  # tolerance on cell angles, degrees
+
+
+@dataclass(frozen=True, eq=False)
+class Configuration:
+    """One defect configuration: ``occ[i]`` is the species code on host site ``i``."""
+
+    occ: np.ndarray
+    host: HostLattice
+
+    def __post_init__(self) -> None:
+        occ = np.asarray(self.occ, dtype=np.uint8)
+        if occ.shape != (self.host.n_sites,):
+            raise InvdesignError(f"occupancy has shape {occ.shape}, host has {self.host.n_sites} sites")
+        bad = ~self.host.allowed[self.host.sublattice, occ]
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InvdesignError(
+                f"species {self.host.species[occ[i]]} not allowed on site {i} "
+                f"({self.host.sublattices[self.host.sublattice[i]]} sublattice)"
+            )
+        occ = occ.copy()
+        occ.setflags(write=False)
+        object.__setattr__(self, "occ", occ)
+
+    @classmethod
+    def from_defects(cls, host: HostLattice, defects: dict[int, str] | list[tuple[int, str]]) -> Configuration:
+        """Build from ``{site: species}`` (species ``"Vac"`` for a vacancy)."""
+        occ = host.host_code.copy()
+        items = defects.items() if isinstance(defects, dict) else defects
+        for site, sp in items:
+            if sp not in host.species_code:
+                raise InvdesignError(f"unknown species {sp!r}; host allows {host.species}")
+            occ[int(site)] = host.species_code[sp]
+        return cls(occ, host)
+
+    @cached_property
+    def defect_sites(self) -> np.ndarray:
+        """``(k,)`` sites whose species differs from the host."""
+        return np.flatnonzero(self.occ != self.host.host_code)
+
+    @property
+    def n_defects(self) -> int:
+        return int(len(self.defect_sites))
+
+    @property
+    def defects(self) -> list[tuple[int, str]]:
+        """``[(site, species), ...]`` of the defects, species ``"Vac"`` for vacancies."""
+        return [(int(i), self.host.species[self.occ[i]]) for i in self.defect_sites]
+
+    @property
+    def key(self) -> str:
+        """Canonical key: equal iff symmetry-equivalent (see :mod:`invdesign.lattice.canonical`)."""
+        from invdesign.lattice.canonical import canonical_keys
+
+        return canonical_keys(self.occ[None], self.host)[0]
+
+    def to_structure(self) -> Structure:
+        return config_to_structure(self.occ, self.host)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Configuration) and other.host is self.host and np.array_equal(self.occ, other.occ)
+
+    def __hash__(self) -> int:
+        return hash(self.occ.tobytes())
+
+    def __repr__(self) -> str:
+        d = ", ".join(f"{sp}@{s}" for s, sp in self.defects) or "pristine"
+        return f"Configuration({self.host.name}: {d})"
+
+
+def config_to_structure(occ: np.ndarray, host: HostLattice) -> Structure:
+    """pymatgen Structure of one configuration: host sites in order, vacancies left out."""
+    occ = np.asarray(occ)
+    keep = occ != 0
+    species = [host.species[c] for c in occ[keep]]
+    return Structure(host.lattice, species, host.frac_coords[keep], coords_are_cartesian=False)
+
+
+class SiteMapper:
+    """Vectorised atom -> host-site assignment for one host (any supercell matrix)."""
+
+    def __init__(self, host: HostLattice) -> None:
+        self.host = host
+        uc = host.unit_cell
+        self.uc_matrix = uc.lattice.matrix
+        self.basis = np.mod(uc.frac_coords, 1.0)  # (B, 3)
+        self.M = host.matrix.astype(float)
+        self.Minv = np.linalg.inv(self.M)
+        # Every host site as (basis index, reduced integer cell translation).
+        f_uc = host.frac_coords @ self.M  # (n, 3) in unit-cell coordinates
+        d = f_uc[:, None, :] - self.basis[None, :, :]
+        b = np.argmin(np.linalg.norm((d - np.round(d)) @ self.uc_matrix, axis=-1), axis=1)
+        t = np.round(f_uc - self.basis[b]).astype(np.int64)
+        keys = self._keys(b, self._reduce(t))
+        order = np.argsort(keys)
+        self.sorted_keys = keys[order]
+        self.sorted_sites = order
+        if len(np.unique(keys)) != host.n_sites:
+            raise InvdesignError("host sites do not reduce to distinct (basis, cell) pairs")
+        self.sc_lattice = host.lattice
+
+    def _reduce(self, t: np.ndarray) -> np.ndarray:
+        """Reduce integer translations ``(m, 3)`` into the supercell's fundamental domain."""
+        s = t @ self.Minv
+        return np.round(t - np.floor(s + 1e-9) @ self.M).astype(np.int64)
+
+    @staticmethod
+    def _keys(b: np.ndarray, t: np.ndarray) -> np.ndarray:
+        off = 1 << 12
+        return ((b.astype(np.int64) * (1 << 14) + t[:, 0] + off) * (1 << 14) + t[:, 1] + off) * (1 << 14) + t[:, 2] + off
+
+    def check_cell(self, lattice: Lattice | np.ndarray, source: str) -> None:
+        m = lattice.matrix if isinstance(lattice, Lattice) else np.asarray(lattice, dtype=float)
+        abc, ang = _abc_angles(m)
+        ref_abc, ref_ang = _abc_angles(self.sc_lattice.matrix)
+        ok = np.all(np.abs(abc - ref_abc) <= CELL_RTOL * ref_abc) and np.all(np.abs(ang - ref_ang) <= CELL_ATOL_DEG)
+        if not ok:
+            lat, ref = Lattice(m), self.sc_lattice
+            a, b, c = lat.abc
+            ra, rb, rc = ref.abc
+            raise InvdesignError(
+                f"wrong cell: a,b,c = {a:.3f},{b:.3f},{c:.3f} A, gamma = {lat.angles[2]:.1f} deg; "
+                f"host {self.host.name} has {ra:.3f},{rb:.3f},{rc:.3f} A, gamma = {ref.angles[2]:.1f} deg",
+                source=source,
+            )
+
+    def map_atoms(
+        self,
+        species: list[str] | np.ndarray,
+        frac: np.ndarray,
+        source: str = "<structure>",
+        tol: float = DEFAULT_TOL,
+    ) -> np.ndarray:
+        """Return the ``(n_sites,)`` uint8 occupancy of atoms ``species`` at ``frac`` ``(m, 3)``.
+
+        Raises :class:`InvdesignError` naming ``source``, the atom and the reason when an atom is
+        more than ``tol`` Angstrom from every host site, two atoms share a site, or a species is
+        unknown or not allowed on its sublattice.
+        """
+        host = self.host
+        frac = np.asarray(frac, dtype=float).reshape(-1, 3)
+        f_uc = frac @ self.M
+        d = f_uc[:, None, :] - self.basis[None, :, :]
+        r = d - np.round(d)
+        dist_all = np.linalg.norm(r @ self.uc_matrix, axis=-1)  # (m, B)
+        b = np.argmin(dist_all, axis=1)
+        dist = dist_all[np.arange(len(b)), b]
+        far = dist > tol
+        if far.any():
+            i = int(np.flatnonzero(far)[0])
+            raise InvdesignError(
+                f"atom {i} ({species[i]}) is {dist[i]:.2f} A from the nearest host site (tolerance {tol} A)",
+                source=source,
+            )
+        t = np.round(f_uc - self.basis[b]).astype(np.int64)
+        keys = self._keys(b, self._reduce(t))
+        pos = np.searchsorted(self.sorted_keys, keys)
+        pos = np.minimum(pos, len(self.sorted_keys) - 1)
+        if not np.array_equal(self.sorted_keys[pos], keys):
+            raise InvdesignError("atoms do not reduce onto host sites", source=source)
+        sites = self.sorted_sites[pos]
+        if len(np.unique(sites)) != len(sites):
+            uniq, counts = np.unique(sites, return_counts=True)
+            s = int(uniq[counts > 1][0])
+            atoms = np.flatnonzero(sites == s)[:2].tolist()
+            raise InvdesignError(f"atoms {atoms[0]} and {atoms[1]} both map to host site {s}", source=source)
+        code = host.species_code
+        uniq, inv = np.unique(np.asarray(species, dtype=str), return_inverse=True)
+        unknown = [u for u in uniq if u not in code]
+        if unknown:
+            raise InvdesignError(
+                f"unknown species {unknown[0]} (host {host.name} allows {', '.join(host.species[1:])})", source=source
+            )
+        codes = np.array([code[u] for u in uniq], dtype=np.uint8)[inv.ravel()]
+        ok = host.allowed[host.sublattice[sites], codes]
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            raise InvdesignError(
+                f"atom {i} ({species[i]}) sits on a {host.sublattices[host.sublattice[sites[i]]]} site, "
+                f"where {host.name} allows {', '.join(s for s, a in zip(host.species, host.allowed[host.sublattice[sites[i]]]) if a and s != VACANCY)}",
+                source=source,
+            )
+        occ = np.zeros(host.n_sites, dtype=np.uint8)
+        occ[sites] = codes
+        return occ
+
+
+def _abc_angles(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lengths (A) and angles alpha, beta, gamma (deg) of lattice rows ``m`` ``(3, 3)``."""
+    abc = np.sqrt((m * m).sum(axis=1))
+    cos = np.array([m[1] @ m[2] / (abc[1] * abc[2]), m[0] @ m[2] / (abc[0] * abc[2]), m[0] @ m[1] / (abc[0] * abc[1])])
+    return abc, np.degrees(np.arccos(np.clip(cos, -1, 1)))
+
+
+def structure_to_config(
+    structure: Structure, host: HostLattice, source: str = "<structure>", tol: float = DEFAULT_TOL
+) -> np.ndarray:
+    """Map a pymatgen Structure onto ``host``; returns the ``(n_sites,)`` uint8 occupancy."""
+    mapper = get_mapper(host)
+    if not structure.is_ordered:
+        raise InvdesignError("structure has partial occupancies; configurations need whole atoms", source=source)
+    mapper.check_cell(structure.lattice, source)
+    species = [s.specie.symbol for s in structure]
+    return mapper.map_atoms(species, structure.frac_coords, source=source, tol=tol)
+
+
+def get_mapper(host: HostLattice) -> SiteMapper:
+    """The host's cached :class:`SiteMapper`."""
+    if host._cache.get("mapper") is None:
+        host._cache["mapper"] = SiteMapper(host)
+    return host._cache["mapper"]
