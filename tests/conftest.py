@@ -1,0 +1,59 @@
+"""Shared fixtures: the 2DMD share in ../shared (when present) and the default host.
+
+Tests run on the real share when it is there and on small configurations they make
+themselves otherwise; CI always has the share (``INVDESIGN_SHARED`` or ``../shared``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    return Path(os.environ.get("INVDESIGN_SHARED", ROOT.parent / "shared"))
+
+
+def share_path() -> Path | None:
+    p = shared_dir() / "data" / "2dmd-mos2-low"
+    return p if (p / "targets.csv.gz").exists() else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Every test session gets its own cache folder (tests never touch ~/.cache)."""
+    os.environ["INVDESIGN_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ.setdefault("INVDESIGN_PROGRESS", "0")
+    yield
+
+
+@pytest.fixture(scope="session")
+def host():
+    from invdesign.lattice.host import HostLattice
+
+    return HostLattice.default()
+
+
+@pytest.fixture(scope="session")
+def share() -> Path | None:
+    """Path of the 2DMD low-density share, or None where it is absent."""
+    return share_path()
+
+
+@pytest.fixture(scope="session")
+def dataset(host, share):
+    """The 2DMD share as a Dataset; where it is absent, 300 random 1-3-defect configs without targets."""
+    from invdesign.data.dataset import Dataset, load_2dmd
+    from invdesign.lattice.enumerate import sample_configurations
+
+    if share is not None:
+        return load_2dmd(share)
+    rng = np.random.default_rng(0)
+    parts = [sample_configurations(host, comp, 100, rng) for comp in ({"V_S": 1, "W_Mo": 1}, {"Se_S": 2, "V_Mo": 1}, {"V_S": 3})]
+    occ = np.concatenate(parts)
+    return Dataset(host, np.array([f"gen{i:04d}" for i in range(len(occ))], dtype=object), occ, name="generated")
