@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+import warnings
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -68,13 +69,16 @@ def load_unit_cell(source: str | Path | Structure) -> Structure:
         ref = resources.files("invdesign.resources") / f"{name}_unit_cell.cif"
         if not ref.is_file():
             raise InvdesignError(f"no packaged unit cell {name!r}", source=text)
-        with resources.as_file(ref) as path:
+        with resources.as_file(ref) as path, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             return Structure.from_file(str(path))
     path = Path(text)
     if not path.is_file():
         raise InvdesignError("unit cell file not found", source=text)
     try:
-        return Structure.from_file(str(path))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Structure.from_file(str(path))
     except Exception as exc:  # pymatgen raises many types for unreadable files
         raise InvdesignError(f"cannot read unit cell ({type(exc).__name__}: {exc})", source=text) from None
 
