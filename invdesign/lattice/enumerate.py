@@ -157,6 +157,18 @@ def _cycles(perm: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+def _cycle_signatures(host: HostLattice) -> dict[tuple, int]:
+    """Cycle type of every operation, ``((cycle length, sublattice), ...)`` -> multiplicity (cached)."""
+    cached = host._cache.get("cycle_signatures")
+    if cached is None:
+        cached = {}
+        for perm in host.perms:
+            sig = tuple(sorted((len(c), int(host.sublattice[c[0]])) for c in _cycles(perm)))
+            cached[sig] = cached.get(sig, 0) + 1
+        host._cache["cycle_signatures"] = cached
+    return cached
+
+
 def burnside_count(host: HostLattice, composition: dict[str, int]) -> int:
     """Number of orbits of configurations with exactly ``composition`` (label -> count).
 
@@ -168,10 +180,7 @@ def burnside_count(host: HostLattice, composition: dict[str, int]) -> int:
     types = sorted(idx)
     target = tuple(idx[t] for t in types)
     shape = tuple(n + 1 for n in target)
-    by_signature: dict[tuple, int] = {}
-    for perm in host.perms:
-        sig = tuple(sorted((len(c), int(host.sublattice[c[0]])) for c in _cycles(perm)))
-        by_signature[sig] = by_signature.get(sig, 0) + 1
+    by_signature = _cycle_signatures(host)
     total = 0
     for sig, mult in by_signature.items():
         poly = np.zeros(shape, dtype=object)
