@@ -110,9 +110,16 @@ def _iter_archive(path: Path) -> Iterator[SourceRecord]:
             for m in members:
                 fh = tar.extractfile(m)
                 assert fh is not None
-                yield SourceRecord(_stem(m.name), f"{path}:{m.name}", fh.read().decode(), _kind(m.name))  # type: ignore[arg-type]
+                try:
+                    text = fh.read().decode()
+                except UnicodeDecodeError:
+                    raise InvdesignError("cannot read (not a text file)", source=f"{path}:{m.name}") from None
+                yield SourceRecord(_stem(m.name), f"{path}:{m.name}", text, _kind(m.name))  # type: ignore[arg-type]
+    except tarfile.ReadError:
+        raise InvdesignError("cannot read archive (damaged, or not a tar or tar.gz file)", source=str(path)) from None
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise InvdesignError(f"cannot read archive ({exc})", source=str(path)) from None
+        reason = " ".join(str(exc).split()) or exc.__class__.__name__  # one line, whatever the library says
+        raise InvdesignError(f"cannot read archive ({reason})", source=str(path)) from None
 
 
 # ---------------------------------------------------------------------- fast CIF
