@@ -37,7 +37,7 @@ def _tar(path: Path, members: dict[str, str | bytes]) -> Path:
 def configs(host) -> np.ndarray:
     rng = np.random.default_rng(40)
     return np.concatenate([sample_configurations(host, {"V_S": 2, "W_Mo": 1}, 6, rng),
-                           sample_configurations(host, {"Se_S": 1}, 2, rng)])
+                           sample_configurations(host, {"Se_S": 1, "V_Mo": 1}, 2, rng)])
 
 
 @pytest.fixture(scope="module")
