@@ -1,0 +1,161 @@
+"""The symmetry-invariant encoder: defect point cloud -> ``d``-dimensional embedding (default 12).
+
+For one configuration and one of the ``P`` point operations ``g`` (12 for MoS2) the network forms
+
+    u_g = sum_i a(node_i^g) + sum_{i != j} b(e_ij^g) + sum_{i, j, l distinct} c(e_ij^g, e_il^g)
+
+from node features (type one-hot, height) and oriented pair features ``e`` (types, distance RBF,
+periodic Fourier features of the displacement, heights; see :mod:`invdesign.embed.geometry`),
+then ``z = W mean_g phi(u_g)``. Sums over defects make it permutation invariant, relative
+displacements make it translation invariant, and the mean over the ``P`` cosets makes it
+invariant under the point group: the encoder is exactly invariant under all host operations by
+construction. The three-body term ``c`` is needed: pair (difference) sets cannot tell a
+configuration from its inversion image, which MoS2 (no inversion centre) does not identify.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from invdesign.embed.geometry import (
+    defect_cloud,
+    n_pair_features,
+    pair_features,
+    point_op_representatives,
+    single_heights,
+    triple_index,
+)
+from invdesign.lattice.host import HostLattice
+
+
+def _mlp(n_in: int, width: int, n_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, n_out))
+
+
+class InvariantEncoder(nn.Module):
+    """Exactly invariant encoder of defect point clouds.
+
+    Args:
+        n_types: number of defect types ``T``.
+        n_pair: pair feature length ``F``.
+        dim: embedding dimension ``d``.
+        width: hidden width.
+    """
+
+    def __init__(self, n_types: int, n_pair: int, dim: int = 12, width: int = 64) -> None:
+        super().__init__()
+        self.n_types, self.n_pair, self.dim, self.width = n_types, n_pair, dim, width
+        self.node = _mlp(n_types + 1, width, width)
+        self.pair = _mlp(n_pair, width, width)
+        self.triple = _mlp(2 * n_pair, width, width)
+        self.post = _mlp(width, width, width)
+        self.out = nn.Linear(width, dim)
+
+    def config(self) -> dict:
+        return {"n_types": self.n_types, "n_pair": self.n_pair, "dim": self.dim, "width": self.width}
+
+    def forward_group(self, nodes: torch.Tensor, pairs: torch.Tensor, trip: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Embed ``M`` configurations with the same defect count ``k``.
+
+        Args:
+            nodes: ``(M, P, k, T + 1)`` node features.
+            pairs: ``(M, P, k (k-1), F)`` oriented pair features.
+            trip: two ``(k (k-1) (k-2),)`` long tensors indexing the pairs ``(i, j)`` and ``(i, l)``.
+
+        Returns:
+            ``(M, d)`` embeddings.
+        """
+        u = self.node(nodes).sum(dim=2)  # (M, P, W)
+        if pairs.shape[2]:
+            u = u + self.pair(pairs).sum(dim=2)
+        if len(trip[0]):
+            t = torch.cat([pairs[:, :, trip[0]], pairs[:, :, trip[1]]], dim=-1)
+            u = u + self.triple(t).sum(dim=2)
+        return self.out(self.post(u).mean(dim=1))
+
+
+class PreparedBatch:
+    """Precomputed encoder inputs of a batch of configurations (reusable across epochs).
+
+    ``groups[k] = (rows, nodes, pairs, trip)`` as tensors; see :meth:`InvariantEncoder.forward_group`.
+    """
+
+    def __init__(self, occ: np.ndarray, host: HostLattice) -> None:
+        cloud = defect_cloud(occ, host)
+        T = len(host.defect_types)
+        P = len(point_op_representatives(host))
+        self.n = cloud.n
+        self.groups: dict[int, tuple] = {}
+        eye = np.eye(T, dtype=np.float32)
+        for k, (rows, sites, types) in cloud.groups.items():
+            M = len(rows)
+            nodes = np.zeros((M, P, k, T + 1), dtype=np.float32)
+            if k:
+                nodes[..., :T] = eye[types][:, None]
+                nodes[..., T] = single_heights(sites, host)
+            pairs = pair_features(sites, types, host)
+            a, b = triple_index(k)
+            self.groups[k] = (
+                torch.from_numpy(rows),
+                torch.from_numpy(nodes),
+                torch.from_numpy(pairs),
+                (torch.from_numpy(a), torch.from_numpy(b)),
+            )
+
+    def select(self, idx: np.ndarray) -> PreparedBatch:
+        """Sub-batch of rows ``idx`` (repeats allowed; positions in the new batch follow ``idx``)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if not hasattr(self, "_where"):
+            self._where = np.zeros((self.n, 2), dtype=np.int64)
+            for k, (rows, *_rest) in self.groups.items():
+                self._where[rows.numpy()] = np.stack([np.full(len(rows), k), np.arange(len(rows))], axis=1)
+        new = PreparedBatch.__new__(PreparedBatch)
+        new.n = len(idx)
+        new.groups = {}
+        wk, wi = self._where[idx].T
+        for k, (_rows, nodes, pairs, trip) in self.groups.items():
+            sel = np.flatnonzero(wk == k)
+            if len(sel):
+                at = torch.from_numpy(wi[sel])
+                new.groups[k] = (torch.from_numpy(sel), nodes[at], pairs[at], trip)
+        return new
+
+
+def encode(model: InvariantEncoder, batch: PreparedBatch, chunk: int = 4096) -> torch.Tensor:
+    """``(N, d)`` embeddings of a prepared batch (differentiable when grad is enabled)."""
+    parts, where = [], []
+    for _k, (rows, nodes, pairs, trip) in batch.groups.items():
+        for s in range(0, len(rows), chunk):
+            parts.append(model.forward_group(nodes[s : s + chunk], pairs[s : s + chunk], trip))
+            where.append(rows[s : s + chunk])
+    if not parts:
+        return torch.zeros((0, model.dim))
+    z = torch.cat(parts)
+    order = torch.cat(where)
+    out = torch.empty_like(z)
+    out[order] = z
+    return out
+
+
+def build_encoder(host: HostLattice, dim: int = 12, width: int = 64, seed: int = 0) -> InvariantEncoder:
+    """A freshly initialised encoder for ``host`` (seeded)."""
+    gen = torch.random.fork_rng()
+    with gen:
+        torch.manual_seed(seed)
+        return InvariantEncoder(len(host.defect_types), n_pair_features(host), dim, width)
+
+
+def embed_occ(model: InvariantEncoder, occ: np.ndarray, host: HostLattice, chunk: int = 2048) -> np.ndarray:
+    """``(N, n_sites)`` uint8 occupancies -> ``(N, d)`` float64 embeddings (batched, no grad)."""
+    occ = np.asarray(occ)
+    if occ.ndim == 1:
+        occ = occ[None]
+    out = np.zeros((len(occ), model.dim))
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, len(occ), chunk):
+            b = PreparedBatch(occ[s : s + chunk], host)
+            out[s : s + chunk] = encode(model, b).double().numpy()
+    return out

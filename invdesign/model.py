@@ -1,0 +1,338 @@
+"""The trained model: invariant encoder + property heads, saved as one file.
+
+:class:`Model` bundles the 12-D symmetry-invariant embedding (``embed``), the head that serves
+property predictions with uncertainty (``predict``: a deep ensemble on exact cluster counts),
+the 12-D embedding head used by the flow/decoder/GP (``predict_embedding``: a deep ensemble on
+``z``), the seed's ridge rows (kept for the benchmark), the training configurations and metadata.
+:func:`train_model` trains all of it on the train split, chooses everything on the validation
+split and reports (never uses) the test split. :func:`load_model` loads a file or the packaged
+default.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from invdesign.data.dataset import TARGETS, Dataset, split_indices
+from invdesign.embed.encoder import InvariantEncoder, embed_occ
+from invdesign.embed.train import DEFAULTS as ENCODER_DEFAULTS
+from invdesign.embed.train import nearest_other, train_encoder
+from invdesign.errors import InvdesignError
+from invdesign.lattice.enumerate import compositions, enumerate_orbits
+from invdesign.lattice.host import HostLattice
+from invdesign.predict.features import cluster_counts, poly2
+from invdesign.predict.heads import EnsembleHead, RidgeHead
+
+FORMAT = "invdesign-model/1"
+
+DEFAULT_CONFIG: dict = {
+    **ENCODER_DEFAULTS,
+    "max_orbit_defects": 3,  # negatives: every class with up to this many defects
+    "ce_members": 5,
+    "ce_width": 256,
+    "ce_epochs": 300,
+    "z_members": 5,
+    "z_width": 128,
+    "z_epochs": 300,
+}
+
+
+def _n_defects(occ: np.ndarray, host: HostLattice) -> np.ndarray:
+    return (np.asarray(occ) != host.host_code[None, :]).sum(axis=1)
+
+
+class Model:
+    """Encoder + heads + metadata. Build with :func:`train_model`, or :meth:`load`.
+
+    Attributes:
+        host: the host lattice.
+        encoder: the invariant encoder (torch module).
+        heads: ``{"ridge_z", "poly_z", "ensemble_z", "ensemble_ce"}`` fitted heads.
+        meta: version, data name and fingerprint, split, sizes, metrics (MAE meV), seconds, dim, targets.
+        train_occ: ``(M, n_sites)`` uint8 training configurations; ``train_y``: ``(M, 2)`` eV.
+        extras: other components' states, saved and loaded verbatim (e.g. ``extras["flow"]``).
+    """
+
+    def __init__(self, host: HostLattice, encoder: InvariantEncoder, heads: dict, meta: dict,
+                 train_occ: np.ndarray, train_y: np.ndarray, extras: dict | None = None) -> None:
+        self.host = host
+        self.encoder = encoder
+        self.heads = heads
+        self.meta = meta
+        self.train_occ = np.asarray(train_occ, dtype=np.uint8)
+        self.train_y = np.asarray(train_y, dtype=np.float64)
+        self.extras = extras if extras is not None else {}
+
+    @property
+    def dim(self) -> int:
+        return self.encoder.dim
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return tuple(self.meta.get("targets", TARGETS))
+
+    def _check(self, occ) -> np.ndarray:
+        occ = np.asarray(occ)
+        if occ.ndim == 1:
+            occ = occ[None]
+        if occ.ndim != 2 or occ.shape[1] != self.host.n_sites:
+            raise InvdesignError(f"configurations must be (N, {self.host.n_sites}) for {self.host.name}; got {occ.shape}")
+        return occ.astype(np.uint8, copy=False)
+
+    def embed(self, occ: np.ndarray) -> np.ndarray:
+        """``(N, n_sites)`` uint8 -> ``(N, d)`` float64 embedding, exactly invariant under the host group."""
+        return embed_occ(self.encoder, self._check(occ), self.host)
+
+    def predict(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std ``(N, 2)`` in eV (TARGETS order) from the best head (ensemble on cluster counts).
+
+        The formation energy head predicts the total formation energy; it is divided by the
+        number of defects here (pristine cells get 0 per site).
+        """
+        occ = self._check(occ)
+        mean, std = self.heads["ensemble_ce"].predict(cluster_counts(occ, self.host))
+        k = np.maximum(_n_defects(occ, self.host), 1).astype(float)
+        mean[:, 0] /= k
+        std[:, 0] /= k
+        return mean, std
+
+    def predict_embedding(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std ``(N, 2)`` in eV from the embedding head (deep ensemble on ``z (N, d)``)."""
+        z = np.asarray(z, dtype=np.float64)
+        if z.ndim != 2 or z.shape[1] != self.dim:
+            raise InvdesignError(f"embeddings must be (N, {self.dim}); got {z.shape}")
+        return self.heads["ensemble_z"].predict(z)
+
+    def predict_head(self, occ: np.ndarray, head: str) -> tuple[np.ndarray, np.ndarray]:
+        """Predictions of one named head (``ridge_z``, ``poly_z``, ``ensemble_z``, ``ensemble_ce``)."""
+        occ = self._check(occ)
+        if head == "ensemble_ce":
+            return self.predict(occ)
+        z = self.embed(occ)
+        if head == "ridge_z":
+            return self.heads["ridge_z"].predict(z)
+        if head == "poly_z":
+            return self.heads["poly_z"].predict(poly2(z))
+        if head == "ensemble_z":
+            return self.predict_embedding(z)
+        raise InvdesignError(f"unknown head {head!r}")
+
+    def extrapolation(self, occ: np.ndarray) -> list[str]:
+        """One reason string per configuration ('' when inside the training domain).
+
+        Flags more defects than any training configuration and compositions never trained on.
+        """
+        occ = self._check(occ)
+        k = _n_defects(occ, self.host)
+        kmax = int(_n_defects(self.train_occ, self.host).max()) if len(self.train_occ) else 0
+        seen = {tuple(c) for c in compositions(self.train_occ, self.host)}
+        labels = [self.host.defect_label(s, c) for s, c in self.host.defect_types]
+        out = []
+        for kk, comp in zip(k, compositions(occ, self.host)):
+            why = []
+            if kk > kmax:
+                why.append(f"{kk} defects > {kmax} seen in training")
+            elif tuple(comp) not in seen:
+                desc = "+".join(f"{n}{lab}" for n, lab in zip(comp, labels) if n) or "pristine"
+                why.append(f"composition {desc} not in training")
+            out.append("; ".join(why))
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def state(self) -> dict:
+        return {
+            "format": FORMAT,
+            "meta": self.meta,
+            "host": {"unit_cell_cif": self.host.unit_cell.to(fmt="cif"), "matrix": self.host.matrix.tolist(),
+                     "substituents": self.host.substituents, "fingerprint": self.host.fingerprint},
+            "encoder": {"config": self.encoder.config(), "state": self.encoder.state_dict()},
+            "heads": {"ridge_z": self.heads["ridge_z"].state(), "poly_z": self.heads["poly_z"].state(),
+                      "ensemble_z": self.heads["ensemble_z"].state(), "ensemble_ce": self.heads["ensemble_ce"].state()},
+            "train_occ": torch.as_tensor(self.train_occ),
+            "train_y": torch.as_tensor(self.train_y),
+            "extras": self.extras,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model to one file atomically (``torch.save`` of tensors and plain containers)."""
+        path = Path(path)
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise InvdesignError("output folder does not exist", source=str(parent))
+        buf = io.BytesIO()
+        torch.save(self.state(), buf)
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(buf.getvalue())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def from_state(cls, st: dict, source: str = "model") -> Model:
+        if not isinstance(st, dict) or st.get("format") != FORMAT:
+            raise InvdesignError(f"not an invdesign model (expected format {FORMAT})", source=source)
+        try:
+            h = st["host"]
+            if h["fingerprint"] == HostLattice.default().fingerprint:
+                host = HostLattice.default()
+            else:
+                from pymatgen.core import Structure
+
+                host = HostLattice.from_unit_cell(Structure.from_str(h["unit_cell_cif"], fmt="cif"), np.array(h["matrix"]), h["substituents"])
+            enc = InvariantEncoder(**st["encoder"]["config"])
+            enc.load_state_dict(st["encoder"]["state"])
+            enc.eval()
+            heads = {
+                "ridge_z": RidgeHead.from_state(st["heads"]["ridge_z"]),
+                "poly_z": RidgeHead.from_state(st["heads"]["poly_z"]),
+                "ensemble_z": EnsembleHead.from_state(st["heads"]["ensemble_z"]),
+                "ensemble_ce": EnsembleHead.from_state(st["heads"]["ensemble_ce"]),
+            }
+            return cls(host, enc, heads, st["meta"], st["train_occ"].numpy(), st["train_y"].numpy(), st.get("extras") or {})
+        except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+            raise InvdesignError(f"model file is incomplete or corrupt ({type(exc).__name__}: {exc})", source=source) from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> Model:
+        """Load a model file; anything that is not one gives an :class:`InvdesignError`."""
+        p = Path(path)
+        if not p.is_file():
+            raise InvdesignError("model file not found", source=str(p))
+        try:
+            st = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for foreign or truncated files
+            raise InvdesignError(f"not a readable model file ({type(exc).__name__})", source=str(p)) from None
+        return cls.from_state(st, str(p))
+
+
+_CACHE: dict[str, Model] = {}
+
+
+def default_model_path() -> Path:
+    """Path of the packaged default model (``invdesign/resources/default_model.pt``)."""
+    return Path(str(resources.files("invdesign.resources") / "default_model.pt"))
+
+
+def load_model(path: str | Path | None = None) -> Model:
+    """Load ``path``, or the packaged default when None; cached per process (by resolved path and mtime)."""
+    p = Path(path) if path is not None else default_model_path()
+    if path is None and not p.is_file():
+        raise InvdesignError("the packaged default model is missing; train one with `invdesign train`", source=str(p))
+    key = f"{p.resolve()}:{p.stat().st_mtime_ns if p.is_file() else 0}"
+    if key not in _CACHE:
+        _CACHE[key] = Model.load(p)
+    return _CACHE[key]
+
+
+def _mae_mev(pred: np.ndarray, y: np.ndarray) -> dict:
+    return {t: float(np.abs(pred[:, j] - y[:, j]).mean() * 1000) for j, t in enumerate(TARGETS)}
+
+
+def train_model(dataset: Dataset, seed: int = 0, config: dict | None = None, split_seed: int = 0,
+                fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), progress=None) -> Model:
+    """Train encoder and heads on the train split of ``dataset``; tune on val; report test.
+
+    Args:
+        dataset: configurations with ``formation_energy_per_site`` and ``homo_lumo_gap`` (eV).
+        seed: seed of every random choice in training.
+        config: overrides of :data:`DEFAULT_CONFIG` (tests use tiny settings).
+        split_seed, fractions: the split (:func:`invdesign.data.dataset.split_indices`).
+        progress: optional ``progress(stage: str, done: int, total: int)`` callback.
+
+    Returns:
+        the :class:`Model`; ``meta["metrics"]`` has val and test MAE (meV) of every head.
+    """
+    from invdesign import __version__
+
+    cfg = {**DEFAULT_CONFIG, **(config or {})}
+    unknown = sorted(set(cfg) - set(DEFAULT_CONFIG))
+    if unknown:
+        raise InvdesignError(f"unknown training setting(s) {unknown}; known: {sorted(DEFAULT_CONFIG)}")
+    torch.manual_seed(seed)
+    host = dataset.host
+    Y = dataset.y(TARGETS)
+    if not np.isfinite(Y).all():
+        raise InvdesignError(f"dataset {dataset.name} has missing target values")
+    sp = split_indices(dataset.ids, fractions, split_seed)
+    tr, va, te = sp["train"], sp["val"], sp["test"]
+    if len(tr) < 2 or len(va) < 1:
+        raise InvdesignError(f"dataset {dataset.name} is too small to split ({len(tr)} train, {len(va)} val)")
+    occ = dataset.occ
+    k = np.maximum(_n_defects(occ, host), 1).astype(float)
+    t0 = time.time()
+    timings = {}
+
+    def stage(name: str, total: int):
+        done = [0]
+
+        def tick():
+            done[0] += 1
+            if progress is not None:
+                progress(name, done[0], total)
+
+        return tick
+
+    orbits = enumerate_orbits(host, cfg["max_orbit_defects"])
+    encoder, hist = train_encoder(host, occ[tr], Y[tr], orbits.occ, {k_: cfg[k_] for k_ in ENCODER_DEFAULTS}, seed,
+                                  stage("encoder", cfg["epochs"]))
+    timings["encoder_s"] = time.time() - t0
+    z = embed_occ(encoder, occ, host)
+    zo = embed_occ(encoder, orbits.occ, host)
+    _, dmin = nearest_other(zo)
+    heads: dict = {}
+    heads["ridge_z"] = RidgeHead().fit(z[tr], Y[tr], z[va], Y[va])
+    pz = poly2(z)
+    heads["poly_z"] = RidgeHead().fit(pz[tr], Y[tr], pz[va], Y[va])
+    t1 = time.time()
+    heads["ensemble_z"] = EnsembleHead(cfg["z_members"], cfg["z_width"], cfg["z_epochs"], seed=seed).fit(
+        z[tr], Y[tr], z[va], Y[va], stage("embedding head", cfg["z_members"] * cfg["z_epochs"]))
+    timings["ensemble_z_s"] = time.time() - t1
+    t1 = time.time()
+    X = cluster_counts(occ, host)
+    Yt = Y.copy()
+    Yt[:, 0] *= k  # total formation energy
+    heads["ensemble_ce"] = EnsembleHead(cfg["ce_members"], cfg["ce_width"], cfg["ce_epochs"], seed=seed).fit(
+        X[tr], Yt[tr], X[va], Yt[va], stage("cluster-count head", cfg["ce_members"] * cfg["ce_epochs"]))
+    timings["ensemble_ce_s"] = time.time() - t1
+    meta = {
+        "version": __version__,
+        "format": FORMAT,
+        "targets": list(TARGETS),
+        "units": "eV (MAE in meV)",
+        "data": {"name": dataset.name, "fingerprint": dataset.fingerprint, "n_structures": len(dataset)},
+        "host": {"name": host.name, "fingerprint": host.fingerprint, "n_ops": host.n_ops},
+        "split": {"seed": split_seed, "fractions": list(fractions), "train": len(tr), "val": len(va), "test": len(te)},
+        "seed": seed,
+        "config": cfg,
+        "embedding_dim": encoder.dim,
+        "serving_head": "ensemble_ce",
+        "embedding_head": "ensemble_z",
+        "orbit_table": {"max_defects": cfg["max_orbit_defects"], "classes": len(orbits),
+                        "min_distance": float(dmin.min()), "margin": cfg["margin"],
+                        "below_margin": int((dmin < cfg["margin"]).sum())},
+        "encoder_history": {k_: v for k_, v in hist.items() if k_ != "config"},
+        "train_seconds": None,
+        "timings": timings,
+        "metrics": {},
+    }
+    model = Model(host, encoder, heads, meta, occ[tr], Y[tr])
+    for split, idx in (("val", va), ("test", te)):
+        if len(idx) == 0:
+            continue
+        for head in heads:
+            pred, _ = model.predict_head(occ[idx], head)
+            meta["metrics"].setdefault(head, {})[split] = _mae_mev(pred, Y[idx])
+    meta["train_seconds"] = time.time() - t0
+    return model
