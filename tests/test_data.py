@@ -21,6 +21,7 @@ from invdesign.data.dataset import (
     load_2dmd_collection,
     load_dataset,
     load_folder,
+    map_structures,
     split_indices,
 )
 from invdesign.data.readers import SourceRecord, _pymatgen_parse, iter_sources, parse, parse_cif_fast
@@ -263,3 +264,20 @@ def test_splits(dataset):
     assert set(np.array(ids[::2])[sub["test"]]) == set(np.array(ids)[a["test"]]) & set(ids[::2])
     with pytest.raises(InvdesignError, match="sum to 1"):
         split_indices(ids, (0.5, 0.2, 0.2))
+
+
+def test_ids_are_file_stems(tmp_path, host, small_occ):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    write_structure(small_occ[0], host, a / "mos2.v1.cif")
+    write_structure(small_occ[1], host, a / "mos2.v2.vasp")
+    (a / "calc").mkdir()
+    write_structure(small_occ[2], host, a / "calc" / "POSCAR", fmt="poscar")
+    ds = map_structures([a, a / "calc" / "POSCAR"], host)
+    assert list(ds.ids) == ["mos2.v1", "mos2.v2", "calc"]
+    assert np.array_equal(ds.occ, small_occ[:3])
+    write_structure(small_occ[3], host, b / "mos2.v1.json")
+    with pytest.raises(InvdesignError, match="duplicate structure id 'mos2.v1'") as info:
+        map_structures([a, b], host)
+    assert str(b / "mos2.v1.json") in str(info.value)

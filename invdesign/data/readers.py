@@ -65,10 +65,15 @@ def _kind(name: str) -> str | None:
 
 
 def _stem(name: str) -> str:
+    """Structure id of a file: its stem (``a.b.cif`` -> ``a.b``); a bare POSCAR/CONTCAR takes its folder's name."""
     base = Path(name).name
     if base in STRUCTURE_NAMES:
         return Path(name).parent.name or base
-    return base.split(".")[0] if not base.startswith(STRUCTURE_NAMES) else base
+    low = base.lower()
+    for suffix in STRUCTURE_SUFFIXES:
+        if low.endswith(suffix):
+            return base[: -len(suffix)]
+    return base
 
 
 def is_archive(path: Path) -> bool:
@@ -98,7 +103,7 @@ def iter_sources(paths: Iterable[str | Path]) -> Iterator[SourceRecord]:
                 text = path.read_text()
             except (OSError, UnicodeDecodeError) as exc:
                 raise InvdesignError(f"cannot read ({exc.__class__.__name__})", source=str(path)) from None
-            yield SourceRecord(_stem(path.name), str(path), text, kind)
+            yield SourceRecord(_stem(str(path)), str(path), text, kind)
 
 
 def _iter_archive(path: Path) -> Iterator[SourceRecord]:

@@ -127,7 +127,10 @@ class HostLattice:
         subs = {el: list(substituents.get(el, [])) for el in host_elements}
         diag = np.diag(matrix)
         tag = "x".join(str(int(v)) for v in diag[:2]) if np.count_nonzero(matrix - np.diag(diag)) == 0 else "sc"
-        return cls(unit_cell=uc, matrix=matrix, substituents=subs, symprec=symprec, name=f"{formula}-{tag}")
+        host = cls(unit_cell=uc, matrix=matrix, substituents=subs, symprec=symprec, name=f"{formula}-{tag}")
+        # Hosts are immutable: equal content gives the same object, so its symmetry is computed once
+        # (a cached dataset of the default host reuses the default host's permutations).
+        return _INTERNED.setdefault((host.fingerprint, symprec), host)
 
     @classmethod
     def from_config(cls, path: str | Path) -> HostLattice:
@@ -348,6 +351,7 @@ class _SiteLookup:
 
 
 _DEFAULT: list[HostLattice] = []
+_INTERNED: dict[tuple[str, float], HostLattice] = {}
 
 
 def _default_host() -> HostLattice:
