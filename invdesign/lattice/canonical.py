@@ -50,6 +50,51 @@ def _ops_to_min(host: HostLattice) -> np.ndarray:
     return cached
 
 
+# Compare-swap networks that sort k = 2, 3, 4 values (faster than np.sort along a short axis).
+_NETWORKS = {2: [(0, 1)], 3: [(0, 1), (1, 2), (0, 1)], 4: [(0, 1), (2, 3), (0, 2), (1, 3), (1, 2)]}
+
+
+def _sorted_columns(enc: np.ndarray) -> list[np.ndarray]:
+    """The last axis of ``enc`` ``(m, C, k)`` sorted ascending, as ``k`` arrays of shape ``(m, C)``."""
+    k = enc.shape[2]
+    if k not in _NETWORKS:
+        return list(np.moveaxis(np.sort(enc, axis=2), 2, 0))
+    cols = [enc[:, :, j] for j in range(k)]
+    for a, b in _NETWORKS[k]:
+        cols[a], cols[b] = np.minimum(cols[a], cols[b]), np.maximum(cols[a], cols[b])
+    return cols
+
+
+def _candidate_groups(
+    sites: np.ndarray, codes: np.ndarray, host: HostLattice, exhaustive: bool
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Candidate operations per configuration, grouped by how many there are.
+
+    Args:
+        sites, codes: ``(M, k)`` defect sites and species codes of ``M`` configurations.
+
+    Returns:
+        ``[(rows, cand), ...]``: ``rows`` ``(m,)`` indices into the ``M`` configurations and
+        ``cand`` ``(m, C)`` operation indices to scan for them (all ``G`` when exhaustive; else the
+        operations sending a lead defect to its orbit-minimum site, without padding).
+    """
+    M = len(sites)
+    G = host.n_ops
+    if exhaustive:
+        return [(np.arange(M), np.broadcast_to(np.arange(G), (M, G)))]
+    ops_to_min = _ops_to_min(host)
+    first = host._cache["orbit_min"][sites] * host.n_species + codes  # (M, k)
+    lead = first == first.min(axis=1, keepdims=True)
+    cand = ops_to_min[sites].reshape(M, -1)  # (M, k*S), -1 pads
+    valid = (cand >= 0) & np.repeat(lead, ops_to_min.shape[1], axis=1)
+    n_valid = valid.sum(axis=1)
+    out = []
+    for v in np.unique(n_valid):
+        rows = np.flatnonzero(n_valid == v)
+        out.append((rows, cand[rows][valid[rows]].reshape(len(rows), int(v))))
+    return out
+
+
 def canonical_forms(
     occ: np.ndarray, host: HostLattice, exhaustive: bool = False
 ) -> tuple[list[tuple[int, ...]], np.ndarray, np.ndarray]:
@@ -78,8 +123,6 @@ def canonical_forms(
     G = perms.shape[0]
     ns = host.n_species
     bits = _bits(host)
-    ops_to_min = _ops_to_min(host)
-    orbit_min = host._cache["orbit_min"]
     mask = occ != host.host_code[None, :]
     counts = mask.sum(axis=1)
     forms: list[tuple[int, ...]] = [()] * N
@@ -91,53 +134,56 @@ def canonical_forms(
             stab[idx] = G
             continue
         sites = np.nonzero(mask[idx])[1].reshape(len(idx), k)  # (M, k)
-        codes = np.take_along_axis(occ[idx].astype(np.int64), sites, axis=1)
-        n_cand = G if exhaustive else k * ops_to_min.shape[1]
-        step = max(1, _CHUNK_ELEMS // (n_cand * k))
-        for s in range(0, len(idx), step):
-            sl = slice(s, s + step)
-            st, co = sites[sl], codes[sl]
-            m = len(st)
-            if exhaustive:
-                cand = np.broadcast_to(np.arange(G), (m, G))
-                valid = np.ones((m, G), dtype=bool)
-            else:
-                first = orbit_min[st] * ns + co  # (m, k)
-                lead = first == first.min(axis=1, keepdims=True)
-                cand = ops_to_min[st].reshape(m, -1)  # (m, k*S)
-                valid = (cand >= 0) & np.repeat(lead, ops_to_min.shape[1], axis=1)
-                cand = np.where(valid, cand, 0)
-            enc = perms[cand[:, :, None], st[:, None, :]] * ns + co[:, None, :]  # (m, C, k)
-            enc.sort(axis=2)
-            if k * bits <= 63:
-                packed = np.zeros(enc.shape[:2], dtype=np.int64)
-                for j in range(k):
-                    packed = (packed << bits) | enc[:, :, j]
-                packed = np.where(valid, packed, np.iinfo(np.int64).max)
-                arg = packed.argmin(axis=1)
-                best = packed[np.arange(m), arg]
-                op[idx[sl]] = cand[np.arange(m), arg]
-                stab[idx[sl]] = (packed == best[:, None]).sum(axis=1)
-                rows = enc[np.arange(m), arg].tolist()
-                for i, row in zip(idx[sl], rows):
-                    forms[i] = tuple(row)
-            else:  # many defects: lexicographic minimum row by row
-                for r, i in enumerate(idx[sl]):
-                    rows = enc[r][valid[r]]
-                    order = np.lexsort(rows.T[::-1])
-                    best_row = rows[order[0]]
-                    forms[i] = tuple(int(v) for v in best_row)
-                    op[i] = cand[r][valid[r]][order[0]]
-                    stab[i] = int(np.all(rows == best_row, axis=1).sum())
+        codes = np.take_along_axis(occ[idx], sites, axis=1).astype(np.int64)
+        for rows, cands in _candidate_groups(sites, codes, host, exhaustive):
+            n_cand = cands.shape[1]
+            step = max(1, _CHUNK_ELEMS // (n_cand * k))
+            for s in range(0, len(rows), step):
+                r = rows[s : s + step]
+                st, co, cand = sites[r], codes[r], cands[s : s + step]
+                m = len(r)
+                enc = perms[cand[:, :, None], st[:, None, :]] * ns + co[:, None, :]  # (m, C, k)
+                if k * bits <= 63:
+                    cols = _sorted_columns(enc)  # k arrays (m, C), ascending
+                    packed = cols[0]
+                    for j in range(1, k):
+                        packed = (packed << bits) | cols[j]
+                    arg = packed.argmin(axis=1)
+                    best = packed[np.arange(m), arg]
+                    op[idx[r]] = cand[np.arange(m), arg]
+                    stab[idx[r]] = (packed == best[:, None]).sum(axis=1)
+                    low = (1 << bits) - 1
+                    forms_k = np.stack([(best >> (bits * (k - 1 - j))) & low for j in range(k)], axis=1).tolist()
+                    for i, row in zip(idx[r], forms_k):
+                        forms[i] = tuple(row)
+                else:  # many defects: lexicographic minimum row by row
+                    enc.sort(axis=2)
+                    for j, i in enumerate(idx[r]):
+                        imgs = enc[j]
+                        first = np.lexsort(imgs.T[::-1])[0]
+                        best_row = imgs[first]
+                        forms[i] = tuple(int(v) for v in best_row)
+                        op[i] = cand[j, first]
+                        stab[i] = int(np.all(imgs == best_row, axis=1).sum())
     return forms, op, stab
+
+
+def _code_labels(host: HostLattice) -> list[str]:
+    """``"site=species"`` for every code ``site * n_species + species`` (cached per host)."""
+    labels = host._cache.get("code_labels")
+    if labels is None:
+        ns = host.n_species
+        labels = [f"{c // ns}={host.species[c % ns]}" for c in range(host.n_sites * ns)]
+        host._cache["code_labels"] = labels
+    return labels
 
 
 def form_to_key(form: tuple[int, ...], host: HostLattice) -> str:
     """Key string of a canonical form."""
     if not form:
         return f"{host.name}:pristine"
-    ns = host.n_species
-    return f"{host.name}:" + ",".join(f"{c // ns}={host.species[c % ns]}" for c in form)
+    labels = _code_labels(host)
+    return f"{host.name}:" + ",".join([labels[c] for c in form])
 
 
 def canonical_keys(occ: np.ndarray, host: HostLattice) -> list[str]:
