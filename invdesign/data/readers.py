@@ -15,6 +15,7 @@ import re
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +142,12 @@ def _num(tok: str) -> float:
 
 
 def lattice_from_parameters(a: float, b: float, c: float, alpha: float, beta: float, gamma: float) -> np.ndarray:
-    """``(3, 3)`` lattice rows with pymatgen's convention (``Lattice.from_parameters``)."""
+    """``(3, 3)`` lattice rows in Angstrom with pymatgen's convention (``Lattice.from_parameters``)."""
+    return _lattice_from_parameters(a, b, c, alpha, beta, gamma).copy()
+
+
+@lru_cache(maxsize=256)
+def _lattice_from_parameters(a: float, b: float, c: float, alpha: float, beta: float, gamma: float) -> np.ndarray:
     from pymatgen.core import Lattice
 
     return Lattice.from_parameters(a, b, c, alpha, beta, gamma).matrix
@@ -155,7 +161,9 @@ def _floats(col: list[str]) -> list[float]:
         return [_num(t) for t in col]
 
 
-_LOOP_END = re.compile(r"^[ \t]*(?:[_#]|loop_|data_|$)", re.M)
+# The newline before the first line that ends a loop body: a tag, comment, loop_, data_, blank line or
+# the end of the text. Starting with a literal "\n" lets the regex engine skip ahead quickly.
+_LOOP_END = re.compile(r"\n[ \t]*(?:[_#]|loop_|data_|\n|\Z)")
 
 
 def parse_cif_fast(text: str) -> tuple[np.ndarray, list[str], np.ndarray] | None:
@@ -207,8 +215,8 @@ def parse_cif_fast(text: str) -> tuple[np.ndarray, list[str], np.ndarray] | None
                     break
                 cols.append(s.split()[0])
                 pos = end + 1
-            m = _LOOP_END.search(text, pos)
-            stop = m.start() if m else n
+            m = _LOOP_END.search(text, pos - 1)
+            stop = m.start() + 1 if m else n
             body = text[pos:stop]
             pos = stop
             if any(c.startswith("_atom_site_") and not c.startswith("_atom_site_aniso") for c in cols):
@@ -239,7 +247,10 @@ def parse_cif_fast(text: str) -> tuple[np.ndarray, list[str], np.ndarray] | None
     ix, iy, iz, isp = (atoms_cols.index(c) for c in need)
     w = len(atoms_cols)
     try:
-        frac = np.array([_floats(atoms[ix::w]), _floats(atoms[iy::w]), _floats(atoms[iz::w])]).T
+        try:
+            frac = np.array([atoms[ix::w], atoms[iy::w], atoms[iz::w]], dtype=float).T
+        except ValueError:  # numbers with uncertainties, e.g. 0.25(3)
+            frac = np.array([_floats(atoms[ix::w]), _floats(atoms[iy::w]), _floats(atoms[iz::w])]).T
         if "_atom_site_occupancy" in atoms_cols:
             occ = _floats(sorted(set(atoms[atoms_cols.index("_atom_site_occupancy") :: w])))
             if any(abs(o - 1.0) > 1e-6 for o in occ):

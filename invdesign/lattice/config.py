@@ -123,6 +123,7 @@ class SiteMapper:
         if len(np.unique(keys)) != host.n_sites:
             raise InvdesignError("host sites do not reduce to distinct (basis, cell) pairs")
         self.sc_lattice = host.lattice
+        self._ref_abc, self._ref_ang = _abc_angles(self.sc_lattice.matrix)
 
     def _reduce(self, t: np.ndarray) -> np.ndarray:
         """Reduce integer translations ``(m, 3)`` into the supercell's fundamental domain."""
@@ -137,7 +138,7 @@ class SiteMapper:
     def check_cell(self, lattice: Lattice | np.ndarray, source: str) -> None:
         m = lattice.matrix if isinstance(lattice, Lattice) else np.asarray(lattice, dtype=float)
         abc, ang = _abc_angles(m)
-        ref_abc, ref_ang = _abc_angles(self.sc_lattice.matrix)
+        ref_abc, ref_ang = self._ref_abc, self._ref_ang
         ok = np.all(np.abs(abc - ref_abc) <= CELL_RTOL * ref_abc) and np.all(np.abs(ang - ref_ang) <= CELL_ATOL_DEG)
         if not ok:
             lat, ref = Lattice(m), self.sc_lattice
@@ -184,19 +185,19 @@ class SiteMapper:
         if not np.array_equal(self.sorted_keys[pos], keys):
             raise InvdesignError("atoms do not reduce onto host sites", source=source)
         sites = self.sorted_sites[pos]
-        if len(np.unique(sites)) != len(sites):
-            uniq, counts = np.unique(sites, return_counts=True)
-            s = int(uniq[counts > 1][0])
+        per_site = np.bincount(sites, minlength=host.n_sites)
+        if per_site.max(initial=0) > 1:
+            s = int(np.flatnonzero(per_site > 1)[0])
             atoms = np.flatnonzero(sites == s)[:2].tolist()
             raise InvdesignError(f"atoms {atoms[0]} and {atoms[1]} both map to host site {s}", source=source)
         code = host.species_code
-        uniq, inv = np.unique(np.asarray(species, dtype=str), return_inverse=True)
-        unknown = [u for u in uniq if u not in code]
-        if unknown:
+        try:
+            codes = np.array([code[str(sp)] for sp in species], dtype=np.uint8)
+        except KeyError:
+            unknown = next(str(sp) for sp in species if str(sp) not in code)
             raise InvdesignError(
-                f"unknown species {unknown[0]} (host {host.name} allows {', '.join(host.species[1:])})", source=source
-            )
-        codes = np.array([code[u] for u in uniq], dtype=np.uint8)[inv.ravel()]
+                f"unknown species {unknown} (host {host.name} allows {', '.join(host.species[1:])})", source=source
+            ) from None
         ok = host.allowed[host.sublattice[sites], codes]
         if not ok.all():
             i = int(np.flatnonzero(~ok)[0])
