@@ -18,6 +18,9 @@ _LAZY = {
     "load_dataset": ("invdesign.data.dataset", "load_dataset"),
     "map_structures": ("invdesign.data.dataset", "map_structures"),
     "InvdesignError": ("invdesign.errors", "InvdesignError"),
+    "design": ("invdesign.generate.design", "design"),
+    "decode": ("invdesign.generate.decoder", "decode"),
+    "Campaign": ("invdesign.campaign.campaign", "Campaign"),
 }
 
 __all__ = sorted(_LAZY)

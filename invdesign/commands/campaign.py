@@ -1,9 +1,220 @@
-"""Commands of this area (filled in by its owner)."""
+"""``invdesign campaign init|suggest|observe|status|run|report|fit-chgnet``."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from invdesign.errors import InvdesignError
+
+console = Console()
+err_console = Console(stderr=True)
+
+DbOpt = typer.Option(..., "--db", help="The campaign's SQLite file.")
+TargetOpt = typer.Option(None, "--target", help="Window NAME=LO:HI in eV (repeat), e.g. homo_lumo_gap=0.4:0.6.")
+MinOpt = typer.Option(None, "--minimise", help="Single objective: minimise this target.")
+MaxOpt = typer.Option(None, "--maximise", help="Single objective: maximise this target.")
+ThrOpt = typer.Option(None, "--threshold", help="With --minimise/--maximise: values at or beyond this (eV) are hits.")
+PoolOpt = typer.Option(None, "--pool", help="Candidate STRUCTURES (files, folders, initial.tar.gz; repeat). Default: enumeration.")
+OracleOpt = typer.Option(None, "--oracle", help="table:F.csv (labels by _id), surrogate[:MODEL], or chgnet:MU.json.")
+BatchOpt = typer.Option(5, "--batch", min=1, help="Suggestions per step.")
+BudgetOpt = typer.Option(None, "--budget", min=1, help="Most evaluations.")
+UntilOpt = typer.Option(None, "--until-hits", min=1, help="Stop after this many hits (distinct in-window configurations).")
+SeedOpt = typer.Option(0, "--seed", help="Random seed (GP fits, random steps).")
+ModelOpt = typer.Option(None, "--model", help="Model file (default: the packaged model).")
+FeatOpt = typer.Option("model", "--features", help="GP features: model (12-D embedding, warm start) or pairs (exact, no model).")
+WarmOpt = typer.Option(True, "--warm-start/--no-warm-start", help="Use the model's predictions as the GP prior mean.")
+AcqOpt = typer.Option("auto", "--acquisition", help="pwin (window), ei (single objective), random, or auto.")
+ExecOpt = typer.Option(None, "--executor", help="auto, inline, process[:N], thread[:N], dask-local[:N], dask://host:port.")
+MaxDefOpt = typer.Option(3, "--max-defects", min=1, help="Enumeration: largest number of defects.")
+MinDefOpt = typer.Option(1, "--min-defects", min=1, help="Enumeration: smallest number of defects.")
+TypeOpt = typer.Option(None, "--type", help="Enumeration: allowed defect types, e.g. V_S (repeat; default all).")
+HostOpt = typer.Option("builtin:MoS2", "--host", help="Host: a pristine unit-cell CIF, a host TOML, or builtin:MoS2.")
+SupercellOpt = typer.Option("8x8", "--supercell", help="Supercell of the host, e.g. 8x8.")
+
+
+def _create(db: Path, target, minimise, maximise, threshold, pool, oracle, batch, budget, until_hits, seed, model,
+            features, warm_start, acquisition, executor, max_defects, min_defects, types, host, supercell):
+    from invdesign.campaign import Campaign, Target
+
+    tgt = Target.from_cli(target, minimise, maximise, threshold)
+    return Campaign.create(
+        db, tgt, pool or None, max_defects=max_defects, min_defects=min_defects, defect_types=types or None,
+        host=host, supercell=supercell, oracle=oracle, batch=batch, budget=budget, until_hits=until_hits, seed=seed,
+        model=model, features=features, warm_start=warm_start, acquisition=acquisition, executor=executor or "auto",
+    )
+
+
+def init(
+    db: Path = DbOpt, target: list[str] = TargetOpt, minimise: str = MinOpt, maximise: str = MaxOpt,
+    threshold: float = ThrOpt, pool: list[Path] = PoolOpt, oracle: str = OracleOpt, batch: int = BatchOpt,
+    budget: int = BudgetOpt, until_hits: int = UntilOpt, seed: int = SeedOpt, model: str = ModelOpt,
+    features: str = FeatOpt, warm_start: bool = WarmOpt, acquisition: str = AcqOpt, executor: str = ExecOpt,
+    max_defects: int = MaxDefOpt, min_defects: int = MinDefOpt, types: list[str] = TypeOpt,
+    host: str = HostOpt, supercell: str = SupercellOpt,
+) -> None:
+    """Create a campaign: target, search space (pool or enumeration), oracle, batch size."""
+    c = _create(db, target, minimise, maximise, threshold, pool, oracle, batch, budget, until_hits, seed, model,
+                features, warm_start, acquisition, executor, max_defects, min_defects, types, host, supercell)
+    with c:
+        st = c.status()
+    console.print(f"campaign {db}: {st['target']}; {st['candidates']} candidates; oracle {st['oracle']}", highlight=False)
+
+
+def suggest(
+    db: Path = DbOpt,
+    n: int = typer.Option(None, "-n", min=1, help="How many (default: the campaign's batch size)."),
+    out: Path = typer.Option(None, "--out", help="Also write the batch as CSV (id, canonical_key, predictions; fill in the targets)."),
+    structures: Path = typer.Option(None, "--structures", help="Also write one CIF per suggestion into this folder."),
+) -> None:
+    """Suggest the next batch (recorded as pending) and print it."""
+    from invdesign.campaign import Campaign
+    from invdesign.commands.common import check_out_file
+    from invdesign.data.dataset import TARGETS
+    from invdesign.io import atomic_dir, write_csv, write_structure
+
+    if out is not None:
+        check_out_file(out)
+    with Campaign.open(db) as c:
+        df = c.suggest(n)
+        if out is not None:
+            sheet = df.copy()
+            for t in TARGETS:
+                sheet[t] = ""
+            write_csv(out, sheet)
+        if structures is not None and len(df):
+            cands, occ = c.candidates
+            idx = dict(zip(cands["canonical_key"], range(len(cands))))
+            with atomic_dir(structures) as tmp:
+                for r in df.itertuples(index=False):
+                    write_structure(occ[idx[r.canonical_key]], c.host, tmp / f"{r.id}.cif")
+    if not len(df):
+        console.print("nothing left to suggest (candidates or budget exhausted)")
+        return
+    t = Table(title=f"step {int(df['step'].iat[0])}: {len(df)} suggestions")
+    for col in ("id", "canonical_key", "acquisition", *(f"{x}_mean" for x in TARGETS)):
+        t.add_column(col.replace("formation_energy_per_site", "E_f").replace("homo_lumo_gap", "gap"), justify="right")
+    for r in df.itertuples(index=False):
+        t.add_row(str(r.id), str(r.canonical_key), *(f"{getattr(r, k):.4g}" for k in ("acquisition", *(f"{x}_mean" for x in TARGETS))))
+    console.print(t)
+
+
+def observe(
+    db: Path = DbOpt,
+    source: Path = typer.Option(..., "--from", help="CSV with id and/or canonical_key and target columns (eV)."),
+) -> None:
+    """Record results (e.g. DFT) from a CSV; idempotent by canonical key."""
+    from invdesign.campaign import Campaign
+
+    with Campaign.open(db) as c:
+        new, rep = c.observe_csv(source)
+        st = c.status()
+    console.print(f"{new} new observations, {rep} already recorded; {st['evaluations']} evaluations, {st['hits']} hits",
+                  highlight=False)
+
+
+def status(db: Path = DbOpt, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Evaluations, hits, pending suggestions and the best observation."""
+    from invdesign.campaign import Campaign
+
+    with Campaign.open(db) as c:
+        st = c.status()
+    if as_json:
+        print(json.dumps(st, indent=2))
+        return
+    t = Table(title=f"campaign {db}: {st['target']}")
+    t.add_column("")
+    t.add_column("", justify="right")
+    for k in ("evaluations", "hits", "pending", "failed", "steps", "candidates", "budget", "until_hits", "oracle", "done"):
+        t.add_row(k, str(st[k]))
+    if st["best"]:
+        b = st["best"]
+        t.add_row("best", f"{b['id']} (E_f {b['formation_energy_per_site']}, gap {b['homo_lumo_gap']} eV)")
+    console.print(t)
+
+
+def run(
+    db: Path = DbOpt, target: list[str] = TargetOpt, minimise: str = MinOpt, maximise: str = MaxOpt,
+    threshold: float = ThrOpt, pool: list[Path] = PoolOpt, oracle: str = OracleOpt, batch: int = BatchOpt,
+    budget: int = BudgetOpt, until_hits: int = UntilOpt, seed: int = SeedOpt, model: str = ModelOpt,
+    features: str = FeatOpt, warm_start: bool = WarmOpt, acquisition: str = AcqOpt, executor: str = ExecOpt,
+    max_defects: int = MaxDefOpt, min_defects: int = MinDefOpt, types: list[str] = TypeOpt,
+    host: str = HostOpt, supercell: str = SupercellOpt,
+    max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after this many suggest steps."),
+) -> None:
+    """Run (or resume) a campaign until --until-hits hits or --budget evaluations."""
+    from invdesign.campaign import Campaign, Target
+
+    if db.exists() and db.stat().st_size > 0:
+        c = Campaign.open(db)
+        cfg = c.config
+        if target or minimise or maximise:
+            given = Target.from_cli(target, minimise, maximise, threshold)
+            if given.to_dict() != c.target.to_dict():
+                c.close()
+                raise InvdesignError(f"the campaign's target is {c.target.describe()}, not {given.describe()}", source=str(db))
+        if oracle and cfg.get("oracle") and oracle != cfg["oracle"]:
+            c.close()
+            raise InvdesignError(f"the campaign's oracle is {cfg['oracle']}, not {oracle}", source=str(db))
+        if pool and cfg["space"].get("paths") != [str(p) for p in pool]:
+            c.close()
+            raise InvdesignError(f"the campaign's pool is {cfg['space'].get('paths')}, not {[str(p) for p in pool]}", source=str(db))
+        resumed = True
+    else:
+        c = _create(db, target, minimise, maximise, threshold, pool, oracle, batch, budget, until_hits, seed, model,
+                    features, warm_start, acquisition, executor, max_defects, min_defects, types, host, supercell)
+        resumed = False
+    with c:
+        before = c.status()["evaluations"]
+        st = c.run(oracle or None, until_hits=until_hits, budget=budget, executor=executor, max_steps=max_steps)
+    console.print(
+        f"{'resumed' if resumed else 'ran'} {db}: {st['evaluations']} evaluations ({st['evaluations'] - before} new), "
+        f"{st['hits']} hits; target {st['target']}", highlight=False)
+
+
+def report(db: Path = DbOpt, out: Path = typer.Option(..., "--out", help="Output folder.")) -> None:
+    """Plots (best so far, hits vs evaluations), observations.csv and the hits' CIFs."""
+    from invdesign.campaign import Campaign
+
+    with Campaign.open(db) as c:
+        path = c.report(out)
+        st = c.status()
+    console.print(f"{st['evaluations']} observations, {st['hits']} hits -> {path}", highlight=False)
+
+
+def fit_chgnet(
+    data: Path = typer.Option(..., "--data", help="A labelled 2DMD dataset folder (the share)."),
+    out: Path = typer.Option(..., "--out", help="JSON file for the fitted chemical potentials (use as --oracle chgnet:OUT)."),
+    n: int = typer.Option(12, "-n", min=4, help="Structures to fit on (stratified over defect types)."),
+    fmax: float = typer.Option(0.1, "--fmax", help="Relaxation force threshold (eV/Angstrom)."),
+    steps: int = typer.Option(50, "--steps", min=0, help="Most relaxation steps (0 = single point)."),
+    seed: int = SeedOpt,
+) -> None:
+    """Fit CHGNet chemical potentials to DFT formation energies on a sample of a labelled dataset."""
+    from invdesign.campaign.oracles import ChgnetOracle, fit_chemical_potentials, stratified_sample
+    from invdesign.commands.common import check_out_file
+    from invdesign.data.dataset import load_dataset
+
+    check_out_file(out, (".json",))
+    ds = load_dataset(data)
+    idx = stratified_sample(ds, n, seed)
+    oracle = ChgnetOracle(fmax=fmax, steps=steps, host=ds.host)
+    oracle.mu = fit_chemical_potentials(oracle, ds.occ[idx], ds.y(["formation_energy_per_site"])[:, 0])
+    oracle.save(out)
+    console.print(f"chemical potentials (eV/atom) {oracle.mu} from {len(idx)} structures -> {out}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    camp = typer.Typer(help="Bayesian-optimisation campaigns (persistent, resumable).", no_args_is_help=True)
+    camp.command("init")(init)
+    camp.command("suggest")(suggest)
+    camp.command("observe")(observe)
+    camp.command("status")(status)
+    camp.command("run")(run)
+    camp.command("report")(report)
+    camp.command("fit-chgnet")(fit_chgnet)
+    app.add_typer(camp, name="campaign")

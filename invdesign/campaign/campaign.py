@@ -1,0 +1,568 @@
+"""The campaign loop: suggest a batch, evaluate it with an oracle, observe, repeat.
+
+A :class:`Campaign` lives in one SQLite file (:mod:`invdesign.campaign.store`) holding its
+config (target, search space, oracle spec, batch size, seed, budget), the candidate set with
+its features (and the model's predictions as GP prior mean), every suggestion and every
+observation. Each ``suggest`` and each ``observe`` is one transaction, so a campaign killed
+at any moment resumes from its last commit; ``suggest`` holds the write lock while it computes,
+so two processes never suggest the same configuration, and a suggestion depends only on the
+stored state (observations sorted by canonical key, pending points, ``seed + step``): a
+resumed campaign makes the same suggestions it would have made without the interruption.
+
+Units: all target values, means and stds are eV.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from invdesign.campaign.store import Store
+from invdesign.campaign.target import Target
+from invdesign.data.dataset import TARGETS, Dataset
+from invdesign.errors import InvdesignError
+from invdesign.lattice.host import HostLattice
+
+ACQUISITIONS = ("auto", "pwin", "ei", "random")
+
+
+def host_from_spec(spec: dict) -> HostLattice:
+    """Host from the stored ``{"host": ..., "supercell": ...}`` (``builtin:MoS2`` 8x8 is shared)."""
+    h, sc = spec.get("host", "builtin:MoS2"), spec.get("supercell", "8x8")
+    if h == "builtin:MoS2" and sc in ("8x8", "8x8x1"):
+        return HostLattice.default()
+    if str(h).endswith(".toml"):
+        return HostLattice.from_config(h)
+    return HostLattice.from_unit_cell(h, sc)
+
+
+def _featurizer(config: dict, host: HostLattice):
+    from invdesign.campaign.features import ModelFeatures, PairFeatures
+
+    if config["features"] == "pairs":
+        return PairFeatures(host)
+    try:
+        from invdesign.model import load_model
+    except ImportError:
+        raise InvdesignError("no model is available in this install; use features='pairs' (--features pairs)") from None
+    return ModelFeatures(load_model(config.get("model")))
+
+
+class Campaign:
+    """A Bayesian-optimisation campaign over defect configurations, persisted in SQLite.
+
+    Create one with :meth:`create`, reopen it with :meth:`open`; then :meth:`suggest`,
+    :meth:`observe` / :meth:`observe_csv`, :meth:`run`, :meth:`status`, :meth:`report`.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.config = store.config
+        self.target = Target.from_dict(self.config["target"])
+        self.host = host_from_spec(self.config["host"])
+        self._cand: tuple[pd.DataFrame, np.ndarray] | None = None
+        self._feat = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(
+        cls,
+        db: str | Path,
+        target: Target,
+        pool: Sequence[str | Path] | Dataset | None = None,
+        *,
+        max_defects: int = 3,
+        min_defects: int = 1,
+        defect_types: Sequence[str] | None = None,
+        host: str = "builtin:MoS2",
+        supercell: str = "8x8",
+        oracle: str | None = None,
+        batch: int = 5,
+        budget: int | None = None,
+        until_hits: int | None = None,
+        seed: int = 0,
+        model: str | None = None,
+        features: str = "model",
+        warm_start: bool = True,
+        acquisition: str = "auto",
+        executor: str = "auto",
+    ) -> Campaign:
+        """Create a campaign file.
+
+        Args:
+            db: the SQLite file to create (must not exist).
+            target: the goal (:class:`~invdesign.campaign.target.Target`).
+            pool: candidate structures (STRUCTURES paths, or a Dataset); None: every symmetry-distinct
+                configuration with ``min_defects..max_defects`` defects of ``defect_types`` (enumeration).
+            oracle: spec stored for ``run`` (``table:F.csv``, ``surrogate``, ``chgnet:MU.json``); None
+                when observations come from outside (``observe``) or a Python oracle is passed to ``run``.
+            batch: suggestions per step; budget: most evaluations; until_hits: stop after this many hits.
+            model: model path (None: packaged default) for ``features="model"``; ``features="pairs"``
+                uses exact pair features and no model.
+            warm_start: use the model's predictions as the GP prior mean.
+            acquisition: ``pwin`` (window), ``ei`` (single objective), ``random``, or ``auto``.
+        """
+        from invdesign.campaign.executors import check_spec
+        from invdesign.campaign.oracles import make_oracle
+
+        db = Path(db)
+        if db.exists() and db.stat().st_size > 0:
+            raise InvdesignError("a campaign database already exists here (use `run` to resume it)", source=str(db))
+        if batch < 1:
+            raise InvdesignError("batch must be at least 1")
+        if budget is not None and budget < 1:
+            raise InvdesignError("budget must be at least 1")
+        if acquisition not in ACQUISITIONS:
+            raise InvdesignError(f"unknown acquisition {acquisition!r} ({', '.join(ACQUISITIONS)})")
+        if acquisition == "pwin" and target.objective:
+            raise InvdesignError("acquisition pwin needs a target window; use ei for --minimise/--maximise")
+        if acquisition == "ei" and not target.objective:
+            raise InvdesignError("acquisition ei needs --minimise or --maximise; use pwin for a window")
+        if features not in ("model", "pairs"):
+            raise InvdesignError(f"features must be 'model' or 'pairs', not {features!r}")
+        check_spec(executor)
+        host_spec = {"host": host, "supercell": supercell}
+        h = host_from_spec(host_spec)
+        if oracle is not None:
+            make_oracle(oracle, h)  # validate now: a bad spec is an error before anything is written
+        cands, occ, source_desc = _candidate_set(h, pool, max_defects, min_defects, defect_types)
+        config = {
+            "target": target.to_dict(), "host": host_spec, "space": source_desc, "oracle": oracle,
+            "batch": int(batch), "budget": budget, "until_hits": until_hits, "seed": int(seed),
+            "model": model, "features": features, "warm_start": bool(warm_start and features == "model"),
+            "acquisition": acquisition, "executor": executor, "version": 1,
+        }
+        feat = _featurizer(config, h)
+        from invdesign.progress import task
+
+        arrays: dict[str, np.ndarray] = {}
+        with task(f"featurising {len(occ)} candidates", total=1) as advance:
+            arrays["features"] = np.asarray(feat(occ), dtype=np.float64)
+            if config["warm_start"]:
+                pm, ps = feat.prior(occ)
+                arrays["prior_mean"], arrays["prior_std"] = pm, ps
+            advance()
+        store = Store.create(db, config, cands, occ, arrays)
+        return cls(store)
+
+    @classmethod
+    def open(cls, db: str | Path) -> Campaign:
+        """Open an existing campaign file."""
+        return cls(Store.open(db))
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Campaign:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def candidates(self) -> tuple[pd.DataFrame, np.ndarray]:
+        """Candidate table (``idx, id, canonical_key, source``) and ``(C, n_sites)`` occupancies."""
+        if self._cand is None:
+            self._cand = self.store.candidates()
+        return self._cand
+
+    def featurizer(self):
+        if self._feat is None:
+            self._feat = _featurizer(self.config, self.host)
+        return self._feat
+
+    def observations(self) -> pd.DataFrame:
+        """Observations in evaluation order, with a ``hit`` column and a ``score`` (larger is better)."""
+        obs = self.store.observations()
+        y = obs[list(TARGETS)].to_numpy(float)
+        obs["hit"] = self.target.hits(y)
+        obs["score"] = self.target.score(y)
+        return obs
+
+    def status(self) -> dict:
+        """Counts and the best observation: ``evaluations, hits, pending, failed, steps, best, ...``."""
+        counts = self.store.counts()
+        obs = self.observations()
+        best = None
+        if len(obs) and obs["score"].notna().any():
+            b = obs.loc[obs["score"].idxmax()]
+            best = {"id": b["id"], "canonical_key": b["canonical_key"], **{t: _f(b[t]) for t in TARGETS},
+                    "score": _f(b["score"]), "evaluation": int(b["seq"])}
+        cands, _ = self.candidates
+        hits = int(obs["hit"].sum())
+        until = self.config.get("until_hits")
+        budget = self.config.get("budget")
+        return {
+            "evaluations": counts["evaluations"], "hits": hits, "pending": counts["pending"],
+            "failed": counts["failed"], "suggested": counts["suggested"], "steps": counts["step"],
+            "candidates": len(cands), "target": self.target.describe(), "oracle": self.config.get("oracle"),
+            "batch": self.config["batch"], "budget": budget, "until_hits": until,
+            "done": bool((until is not None and hits >= until) or (budget is not None and counts["evaluations"] >= budget)),
+            "evaluations_to_hits": [int(s) for s in obs.loc[obs["hit"], "seq"]],
+            "hit_ids": [str(i) for i in obs.loc[obs["hit"], "id"]],
+            "best": best,
+        }
+
+    # ------------------------------------------------------------------ suggest
+    def suggest(self, n: int | None = None) -> pd.DataFrame:
+        """Choose the next batch, record it as pending, and return it.
+
+        Args:
+            n: batch size (default: the campaign's); capped by the budget left
+                (``budget - evaluations - pending``) and by the candidates left.
+
+        Returns:
+            DataFrame ``step, id, canonical_key, acquisition, <target>_mean, <target>_std`` (eV);
+            empty when nothing is left to suggest.
+        """
+        q = int(n or self.config["batch"])
+        if q < 1:
+            raise InvdesignError("batch must be at least 1")
+        cands, occ = self.candidates
+        with self.store.transaction() as c:
+            step = int(c.execute("SELECT value FROM meta WHERE key = 'step'").fetchone()[0]) + 1
+            obs_rows = c.execute(f"SELECT canonical_key, {', '.join(TARGETS)}, occ FROM observations").fetchall()
+            sug = c.execute("SELECT canonical_key, status FROM suggestions").fetchall()
+            budget = self.config.get("budget")
+            n_pending = sum(s == "pending" for _, s in sug)
+            if budget is not None:
+                q = min(q, int(budget) - len(obs_rows) - n_pending)
+            taken = {k for k, _ in sug} | {r[0] for r in obs_rows}
+            allowed = ~cands["canonical_key"].isin(taken).to_numpy()
+            if q <= 0 or not allowed.any():
+                return _empty_suggestions()
+            pending_keys = [k for k, s in sug if s == "pending"]
+            chosen, acq, mean, std = self._choose(q, step, obs_rows, pending_keys, allowed)
+            rows = []
+            for i, a in zip(chosen, acq):
+                r = {"idx": int(i), "id": str(cands["id"].iat[i]), "canonical_key": str(cands["canonical_key"].iat[i]),
+                     "acquisition": float(a)}
+                for j, t in enumerate(TARGETS):
+                    r[f"{t}_mean"], r[f"{t}_std"] = float(mean[i, j]), float(std[i, j])
+                rows.append(r)
+            self.store.add_suggestions(c, step, rows)
+        out = pd.DataFrame(rows).drop(columns=["idx"])
+        out.insert(0, "step", step)
+        return out
+
+    def _choose(self, q: int, step: int, obs_rows: list, pending_keys: list[str], allowed: np.ndarray):
+        """Pick ``q`` candidate indices. Returns ``(idx, acquisition, mean (C, 2), std (C, 2))``."""
+        from invdesign.campaign.acquisition import kriging_believer_ei, log_p_window, top_q
+        from invdesign.campaign.gp import MIN_POINTS, posterior
+
+        cands, occ = self.candidates
+        C = len(cands)
+        rng = np.random.default_rng([int(self.config["seed"]), step])
+        X = self.store.array("features")
+        pm, ps = self.store.array("prior_mean"), self.store.array("prior_std")
+        acq_kind = self.config["acquisition"]
+        if acq_kind == "auto":
+            acq_kind = "ei" if self.target.objective else "pwin"
+        nan = np.full((C, len(TARGETS)), np.nan)
+        if acq_kind == "random":
+            return rng.permutation(np.flatnonzero(allowed))[:q], np.zeros(q), nan, nan
+        # training data, sorted by canonical key so the fit never depends on observation order
+        obs_rows = sorted(obs_rows, key=lambda r: r[0])
+        keys = [r[0] for r in obs_rows]
+        y = np.array([[np.nan if v is None else v for v in r[1 : 1 + len(TARGETS)]] for r in obs_rows], float).reshape(-1, len(TARGETS))
+        X_tr, p_tr = self._train_features(keys, [r[-1] for r in obs_rows], X, pm)
+        bounds = np.stack([X.min(axis=0), X.max(axis=0)])
+        used = [TARGETS.index(t) for t in self.target.names]
+        enough = all(np.isfinite(y[:, j]).sum() >= MIN_POINTS for j in used) if len(y) else False
+        if not enough and pm is None:  # cold start without a prior: random search
+            return rng.permutation(np.flatnonzero(allowed))[:q], np.zeros(q), nan, nan
+        seed = int(self.config["seed"]) + step
+        mean, std, gps = posterior(X_tr, y, X, bounds, p_tr, pm, ps, seed=seed)
+        if acq_kind == "pwin":
+            a = log_p_window(mean, std, self.target)
+            idx = top_q(a, q, allowed)
+            return idx, np.exp(a[idx]), mean, std
+        # single objective: log EI with Kriging-believer batches
+        name, sense = self.target.objective
+        j = TARGETS.index(name)
+        maximise = sense == "max"
+        seen = y[np.isfinite(y[:, j]), j]
+        gp = gps[j]
+        if gp is None or not len(seen):  # prior only: rank by the prior mean
+            score = mean[:, j] if maximise else -mean[:, j]
+            idx = top_q(score, q, allowed)
+            return idx, score[idx], mean, std
+        best = float(seen.max() if maximise else seen.min())
+        key_to_idx = {k: i for i, k in enumerate(cands["canonical_key"])}
+        pend = [key_to_idx[k] for k in pending_keys if k in key_to_idx]
+        idx, a = kriging_believer_ei(gp, None if pm is None else pm[:, j], X, q, allowed, best, maximise,
+                                     X[pend] if pend else None)
+        return idx, a, mean, std
+
+    def _train_features(self, keys: list[str], occ_blobs: list[bytes], X: np.ndarray, pm: np.ndarray | None):
+        """Features ``(n, d)`` and prior means ``(n, 2)`` of observed configurations (off-set ones featurised)."""
+        cands, _ = self.candidates
+        key_to_idx = {k: i for i, k in enumerate(cands["canonical_key"])}
+        idx = np.array([key_to_idx.get(k, -1) for k in keys], dtype=np.int64)
+        X_tr = np.zeros((len(keys), X.shape[1]))
+        p_tr = None if pm is None else np.zeros((len(keys), pm.shape[1]))
+        inside = idx >= 0
+        X_tr[inside] = X[idx[inside]]
+        if p_tr is not None:
+            p_tr[inside] = pm[idx[inside]]
+        if (~inside).any():
+            off = np.stack([np.frombuffer(occ_blobs[i], dtype=np.uint8) for i in np.flatnonzero(~inside)])
+            feat = self.featurizer()
+            X_tr[~inside] = feat(off)
+            if p_tr is not None:
+                p_tr[~inside] = feat.prior(off)[0]
+        return X_tr, p_tr
+
+    # ------------------------------------------------------------------ observe
+    def observe(self, records: pd.DataFrame, source: str = "api") -> tuple[int, int]:
+        """Record observations (one transaction; idempotent by canonical key).
+
+        Args:
+            records: DataFrame with ``id`` and/or ``canonical_key`` and one or more target columns
+                (eV; blank/NaN = not measured). Rows where every target is blank are skipped.
+            source: a label stored with each row (e.g. the CSV path or the oracle).
+
+        Returns:
+            ``(new, repeated)`` numbers of observations.
+        """
+        from invdesign.lattice.canonical import canonical_keys, key_to_occ
+
+        df = records.copy()
+        if "_id" in df.columns and "id" not in df.columns:
+            df = df.rename(columns={"_id": "id"})
+        if "id" not in df.columns and "canonical_key" not in df.columns:
+            raise InvdesignError("observations need an 'id' or a 'canonical_key' column", source=source)
+        present = [t for t in TARGETS if t in df.columns]
+        if not present:
+            raise InvdesignError(f"observations need at least one of the columns {', '.join(TARGETS)}", source=source)
+        for t in TARGETS:
+            if t in df.columns:
+                vals = pd.to_numeric(df[t], errors="coerce")
+                bad = vals.isna() & df[t].notna() & (df[t].astype(str).str.strip() != "")
+                if bad.any():
+                    raise InvdesignError(f"column {t}: {df[t][bad].iloc[0]!r} is not a number (eV)", source=source)
+                df[t] = vals
+            else:
+                df[t] = np.nan
+        cands, occ = self.candidates
+        by_id = dict(zip(cands["id"], range(len(cands))))
+        by_key = dict(zip(cands["canonical_key"], range(len(cands))))
+        sug = self.store.suggestions()
+        sug_by_id = dict(zip(sug["id"], sug["canonical_key"]))
+        rows = []
+        for r in df.itertuples(index=False):
+            rd = r._asdict()
+            y = [float(rd[t]) for t in TARGETS]
+            if not np.isfinite(y).any():
+                continue
+            cid = None if pd.isna(rd.get("id", None)) else str(rd.get("id"))
+            key = None if pd.isna(rd.get("canonical_key", None)) else str(rd.get("canonical_key"))
+            if key is None:
+                if cid in by_id:
+                    key = cands["canonical_key"].iat[by_id[cid]]
+                elif cid in sug_by_id:
+                    key = sug_by_id[cid]
+                else:
+                    raise InvdesignError(f"unknown id {cid!r}: not a candidate of this campaign (give its canonical_key)", source=source)
+            if key in by_key:
+                o = occ[by_key[key]]
+                if cid is None:
+                    cid = str(cands["id"].iat[by_key[key]])
+                elif cid in by_id and cands["canonical_key"].iat[by_id[cid]] != key:
+                    raise InvdesignError(f"id {cid!r} and canonical_key {key!r} name different configurations", source=source)
+            else:
+                o = key_to_occ(key, self.host)
+                if canonical_keys(o[None], self.host)[0] != key:
+                    raise InvdesignError(f"{key!r} is not a canonical key", source=source)
+                cid = cid or key
+            rows.append({"id": cid, "canonical_key": key, "occ": o, **dict(zip(TARGETS, y))})
+        return self.store.add_observations(rows, source)
+
+    def observe_csv(self, path: str | Path) -> tuple[int, int]:
+        """Observations from a CSV a user filled in (columns ``id`` and/or ``canonical_key`` + targets)."""
+        path = Path(path)
+        if not path.is_file():
+            raise InvdesignError("no such file", source=str(path))
+        try:
+            df = pd.read_csv(path, dtype={"id": str, "_id": str, "canonical_key": str})
+        except Exception as exc:  # noqa: BLE001 - pandas raises many types
+            raise InvdesignError(f"cannot read CSV ({type(exc).__name__}: {exc})", source=str(path)) from None
+        return self.observe(df, source=str(path))
+
+    # ------------------------------------------------------------------ run
+    def evaluate_pending(self, oracle, executor, chunk: int = 1, on_result=None) -> int:
+        """Evaluate every pending suggestion with ``oracle`` on ``executor``; observe each result as it lands.
+
+        Failed evaluations (oracle errors or all-NaN values for the targeted quantities) are
+        marked ``failed`` with the error. Returns the number of new observations.
+        """
+        import concurrent.futures as cf
+
+        pend = self.store.suggestions("pending")
+        if not len(pend):
+            return 0
+        cands, occ = self.candidates
+        key_to_idx = {k: i for i, k in enumerate(cands["canonical_key"])}
+        from invdesign.lattice.canonical import key_to_occ
+
+        rows = [occ[key_to_idx[k]] if k in key_to_idx else key_to_occ(k, self.host) for k in pend["canonical_key"]]
+        ids, keys = list(pend["id"]), list(pend["canonical_key"])
+        futs = {}
+        for s in range(0, len(ids), chunk):
+            f = executor.submit(_evaluate, oracle, np.stack(rows[s : s + chunk]), ids[s : s + chunk])
+            futs[f] = slice(s, s + chunk)
+        used = [TARGETS.index(t) for t in self.target.names]
+        name = getattr(oracle, "name", type(oracle).__name__)
+        new = 0
+        for f in cf.as_completed(futs):
+            sl = futs[f]
+            try:
+                y = np.asarray(f.result(), dtype=float).reshape(-1, len(TARGETS))
+            except Exception as exc:  # noqa: BLE001 - any oracle failure is recorded, the campaign goes on
+                for k in keys[sl]:
+                    self.store.mark_failed(k, f"{type(exc).__name__}: {exc}")
+                continue
+            recs = []
+            for k, i, v in zip(keys[sl], ids[sl], y):
+                if not np.isfinite(v[used]).any():
+                    self.store.mark_failed(k, "oracle returned no value for the targeted quantities")
+                    continue
+                recs.append({"id": i, "canonical_key": k, **dict(zip(TARGETS, v))})
+            if recs:
+                new += self.observe(pd.DataFrame(recs), source=name)[0]
+            if on_result is not None:
+                on_result()
+        return new
+
+    def run(self, oracle=None, *, until_hits: int | None = None, budget: int | None = None,
+            executor: str | None = None, max_steps: int | None = None, progress: bool = True) -> dict:
+        """Suggest-evaluate-observe until ``until_hits`` hits or ``budget`` evaluations (resumes pending work).
+
+        Args:
+            oracle: an oracle object, a spec string, or None for the stored spec.
+            until_hits, budget: override the stored stopping rules for this call (budget is stored).
+            executor: executor spec (default: the stored one, ``auto``).
+            max_steps: stop after this many suggest steps in this call.
+
+        Returns:
+            :meth:`status`.
+        """
+        from invdesign.campaign.executors import make_executor
+        from invdesign.campaign.oracles import make_oracle
+
+        if oracle is None:
+            if not self.config.get("oracle"):
+                raise InvdesignError("this campaign has no oracle; give one (--oracle table:F.csv, surrogate, chgnet:MU.json)")
+            oracle = self.config["oracle"]
+        if isinstance(oracle, str):
+            oracle = make_oracle(oracle, self.host)
+        if not hasattr(oracle, "evaluate"):
+            if callable(oracle):
+                from invdesign.campaign.oracles import CallableOracle
+
+                oracle = CallableOracle(oracle, self.host)
+            else:
+                raise InvdesignError(f"oracle {oracle!r} has no evaluate(occ, ids) method")
+        self._update_stop(until_hits, budget)
+        until = self.config.get("until_hits")
+        budget = self.config.get("budget")
+        if until is None and budget is None:
+            raise InvdesignError("give a budget or until-hits (or both) so that the campaign can stop")
+        from invdesign.progress import task
+
+        steps = 0
+        with make_executor(executor or self.config.get("executor", "auto"), cheap=getattr(oracle, "cheap", False)) as ex, \
+                task(f"campaign: {self.target.describe()}", total=budget) as advance:
+            while True:
+                st = self.status()
+                if st["done"] and not st["pending"]:
+                    break
+                if not st["pending"]:
+                    if max_steps is not None and steps >= max_steps:
+                        break
+                    if not len(self.suggest()):
+                        break  # nothing left to suggest (candidates or budget exhausted)
+                    steps += 1
+                self.evaluate_pending(oracle, ex, on_result=advance)
+        return self.status()
+
+    def _update_stop(self, until_hits: int | None, budget: int | None) -> None:
+        changed = False
+        if until_hits is not None and until_hits != self.config.get("until_hits"):
+            if until_hits < 1:
+                raise InvdesignError("until-hits must be at least 1")
+            self.config["until_hits"], changed = int(until_hits), True
+        if budget is not None and budget != self.config.get("budget"):
+            if budget < 1:
+                raise InvdesignError("budget must be at least 1")
+            self.config["budget"], changed = int(budget), True
+        if changed:
+            with self.store.transaction() as c:
+                cfg = json.loads(c.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0])
+                cfg["until_hits"], cfg["budget"] = self.config["until_hits"], self.config["budget"]
+                self.store._set_meta(c, "config", json.dumps(cfg))
+
+    # ------------------------------------------------------------------ report
+    def report(self, out: str | Path) -> Path:
+        """Write ``out/`` (see :func:`invdesign.campaign.report.write_report`)."""
+        from invdesign.campaign.report import write_report
+
+        return write_report(self, out)
+
+
+def _evaluate(oracle, occ: np.ndarray, ids: list[str]) -> np.ndarray:
+    """Module-level so that process pools and Dask can pickle the call."""
+    return np.asarray(oracle.evaluate(occ, ids), dtype=float)
+
+
+def _f(v) -> float | None:
+    return None if v is None or not np.isfinite(v) else float(v)
+
+
+def _empty_suggestions() -> pd.DataFrame:
+    cols = ["step", "id", "canonical_key", "acquisition"] + [f"{t}_{s}" for t in TARGETS for s in ("mean", "std")]
+    return pd.DataFrame(columns=cols)
+
+
+def _candidate_set(host: HostLattice, pool, max_defects: int, min_defects: int, defect_types) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """Candidates (one per symmetry class): from a pool (paths or Dataset) or the orbit enumeration."""
+    from invdesign.lattice.canonical import canonical_keys
+
+    if pool is None:
+        from invdesign.lattice.enumerate import enumerate_orbits
+
+        tab = enumerate_orbits(host, max_defects, min_defects, defect_types)
+        if not len(tab):
+            raise InvdesignError("the enumeration is empty for these defect counts and types")
+        ids = [f"orbit{i:06d}" for i in range(len(tab))]
+        df = pd.DataFrame({"id": ids, "canonical_key": tab.keys, "source": "enumeration"})
+        return df, tab.occ, {"kind": "enumeration", "max_defects": max_defects, "min_defects": min_defects,
+                             "defect_types": list(defect_types) if defect_types else None, "n": len(tab)}
+    if isinstance(pool, Dataset):
+        ds, desc = pool, {"kind": "pool", "paths": [pool.name or "dataset"]}
+        if ds.host.fingerprint != host.fingerprint:
+            raise InvdesignError("the pool's host differs from the campaign's host")
+    else:
+        from invdesign.data.dataset import map_structures
+
+        paths = [Path(p) for p in pool]
+        for p in paths:
+            if not p.exists():
+                raise InvdesignError("no such file or folder", source=str(p))
+        ds = map_structures(paths, host)
+        desc = {"kind": "pool", "paths": [str(p) for p in paths]}
+    if not len(ds):
+        raise InvdesignError("the pool holds no structures")
+    keys = canonical_keys(ds.occ, host)
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        first.setdefault(k, i)
+    keep = np.array(sorted(first.values()), dtype=np.int64)
+    df = pd.DataFrame({"id": [str(ds.ids[i]) for i in keep], "canonical_key": [keys[i] for i in keep], "source": "pool"})
+    desc["n"], desc["duplicates_dropped"] = len(keep), len(ds) - len(keep)
+    return df, ds.occ[keep], desc

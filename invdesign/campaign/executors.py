@@ -1,0 +1,95 @@
+"""Executors that run oracle calls: ``concurrent.futures`` everywhere.
+
+Specs: ``inline`` (in this process), ``thread[:N]``, ``process[:N]`` (a local process pool, spawn
+start method), ``dask-local[:N]`` (a Dask ``LocalCluster`` with N worker processes), and
+``dask://host:port`` (an existing Dask scheduler, for users who outgrow one machine).
+``auto`` is ``inline`` for cheap oracles (a table lookup) and ``process`` otherwise.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from invdesign.errors import InvdesignError
+
+
+class InlineExecutor(cf.Executor):
+    """Runs each call at ``submit`` time in this process and returns a finished future."""
+
+    def submit(self, fn, /, *args, **kwargs) -> cf.Future:
+        fut: cf.Future = cf.Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - delivered through the future, like other executors
+            fut.set_exception(exc)
+        return fut
+
+
+def _workers(arg: str, default: int) -> int:
+    if not arg:
+        return default
+    try:
+        n = int(arg)
+    except ValueError:
+        raise InvdesignError(f"executor worker count {arg!r} is not an integer") from None
+    if n < 1:
+        raise InvdesignError("executor needs at least 1 worker")
+    return n
+
+
+def check_spec(spec: str) -> str:
+    """Validate an executor spec without starting anything."""
+    kind, _, arg = spec.partition(":")
+    if spec.startswith("dask://") or spec == "auto" or spec == "inline":
+        return spec
+    if kind in ("thread", "process", "dask-local"):
+        _workers(arg, 1)
+        return spec
+    raise InvdesignError(f"unknown executor {spec!r} (auto, inline, thread[:N], process[:N], dask-local[:N], dask://host:port)")
+
+
+@contextmanager
+def make_executor(spec: str = "auto", cheap: bool = False, processes: bool = True) -> Iterator[cf.Executor]:
+    """Yield a ``concurrent.futures.Executor`` for ``spec``; shut down (cluster closed) on exit.
+
+    Args:
+        spec: see the module docstring.
+        cheap: the oracle is cheap (``auto`` then runs inline).
+        processes: for ``dask-local``: worker processes (True) or threads in this process.
+    """
+    check_spec(spec)
+    default_n = max(1, min(4, (os.cpu_count() or 2) - 1))
+    if spec == "auto":
+        spec = "inline" if cheap else "process"
+    kind, _, arg = spec.partition(":")
+    if spec == "inline":
+        yield InlineExecutor()
+    elif kind == "thread":
+        with cf.ThreadPoolExecutor(_workers(arg, default_n)) as ex:
+            yield ex
+    elif kind == "process":
+        with cf.ProcessPoolExecutor(_workers(arg, default_n), mp_context=mp.get_context("spawn")) as ex:
+            yield ex
+    elif kind == "dask-local":
+        from dask.distributed import Client, LocalCluster
+
+        n = _workers(arg, default_n)
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            yield client.get_executor()
+    else:  # dask://host:port
+        from dask.distributed import Client
+
+        address = "tcp://" + spec[len("dask://"):]
+        try:
+            client = Client(address, timeout=30)
+        except OSError as exc:
+            raise InvdesignError(f"cannot reach the Dask scheduler ({exc})", source=spec) from None
+        try:
+            yield client.get_executor()
+        finally:
+            client.close()

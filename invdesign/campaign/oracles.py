@@ -1,0 +1,315 @@
+"""Oracles: what a campaign spends its budget on. One small protocol, many implementations.
+
+An oracle is any object with ``evaluate(occ, ids) -> (N, 2) float array`` (eV, columns
+``formation_energy_per_site, homo_lumo_gap``; NaN where it does not supply a target), taking
+``occ (N, n_sites)`` uint8 occupancies and their ``N`` ids. Oracles are picklable so that a
+process pool or a Dask cluster can run them. ``cheap = True`` marks oracles that are faster
+inline than in a worker process.
+
+- :class:`TableOracle` (``table:F.csv``): labels looked up by ``_id``/``id`` (and by
+  ``canonical_key`` when the table has that column): replays a campaign on labelled data.
+- :class:`SurrogateOracle` (``surrogate`` or ``surrogate:MODEL``): the model's predictions.
+- :class:`AseOracle`: any ASE calculator; relaxes the structure and returns the formation energy
+  per defect site, with chemical potentials fitted by least squares to DFT formation energies
+  (:func:`fit_chemical_potentials`). It supplies no HOMO-LUMO gap (NaN).
+- :class:`ChgnetOracle` (``chgnet`` or ``chgnet:MU.json``): :class:`AseOracle` with CHGNet.
+- :class:`CallableOracle`: a Python function of the batch, or of one pymatgen ``Structure``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from invdesign.data.dataset import TARGETS, read_targets
+from invdesign.errors import InvdesignError
+from invdesign.lattice.host import VACANCY, HostLattice
+
+
+@runtime_checkable
+class Oracle(Protocol):
+    """``evaluate(occ (N, n_sites) uint8, ids) -> (N, 2)`` eV, NaN for targets not supplied."""
+
+    def evaluate(self, occ: np.ndarray, ids: Sequence[str]) -> np.ndarray: ...
+
+
+class TableOracle:
+    """Labels from a table (CSV with ``_id`` or ``id``, optional ``canonical_key``, target columns).
+
+    Args:
+        table: path of the CSV (``.csv`` or ``.csv.gz``) or a DataFrame.
+        host: host lattice; needed only to label configurations by canonical key.
+    """
+
+    cheap = True
+
+    def __init__(self, table: str | Path | pd.DataFrame, host: HostLattice | None = None) -> None:
+        if isinstance(table, pd.DataFrame):
+            df = table.copy()
+            if "_id" not in df.columns and "id" in df.columns:
+                df = df.rename(columns={"id": "_id"})
+            self.name = "table:<DataFrame>"
+        else:
+            path = Path(table)
+            if not path.is_file():
+                raise InvdesignError("oracle table not found", source=str(path))
+            df = read_targets(path)
+            self.name = f"table:{path}"
+        present = [t for t in TARGETS if t in df.columns]
+        if not present:
+            raise InvdesignError(f"oracle table has none of the target columns {list(TARGETS)}", source=self.name)
+        for t in TARGETS:
+            df[t] = pd.to_numeric(df[t], errors="coerce") if t in df.columns else np.nan
+        self.by_id = {str(k): v for k, v in zip(df["_id"].astype(str), df[list(TARGETS)].to_numpy(float))}
+        self.by_key = (
+            {str(k): v for k, v in zip(df["canonical_key"].astype(str), df[list(TARGETS)].to_numpy(float))}
+            if "canonical_key" in df.columns else {}
+        )
+        self.host = host
+
+    def evaluate(self, occ: np.ndarray, ids: Sequence[str]) -> np.ndarray:
+        out = np.full((len(ids), len(TARGETS)), np.nan)
+        keys = None
+        for i, cid in enumerate(ids):
+            row = self.by_id.get(str(cid))
+            if row is None and self.by_key and self.host is not None:
+                if keys is None:
+                    from invdesign.lattice.canonical import canonical_keys
+
+                    keys = canonical_keys(np.asarray(occ), self.host)
+                row = self.by_key.get(keys[i])
+            if row is None:
+                raise InvdesignError(f"no label for {cid!r} in the table", source=self.name)
+            out[i] = row
+        return out
+
+
+class SurrogateOracle:
+    """The model's mean predictions (eV) as labels: a free stand-in for rehearsing campaigns."""
+
+    cheap = True
+
+    def __init__(self, model_path: str | None = None) -> None:
+        self.model_path = model_path
+        self.name = f"surrogate:{model_path}" if model_path else "surrogate"
+        self._model = None
+
+    def __getstate__(self) -> dict:
+        return {"model_path": self.model_path, "name": self.name, "_model": None}
+
+    def evaluate(self, occ: np.ndarray, ids: Sequence[str]) -> np.ndarray:
+        if self._model is None:
+            from invdesign.model import load_model
+
+            self._model = load_model(self.model_path)
+        mean, _ = self._model.predict(np.asarray(occ, dtype=np.uint8))
+        return np.asarray(mean, dtype=float)
+
+
+class CallableOracle:
+    """Wrap a function: ``fn(occ, ids) -> (N, 2)`` (``per="batch"``) or ``fn(Structure) -> (fe, gap)``.
+
+    For ``per="structure"`` the function gets each configuration as a pymatgen Structure and
+    returns a pair of floats (eV; NaN for a target it does not supply) or a dict by target name.
+    """
+
+    cheap = False
+
+    def __init__(self, fn: Callable, host: HostLattice | None = None, per: str = "batch", name: str | None = None) -> None:
+        if per not in ("batch", "structure"):
+            raise InvdesignError(f"per must be 'batch' or 'structure', not {per!r}")
+        self.fn, self.host, self.per = fn, host or HostLattice.default(), per
+        self.name = name or f"python:{getattr(fn, '__name__', type(fn).__name__)}"
+
+    def evaluate(self, occ: np.ndarray, ids: Sequence[str]) -> np.ndarray:
+        if self.per == "batch":
+            out = np.asarray(self.fn(np.asarray(occ), list(ids)), dtype=float)
+            if out.shape != (len(ids), len(TARGETS)):
+                raise InvdesignError(f"oracle {self.name} returned shape {out.shape}, expected {(len(ids), len(TARGETS))}")
+            return out
+        from invdesign.lattice.config import config_to_structure
+
+        out = np.full((len(ids), len(TARGETS)), np.nan)
+        for i, row in enumerate(np.asarray(occ)):
+            v = self.fn(config_to_structure(row, self.host))
+            out[i] = [v.get(t, np.nan) for t in TARGETS] if isinstance(v, dict) else list(v)
+        return out
+
+
+# ---------------------------------------------------------------------- ASE / CHGNet
+def species_delta(occ: np.ndarray, host: HostLattice) -> dict[str, np.ndarray]:
+    """Atoms removed from the host per element: ``{element: (N,) int}`` (negative = added).
+
+    For MoS2 with one W_Mo and one V_S: ``{"Mo": 1, "S": 1, "W": -1, "Se": 0}``.
+    """
+    occ = np.asarray(occ)
+    elems = [s for s in host.species if s != VACANCY]
+    out = {}
+    for e in elems:
+        code = host.species_code[e]
+        out[e] = (host.host_code[None, :] == code).sum(axis=1) - (occ == code).sum(axis=1)
+    return out
+
+
+def n_defect_sites(occ: np.ndarray, host: HostLattice) -> np.ndarray:
+    return (np.asarray(occ) != host.host_code[None, :]).sum(axis=1)
+
+
+class AseOracle:
+    """Formation energy per defect site (eV) from an ASE calculator, with a short relaxation.
+
+    ``E_f = (E[config] - E[pristine] + sum_e n_e mu_e) / n_defects`` where ``n_e`` atoms of
+    element ``e`` were removed from the host (negative when added) and ``mu_e`` are chemical
+    potentials (eV/atom). The HOMO-LUMO gap is not supplied (NaN).
+
+    Args:
+        calculator: a zero-argument factory returning an ASE calculator (called once per worker).
+        mu: chemical potentials ``{element: eV}`` (see :func:`fit_chemical_potentials`).
+        host: host lattice.
+        fmax: relaxation force threshold (eV/Angstrom); ``steps``: most optimiser steps (0 = single point).
+    """
+
+    cheap = False
+
+    def __init__(self, calculator: Callable[[], object], mu: dict[str, float] | None = None,
+                 host: HostLattice | None = None, fmax: float = 0.1, steps: int = 50, name: str = "ase") -> None:
+        self.calculator = calculator
+        self.mu = dict(mu) if mu else None
+        self.host = host or HostLattice.default()
+        self.fmax, self.steps, self.name = fmax, steps, name
+        self._calc = None
+        self._e_pristine: float | None = None
+
+    def __getstate__(self) -> dict:
+        d = self.__dict__.copy()
+        d["_calc"] = None
+        return d
+
+    def energy(self, occ_row: np.ndarray) -> float:
+        """Total energy (eV) of one configuration after at most ``steps`` FIRE steps."""
+        from ase.optimize import FIRE
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        from invdesign.lattice.config import config_to_structure
+
+        if self._calc is None:
+            self._calc = self.calculator()
+        atoms = AseAtomsAdaptor.get_atoms(config_to_structure(np.asarray(occ_row), self.host))
+        atoms.calc = self._calc
+        if self.steps > 0:
+            FIRE(atoms, logfile=None).run(fmax=self.fmax, steps=self.steps)
+        return float(atoms.get_potential_energy())
+
+    def pristine_energy(self) -> float:
+        if self._e_pristine is None:
+            self._e_pristine = self.energy(self.host.host_code)
+        return self._e_pristine
+
+    def raw_energies(self, occ: np.ndarray) -> np.ndarray:
+        """``(N,)`` ``E[config] - E[pristine]`` in eV."""
+        e0 = self.pristine_energy()
+        return np.array([self.energy(r) - e0 for r in np.asarray(occ)])
+
+    def evaluate(self, occ: np.ndarray, ids: Sequence[str]) -> np.ndarray:
+        if self.mu is None:
+            raise InvdesignError(f"oracle {self.name} needs chemical potentials (fit them with fit_chemical_potentials)")
+        occ = np.asarray(occ)
+        de = self.raw_energies(occ)
+        delta = species_delta(occ, self.host)
+        shift = sum(delta[e] * self.mu.get(e, 0.0) for e in delta)
+        out = np.full((len(occ), len(TARGETS)), np.nan)
+        out[:, 0] = (de + shift) / np.maximum(n_defect_sites(occ, self.host), 1)
+        return out
+
+
+def fit_chemical_potentials(oracle: AseOracle, occ: np.ndarray, fe_per_site: np.ndarray) -> dict[str, float]:
+    """Least-squares chemical potentials so that the oracle reproduces DFT formation energies.
+
+    Solves ``sum_e n_e mu_e = n_def * E_f(DFT) - (E - E_pristine)`` over the sample (minimum-norm
+    solution when some element never changes).
+
+    Args:
+        occ: ``(N, n_sites)`` sample configurations; fe_per_site: ``(N,)`` DFT values (eV).
+    """
+    occ = np.asarray(occ)
+    de = oracle.raw_energies(occ)
+    delta = species_delta(occ, oracle.host)
+    elems = list(delta)
+    A = np.stack([delta[e] for e in elems], axis=1).astype(float)
+    b = n_defect_sites(occ, oracle.host) * np.asarray(fe_per_site, float) - de
+    sol, *_ = np.linalg.lstsq(A, b, rcond=None)
+    return {e: float(v) for e, v in zip(elems, sol)}
+
+
+def _chgnet_calculator():
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    return CHGNetCalculator(use_device="cpu")
+
+
+class ChgnetOracle(AseOracle):
+    """CHGNet (ships its weights) through :class:`AseOracle`: formation energy only, gap NaN."""
+
+    def __init__(self, mu: dict[str, float] | None = None, host: HostLattice | None = None,
+                 fmax: float = 0.1, steps: int = 50) -> None:
+        super().__init__(_chgnet_calculator, mu, host, fmax, steps, name="chgnet")
+
+    @classmethod
+    def from_file(cls, path: str | Path, host: HostLattice | None = None) -> ChgnetOracle:
+        """Read ``{"mu": {...}, "fmax": .., "steps": ..}`` written by :meth:`save`."""
+        try:
+            d = json.loads(Path(path).read_text())
+            return cls(d["mu"], host, d.get("fmax", 0.1), d.get("steps", 50))
+        except (OSError, ValueError, KeyError) as exc:
+            raise InvdesignError(f"cannot read CHGNet oracle settings ({exc})", source=str(path)) from None
+
+    def save(self, path: str | Path) -> None:
+        from invdesign.io import atomic_write_json
+
+        atomic_write_json(path, {"mu": self.mu, "fmax": self.fmax, "steps": self.steps})
+
+
+def make_oracle(spec: str, host: HostLattice | None = None) -> Oracle:
+    """Oracle from a spec string: ``table:F.csv``, ``surrogate[:MODEL]``, ``chgnet:MU.json``."""
+    kind, _, arg = spec.partition(":")
+    if kind == "table":
+        if not arg:
+            raise InvdesignError("oracle table:F.csv needs a file")
+        return TableOracle(arg, host)
+    if kind == "surrogate":
+        return SurrogateOracle(arg or None)
+    if kind == "chgnet":
+        if not arg:
+            raise InvdesignError("oracle chgnet:MU.json needs fitted chemical potentials "
+                                 "(`invdesign campaign fit-chgnet --data DIR --out MU.json`)")
+        return ChgnetOracle.from_file(arg, host)
+    raise InvdesignError(f"unknown oracle {spec!r} (table:F.csv, surrogate[:MODEL], chgnet:MU.json)")
+
+
+def stratified_sample(dataset, n: int, seed: int = 0) -> np.ndarray:
+    """``(<=n,)`` indices of a sample that covers every defect type (round-robin over types, then random).
+
+    Used to fit chemical potentials: each element whose count changes must appear in the sample.
+    """
+    rng = np.random.default_rng(seed)
+    comp = dataset.composition
+    chosen: list[int] = []
+    order = rng.permutation(len(dataset))
+    T = comp.shape[1]
+    for k in range(n):
+        t = k % T
+        for i in order:
+            if comp[i, t] > 0 and int(i) not in chosen:
+                chosen.append(int(i))
+                break
+    for i in order:
+        if len(chosen) >= n:
+            break
+        if int(i) not in chosen:
+            chosen.append(int(i))
+    return np.array(chosen[:n], dtype=np.int64)
