@@ -1,0 +1,329 @@
+"""Campaigns: targets, GP and acquisition, oracles, executors, the loop, the CLI and the report.
+
+Runs on a small labelled pool: 120 structures of the share's test split (real DFT labels) when
+the share is present, else 120 generated configurations with a deterministic synthetic label.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from invdesign.campaign import Campaign, Target
+from invdesign.campaign.acquisition import kriging_believer_ei, log_p_window, top_q
+from invdesign.campaign.features import PairFeatures
+from invdesign.campaign.gp import TargetGP, posterior
+from invdesign.campaign.oracles import (
+    AseOracle,
+    CallableOracle,
+    TableOracle,
+    fit_chemical_potentials,
+    make_oracle,
+    species_delta,
+)
+from invdesign.campaign.replay import random_search_evaluations, window_around_member
+from invdesign.cli import main
+from invdesign.data.dataset import TARGETS, split_indices
+from invdesign.errors import InvdesignError
+from invdesign.io import write_structure
+from invdesign.lattice.canonical import apply_op, canonical_keys
+
+torch.set_num_threads(1)
+POOL_N = 120
+
+
+def synthetic_labels(occ: np.ndarray, host) -> np.ndarray:
+    """A smooth invariant stand-in for DFT (eV): used only where the share is absent."""
+    f = PairFeatures(host)(occ)
+    fe = 0.5 + 0.8 * f[:, 1] + 1.2 * f[:, 3] + 0.1 * f[:, 2] + 2.0 * f[:, 4:].sum(1)
+    gap = 1.8 - 0.3 * f[:, 3] - 0.4 * f[:, 1] + 0.5 * f[:, 4:].sum(1)
+    return np.stack([fe, gap], axis=1)
+
+
+def make_pool(dataset, host, root: Path, n: int = POOL_N):
+    """Write ``n`` labelled structures to ``root/pool`` (CIFs) and ``root/labels.csv``; return a dict."""
+    if len(dataset.targets.columns) and all(t in dataset.targets.columns for t in TARGETS):
+        test = split_indices(dataset.ids, seed=0)["test"]
+        idx = np.sort(test[np.argsort(dataset.ids[test].astype(str))][:n])
+        sub = dataset.subset(idx)
+        y = sub.y()
+    else:
+        sub = dataset.subset(np.arange(n))
+        y = synthetic_labels(sub.occ, host)
+    keys = canonical_keys(sub.occ, host)
+    first = sorted({k: i for i, k in reversed(list(enumerate(keys)))}.values())  # one per class
+    sub, y = sub.subset(np.array(first)), y[first]
+    pool = root / "pool"
+    pool.mkdir(parents=True, exist_ok=True)
+    for i, occ in zip(sub.ids, sub.occ):
+        write_structure(occ, host, pool / f"{i}.cif")
+    labels = root / "labels.csv"
+    pd.DataFrame({"_id": sub.ids, **{t: y[:, j] for j, t in enumerate(TARGETS)}}).to_csv(labels, index=False)
+    return {"dir": pool, "labels": labels, "ids": list(map(str, sub.ids)), "occ": sub.occ, "y": y, "ds": sub}
+
+
+@pytest.fixture(scope="module")
+def pool(dataset, host, tmp_path_factory):
+    return make_pool(dataset, host, tmp_path_factory.mktemp("campaign_pool"))
+
+
+@pytest.fixture(scope="module")
+def window(pool):
+    target, inside = window_around_member(pool["y"], np.random.default_rng(3), min_inside=8)
+    return target, inside
+
+
+def _wargs(target: Target) -> list[str]:
+    out = []
+    for name, (lo, hi) in target.window.items():
+        out += ["--target", f"{name}={lo!r}:{hi!r}"]
+    return out
+
+
+# ---------------------------------------------------------------------- targets
+def test_target_parsing_hits_and_score():
+    t = Target.from_cli(["formation_energy_per_site=1:2", "homo_lumo_gap=:0.5"])
+    assert t.window == {"formation_energy_per_site": (1.0, 2.0), "homo_lumo_gap": (-math.inf, 0.5)}
+    y = np.array([[1.5, 0.3], [2.5, 0.3], [1.5, np.nan], [1.0, 0.5]])
+    assert t.hits(y).tolist() == [True, False, False, True]
+    s = t.score(y)
+    assert s[0] == 0 and s[1] == pytest.approx(-0.5) and s[3] == 0
+    assert Target.from_dict(json.loads(json.dumps(t.to_dict()))) == t
+    m = Target.from_cli(minimise="homo_lumo_gap", threshold=0.2)
+    assert m.hits(np.array([[0, 0.1], [0, 0.3]])).tolist() == [True, False]
+    for bad in (["gap=1:2"], ["homo_lumo_gap=2:1"], ["homo_lumo_gap=a:b"], ["homo_lumo_gap"]):
+        with pytest.raises(InvdesignError):
+            Target.from_cli(bad)
+    with pytest.raises(InvdesignError):
+        Target.from_cli(["homo_lumo_gap=1:2"], minimise="homo_lumo_gap")
+
+
+# ---------------------------------------------------------------------- GP and acquisition
+def test_pair_features_invariant_and_gp_learns(host, pool):
+    feat = PairFeatures(host)
+    occ = pool["occ"][:20]
+    rng = np.random.default_rng(0)
+    moved = np.stack([apply_op(o, host, int(g)) for o, g in zip(occ, rng.integers(0, host.n_ops, len(occ)))])
+    np.testing.assert_allclose(feat(occ), feat(moved))
+    X, y = feat(pool["occ"]), pool["y"]
+    bounds = np.stack([X.min(0), X.max(0)])
+    n = len(X) // 2
+    mean, std, gps = posterior(X[:n], y[:n], X[n:], bounds, seed=0)
+    assert all(g is not None for g in gps) and np.all(std > 0)
+    mae = np.abs(mean - y[n:]).mean(0)
+    baseline = np.abs(y[n:] - y[:n].mean(0)).mean(0)
+    assert np.all(mae < baseline), (mae, baseline)  # better than predicting the mean
+    # same class -> same prediction
+    m1, _ = gps[0].predict(feat(occ))
+    m2, _ = gps[0].predict(feat(moved))
+    np.testing.assert_allclose(m1, m2, atol=1e-8)
+
+
+def test_p_window_matches_direct_formula():
+    from scipy.stats import norm
+
+    rng = np.random.default_rng(1)
+    mean, std = rng.normal(1, 0.5, (50, 2)), rng.uniform(0.05, 0.5, (50, 2))
+    t = Target(window={"formation_energy_per_site": (0.8, 1.3), "homo_lumo_gap": (1.0, math.inf)})
+    direct = (norm.cdf((1.3 - mean[:, 0]) / std[:, 0]) - norm.cdf((0.8 - mean[:, 0]) / std[:, 0])) * norm.sf((1.0 - mean[:, 1]) / std[:, 1])
+    np.testing.assert_allclose(np.exp(log_p_window(mean, std, t)), direct, rtol=1e-6, atol=1e-12)
+    allowed = np.ones(50, bool)
+    allowed[np.argmax(direct)] = False
+    pick = top_q(log_p_window(mean, std, t), 3, allowed)
+    assert len(pick) == 3 and allowed[pick].all()
+    assert pick.tolist() == [i for i in np.argsort(-direct) if allowed[i]][:3]
+
+
+def test_kriging_believer_batch_is_distinct_and_spreads(host, pool):
+    X = PairFeatures(host)(pool["occ"])
+    y = pool["y"][:, 1]
+    bounds = np.stack([X.min(0), X.max(0)])
+    gp = TargetGP(bounds).fit(X[:30], y[:30])
+    allowed = np.ones(len(X), bool)
+    allowed[:30] = False
+    idx, a = kriging_believer_ei(gp, None, X, 5, allowed, float(y[:30].min()), maximise=False)
+    assert len(set(idx.tolist())) == 5 and allowed[idx].all()
+    assert np.all(np.diff(a) <= 1e-9)  # each pick's EI can only fall as pending points are conditioned in
+
+
+# ---------------------------------------------------------------------- oracles
+def test_table_oracle_and_make_oracle(pool, host):
+    o = make_oracle(f"table:{pool['labels']}", host)
+    got = o.evaluate(pool["occ"][:4], pool["ids"][:4])
+    np.testing.assert_allclose(got, pool["y"][:4])
+    with pytest.raises(InvdesignError, match="no label"):
+        o.evaluate(pool["occ"][:1], ["nope"])
+    # by canonical key when the table has the column
+    tab = pd.DataFrame({"_id": ["x"], "canonical_key": canonical_keys(pool["occ"][:1], host),
+                        "formation_energy_per_site": [1.0], "homo_lumo_gap": [2.0]})
+    np.testing.assert_allclose(TableOracle(tab, host).evaluate(pool["occ"][:1], ["other"]), [[1.0, 2.0]])
+    for bad in ("table:", "table:/no/such.csv", "chgnet", "nonsense"):
+        with pytest.raises(InvdesignError):
+            make_oracle(bad, host)
+
+
+def test_callable_and_ase_oracles_recover_chemical_potentials(pool, host):
+    from ase.calculators.lj import LennardJones
+
+    per_structure = CallableOracle(lambda st: {"homo_lumo_gap": float(len(st))}, host, per="structure")
+    out = per_structure.evaluate(pool["occ"][:2], pool["ids"][:2])
+    assert np.isnan(out[:, 0]).all() and (out[:, 1] <= host.n_sites).all()
+    lj = AseOracle(lambda: LennardJones(sigma=2.5, epsilon=0.01, rc=6.0), host=host, steps=0)
+    comp = pool["ds"].composition
+    pick = [int(np.flatnonzero(comp[:, t] > 0)[k]) for t in range(comp.shape[1]) for k in range(2) if (comp[:, t] > 0).sum() > k]
+    occ = pool["occ"][pick]
+    mu_true = {"Mo": -3.0, "S": -1.5, "W": -4.0, "Se": -1.0}
+    de = lj.raw_energies(occ)
+    delta = species_delta(occ, host)
+    n_def = (occ != host.host_code).sum(1)
+    fe = (de + sum(delta[e] * mu_true[e] for e in delta)) / n_def
+    lj.mu = fit_chemical_potentials(lj, occ, fe)
+    np.testing.assert_allclose(lj.evaluate(occ, [str(i) for i in pick])[:, 0], fe, atol=1e-6)
+    assert np.isnan(lj.evaluate(occ[:1], ["a"])[:, 1]).all()  # no gap from an energy calculator
+
+
+def test_executors_agree(pool, host):
+    from invdesign.campaign.campaign import _evaluate
+    from invdesign.campaign.executors import make_executor
+
+    o = TableOracle(pool["labels"], host)
+    ref = o.evaluate(pool["occ"][:6], pool["ids"][:6])
+    for spec, kw in (("inline", {}), ("thread:2", {}), ("process:1", {}), ("dask-local:1", {"processes": False})):
+        with make_executor(spec, **kw) as ex:
+            futs = [ex.submit(_evaluate, o, pool["occ"][i : i + 2], pool["ids"][i : i + 2]) for i in range(0, 6, 2)]
+            np.testing.assert_allclose(np.concatenate([f.result() for f in futs]), ref)
+    with pytest.raises(InvdesignError):
+        with make_executor("gpu-farm"):
+            pass
+
+
+# ---------------------------------------------------------------------- the loop
+def test_campaign_finds_hits_deterministically(tmp_path, pool, window, host):
+    target, inside = window
+    oracle = TableOracle(pool["labels"], host)
+    runs = []
+    for k in range(2):
+        with Campaign.create(tmp_path / f"c{k}.db", target, [pool["dir"]], features="pairs", batch=4,
+                             budget=len(pool["ids"]), until_hits=3, seed=5) as c:
+            st = c.run(oracle, executor="inline")
+            obs = c.observations()
+            runs.append(sorted(zip(obs["step"], obs["canonical_key"])))  # within a batch, arrival order may vary
+            assert st["hits"] >= 3 and st["done"]
+            assert st["evaluations"] == len(runs[-1]) and st["evaluations"] % 4 == 0
+            sug = c.store.suggestions()
+            assert sug["canonical_key"].is_unique and (sug["status"] == "observed").all()
+            runs.append(sug["canonical_key"].tolist())
+    assert runs[0] == runs[2] and runs[1] == runs[3]
+    rand = np.median([random_search_evaluations(inside, 3, np.random.default_rng(s)) for s in range(51)])
+    assert len(runs[0]) < rand  # the GP on exact pair features beats the median random search here
+
+
+def test_single_objective_campaign(tmp_path, pool, host):
+    oracle = TableOracle(pool["labels"], host)
+    thr = float(np.sort(pool["y"][:, 0])[4])  # 5 pool members at or below
+    with Campaign.create(tmp_path / "m.db", Target(objective=("formation_energy_per_site", "min"), threshold=thr),
+                         [pool["dir"]], features="pairs", batch=3, budget=18, seed=1) as c:
+        st = c.run(oracle, executor="inline")
+        assert st["evaluations"] == 18 and st["best"] is not None
+        assert st["best"]["formation_energy_per_site"] <= np.median(pool["y"][:, 0])
+        obs = c.observations()
+        assert obs["hit"].sum() == st["hits"] == (obs["formation_energy_per_site"] <= thr).sum()
+
+
+def test_observe_is_idempotent_keyed_and_atomic(tmp_path, pool, window, host):
+    target, _ = window
+    with Campaign.create(tmp_path / "o.db", target, [pool["dir"]], features="pairs", batch=3, seed=0) as c:
+        df = c.suggest()
+        assert len(df) == 3 and c.status()["pending"] == 3
+        res = tmp_path / "res.csv"
+        lab = pd.read_csv(pool["labels"]).set_index("_id")
+        sheet = pd.DataFrame({"id": df["id"], **{t: lab.loc[df["id"], t].to_numpy() for t in TARGETS}})
+        sheet.iloc[:2].to_csv(res, index=False)
+        assert c.observe_csv(res) == (2, 0)
+        assert c.observe_csv(res) == (0, 2)  # idempotent
+        # by canonical key only, for the third; plus an off-pool configuration by key
+        off = host.host_code.copy()
+        off[np.flatnonzero(host.sublattice == host.sublattice[0])[:1]] = 0
+        off_key = canonical_keys(off[None], host)[0]
+        by_key = pd.DataFrame({"canonical_key": [df["canonical_key"].iat[2], off_key],
+                               "formation_energy_per_site": [sheet.iloc[2, 1], 1.23], "homo_lumo_gap": [sheet.iloc[2, 2], None]})
+        assert c.observe(by_key) == (2, 0)
+        st = c.status()
+        assert st["evaluations"] == 4 and st["pending"] == 0
+        # conflicting values: error, nothing of the call written
+        clash = pd.DataFrame({"id": [pool["ids"][0], df["id"].iat[0]], "formation_energy_per_site": [0.1, 99.0]})
+        with pytest.raises(InvdesignError, match="different values"):
+            c.observe(clash)
+        assert c.status()["evaluations"] == 4
+        with pytest.raises(InvdesignError, match="unknown id"):
+            c.observe(pd.DataFrame({"id": ["nope"], "homo_lumo_gap": [1.0]}))
+        with pytest.raises(InvdesignError, match="not a number"):
+            c.observe(pd.DataFrame({"id": [pool["ids"][0]], "homo_lumo_gap": ["abc"]}))
+        # the GP trains on the off-pool observation too (featurised on the fly)
+        assert len(c.suggest()) == 3
+
+
+# ---------------------------------------------------------------------- CLI and report
+def test_cli_contract_run_status_report(tmp_path, pool, window, capsys):
+    target, inside = window
+    db = tmp_path / "cli.db"
+    args = ["campaign", "run", "--db", str(db), "--pool", str(pool["dir"]), "--oracle", f"table:{pool['labels']}",
+            *_wargs(target), "--batch", "5", "--until-hits", "5", "--budget", "200", "--features", "pairs"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["campaign", "status", "--db", str(db), "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["hits"] >= 5 and st["evaluations"] <= len(pool["ids"]) and st["done"]
+    assert len(st["evaluations_to_hits"]) == st["hits"]
+    # run again: resumes, nothing to do
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["campaign", "status", "--db", str(db), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["evaluations"] == st["evaluations"]
+    # a different target on the same db is refused
+    assert main(["campaign", "run", "--db", str(db), "--target", "homo_lumo_gap=0:1"]) == 2
+    out = tmp_path / "rep"
+    assert main(["campaign", "report", "--db", str(db), "--out", str(out)]) == 0
+    obs = pd.read_csv(out / "observations.csv")
+    assert len(obs) == st["evaluations"] and obs["hit"].sum() == st["hits"]
+    assert {"formation_energy_per_site_mean", "acquisition", "canonical_key"} <= set(obs.columns)
+    assert (out / "best_so_far.png").stat().st_size > 1000 and (out / "hits.png").stat().st_size > 1000
+    assert len(list((out / "structures").glob("*.cif"))) == st["hits"]
+
+
+def test_cli_step_by_step_and_errors(tmp_path, pool, window, capsys):
+    target, _ = window
+    db = tmp_path / "s.db"
+    assert main(["campaign", "init", "--db", str(db), "--pool", str(pool["dir"]), *_wargs(target),
+                 "--batch", "2", "--features", "pairs"]) == 0
+    assert main(["campaign", "init", "--db", str(db), "--pool", str(pool["dir"]), *_wargs(target)]) == 2
+    sheet = tmp_path / "batch.csv"
+    assert main(["campaign", "suggest", "--db", str(db), "--out", str(sheet), "--structures", str(tmp_path / "cifs")]) == 0
+    df = pd.read_csv(sheet)
+    assert len(df) == 2 and len(list((tmp_path / "cifs").glob("*.cif"))) == 2
+    lab = pd.read_csv(pool["labels"]).set_index("_id")
+    for t in TARGETS:
+        df[t] = lab.loc[df["id"].astype(str), t].to_numpy()
+    df.to_csv(sheet, index=False)
+    assert main(["campaign", "observe", "--db", str(db), "--from", str(sheet)]) == 0
+    assert main(["campaign", "observe", "--db", str(db), "--from", str(sheet)]) == 0
+    capsys.readouterr()
+    assert main(["campaign", "status", "--db", str(db), "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)
+    assert st["evaluations"] == 2 and st["pending"] == 0
+    assert main(["campaign", "run", "--db", str(db), "--budget", "4"]) == 2  # no oracle stored
+    capsys.readouterr()
+    for bad in (["campaign", "status", "--db", str(tmp_path / "none.db")],
+                ["campaign", "init", "--db", str(tmp_path / "x.db"), "--target", "gap=1:2"],
+                ["campaign", "init", "--db", str(tmp_path / "x.db"), "--target", "homo_lumo_gap=1:2", "--oracle", "magic"],
+                ["campaign", "observe", "--db", str(db), "--from", str(tmp_path / "missing.csv")]):
+        assert main(bad) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("invdesign: error:") and "\n" not in err and "Traceback" not in err
+    assert not (tmp_path / "x.db").exists()
