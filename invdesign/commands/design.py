@@ -1,9 +1,179 @@
-"""Commands of this area (filled in by its owner)."""
+"""``invdesign design`` (target window -> ranked candidates) and ``invdesign decode`` (z -> CIF)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from invdesign.errors import InvdesignError
+
+console = Console()
+err_console = Console(stderr=True)
+
+ModelOpt = typer.Option(None, "--model", help="A trained model (invdesign train --out); default: the packaged model.")
+_ID = re.compile(r"^[A-Za-z0-9._+-]+$")
+
+
+def _parse_types(types: str | None) -> list[str] | None:
+    if types is None:
+        return None
+    items = [t.strip() for t in types.split(",") if t.strip()]
+    if not items:
+        raise InvdesignError("--types is empty; give labels like V_S,W_Mo")
+    return items
+
+
+def _check_out_dir(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise InvdesignError("output exists and is not a folder", source=str(out))
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InvdesignError("output folder's parent does not exist", source=str(parent))
+
+
+def _load_model(path: Path | None):
+    from invdesign.model import load_model
+
+    if path is not None and not path.exists():
+        raise InvdesignError("model not found", source=str(path))
+    return load_model(path)
+
+
+def design_cmd(
+    target: list[str] = typer.Option(
+        ..., "--target", help="NAME=LO:HI in eV, e.g. formation_energy_per_site=1.0:1.5 (repeat per target; LO or HI may be empty)."
+    ),
+    n: int = typer.Option(50, "-n", "--n", help="Number of candidates."),
+    out: Path = typer.Option(..., "--out", help="Output folder: candidates.csv, structures/, summary.json, candidates.png."),
+    pool: list[Path] = typer.Option(None, "--pool", help="Rank these STRUCTURES instead of generating (repeat)."),
+    model: Path = ModelOpt,
+    max_defects: int = typer.Option(3, "--max-defects", help="Most defects per configuration."),
+    min_defects: int = typer.Option(1, "--min-defects", help="Fewest defects per configuration."),
+    types: str = typer.Option(None, "--types", help="Allowed defect types, comma separated, e.g. V_S,W_Mo (default: all)."),
+    exclude: list[str] = typer.Option(None, "--exclude", help="STRUCTURES, key files (.csv/.txt) or canonical keys never to return (repeat)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the flow samples."),
+    mode: str = typer.Option("auto", "--mode", help="flow | exhaustive | auto (exhaustive where the space is enumerable)."),
+    samples: int = typer.Option(None, "--samples", help="Flow samples (default 10 x n with the exact decoder)."),
+    diversity: float = typer.Option(0.05, "--diversity", help="Diversity weight in the ranking (0: sort by p_in_window)."),
+) -> None:
+    """Candidates whose predicted properties lie in the target window: decoded, checked, ranked, exported."""
+    from invdesign.generate.checks import Window
+    from invdesign.generate.design import MODES, design
+
+    window = Window.parse(target)
+    if n < 1:
+        raise InvdesignError(f"-n must be at least 1, not {n}")
+    if mode not in MODES:
+        raise InvdesignError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if samples is not None and samples < 1:
+        raise InvdesignError(f"--samples must be at least 1, not {samples}")
+    for p in pool or []:
+        if not p.exists():
+            raise InvdesignError("pool file or folder not found", source=str(p))
+    _check_out_dir(out)
+    m = _load_model(model)
+    from invdesign.generate.decoder import Limits
+
+    Limits.make(m.host, max_defects, min_defects, _parse_types(types))
+    res = design(
+        window, n, model=m, pool=list(pool) if pool else None, max_defects=max_defects, min_defects=min_defects,
+        types=_parse_types(types), exclude=list(exclude) if exclude else None, seed=seed, mode=mode,
+        samples=samples, diversity=diversity, out=out,
+    )
+    if res.message:
+        err_console.print(f"invdesign: {res.message}", highlight=False, soft_wrap=True)
+    c = res.candidates
+    t = Table(title=f"top candidates ({res.summary['request']['mode_used']}; eV)")
+    for col in ("rank", "id", "composition", "formation_energy_per_site", "homo_lumo_gap", "p_in_window", "novel"):
+        t.add_column(col, justify="right")
+    for _, r in c.head(10).iterrows():
+        t.add_row(
+            str(r["rank"]), str(r["id"]), str(r["composition"]),
+            f"{r['formation_energy_per_site']:.3f} ± {r['formation_energy_per_site_std']:.3f}",
+            f"{r['homo_lumo_gap']:.3f} ± {r['homo_lumo_gap_std']:.3f}",
+            f"{r['p_in_window']:.3f}", str(bool(r["novel"])),
+        )
+    console.print(t)
+    s = res.summary["counts"]
+    console.print(
+        f"{len(c)} candidates ({s.get('returned_in_window', 0)} with p_in_window >= 0.5, {s.get('returned_novel', 0)} novel) -> {out}",
+        highlight=False,
+    )
+
+
+def read_embeddings(path: Path, dim: int) -> tuple[list[str], np.ndarray]:
+    """``ids`` and ``(N, dim)`` embeddings from a CSV with columns ``id,z0..z{dim-1}``."""
+    if not path.is_file():
+        raise InvdesignError("embedding file not found", source=str(path))
+    try:
+        df = pd.read_csv(path, dtype={"id": str})
+    except Exception as exc:  # pandas raises many types
+        raise InvdesignError(f"cannot read CSV ({type(exc).__name__})", source=str(path)) from None
+    cols = [f"z{i}" for i in range(dim)]
+    missing = [c for c in ["id", *cols] if c not in df.columns]
+    if missing:
+        raise InvdesignError(f"needs columns id,z0..z{dim - 1} (the model's {dim}-D embedding); missing {missing[0]}", source=str(path))
+    if len(df) == 0:
+        raise InvdesignError("no rows", source=str(path))
+    ids = df["id"].astype(str).tolist()
+    bad = [i for i in ids if not _ID.match(i)]
+    if bad:
+        raise InvdesignError(f"id {bad[0]!r} is not usable as a file name", source=str(path))
+    dup = pd.Series(ids)[pd.Series(ids).duplicated()]
+    if len(dup):
+        raise InvdesignError(f"duplicate id {dup.iloc[0]!r}", source=str(path))
+    z = df[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    if not np.isfinite(z).all():
+        row = int(np.flatnonzero(~np.isfinite(z).all(axis=1))[0])
+        raise InvdesignError(f"row {row + 1} (id {ids[row]}) has a missing or non-numeric embedding value", source=str(path))
+    return ids, z
+
+
+def decode_cmd(
+    embeddings: Path = typer.Argument(..., help="CSV with id,z0..z{d-1} (e.g. from invdesign embed)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: one CIF per row and decoded.csv."),
+    model: Path = ModelOpt,
+    max_defects: int = typer.Option(3, "--max-defects", help="Most defects per configuration."),
+    min_defects: int = typer.Option(1, "--min-defects", help="Fewest defects per configuration."),
+    types: str = typer.Option(None, "--types", help="Allowed defect types, comma separated (default: all)."),
+) -> None:
+    """Decode embeddings into configurations (exact nearest orbit where enumerable, local search otherwise)."""
+    from invdesign.generate.decoder import Limits, decode
+    from invdesign.io import atomic_dir, write_csv, write_structure
+    from invdesign.lattice.enumerate import compositions
+    from invdesign.progress import track
+
+    if not embeddings.is_file():
+        raise InvdesignError("embedding file not found", source=str(embeddings))
+    _check_out_dir(out)
+    m = _load_model(model)
+    limits = Limits.make(m.host, max_defects, min_defects, _parse_types(types))
+    probe = np.asarray(m.train_occ[:1]) if len(m.train_occ) else m.host.host_code[None]
+    dim = int(np.asarray(m.embed(probe)).shape[1])
+    ids, z = read_embeddings(embeddings, dim)
+    res = decode(z, m, limits)
+    comp = compositions(res.occ, m.host)
+    labels = [m.host.defect_label(*t) for t in m.host.defect_types]
+    df = pd.DataFrame({"id": ids, "canonical_key": res.keys, "embedding_distance": res.distance, "method": res.method})
+    df["n_defects"] = comp.sum(axis=1)
+    df["composition"] = [",".join(f"{labels[t]}:{c[t]}" for t in range(len(labels)) if c[t]) for c in comp]
+    with atomic_dir(out) as tmp:
+        for i, cid in track(list(enumerate(ids)), "writing CIFs"):
+            write_structure(res.occ[i], m.host, tmp / f"{cid}.cif")
+        write_csv(tmp / "decoded.csv", df)
+    exact = int((res.distance < 1e-6).sum())
+    console.print(
+        f"{len(ids)} embeddings decoded ({exact} exactly on an orbit, largest distance {res.distance.max():.3g}) -> {out}",
+        highlight=False,
+    )
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command("design")(design_cmd)
+    app.command("decode")(decode_cmd)

@@ -1,0 +1,1 @@
+"""Inverse design: conditional flow on the embedding, decoder, candidate checks, design pipeline."""

@@ -1,0 +1,294 @@
+"""Checks on candidate configurations: validity, re-embedding, predictions, window, novelty.
+
+:class:`Window` is a box in property space (eV, TARGETS order; unbounded sides allowed).
+:func:`check_candidates` gives one row per candidate with the model's predictions
+(mean and std, eV, best head), the probability of lying in the window under independent
+Gaussians, the distance of the predicted mean to the window, novelty against the model's
+training set and the embedding distance to the nearest known configuration. Candidates whose
+composition never occurs in the training set, or whose embedding lies further from every known
+configuration than 99% of training configurations do from their nearest neighbour, are flagged
+``extrapolation``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from scipy.special import ndtr
+
+from invdesign.data.dataset import TARGETS
+from invdesign.errors import InvdesignError
+from invdesign.generate.decoder import Limits, validate
+from invdesign.lattice.canonical import canonical_keys
+from invdesign.lattice.enumerate import compositions
+
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf"
+
+
+@dataclass(frozen=True)
+class Window:
+    """Target window: ``lo[i] <= y_i <= hi[i]`` eV for each of :data:`TARGETS`.
+
+    Targets the user did not constrain are ``(-inf, inf)``.
+    """
+
+    lo: tuple[float, ...]
+    hi: tuple[float, ...]
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, tuple[float, float]]) -> Window:
+        """From ``{"formation_energy_per_site": (lo, hi), ...}`` (eV)."""
+        if not spec:
+            raise InvdesignError(f"give at least one target window, e.g. --target {TARGETS[0]}=LO:HI")
+        lo = [-math.inf] * len(TARGETS)
+        hi = [math.inf] * len(TARGETS)
+        for name, bounds in spec.items():
+            if name not in TARGETS:
+                raise InvdesignError(f"unknown target {name!r}; targets are {', '.join(TARGETS)}")
+            try:
+                a, b = (float(v) for v in bounds)
+            except (TypeError, ValueError):
+                raise InvdesignError(f"target {name} needs two numbers (LO, HI), got {bounds!r}") from None
+            if math.isnan(a) or math.isnan(b):
+                raise InvdesignError(f"target {name}: bounds must be numbers")
+            if a > b:
+                raise InvdesignError(f"target {name}: LO {a:g} is above HI {b:g}")
+            i = TARGETS.index(name)
+            lo[i], hi[i] = a, b
+        return cls(tuple(lo), tuple(hi))
+
+    @classmethod
+    def parse(cls, specs: list[str]) -> Window:
+        """From CLI strings ``NAME=LO:HI`` (eV; ``LO`` or ``HI`` may be empty for an open side)."""
+        out: dict[str, tuple[float, float]] = {}
+        for s in specs or []:
+            m = re.fullmatch(rf"\s*([A-Za-z_]\w*)\s*=\s*({_NUM})?\s*:\s*({_NUM})?\s*", s)
+            if m is None:
+                raise InvdesignError(f"bad --target {s!r}; expected NAME=LO:HI, e.g. {TARGETS[0]}=1.0:1.5")
+            name = m.group(1)
+            if name in out:
+                raise InvdesignError(f"target {name} given twice")
+            lo = float(m.group(2)) if m.group(2) else -math.inf
+            hi = float(m.group(3)) if m.group(3) else math.inf
+            out[name] = (lo, hi)
+        return cls.from_dict(out)
+
+    @property
+    def array(self) -> np.ndarray:
+        """``(n_targets, 2)`` [lo, hi] eV."""
+        return np.array([self.lo, self.hi], dtype=float).T
+
+    def as_dict(self) -> dict[str, list[float | None]]:
+        return {
+            n: [None if math.isinf(a) else a, None if math.isinf(b) else b]
+            for n, a, b in zip(TARGETS, self.lo, self.hi)
+            if not (math.isinf(a) and math.isinf(b))
+        }
+
+    def p_in(self, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+        """``(N,)`` probability that ``y ~ N(mean, std^2)`` (independent targets) lies in the window."""
+        mean = np.asarray(mean, float)
+        std = np.maximum(np.asarray(std, float), 1e-9)
+        lo, hi = np.array(self.lo), np.array(self.hi)
+        p = ndtr((hi - mean) / std) - ndtr((lo - mean) / std)
+        return np.clip(p, 0.0, 1.0).prod(axis=1)
+
+    def distance(self, y: np.ndarray) -> np.ndarray:
+        """``(N,)`` Euclidean distance (eV) from ``y (N, n_targets)`` to the window (0 inside)."""
+        y = np.asarray(y, float)
+        gap = np.maximum(np.array(self.lo) - y, 0) + np.maximum(y - np.array(self.hi), 0)
+        return np.sqrt((gap**2).sum(axis=1))
+
+    def describe(self) -> str:
+        parts = []
+        for n, a, b in zip(TARGETS, self.lo, self.hi):
+            if not (math.isinf(a) and math.isinf(b)):
+                parts.append(f"{n} in [{a:g}, {b:g}] eV")
+        return " and ".join(parts)
+
+
+class KnownSet:
+    """The model's training configurations: canonical keys, compositions and embeddings."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        occ = np.asarray(model.train_occ)
+        self.keys = canonical_keys(occ, model.host) if len(occ) else []
+        self.key_set = set(self.keys)
+        self.compositions = {tuple(c) for c in compositions(occ, model.host)} if len(occ) else set()
+        self.z = _cached_train_embedding(model, occ) if len(occ) else np.zeros((0, 1))
+
+    def nearest(self, z: np.ndarray, exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(N,)`` index of and distance to the nearest known configuration in embedding space."""
+        z = np.asarray(z, float)
+        if len(self.z) == 0:
+            return np.full(len(z), -1), np.full(len(z), np.inf)
+        sq = (self.z**2).sum(1)
+        idx = np.empty(len(z), dtype=np.int64)
+        dist = np.empty(len(z))
+        step = max(1, 2_000_000 // len(self.z))
+        for s in range(0, len(z), step):
+            q = z[s : s + step]
+            d2 = np.maximum((q**2).sum(1)[:, None] + sq[None, :] - 2 * q @ self.z.T, 0.0)
+            if exclude_self:
+                d2[np.arange(len(q)), np.arange(s, s + len(q))] = np.inf
+            j = d2.argmin(axis=1)
+            idx[s : s + step] = j
+            dist[s : s + step] = np.linalg.norm(self.z[j] - q, axis=1)
+        return idx, dist
+
+    @cached_property
+    def far_threshold(self) -> float:
+        """99th percentile of training configurations' distance to their nearest other one."""
+        if len(self.z) < 2:
+            return math.inf
+        _, d = self.nearest(self.z, exclude_self=True)
+        return float(np.quantile(d, 0.99))
+
+
+def _cached_train_embedding(model, occ: np.ndarray) -> np.ndarray:
+    """``model.embed(occ)`` of the training set, cached on disk per embedding and training set."""
+    import hashlib
+    import os
+    import tempfile
+
+    from invdesign.data.dataset import cache_dir
+    from invdesign.generate.decoder import _model_tag
+
+    h = hashlib.sha256(_model_tag(model, model.host).encode())
+    h.update(np.ascontiguousarray(occ, dtype=np.uint8).tobytes())
+    path = cache_dir() / f"known-{h.hexdigest()[:20]}.npy"
+    if path.is_file():
+        try:
+            z = np.load(path, allow_pickle=False)
+            if z.shape[0] == len(occ):
+                return z
+        except (OSError, ValueError):
+            pass
+    z = np.concatenate([np.asarray(model.embed(occ[s : s + 4096]), float) for s in range(0, len(occ), 4096)])
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, z)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs time
+    return z
+
+
+_KNOWN: dict[int, tuple[object, KnownSet]] = {}
+
+
+def known_set(model) -> KnownSet:
+    """:class:`KnownSet` of ``model`` (built once per model object)."""
+    hit = _KNOWN.get(id(model))
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    ks = KnownSet(model)
+    _KNOWN[id(model)] = (model, ks)
+    return ks
+
+
+def check_candidates(
+    occ: np.ndarray,
+    model,
+    window: Window,
+    limits: Limits,
+    z: np.ndarray | None = None,
+    z_sampled: np.ndarray | None = None,
+    keys: list[str] | None = None,
+    prediction: tuple[np.ndarray, np.ndarray] | None = None,
+) -> pd.DataFrame:
+    """One row of checks per candidate (no rank/id/source yet).
+
+    Args:
+        occ: ``(N, n_sites)`` candidate configurations.
+        model: the model (``embed``, ``predict_embedding``/``predict``, ``train_occ``).
+        window: the target window.
+        limits: the constraints the candidates must satisfy.
+        z: ``(N, d)`` embeddings of ``occ`` when already known (else computed).
+        z_sampled: ``(N, d)`` embeddings the candidates were decoded from (for ``reembed_distance``).
+        keys: canonical keys when already known.
+        prediction: ``(mean, std)`` ``(N, 2)`` eV when already known.
+
+    Returns:
+        DataFrame with ``canonical_key``, the predictions and stds (eV), ``p_in_window``,
+        ``window_distance`` (eV), ``n_defects``, ``composition``, ``within_limits``,
+        ``reembed_distance``, ``novel``, ``nearest_known_distance``, ``nearest_known_key``,
+        ``extrapolation``.
+    """
+    host = model.host
+    occ = np.asarray(occ)
+    keys = keys if keys is not None else canonical_keys(occ, host)
+    if z is None:
+        z = np.asarray(model.embed(occ), float) if len(occ) else np.zeros((0, 1))
+    if prediction is None:
+        mean, std = model.predict(occ) if len(occ) else (np.zeros((0, 2)), np.zeros((0, 2)))
+    else:
+        mean, std = prediction
+    mean, std = np.asarray(mean, float), np.asarray(std, float)
+    comp = compositions(occ, host)
+    labels = [host.defect_label(*t) for t in host.defect_types]
+    ks = known_set(model)
+    nk, nd = ks.nearest(z)
+    df = pd.DataFrame({"canonical_key": list(keys)})
+    for j, name in enumerate(TARGETS):
+        df[name] = mean[:, j]
+    for j, name in enumerate(TARGETS):
+        df[f"{name}_std"] = std[:, j]
+    df["p_in_window"] = window.p_in(mean, std)
+    df["window_distance"] = window.distance(mean)
+    df["n_defects"] = comp.sum(axis=1)
+    df["composition"] = [",".join(f"{labels[t]}:{c[t]}" for t in range(len(labels)) if c[t]) for c in comp]
+    df["within_limits"] = validate(occ, host, limits)
+    df["reembed_distance"] = (
+        np.linalg.norm(z - np.asarray(z_sampled, float), axis=1) if z_sampled is not None else np.full(len(occ), np.nan)
+    )
+    df["novel"] = [k not in ks.key_set for k in keys]
+    df["nearest_known_distance"] = nd
+    df["nearest_known_key"] = [ks.keys[i] if i >= 0 else "" for i in nk]
+    unseen = np.array([tuple(c) not in ks.compositions for c in comp], dtype=bool)
+    df["extrapolation"] = unseen | (nd > ks.far_threshold)
+    return df
+
+
+def rank_with_diversity(
+    score: np.ndarray, z: np.ndarray, n: int, diversity: float = 0.1, scale: float | None = None
+) -> np.ndarray:
+    """Greedy ranking of the ``n`` best by ``score`` with a diversity penalty.
+
+    At each step take ``argmax score_i - diversity * exp(-d_i / scale)``, where ``d_i`` is the
+    embedding distance of candidate ``i`` to the nearest already taken one; ``diversity=0`` is a
+    plain sort. ``scale`` defaults to the median nearest-neighbour distance among the candidates.
+
+    Returns:
+        ``(min(n, N),)`` indices in rank order.
+    """
+    score = np.asarray(score, float)
+    n = min(n, len(score))
+    if diversity <= 0 or n <= 1:
+        return np.argsort(-score, kind="stable")[:n]
+    z = np.asarray(z, float)
+    if scale is None:
+        sub = z[np.argsort(-score, kind="stable")[: min(len(z), 400)]]
+        d = np.linalg.norm(sub[:, None] - sub[None], axis=2) if len(sub) > 1 else np.ones((1, 1))
+        np.fill_diagonal(d, np.inf)
+        scale = float(np.median(d.min(axis=1))) if len(sub) > 1 else 1.0
+        scale = scale if scale > 0 else 1.0
+    mind = np.full(len(score), np.inf)
+    taken = np.zeros(len(score), dtype=bool)
+    out = []
+    for _ in range(n):
+        eff = score - diversity * np.exp(-mind / scale)
+        eff[taken] = -np.inf
+        i = int(np.argmax(eff))
+        out.append(i)
+        taken[i] = True
+        mind = np.minimum(mind, np.linalg.norm(z - z[i], axis=1))
+    return np.array(out, dtype=np.int64)

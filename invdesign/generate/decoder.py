@@ -1,0 +1,456 @@
+"""Decoder: embedding ``z`` -> defect configuration (the inverse of ``Model.embed``).
+
+Two methods, chosen by the size of the constrained space (limits: defect count range, allowed
+defect types):
+
+- ``exact``: where the space is enumerable (at most :data:`ENUM_LIMIT` symmetry-distinct
+  configurations; every 1-3-defect configuration of 8x8 MoS2 is 13,609 orbits) every orbit
+  representative is embedded once per model (:func:`orbit_index`, cached in memory and on disk)
+  and ``z`` decodes to the orbit with the nearest embedding. ``decode(embed(c))`` is then ``c``
+  up to symmetry whenever the embedding separates ``c`` from every other orbit.
+- ``search``: otherwise (e.g. 4+ defects), a greedy local search in configuration space guided
+  by the encoder: start from the nearest enumerable orbit, then repeatedly take the best of all
+  single moves (add, remove, re-type or move one defect) by embedding distance to ``z``. The
+  answer is approximate and flagged ``method == "search"``.
+
+Every returned configuration is valid: allowed species on each sublattice, defect count and
+types within the limits (:func:`validate` is applied to every answer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from invdesign.errors import InvdesignError
+from invdesign.lattice.canonical import canonical_keys
+from invdesign.lattice.enumerate import compositions, enumerate_orbits, parse_defect_types
+from invdesign.lattice.host import HostLattice
+
+ENUM_LIMIT = 200_000  # largest constrained space (orbits) decoded exactly
+BASE_MAX_DEFECTS = 3  # the shared orbit table: all types, 1..3 defects
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Constraints on configurations: defect count range and allowed defect types.
+
+    Attributes:
+        max_defects, min_defects: inclusive range of the total number of defects.
+        types: allowed indices into ``host.defect_types`` (sorted).
+    """
+
+    max_defects: int = 3
+    min_defects: int = 1
+    types: tuple[int, ...] = ()
+
+    @classmethod
+    def make(
+        cls, host: HostLattice, max_defects: int = 3, min_defects: int = 1, types: list[str] | tuple[str, ...] | None = None
+    ) -> Limits:
+        """Validated limits; ``types`` are labels like ``"V_S"`` (None: all the host's types)."""
+        if min_defects < 1:
+            raise InvdesignError(f"--min-defects must be >= 1, not {min_defects}")
+        if max_defects < min_defects:
+            raise InvdesignError(f"--max-defects {max_defects} is below the minimum {min_defects}")
+        idx = parse_defect_types(host, list(types) if types else None)
+        if not idx:
+            raise InvdesignError("no defect types allowed")
+        return cls(int(max_defects), int(min_defects), tuple(sorted(set(idx))))
+
+    def labels(self, host: HostLattice) -> list[str]:
+        return [host.defect_label(*host.defect_types[t]) for t in self.types]
+
+    def as_dict(self, host: HostLattice) -> dict:
+        return {"min_defects": self.min_defects, "max_defects": self.max_defects, "types": self.labels(host)}
+
+
+def validate(occ: np.ndarray, host: HostLattice, limits: Limits) -> np.ndarray:
+    """``(N,)`` bool: allowed species on every site, and defect count and types within ``limits``."""
+    occ = np.asarray(occ)
+    ok = host.allowed[host.sublattice[None, :], occ].all(axis=1)
+    comp = compositions(occ, host)
+    n = comp.sum(axis=1)
+    banned = [t for t in range(len(host.defect_types)) if t not in limits.types]
+    ok &= (n >= limits.min_defects) & (n <= limits.max_defects)
+    if banned:
+        ok &= comp[:, banned].sum(axis=1) == 0
+    return ok
+
+
+def estimate_orbits(host: HostLattice, limits: Limits) -> float:
+    """Approximate number of symmetry-distinct configurations within ``limits``.
+
+    Labelled placements divided by the group order (a lower bound, tight for large spaces).
+    """
+    sizes = {s: int((host.sublattice == s).sum()) for s in range(len(host.sublattices))}
+    by_sub: dict[int, int] = {}
+    for t in limits.types:
+        by_sub[host.defect_types[t][0]] = by_sub.get(host.defect_types[t][0], 0) + 1
+    # number of placements of k defects = coefficient of x^k in prod_s sum_j C(n_s, j) m_s^j x^j
+    poly = np.zeros(limits.max_defects + 1, dtype=object)
+    poly[0] = 1
+    for s, m in by_sub.items():
+        term = np.array([math.comb(sizes[s], j) * m**j for j in range(limits.max_defects + 1)], dtype=object)
+        poly = np.array([sum(poly[i] * term[k - i] for i in range(k + 1)) for k in range(limits.max_defects + 1)], dtype=object)
+    return float(sum(poly[limits.min_defects :])) / host.n_ops
+
+
+# ---------------------------------------------------------------------- the orbit table
+@dataclass
+class OrbitIndex:
+    """Embedded orbit representatives of a constrained space.
+
+    Attributes:
+        host: host lattice.
+        occ: ``(R, n_sites)`` uint8 canonical representatives.
+        keys: ``R`` canonical keys.
+        composition: ``(R, T)`` defect-type counts.
+        orbit_size: ``(R,)`` configurations per orbit.
+        z: ``(R, d)`` embeddings under the model.
+        max_defects, types: what was enumerated.
+    """
+
+    host: HostLattice
+    occ: np.ndarray
+    keys: np.ndarray
+    composition: np.ndarray
+    orbit_size: np.ndarray
+    z: np.ndarray
+    max_defects: int
+    types: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def n_defects(self) -> np.ndarray:
+        return self.composition.sum(axis=1)
+
+    @cached_property
+    def key_index(self) -> dict[str, int]:
+        return {k: i for i, k in enumerate(self.keys)}
+
+    def mask(self, limits: Limits, exclude: set[str] | frozenset[str] = frozenset()) -> np.ndarray:
+        """``(R,)`` bool: orbits within ``limits`` and not in ``exclude`` (canonical keys)."""
+        n = self.n_defects
+        ok = (n >= limits.min_defects) & (n <= limits.max_defects)
+        banned = [t for t in range(self.composition.shape[1]) if t not in limits.types]
+        if banned:
+            ok &= self.composition[:, banned].sum(axis=1) == 0
+        for k in exclude:
+            i = self.key_index.get(k)
+            if i is not None:
+                ok[i] = False
+        return ok
+
+    def covers(self, limits: Limits) -> bool:
+        return limits.max_defects <= self.max_defects and set(limits.types) <= set(self.types)
+
+    def nearest(self, z: np.ndarray, mask: np.ndarray | None = None, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, k)`` indices and Euclidean distances of the ``k`` nearest orbits (within ``mask``)."""
+        z = np.asarray(z, dtype=np.float64).reshape(-1, self.z.shape[1])
+        cand = np.flatnonzero(mask) if mask is not None else np.arange(len(self))
+        if len(cand) == 0:
+            raise InvdesignError("no configuration satisfies the limits (all excluded?)")
+        k = min(k, len(cand))
+        zc = self.z[cand]
+        sq = (zc**2).sum(1)
+        idx = np.empty((len(z), k), dtype=np.int64)
+        dist = np.empty((len(z), k))
+        step = max(1, 4_000_000 // len(cand))
+        for s in range(0, len(z), step):
+            q = z[s : s + step]
+            d2 = np.maximum((q**2).sum(1)[:, None] + sq[None, :] - 2 * q @ zc.T, 0.0)
+            part = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < len(cand) else np.tile(np.arange(len(cand)), (len(q), 1))
+            pd = np.take_along_axis(d2, part, axis=1)
+            order = np.argsort(pd, axis=1, kind="stable")
+            part = np.take_along_axis(part, order, axis=1)
+            # exact distances for the winners (the expansion above loses precision near 0)
+            exact = np.linalg.norm(zc[part] - q[:, None, :], axis=2)
+            idx[s : s + step] = cand[part]
+            dist[s : s + step] = exact
+        return idx, dist
+
+
+def _model_tag(model, host: HostLattice) -> str:
+    """Content tag of a model's embedding: hash of the embeddings of fixed probe configurations."""
+    tag = getattr(model, "_invdesign_probe_tag", None)
+    if tag is not None:
+        return tag
+    rng = np.random.default_rng(12345)
+    probe = np.repeat(host.host_code[None], 16, axis=0)
+    for i in range(16):
+        for t in rng.choice(len(host.defect_types), size=1 + i % 3):
+            sub, code = host.defect_types[t]
+            sites = np.flatnonzero((host.sublattice == sub) & (probe[i] == host.host_code))
+            probe[i, rng.choice(sites)] = code
+    z = np.asarray(model.embed(probe), dtype=np.float64)
+    h = hashlib.sha256(host.fingerprint.encode())
+    h.update(np.round(z, 5).tobytes())
+    tag = h.hexdigest()[:20]
+    try:
+        model._invdesign_probe_tag = tag
+    except AttributeError:
+        pass
+    return tag
+
+
+_INDEX_CACHE: dict[tuple, tuple[object, OrbitIndex]] = {}
+
+
+def _embed_batched(model, occ: np.ndarray, desc: str, batch: int = 4096) -> np.ndarray:
+    from invdesign.progress import track
+
+    parts = [np.asarray(model.embed(occ[s : s + batch]), dtype=np.float64) for s in track(range(0, len(occ), batch), desc)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+
+def orbit_index(model, limits: Limits | None = None, use_cache: bool = True) -> OrbitIndex:
+    """The embedded orbit table covering ``limits`` (enumerable spaces only), cached per model.
+
+    Limits within 1..3 defects share one table of all types; larger enumerable spaces get their
+    own. Cached in memory per model object and on disk (``$INVDESIGN_CACHE_DIR``) per embedding.
+    """
+    host = model.host
+    limits = limits or Limits.make(host)
+    if limits.max_defects <= BASE_MAX_DEFECTS:
+        max_d, types = BASE_MAX_DEFECTS, tuple(range(len(host.defect_types)))
+    else:
+        if estimate_orbits(host, limits) > ENUM_LIMIT:
+            raise InvdesignError(f"the space within {limits.as_dict(host)} is too large to enumerate")
+        max_d, types = limits.max_defects, limits.types
+    ck = (id(model), max_d, types)
+    hit = _INDEX_CACHE.get(ck)
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    tag = _model_tag(model, host)
+    from invdesign.data.dataset import cache_dir
+
+    path = cache_dir() / f"orbits-{tag}-{max_d}-{'-'.join(map(str, types))}.npz"
+    idx = None
+    if use_cache and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                idx = OrbitIndex(host, f["occ"], f["keys"].astype(object), f["composition"], f["orbit_size"], f["z"], max_d, types)
+        except (OSError, ValueError, KeyError):
+            idx = None
+    if idx is None:
+        labels = [host.defect_label(*host.defect_types[t]) for t in types]
+        tab = enumerate_orbits(host, max_d, 1, labels)
+        z = _embed_batched(model, tab.occ, "embedding the enumerated orbits")
+        idx = OrbitIndex(host, tab.occ, np.array(tab.keys, dtype=object), tab.composition, tab.orbit_size, z, max_d, types)
+        if use_cache:
+            _save_index(path, idx)
+    _INDEX_CACHE[ck] = (model, idx)
+    return idx
+
+
+def _save_index(path, idx: OrbitIndex) -> None:
+    import os
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez_compressed(
+                fh, occ=idx.occ, keys=np.array(idx.keys, dtype=str), composition=idx.composition,
+                orbit_size=idx.orbit_size, z=idx.z,
+            )
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs time
+
+
+def is_enumerable(host: HostLattice, limits: Limits) -> bool:
+    """True when the constrained space is small enough for the exact decoder and exhaustive mode."""
+    return limits.max_defects <= BASE_MAX_DEFECTS or estimate_orbits(host, limits) <= ENUM_LIMIT
+
+
+# ---------------------------------------------------------------------- decoding
+@dataclass
+class DecodeResult:
+    """Decoded configurations.
+
+    Attributes:
+        occ: ``(N, n_sites)`` uint8 valid configurations (canonical representatives when exact).
+        keys: ``N`` canonical keys.
+        distance: ``(N,)`` embedding distance ``||embed(occ_i) - z_i||``.
+        method: ``(N,)`` ``"exact"`` (nearest enumerated orbit) or ``"search"`` (local search).
+    """
+
+    occ: np.ndarray
+    keys: list[str]
+    distance: np.ndarray
+    method: np.ndarray
+
+
+def decode(
+    z: np.ndarray,
+    model,
+    limits: Limits | None = None,
+    exclude: set[str] | frozenset[str] = frozenset(),
+    distinct: bool = False,
+    method: str = "auto",
+    max_steps: int = 30,
+) -> DecodeResult:
+    """Decode ``(N, d)`` embeddings into valid configurations within ``limits``.
+
+    Args:
+        z: ``(N, d)`` embeddings (the model's units).
+        model: a :class:`~invdesign.model.Model` (``host``, ``embed``).
+        limits: constraints (default: 1..3 defects, every type).
+        exclude: canonical keys never returned.
+        distinct: decode each row to the nearest configuration not returned for an earlier row
+            (rows are processed in order), so the answers are distinct up to symmetry.
+        method: ``"auto"`` (exact where enumerable), ``"exact"`` or ``"search"``.
+        max_steps: move limit of the local search.
+
+    Returns:
+        a :class:`DecodeResult` with ``N`` rows.
+    """
+    host = model.host
+    limits = limits or Limits.make(host)
+    z = np.asarray(z, dtype=np.float64)
+    if z.ndim != 2 or not np.isfinite(z).all():
+        raise InvdesignError(f"embeddings must be a finite (N, d) array; got shape {z.shape}")
+    if method not in ("auto", "exact", "search"):
+        raise InvdesignError(f"decode method must be auto, exact or search, not {method!r}")
+    if method == "auto":
+        method = "exact" if is_enumerable(host, limits) else "search"
+    if method == "exact":
+        res = _decode_exact(z, model, limits, set(exclude), distinct)
+    else:
+        res = _decode_search(z, model, limits, set(exclude), distinct, max_steps)
+    ok = validate(res.occ, host, limits)
+    if not ok.all():  # a bug, not a user error: the decoder must never return invalid configurations
+        raise AssertionError(f"decoder produced {int((~ok).sum())} invalid configurations")
+    return res
+
+
+def _decode_exact(z: np.ndarray, model, limits: Limits, exclude: set[str], distinct: bool) -> DecodeResult:
+    idx_tab = orbit_index(model, limits)
+    if z.shape[1] != idx_tab.z.shape[1]:
+        raise InvdesignError(f"embeddings have {z.shape[1]} dimensions, the model {idx_tab.z.shape[1]}")
+    mask = idx_tab.mask(limits, exclude)
+    n_ok = int(mask.sum())
+    if n_ok == 0:
+        raise InvdesignError("no configuration satisfies the limits (all excluded?)")
+    if not distinct:
+        nn, dist = idx_tab.nearest(z, mask, 1)
+        rows, d = nn[:, 0], dist[:, 0]
+    else:
+        if len(z) > n_ok:
+            raise InvdesignError(f"asked for {len(z)} distinct configurations; only {n_ok} satisfy the limits")
+        k = min(n_ok, 32)
+        nn, dist = idx_tab.nearest(z, mask, k)
+        taken = np.zeros(len(idx_tab), dtype=bool)
+        rows = np.empty(len(z), dtype=np.int64)
+        d = np.empty(len(z))
+        for i in range(len(z)):
+            free = ~taken[nn[i]]
+            if free.any():
+                j = int(np.argmax(free))
+                rows[i], d[i] = nn[i, j], dist[i, j]
+            else:
+                nn2, dist2 = idx_tab.nearest(z[i : i + 1], mask & ~taken, 1)
+                rows[i], d[i] = nn2[0, 0], dist2[0, 0]
+            taken[rows[i]] = True
+    return DecodeResult(idx_tab.occ[rows].copy(), [str(k) for k in idx_tab.keys[rows]], d, np.full(len(z), "exact", dtype=object))
+
+
+def _neighbours(occ: np.ndarray, host: HostLattice, limits: Limits) -> np.ndarray:
+    """All configurations one move from ``occ``: add, remove, re-type or move one defect."""
+    hc = host.host_code
+    defects = np.flatnonzero(occ != hc)
+    k = len(defects)
+    out = []
+    type_sub = [(host.defect_types[t][0], host.defect_types[t][1]) for t in limits.types]
+
+    def adds(base: np.ndarray) -> list[np.ndarray]:
+        res = []
+        free = base == hc
+        for sub, code in type_sub:
+            sites = np.flatnonzero(free & (host.sublattice == sub))
+            if len(sites):
+                new = np.repeat(base[None], len(sites), axis=0)
+                new[np.arange(len(sites)), sites] = code
+                res.append(new)
+        return res
+
+    if k < limits.max_defects:
+        out += adds(occ)
+    for i in defects:
+        removed = occ.copy()
+        removed[i] = hc[i]
+        if k - 1 >= 1:
+            out.append(removed[None])
+        out += adds(removed)  # moves and re-types (and the same defect back, harmless)
+    return np.concatenate(out) if out else occ[None].copy()
+
+
+def _decode_search(z: np.ndarray, model, limits: Limits, exclude: set[str], distinct: bool, max_steps: int) -> DecodeResult:
+    host = model.host
+    start_limits = Limits(min(limits.max_defects, BASE_MAX_DEFECTS), 1, limits.types)
+    idx_tab = orbit_index(model, start_limits)
+    nn, _ = idx_tab.nearest(z, idx_tab.mask(start_limits), 1)
+    taken: set[str] = set(exclude)
+    occ_out = np.empty((len(z), host.n_sites), dtype=np.uint8)
+    keys_out: list[str] = []
+    dist_out = np.empty(len(z))
+    from invdesign.progress import track
+
+    for i in track(range(len(z)), "decoding by local search"):
+        cur = idx_tab.occ[nn[i, 0]].copy()
+        cur_d = float(np.linalg.norm(np.asarray(model.embed(cur[None]), float)[0] - z[i]))
+        best: tuple[float, np.ndarray, str] | None = None
+
+        def consider(cands: np.ndarray, dists: np.ndarray) -> None:
+            nonlocal best
+            ok = validate(cands, host, limits)
+            if not ok.any():
+                return
+            order = np.flatnonzero(ok)[np.argsort(dists[ok], kind="stable")]
+            for j in order[:64]:
+                if best is not None and dists[j] >= best[0]:
+                    return
+                key = canonical_keys(cands[j : j + 1], host)[0]
+                if key not in taken:
+                    best = (float(dists[j]), cands[j].copy(), key)
+                    return
+
+        consider(cur[None], np.array([cur_d]))
+        for _ in range(max_steps):
+            nb = _neighbours(cur, host, limits_for_moves(limits))
+            dz = np.linalg.norm(np.asarray(model.embed(nb), float) - z[i], axis=1)
+            consider(nb, dz)
+            j = int(np.argmin(dz))
+            below_min = int((cur != host.host_code).sum()) < limits.min_defects
+            if dz[j] < cur_d - 1e-12 or below_min:
+                cur, cur_d = nb[j], float(dz[j])
+            else:
+                break
+        while best is None:  # still below the minimum count: keep adding the best defect
+            nb = _neighbours(cur, host, Limits(limits.max_defects, 1, limits.types))
+            nb = nb[(nb != host.host_code).sum(1) > (cur != host.host_code).sum()]
+            if len(nb) == 0:
+                raise InvdesignError(f"no configuration satisfies the limits {limits.as_dict(host)}")
+            dz = np.linalg.norm(np.asarray(model.embed(nb), float) - z[i], axis=1)
+            consider(nb, dz)
+            cur = nb[int(np.argmin(dz))]
+        d, occ, key = best
+        occ_out[i], dist_out[i] = occ, d
+        keys_out.append(key)
+        if distinct:
+            taken.add(key)
+    return DecodeResult(occ_out, keys_out, dist_out, np.full(len(z), "search", dtype=object))
+
+
+def limits_for_moves(limits: Limits) -> Limits:
+    """Limits used to generate moves: counts may dip below the minimum while searching."""
+    return Limits(limits.max_defects, 1, limits.types)

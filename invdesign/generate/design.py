@@ -1,0 +1,493 @@
+"""The design pipeline: target window -> candidates that are decoded, checked and ranked.
+
+Modes (``mode=``):
+
+- ``"flow"``: sample the conditional flow for the window (``y`` uniform in the window, defect
+  count weighted by the number of orbits with that count within the limits) -> decode each sample
+  to the nearest configuration not taken yet (so candidates are distinct up to symmetry) ->
+  check -> rank.
+- ``"exhaustive"``: enumerate every orbit within the limits, screen all of them with the model,
+  rank. Exact with respect to the model; only for enumerable spaces.
+- ``"auto"``: exhaustive when the space is enumerable (the exact decoder embeds every orbit of
+  such a space anyway, so screening them all costs one more head evaluation and is never slower
+  than sampling), the flow with the search decoder otherwise.
+- pool (``pool=`` given): rank the given structures with the same checks.
+
+Ranking is by ``p_in_window`` (Gaussian, product over targets) with a diversity penalty in
+embedding space. When no candidate reaches ``p_in_window >= reach_p`` the window is declared
+unreachable: one line says so and candidates are ranked by their distance to the window (the
+nearest achievable ones) instead.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from invdesign.data.dataset import TARGETS
+from invdesign.errors import InvdesignError
+from invdesign.generate.checks import Window, check_candidates, rank_with_diversity
+from invdesign.generate.decoder import (
+    Limits,
+    decode,
+    estimate_orbits,
+    is_enumerable,
+    orbit_index,
+)
+
+LEADING = ["rank", "id", "canonical_key", "source", *TARGETS, *(f"{t}_std" for t in TARGETS), "p_in_window"]
+MODES = ("auto", "flow", "exhaustive")
+IN_WINDOW_P = 0.5  # p_in_window at which a configuration counts as "in the window" in reports
+
+
+@dataclass
+class DesignResult:
+    """What :func:`design` returns.
+
+    Attributes:
+        candidates: ranked table; leading columns :data:`LEADING` (eV; ``p_in_window`` in [0, 1]).
+        occ: ``(n, n_sites)`` uint8 configurations in rank order.
+        summary: request, model, seeds, counts, timings (what ``summary.json`` holds).
+        message: one line when the window is unreachable, else None.
+    """
+
+    candidates: pd.DataFrame
+    occ: np.ndarray
+    summary: dict
+    message: str | None = None
+    host: object = field(default=None, repr=False)
+    train_y: np.ndarray | None = field(default=None, repr=False)
+    window: Window | None = field(default=None, repr=False)
+
+    def write(self, out: str | Path) -> Path:
+        """Write ``candidates.csv``, ``structures/<id>.cif|.vasp``, ``summary.json``, ``candidates.png``."""
+        from invdesign.io import atomic_dir, atomic_write_json, write_csv, write_structure
+        from invdesign.progress import track
+
+        out = Path(out)
+        with atomic_dir(out) as tmp:
+            write_csv(tmp / "candidates.csv", self.candidates)
+            (tmp / "structures").mkdir()
+            for i, cid in track(list(enumerate(self.candidates["id"])), "writing structures"):
+                write_structure(self.occ[i], self.host, tmp / "structures" / f"{cid}.cif")
+                write_structure(self.occ[i], self.host, tmp / "structures" / f"{cid}.vasp")
+            plot_candidates(self, tmp / "candidates.png")
+            atomic_write_json(tmp / "summary.json", self.summary)
+        return out
+
+
+def _as_window(target) -> Window:
+    if isinstance(target, Window):
+        return target
+    if isinstance(target, dict):
+        return Window.from_dict(target)
+    if isinstance(target, str):
+        return Window.parse([target])
+    if isinstance(target, Iterable):
+        return Window.parse(list(target))
+    raise InvdesignError(f"cannot read a target window from {type(target).__name__}")
+
+
+def _resolve_exclude(exclude, host) -> set[str]:
+    """Canonical keys from keys, key files (.csv with canonical_key / .txt) and STRUCTURES."""
+    if exclude is None:
+        return set()
+    if isinstance(exclude, (str, Path)):
+        exclude = [exclude]
+    keys: set[str] = set()
+    paths: list[Path] = []
+    for item in exclude:
+        p = Path(str(item))
+        if p.suffix in (".csv", ".txt") and p.is_file():
+            if p.suffix == ".csv":
+                df = pd.read_csv(p)
+                if "canonical_key" not in df.columns:
+                    raise InvdesignError("exclusion CSV needs a canonical_key column", source=str(p))
+                keys |= set(df["canonical_key"].astype(str))
+            else:
+                keys |= {ln.strip() for ln in p.read_text().splitlines() if ln.strip()}
+        elif p.exists():
+            paths.append(p)
+        elif isinstance(item, str) and item.startswith(f"{host.name}:"):
+            keys.add(item)
+        else:
+            raise InvdesignError("not a file, folder or canonical key to exclude", source=str(item))
+    if paths:
+        from invdesign.data.dataset import map_structures
+
+        keys |= set(map_structures(paths, host).keys)
+    bad = [k for k in keys if not k.startswith(f"{host.name}:")]
+    if bad:
+        raise InvdesignError(f"excluded key {bad[0]!r} is not for host {host.name}")
+    return keys
+
+
+def _model_info(model) -> dict:
+    from invdesign.generate.decoder import _model_tag
+
+    meta = dict(getattr(model, "meta", {}) or {})
+    info = {k: meta[k] for k in ("version", "name", "created", "fingerprint", "seed", "path") if k in meta}
+    info["embedding_tag"] = _model_tag(model, model.host)
+    return info
+
+
+def design(
+    target,
+    n: int = 50,
+    *,
+    model=None,
+    pool: Sequence[str | Path] | None = None,
+    max_defects: int = 3,
+    min_defects: int = 1,
+    types: Sequence[str] | None = None,
+    exclude=None,
+    seed: int = 0,
+    mode: str = "auto",
+    samples: int | None = None,
+    diversity: float = 0.05,
+    reach_p: float = 0.05,
+    out: str | Path | None = None,
+) -> DesignResult:
+    """Candidates for a target window, decoded, checked and ranked.
+
+    Args:
+        target: the window: ``{"formation_energy_per_site": (lo, hi), "homo_lumo_gap": (lo, hi)}``
+            in eV, a :class:`Window`, or CLI strings ``["NAME=LO:HI", ...]``.
+        n: number of candidates wanted.
+        model: a :class:`~invdesign.model.Model`, a path to one, or None for the packaged default.
+        pool: STRUCTURES to rank instead of generating (files, folders, 2DMD archives).
+        max_defects, min_defects, types: limits on the configurations (types like ``"V_S"``).
+        exclude: canonical keys, key files (CSV with ``canonical_key`` or text) or STRUCTURES never to return.
+        seed: seeds the flow samples (results are reproducible from the summary).
+        mode: ``"auto"``, ``"flow"`` or ``"exhaustive"`` (ignored with ``pool``).
+        samples: flow samples to draw (default ``10 * n`` with the exact decoder, ``2 * n`` with search).
+        diversity: weight of the diversity penalty in the ranking (0: plain sort by p_in_window).
+        reach_p: below this best ``p_in_window`` the window is reported unreachable.
+        out: if given, the output folder (written atomically).
+
+    Returns:
+        a :class:`DesignResult`.
+    """
+    t0 = time.perf_counter()
+    window = _as_window(target)
+    if n < 1:
+        raise InvdesignError(f"-n must be at least 1, not {n}")
+    if mode not in MODES:
+        raise InvdesignError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if pool is not None and isinstance(pool, (str, Path)):
+        pool = [pool]
+    if pool is not None:
+        missing = [str(p) for p in pool if not Path(p).exists()]
+        if missing:
+            raise InvdesignError("pool file or folder not found", source=missing[0])
+    if model is None or isinstance(model, (str, Path)):
+        from invdesign.model import load_model
+
+        model = load_model(model)
+    host = model.host
+    limits = Limits.make(host, max_defects, min_defects, types)
+    excl = _resolve_exclude(exclude, host)
+    timings: dict[str, float] = {}
+    counts: dict[str, float | int] = {}
+    extra: dict = {}
+
+    if pool is not None:
+        used = "pool"
+        occ, ids, table, z = _pool(pool, model, window, limits, excl, timings, counts)
+        source = np.full(len(occ), "pool", dtype=object)
+    else:
+        used = mode
+        if mode == "auto":
+            used = "exhaustive" if is_enumerable(host, limits) else "flow"
+            extra["auto_reason"] = (
+                "the space within the limits is enumerable: screening every orbit is exact and no slower than sampling"
+                if used == "exhaustive"
+                else "the space within the limits is too large to enumerate: flow samples + local-search decoder"
+            )
+        if used == "exhaustive":
+            occ, table, z = _exhaustive(model, window, limits, excl, timings, counts)
+        else:
+            occ, table, z = _flow(model, window, limits, excl, n, samples, seed, timings, counts)
+        ids = None
+        source = np.full(len(occ), "exhaustive" if used == "exhaustive" else "flow", dtype=object)
+
+    t = time.perf_counter()
+    p = table["p_in_window"].to_numpy()
+    best_p = float(p.max()) if len(p) else 0.0
+    message = None
+    reachable = best_p >= reach_p
+    if len(p) and not reachable:
+        message = (
+            f"the window {window.describe()} is out of reach of this model within the limits "
+            f"(best p_in_window {best_p:.3g} < {reach_p:g}); showing the nearest achievable candidates "
+            "ranked by predicted distance to the window"
+        )
+        if used == "flow":
+            occ, table, z, source = _flow_nearest(model, window, limits, excl, n, seed, occ, table, z, source, timings, counts)
+    ok = table["within_limits"].to_numpy()
+    if reachable:
+        score = p + ok.astype(float)  # candidates within the limits first (only the pool may break them)
+    else:
+        d = table["window_distance"].to_numpy()
+        score = -d / (np.nanmax(d) + 1e-12) + ok.astype(float)
+    order = rank_with_diversity(score, z, n, diversity if reachable else 0.0)
+    timings["rank_s"] = time.perf_counter() - t
+    cand = table.iloc[order].reset_index(drop=True)
+    occ = occ[order]
+    cand.insert(0, "rank", np.arange(1, len(cand) + 1))
+    cand.insert(1, "id", [str(ids[i]) for i in order] if ids is not None else [f"cand{r:04d}" for r in range(1, len(cand) + 1)])
+    cand.insert(3, "source", source[order])
+    cand = cand[LEADING + [c for c in cand.columns if c not in LEADING]]
+    counts["returned"] = len(cand)
+    counts["returned_in_window"] = int((cand["p_in_window"] >= IN_WINDOW_P).sum())
+    counts["returned_novel"] = int(cand["novel"].sum())
+    counts["returned_extrapolation"] = int(cand["extrapolation"].sum())
+    timings["total_s"] = time.perf_counter() - t0
+    from invdesign import __version__
+
+    summary = {
+        "request": {
+            "target": window.as_dict(),
+            "n": n,
+            "mode": mode,
+            "mode_used": used,
+            **limits.as_dict(host),
+            "excluded_keys": len(excl),
+            "pool": [str(p) for p in pool] if pool is not None else None,
+            "seed": seed,
+            "samples": samples,
+            "diversity": diversity,
+            "reach_p": reach_p,
+        },
+        "units": "eV; p_in_window = prod over targets of P(lo <= y <= hi), y ~ Normal(prediction, std)",
+        "invdesign_version": __version__,
+        "model": _model_info(model),
+        "host": host.name,
+        "reachable": bool(reachable) if len(p) else False,
+        "message": message,
+        "counts": counts,
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        **extra,
+    }
+    res = DesignResult(cand, occ, summary, message, host=host, train_y=np.asarray(model.train_y, float), window=window)
+    if out is not None:
+        t = time.perf_counter()
+        res.write(out)
+        summary["timings_s"]["write_s"] = round(time.perf_counter() - t, 4)
+        from invdesign.io import atomic_write_json
+
+        atomic_write_json(Path(out) / "summary.json", summary)
+    return res
+
+
+# ---------------------------------------------------------------------- modes
+def _pool(pool, model, window, limits, excl, timings, counts):
+    from invdesign.data.dataset import Dataset, map_structures
+
+    t = time.perf_counter()
+    ds = pool if isinstance(pool, Dataset) else map_structures(pool, model.host)
+    if len(ds) == 0:
+        raise InvdesignError("the pool holds no structures", source=",".join(map(str, pool)))
+    keys = ds.keys
+    keep = np.array([k not in excl for k in keys], dtype=bool)
+    occ, ids, keys = ds.occ[keep], ds.ids[keep], [k for k, m in zip(keys, keep) if m]
+    timings["read_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    z = np.asarray(model.embed(occ), float)
+    table = check_candidates(occ, model, window, limits, z=z, keys=keys)
+    timings["check_s"] = time.perf_counter() - t
+    counts.update(pool=len(ds), excluded=int((~keep).sum()), checked=len(occ), pool_distinct=len(set(keys)))
+    counts["in_window"] = int((table["p_in_window"] >= IN_WINDOW_P).sum())
+    return occ, ids, table, z
+
+
+def screen(model, window: Window, limits: Limits, exclude: set[str] = frozenset()):
+    """Exhaustive screen: every orbit within ``limits`` with its predictions and ``p_in_window``.
+
+    Returns:
+        ``(index, rows, mean (R, 2), std (R, 2), p (R,))``: the orbit table, the rows of it within
+        the limits, and predictions (eV) for those rows.
+    """
+    idx = orbit_index(model, limits)
+    rows = np.flatnonzero(idx.mask(limits, set(exclude)))
+    mean, std = orbit_predictions(model, idx)
+    return idx, rows, mean[rows], std[rows], window.p_in(mean[rows], std[rows])
+
+
+_PRED_CACHE: dict[int, tuple[object, object, tuple[np.ndarray, np.ndarray]]] = {}
+
+
+def orbit_predictions(model, idx) -> tuple[np.ndarray, np.ndarray]:
+    """``(R, 2)`` mean and std (eV, best head) for every orbit of ``idx`` (cached per model)."""
+    hit = _PRED_CACHE.get(id(model))
+    if hit is not None and hit[0] is model and hit[1] is idx:
+        return hit[2]
+    from invdesign.progress import track
+
+    means, stds = [], []
+    for s in track(range(0, len(idx.occ), 4096), "screening the enumerated orbits"):
+        m, sd = model.predict(idx.occ[s : s + 4096])
+        means.append(np.asarray(m, float))
+        stds.append(np.asarray(sd, float))
+    out = (np.concatenate(means), np.concatenate(stds))
+    _PRED_CACHE[id(model)] = (model, idx, out)
+    return out
+
+
+def _exhaustive(model, window, limits, excl, timings, counts):
+    t = time.perf_counter()
+    idx, rows, mean, std, p = screen(model, window, limits, excl)
+    timings["screen_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    n_keep = min(len(rows), 2000)  # the top by p and by window distance are checked in full
+    top = np.unique(np.concatenate([np.argsort(-p, kind="stable")[:n_keep], np.argsort(window.distance(mean), kind="stable")[:n_keep]]))
+    sel = rows[top]
+    table = check_candidates(
+        idx.occ[sel], model, window, limits, z=idx.z[sel], keys=[str(k) for k in idx.keys[sel]], prediction=(mean[top], std[top])
+    )
+    table["decode_method"] = "enumerated"
+    timings["check_s"] = time.perf_counter() - t
+    counts.update(
+        orbits_screened=len(rows),
+        orbits_in_window=int((p >= IN_WINDOW_P).sum()),
+        expected_in_window=round(float(p.sum()), 3),
+        checked=len(sel),
+    )
+    return idx.occ[sel], table, idx.z[sel]
+
+
+def _defect_count_weights(host, limits: Limits) -> tuple[np.ndarray, np.ndarray]:
+    """Allowed defect counts and weights proportional to their number of orbits within the limits."""
+    ks = np.arange(limits.min_defects, limits.max_defects + 1)
+    w = np.array([estimate_orbits(host, Limits(int(k), int(k), limits.types)) for k in ks])
+    return ks, w / w.sum()
+
+
+def _flow(model, window, limits, excl, n, samples, seed, timings, counts, y_override=None):
+    from invdesign.generate.flow import get_flow
+
+    flow = get_flow(model)
+    host = model.host
+    exact = is_enumerable(host, limits)
+    m = samples or (10 * n if exact else 2 * n)
+    if exact:
+        n_space = int(orbit_index(model, limits).mask(limits, excl).sum())
+        m = min(m, n_space)
+    t = time.perf_counter()
+    ks, w = _defect_count_weights(host, limits)
+    if y_override is None:
+        z_s, y_s, n_s = flow.sample_window(window.array, m, ks, w, seed=seed)
+    else:
+        rng = np.random.default_rng(seed)
+        y_s = y_override[rng.integers(0, len(y_override), m)]
+        n_s = rng.choice(ks, size=m, p=w)
+        z_s = flow.sample(y_s, n_s, seed=seed + 1)
+    timings["sample_s"] = timings.get("sample_s", 0.0) + time.perf_counter() - t
+    t = time.perf_counter()
+    dec = decode(z_s, model, limits, exclude=excl, distinct=True)
+    timings["decode_s"] = timings.get("decode_s", 0.0) + time.perf_counter() - t
+    t = time.perf_counter()
+    z = np.asarray(model.embed(dec.occ), float)
+    table = check_candidates(dec.occ, model, window, limits, z=z, z_sampled=z_s, keys=dec.keys)
+    table["decode_method"] = dec.method
+    timings["check_s"] = timings.get("check_s", 0.0) + time.perf_counter() - t
+    counts["sampled"] = counts.get("sampled", 0) + m
+    counts["decoded_distinct"] = counts.get("decoded_distinct", 0) + len(set(dec.keys))
+    counts["checked"] = counts.get("checked", 0) + len(dec.keys)
+    counts["in_window"] = counts.get("in_window", 0) + int((table["p_in_window"] >= IN_WINDOW_P).sum())
+    counts["mean_reembed_distance"] = round(float(np.mean(table["reembed_distance"])), 5)
+    return dec.occ, table, z
+
+
+def _flow_nearest(model, window, limits, excl, n, seed, occ, table, z, source, timings, counts):
+    """Unreachable window: add flow samples conditioned on the known properties nearest the window."""
+    ty = np.asarray(model.train_y, float)
+    d = window.distance(ty)
+    near = ty[np.argsort(d, kind="stable")[: max(10, n)]]
+    taken = excl | set(table["canonical_key"])
+    occ2, table2, z2 = _flow(model, window, limits, taken, n, 5 * n, seed + 7, timings, counts, y_override=near)
+    return (
+        np.concatenate([occ, occ2]),
+        pd.concat([table, table2], ignore_index=True),
+        np.concatenate([z, z2]),
+        np.concatenate([source, np.full(len(occ2), "flow", dtype=object)]),
+    )
+
+
+# ---------------------------------------------------------------------- reports
+def generator_recall(model, window: Window, limits: Limits | None = None, factor: float = 10.0, seed: int = 0) -> dict:
+    """Recall of the exhaustive in-window set (``p_in_window >= 0.5``) by flow + decoder.
+
+    The flow draws ``factor x |in-window set|`` samples for the window; each decodes to the nearest
+    configuration not taken yet. Returns the set size, samples, hits and recall.
+    """
+    limits = limits or Limits.make(model.host)
+    idx, rows, mean, std, p = screen(model, window, limits)
+    truth = {str(k) for k in idx.keys[rows[p >= IN_WINDOW_P]]}
+    if not truth:
+        return {"in_window": 0, "samples": 0, "hits": 0, "recall": math.nan}
+    m = int(math.ceil(factor * len(truth)))
+    timings: dict[str, float] = {}
+    counts: dict = {}
+    _, table, _ = _flow(model, window, limits, set(), m, m, seed, timings, counts)
+    got = set(table["canonical_key"])
+    hits = len(truth & got)
+    return {
+        "in_window": len(truth),
+        "samples": counts["sampled"],
+        "hits": hits,
+        "recall": hits / len(truth),
+        "sampled_in_window_precision": float((table["p_in_window"] >= IN_WINDOW_P).mean()),
+        "time_s": round(sum(timings.values()), 3),
+    }
+
+
+def plot_candidates(res: DesignResult, path: str | Path) -> Path:
+    """Candidates in property space (eV) with error bars, the window drawn, training data in grey."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=110)
+    c = res.candidates
+    ty = res.train_y if res.train_y is not None else np.zeros((0, 2))
+    if len(ty):
+        ax.scatter(ty[:, 0], ty[:, 1], s=4, c="0.8", label="training data", zorder=1)
+    if len(c):
+        x, y = c[TARGETS[0]].to_numpy(), c[TARGETS[1]].to_numpy()
+        ax.errorbar(x, y, xerr=c[f"{TARGETS[0]}_std"], yerr=c[f"{TARGETS[1]}_std"], fmt="none", ecolor="0.4", lw=0.6, zorder=2)
+        sc = ax.scatter(x, y, c=c["p_in_window"], cmap="viridis", vmin=0, vmax=1, s=22, edgecolors="k", linewidths=0.4, zorder=3, label="candidates")
+        fig.colorbar(sc, ax=ax, label="p_in_window")
+    allx = np.concatenate([ty[:, 0], c[TARGETS[0]].to_numpy()]) if len(c) else ty[:, 0]
+    ally = np.concatenate([ty[:, 1], c[TARGETS[1]].to_numpy()]) if len(c) else ty[:, 1]
+    w = res.window.array if res.window is not None else np.array([[-np.inf, np.inf]] * 2)
+    xs = np.concatenate([allx, w[0][np.isfinite(w[0])]]) if len(allx) else w[0][np.isfinite(w[0])]
+    ys = np.concatenate([ally, w[1][np.isfinite(w[1])]]) if len(ally) else w[1][np.isfinite(w[1])]
+    xlo, xhi = (xs.min(), xs.max()) if len(xs) else (0, 1)
+    ylo, yhi = (ys.min(), ys.max()) if len(ys) else (0, 1)
+    padx, pady = 0.05 * (xhi - xlo + 1e-3), 0.05 * (yhi - ylo + 1e-3)
+    ax.set_xlim(xlo - padx, xhi + padx)
+    ax.set_ylim(ylo - pady, yhi + pady)
+    x0 = w[0, 0] if np.isfinite(w[0, 0]) else xlo - padx
+    x1 = w[0, 1] if np.isfinite(w[0, 1]) else xhi + padx
+    y0 = w[1, 0] if np.isfinite(w[1, 0]) else ylo - pady
+    y1 = w[1, 1] if np.isfinite(w[1, 1]) else yhi + pady
+    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="crimson", lw=1.5, ls="--", label="target window", zorder=4))
+    ax.set_xlabel("formation energy per site (eV)")
+    ax.set_ylabel("HOMO-LUMO gap (eV)")
+    mode = res.summary.get("request", {}).get("mode_used", "")
+    ax.set_title(f"{len(c)} candidates ({mode})" + ("; window unreachable" if res.message else ""))
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+

@@ -1,0 +1,329 @@
+"""Conditional normalizing flow on the invariant embedding: ``p(z | properties, n_defects)``.
+
+The flow is a masked autoregressive flow (MAF): normflows' masked affine autoregressive
+transforms used in their one-pass direction for density evaluation (training is ``d`` times
+faster; sampling takes ``d`` passes) with a fixed random permutation between them, on the standardised ``d``-dimensional embedding ``z`` of a
+:class:`~invdesign.model.Model`. Its context is
+
+``c = [(y - y_mean) / y_std  (2 targets),  one-hot(n_defects, 1..n_max)]``
+
+so a target window is sampled by drawing ``y`` uniformly in the window and ``n_defects`` from the
+allowed counts. :func:`attach_flow` fits it on ``model.embed`` of the TRAIN split (VAL for early
+stopping) and stores plain tensors and numbers in ``model.extras["flow"]`` so that
+``Model.save``/``Model.load`` round-trip it; :func:`get_flow` rebuilds it from there.
+
+Log-likelihoods are in nats per configuration, in the units of the (unstandardised) embedding.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from invdesign.errors import InvdesignError
+
+DEFAULT_CONFIG: dict = {
+    "n_layers": 4,
+    "hidden": 64,
+    "num_blocks": 1,
+    "lr": 3e-3,
+    "weight_decay": 1e-5,
+    "batch_size": 512,
+    "max_epochs": 200,
+    "patience": 20,
+}
+
+
+def _inverted(flow):
+    """``flow`` used backwards: density evaluation takes its one-pass direction (a MAF)."""
+    import normflows as nf
+
+    class Inverted(nf.flows.Flow):
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, z, context=None):
+            return self.inner.inverse(z, context=context)
+
+        def inverse(self, z, context=None):
+            return self.inner.forward(z, context=context)
+
+    return Inverted(flow)
+
+
+def _build(dim: int, n_context: int, cfg: dict, seed: int):
+    import normflows as nf
+
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        flows = []
+        for _ in range(cfg["n_layers"]):
+            made = nf.flows.MaskedAffineAutoregressive(dim, cfg["hidden"], context_features=n_context, num_blocks=cfg["num_blocks"])
+            flows.append(_inverted(made))
+            flows.append(nf.flows.Permute(dim, mode="shuffle"))
+        q0 = nf.distributions.DiagGaussian(dim, trainable=False)
+        return nf.ConditionalNormalizingFlow(q0, flows)
+    finally:
+        torch.random.set_rng_state(gen_state)
+
+
+@dataclass
+class ConditionalFlow:
+    """``p(z | y, n_defects)`` on a ``dim``-dimensional embedding.
+
+    Attributes:
+        dim: embedding dimension ``d``.
+        n_targets: number of conditioning properties (2: TARGETS order, eV).
+        n_max: largest defect count in the one-hot context (counts above it use ``n_max``).
+        z_mean, z_std: ``(d,)`` standardisation of the embedding.
+        y_mean, y_std: ``(n_targets,)`` standardisation of the properties (eV).
+        config: hyper-parameters (see :data:`DEFAULT_CONFIG`).
+        seed: seed of the initialisation (fixes the permutations).
+        report: training summary (epochs, best validation NLL, ...).
+    """
+
+    dim: int
+    n_targets: int
+    n_max: int
+    z_mean: np.ndarray
+    z_std: np.ndarray
+    y_mean: np.ndarray
+    y_std: np.ndarray
+    config: dict = field(default_factory=lambda: dict(DEFAULT_CONFIG))
+    seed: int = 0
+    report: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.net = _build(self.dim, self.n_targets + self.n_max, self.config, self.seed)
+        self.net.eval()
+
+    # ------------------------------------------------------------------ context
+    def context(self, y: np.ndarray, n_defects: np.ndarray) -> torch.Tensor:
+        """``(N, n_targets + n_max)`` context from ``y (N, n_targets)`` eV and ``n_defects (N,)``."""
+        y = np.asarray(y, dtype=np.float64).reshape(-1, self.n_targets)
+        n = np.clip(np.asarray(n_defects, dtype=np.int64).reshape(-1), 1, self.n_max)
+        one = np.zeros((len(n), self.n_max))
+        one[np.arange(len(n)), n - 1] = 1.0
+        ys = (y - self.y_mean) / self.y_std
+        return torch.as_tensor(np.concatenate([ys, one], axis=1), dtype=torch.float32)
+
+    def _zs(self, z: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor((np.asarray(z, dtype=np.float64) - self.z_mean) / self.z_std, dtype=torch.float32)
+
+    # ------------------------------------------------------------------ use
+    def log_prob(self, z: np.ndarray, y: np.ndarray, n_defects: np.ndarray) -> np.ndarray:
+        """``(N,)`` log p(z | y, n) in nats (density in the units of the raw embedding)."""
+        with torch.no_grad():
+            lp = self.net.log_prob(self._zs(z), self.context(y, n_defects)).double().numpy()
+        return lp - float(np.log(self.z_std).sum())
+
+    def sample(self, y: np.ndarray, n_defects: np.ndarray, seed: int = 0) -> np.ndarray:
+        """``(N, d)`` embeddings drawn from ``p(z | y_i, n_i)``, one per row of the context."""
+        ctx = self.context(y, n_defects)
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            with torch.no_grad():
+                zs, _ = self.net.sample(len(ctx), context=ctx)
+        finally:
+            torch.random.set_rng_state(gen_state)
+        return zs.double().numpy() * self.z_std + self.z_mean
+
+    def sample_window(
+        self,
+        window: dict[str, tuple[float, float]] | np.ndarray,
+        n: int,
+        n_defects_choices: np.ndarray,
+        n_defects_weights: np.ndarray | None = None,
+        seed: int = 0,
+        y_range: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Draw ``n`` embeddings for a target window.
+
+        Args:
+            window: ``(n_targets, 2)`` [lo, hi] in eV per target (infinite bounds allowed).
+            n: number of samples.
+            n_defects_choices: allowed defect counts; drawn with ``n_defects_weights``.
+            seed: seeds the context draw and the flow.
+            y_range: ``(n_targets, 2)`` range used in place of infinite bounds (default: mean +- 3 std).
+
+        Returns:
+            ``z (n, d)``, the drawn ``y (n, n_targets)`` eV and ``n_defects (n,)``.
+        """
+        w = np.asarray(window, dtype=np.float64).reshape(self.n_targets, 2)
+        if y_range is None:
+            y_range = np.stack([self.y_mean - 3 * self.y_std, self.y_mean + 3 * self.y_std], axis=1)
+        lo = np.where(np.isfinite(w[:, 0]), w[:, 0], np.minimum(y_range[:, 0], w[:, 1]))
+        hi = np.where(np.isfinite(w[:, 1]), w[:, 1], np.maximum(y_range[:, 1], w[:, 0]))
+        rng = np.random.default_rng(seed)
+        y = lo + (hi - lo) * rng.random((n, self.n_targets))
+        choices = np.asarray(n_defects_choices, dtype=np.int64)
+        p = None if n_defects_weights is None else np.asarray(n_defects_weights, float) / np.sum(n_defects_weights)
+        nd = rng.choice(choices, size=n, p=p)
+        return self.sample(y, nd, seed=seed + 1), y, nd
+
+    # ------------------------------------------------------------------ persistence
+    def to_state(self) -> dict:
+        """Plain tensors, lists and numbers (what ``model.extras["flow"]`` holds)."""
+        return {
+            "format": "invdesign.flow/1",
+            "dim": self.dim,
+            "n_targets": self.n_targets,
+            "n_max": self.n_max,
+            "z_mean": [float(v) for v in self.z_mean],
+            "z_std": [float(v) for v in self.z_std],
+            "y_mean": [float(v) for v in self.y_mean],
+            "y_std": [float(v) for v in self.y_std],
+            "config": dict(self.config),
+            "seed": int(self.seed),
+            "report": copy.deepcopy(self.report),
+            "state_dict": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> ConditionalFlow:
+        if not isinstance(state, dict) or state.get("format") != "invdesign.flow/1":
+            raise InvdesignError("model carries no readable conditional flow (extras['flow'])")
+        flow = cls(
+            dim=int(state["dim"]),
+            n_targets=int(state["n_targets"]),
+            n_max=int(state["n_max"]),
+            z_mean=np.asarray(state["z_mean"], float),
+            z_std=np.asarray(state["z_std"], float),
+            y_mean=np.asarray(state["y_mean"], float),
+            y_std=np.asarray(state["y_std"], float),
+            config=dict(state["config"]),
+            seed=int(state["seed"]),
+            report=dict(state.get("report", {})),
+        )
+        flow.net.load_state_dict({k: torch.as_tensor(v) for k, v in state["state_dict"].items()})
+        flow.net.eval()
+        return flow
+
+
+def fit_flow(
+    z_train: np.ndarray,
+    y_train: np.ndarray,
+    n_train: np.ndarray,
+    z_val: np.ndarray,
+    y_val: np.ndarray,
+    n_val: np.ndarray,
+    seed: int = 0,
+    config: dict | None = None,
+    progress: bool = True,
+) -> ConditionalFlow:
+    """Fit ``p(z | y, n)`` by maximum likelihood with early stopping on the validation NLL.
+
+    Args:
+        z_train, z_val: ``(N, d)`` embeddings.
+        y_train, y_val: ``(N, n_targets)`` properties in eV.
+        n_train, n_val: ``(N,)`` defect counts.
+        seed: seeds initialisation and minibatch order.
+        config: overrides of :data:`DEFAULT_CONFIG`.
+
+    Returns:
+        the fitted flow (best validation epoch), with ``report`` holding ``train_nll``, ``val_nll``
+        (nats per configuration) and ``epochs``.
+    """
+    from invdesign.progress import task
+
+    cfg = {**DEFAULT_CONFIG, **(config or {})}
+    z_train = np.asarray(z_train, float)
+    if len(z_train) < 2 or len(z_val) < 1:
+        raise InvdesignError("the flow needs at least 2 training and 1 validation configurations")
+    y_train = np.asarray(y_train, float).reshape(len(z_train), -1)
+    z_mean, z_std = z_train.mean(0), z_train.std(0) + 1e-8
+    y_mean, y_std = y_train.mean(0), y_train.std(0) + 1e-8
+    n_max = int(max(np.max(n_train), 1))
+    flow = ConditionalFlow(
+        dim=z_train.shape[1], n_targets=y_train.shape[1], n_max=n_max, z_mean=z_mean, z_std=z_std,
+        y_mean=y_mean, y_std=y_std, config=cfg, seed=seed,
+    )
+    net = flow.net
+    zt, ct = flow._zs(z_train), flow.context(y_train, n_train)
+    zv, cv = flow._zs(z_val), flow.context(y_val, n_val)
+    shift = float(np.log(z_std).sum())
+    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    gen = torch.Generator().manual_seed(seed)
+    best, best_state, best_epoch, bad = math.inf, copy.deepcopy(net.state_dict()), 0, 0
+    train_nll = math.nan
+    epoch = 0
+    with task("training conditional flow", total=cfg["max_epochs"]) as advance:
+        for epoch in range(1, cfg["max_epochs"] + 1):
+            net.train()
+            order = torch.randperm(len(zt), generator=gen)
+            tot = 0.0
+            for s in range(0, len(zt), cfg["batch_size"]):
+                b = order[s : s + cfg["batch_size"]]
+                loss = -net.log_prob(zt[b], ct[b]).mean()
+                opt.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+                opt.step()
+                tot += float(loss.detach()) * len(b)
+            net.eval()
+            with torch.no_grad():
+                val = float(-net.log_prob(zv, cv).mean()) + shift
+            advance()
+            if np.isfinite(val) and val < best - 1e-4:
+                best, best_state, best_epoch, bad = val, copy.deepcopy(net.state_dict()), epoch, 0
+                train_nll = tot / len(zt) + shift
+            else:
+                bad += 1
+                if bad >= cfg["patience"]:
+                    break
+    net.load_state_dict(best_state)
+    net.eval()
+    flow.report = {
+        "train_nll": float(train_nll),
+        "val_nll": float(best),
+        "best_epoch": int(best_epoch),
+        "epochs": int(epoch),
+        "n_train": int(len(zt)),
+        "n_val": int(len(zv)),
+        "units": "nats per configuration, density of the raw embedding",
+    }
+    return flow
+
+
+def attach_flow(model, dataset, seed: int = 0, config: dict | None = None):
+    """Fit the conditional flow on ``model.embed`` of ``dataset``'s TRAIN split; store it in the model.
+
+    The split is :func:`~invdesign.data.dataset.split_indices` ``(dataset.ids, seed=0)``: the flow
+    fits TRAIN, stops early on VAL and never sees TEST. Returns ``model`` with
+    ``model.extras["flow"]`` set (plain tensors and numbers, saved with the model).
+    """
+    from invdesign.data.dataset import TARGETS, split_indices
+
+    split = split_indices(dataset.ids, seed=0)
+    y = dataset.y(TARGETS)
+    n = dataset.n_defects
+    tr, va = split["train"], split["val"]
+    z = np.asarray(model.embed(dataset.occ[np.concatenate([tr, va])]), float)
+    zt, zv = z[: len(tr)], z[len(tr) :]
+    flow = fit_flow(zt, y[tr], n[tr], zv, y[va], n[va], seed=seed, config=config)
+    model.extras["flow"] = flow.to_state()
+    _FLOW_CACHE.pop(id(model), None)
+    return model
+
+
+_FLOW_CACHE: dict[int, tuple[object, ConditionalFlow]] = {}
+
+
+def get_flow(model) -> ConditionalFlow:
+    """The model's conditional flow (rebuilt once per model object from ``extras["flow"]``)."""
+    hit = _FLOW_CACHE.get(id(model))
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    state = getattr(model, "extras", {}).get("flow")
+    if state is None:
+        raise InvdesignError("this model has no conditional flow; train it with `invdesign train` (or attach_flow)")
+    flow = ConditionalFlow.from_state(state)
+    _FLOW_CACHE[id(model)] = (model, flow)
+    return flow
