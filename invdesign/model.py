@@ -38,10 +38,10 @@ DEFAULT_CONFIG: dict = {
     "max_orbit_defects": 3,  # negatives: every class with up to this many defects
     "ce_members": 5,
     "ce_width": 256,
-    "ce_epochs": 300,
+    "ce_epochs": 200,
     "z_members": 5,
     "z_width": 128,
-    "z_epochs": 300,
+    "z_epochs": 200,
 }
 
 
@@ -336,3 +336,56 @@ def train_model(dataset: Dataset, seed: int = 0, config: dict | None = None, spl
             meta["metrics"].setdefault(head, {})[split] = _mae_mev(pred, Y[idx])
     meta["train_seconds"] = time.time() - t0
     return model
+
+
+def _as_occ(structures, model: Model) -> tuple[list[str], np.ndarray]:
+    """ids and ``(N, n_sites)`` occupancies from paths, pymatgen Structures, or an occupancy array."""
+    if isinstance(structures, np.ndarray):
+        occ = model._check(structures)
+        return [str(i) for i in range(len(occ))], occ
+    items = list(structures) if isinstance(structures, (list, tuple)) else [structures]
+    from pymatgen.core import Structure
+
+    if items and all(isinstance(s, Structure) for s in items):
+        from invdesign.lattice.config import structure_to_config
+
+        occ = np.stack([structure_to_config(s, model.host, source=f"structure {i}") for i, s in enumerate(items)])
+        return [str(i) for i in range(len(occ))], occ
+    if items and all(isinstance(s, (str, Path)) for s in items):
+        from invdesign.data.dataset import map_structures
+
+        ds = map_structures(items, model.host)
+        return [str(i) for i in ds.ids], ds.occ
+    raise InvdesignError("structures must be paths, pymatgen Structures, or an (N, n_sites) occupancy array")
+
+
+def embed(structures, model: Model | str | Path | None = None):
+    """Embeddings as a DataFrame ``id, z0..z{d-1}`` (the ``invdesign embed`` CSV).
+
+    ``structures``: STRUCTURES paths (files, folders, archives), pymatgen Structures, or an
+    ``(N, n_sites)`` uint8 occupancy array (ids are then row numbers).
+    """
+    import pandas as pd
+
+    m = model if isinstance(model, Model) else load_model(model)
+    ids, occ = _as_occ(structures, m)
+    z = m.embed(occ)
+    df = pd.DataFrame(z, columns=[f"z{i}" for i in range(z.shape[1])])
+    df.insert(0, "id", ids)
+    return df
+
+
+def predict(structures, model: Model | str | Path | None = None):
+    """Predictions as a DataFrame ``id, <targets>, <targets>_std, extrapolation`` (eV; the CLI's columns + a flag)."""
+    import pandas as pd
+
+    m = model if isinstance(model, Model) else load_model(model)
+    ids, occ = _as_occ(structures, m)
+    mean, std = m.predict(occ)
+    df = pd.DataFrame({"id": ids})
+    for j, t in enumerate(TARGETS):
+        df[t] = mean[:, j]
+    for j, t in enumerate(TARGETS):
+        df[f"{t}_std"] = std[:, j]
+    df["extrapolation"] = m.extrapolation(occ)
+    return df

@@ -1,9 +1,204 @@
-"""Commands of this area (filled in by its owner)."""
+"""``invdesign train``, ``embed``, ``predict``, ``benchmark`` and ``plot umap``."""
 
 from __future__ import annotations
 
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
 import typer
+from rich.console import Console
+
+from invdesign.commands.common import TolOpt, check_out_file
+from invdesign.errors import InvdesignError
+
+console = Console()
+err_console = Console(stderr=True)
+
+ModelOpt = typer.Option(None, "--model", help="A trained model (invdesign train --out); default: the packaged model.")
+StructuresArg = typer.Argument(..., help="CIF/POSCAR/JSON files, folders, or 2DMD initial.tar.gz archives.")
+
+
+def read_config(path: Path | None) -> dict:
+    """Training settings from a TOML file (top level or a ``[train]`` table)."""
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise InvdesignError("config file not found", source=str(path))
+    try:
+        cfg = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InvdesignError(f"cannot read config ({exc})", source=str(path)) from None
+    return dict(cfg.get("train", cfg))
+
+
+def _model(path: Path | None):
+    from invdesign.model import load_model
+
+    if path is not None and not path.exists():
+        raise InvdesignError("model not found", source=str(path))
+    return load_model(path)
+
+
+def _structures(paths: list[Path], model, tol: float):
+    from invdesign.data.dataset import map_structures
+
+    return map_structures(paths, model.host, tol)
+
+
+def _warn_extrapolation(model, occ: np.ndarray, ids) -> list[str]:
+    flags = model.extrapolation(occ)
+    bad = [(i, f) for i, f in zip(ids, flags) if f]
+    if bad:
+        first = ", ".join(f"{i} ({f})" for i, f in bad[:3])
+        err_console.print(
+            f"invdesign: warning: {len(bad)} of {len(flags)} structures lie outside the training domain "
+            f"(predictions are extrapolations): {first}{' ...' if len(bad) > 3 else ''}",
+            highlight=False, soft_wrap=True,
+        )
+    return flags
+
+
+def train_cmd(
+    data: Path = typer.Option(..., "--data", help="2DMD dataset folder (or a folder of structures with targets.csv)."),
+    out: Path = typer.Option(..., "--out", help="Output model file (.pt)."),
+    config: Path = typer.Option(None, "--config", help="TOML with training settings (see configs/train_default.toml)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random choice in training."),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the train/val/test split (by id hash)."),
+) -> None:
+    """Train the encoder and heads on the train split; tune on val; report test MAE (meV). Restartable:
+    the model is written atomically at the end, so an interrupted run leaves nothing and is simply rerun."""
+    import torch
+
+    from invdesign.data.dataset import load_dataset
+    from invdesign.model import train_model
+    from invdesign.progress import _progress, enabled
+
+    check_out_file(out, (".pt",))
+    cfg = read_config(config)
+    ds = load_dataset(data)
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    t0 = time.time()
+    if enabled():
+        with _progress() as prog:
+            tasks: dict = {}
+
+            def progress(stage: str, done: int, total: int) -> None:
+                if stage not in tasks:
+                    tasks[stage] = prog.add_task(stage, total=total)
+                prog.update(tasks[stage], completed=done)
+
+            model = train_model(ds, seed=seed, config=cfg, split_seed=split_seed, progress=progress)
+    else:
+        model = train_model(ds, seed=seed, config=cfg, split_seed=split_seed)
+    model.save(out)
+    m = model.meta["metrics"]
+    console.print(f"trained on {model.meta['split']['train']} structures of {ds.name} in {time.time() - t0:.0f} s -> {out}", highlight=False)
+    for head, v in m.items():
+        t = v.get("test", v.get("val"))
+        console.print(f"  {head:12s} test MAE: formation_energy_per_site {t['formation_energy_per_site']:.1f} meV, "
+                      f"homo_lumo_gap {t['homo_lumo_gap']:.1f} meV", highlight=False)
+    ot = model.meta["orbit_table"]
+    console.print(f"  embedding: {ot['classes']} classes, min distance between classes {ot['min_distance']:.2e}", highlight=False)
+
+
+def embed_cmd(
+    structures: list[Path] = StructuresArg,
+    out: Path = typer.Option(..., "--out", help="Output CSV: id,z0..z{d-1}."),
+    model: Path = ModelOpt,
+    tol: float = TolOpt,
+) -> None:
+    """Symmetry-invariant embeddings of structures."""
+    from invdesign.io import write_csv
+
+    check_out_file(out)
+    m = _model(model)
+    ds = _structures(structures, m, tol)
+    z = m.embed(ds.occ)
+    _warn_extrapolation(m, ds.occ, ds.ids)
+    df = pd.DataFrame(z, columns=[f"z{i}" for i in range(z.shape[1])])
+    df.insert(0, "id", ds.ids)
+    write_csv(out, df)
+    console.print(f"{len(df)} embeddings ({z.shape[1]}-D) -> {out}", highlight=False)
+
+
+def predict_cmd(
+    structures: list[Path] = StructuresArg,
+    out: Path = typer.Option(..., "--out", help="Output CSV: id,<targets>,<targets>_std (eV)."),
+    model: Path = ModelOpt,
+    tol: float = TolOpt,
+) -> None:
+    """Formation energy per defect site and HOMO-LUMO gap (eV) with one-sigma uncertainties."""
+    from invdesign.data.dataset import TARGETS
+    from invdesign.io import write_csv
+
+    check_out_file(out)
+    m = _model(model)
+    ds = _structures(structures, m, tol)
+    mean, std = m.predict(ds.occ)
+    _warn_extrapolation(m, ds.occ, ds.ids)
+    df = pd.DataFrame({"id": ds.ids})
+    for j, t in enumerate(TARGETS):
+        df[t] = mean[:, j]
+    for j, t in enumerate(TARGETS):
+        df[f"{t}_std"] = std[:, j]
+    write_csv(out, df)
+    console.print(f"{len(df)} predictions ({m.meta.get('serving_head', '?')} head) -> {out}", highlight=False)
+
+
+def benchmark_cmd(
+    data: Path = typer.Option(..., "--data", help="The 2DMD low-density dataset folder."),
+    out: Path = typer.Option(..., "--out", help="Output folder for benchmark.md and benchmark.json."),
+    model: Path = ModelOpt,
+    high_density: Path = typer.Option(None, "--high-density", help="2DMD high-density release folder (MoS2_500/...); absent: 'no data'."),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Include the Coulomb-matrix and bag-of-bonds rows (minutes)."),
+    max_train: int = typer.Option(None, "--max-train", help="Use at most this many training structures for every row (quick runs)."),
+) -> None:
+    """The seed's table (MAE in meV on the held-out test split, descriptor length, wall time) plus our rows."""
+    from invdesign.data.dataset import load_dataset
+    from invdesign.io import atomic_dir
+    from invdesign.predict.benchmark import run_benchmark, write_report
+
+    if out.exists() and not out.is_dir():
+        raise InvdesignError("output exists and is not a folder", source=str(out))
+    if high_density is not None and not high_density.exists():
+        raise InvdesignError("high-density folder not found", source=str(high_density))
+    m = _model(model)
+    ds = load_dataset(data)
+    res = run_benchmark(ds, m, high_density=high_density, baselines=baselines, max_train=max_train)
+    with atomic_dir(out) as tmp:
+        md = write_report(res, tmp)
+    console.print(md, highlight=False, markup=False)
+    console.print(f"-> {out}/benchmark.md, {out}/benchmark.json", highlight=False)
+
+
+def umap_cmd(
+    out: Path = typer.Option(..., "--out", help="Output PNG."),
+    model: Path = ModelOpt,
+    configs: int = typer.Option(12, "--configs", help="Configurations per defect count."),
+    images: int = typer.Option(40, "--images", help="Symmetry images drawn per configuration."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampled configurations, images and UMAP."),
+    background: int = typer.Option(1500, "--background", help="Other symmetry classes the UMAP is fitted on."),
+) -> None:
+    """The seed's Figure 1: UMAP of embeddings for 1, 2 and 3 defects; symmetry images share a colour."""
+    from invdesign.embed.plots import umap_figure
+
+    check_out_file(out, (".png",))
+    if configs < 1 or images < 1 or background < 20:
+        raise InvdesignError("--configs and --images must be at least 1, --background at least 20")
+    m = _model(model)
+    umap_figure(m, out, n_configs=configs, n_images=images, seed=seed, background=background)
+    console.print(f"UMAP figure -> {out}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
-    return None
+    app.command("train")(train_cmd)
+    app.command("embed")(embed_cmd)
+    app.command("predict")(predict_cmd)
+    app.command("benchmark")(benchmark_cmd)
+    plot_app = typer.Typer(help="Figures.", no_args_is_help=True)
+    plot_app.command("umap")(umap_cmd)
+    app.add_typer(plot_app, name="plot")
+

@@ -5,10 +5,11 @@ Loss per step (weights in the config):
 - *supervised*: a linear read-out of ``z`` fits the standardised targets of a batch of
   training configurations (so properties vary smoothly, near-linearly, in ``z``);
 - *negatives*: configurations of different symmetry classes, drawn from the exhaustive orbit
-  table (every class with up to ``max_orbit_defects`` defects), are pushed at least ``margin``
-  apart: ``relu(margin - |z_a - z_b|)^2`` over all pairs in the batch plus each class's current
-  nearest other class (hard negatives, refreshed every epoch; mostly same composition and
-  nearby placements);
+  table (every class with up to ``max_orbit_defects`` defects; classes currently closer than the
+  margin to another are drawn ``1 + hard_boost`` times as often), each with its current nearest
+  other class (hard negatives, refreshed every epoch; mostly same composition and nearby
+  placements), are pushed at least ``margin`` apart: ``relu(margin - |z_a - z_b|)^2`` over all
+  pairs in the batch;
 - *positives*: a configuration and a random symmetry image of it (from
   :func:`invdesign.lattice.canonical.apply_op`) are pulled together, ``|z - z'|^2``. The encoder
   is invariant by construction, so this term is ~1e-14 and serves as a running check;
@@ -30,9 +31,10 @@ from invdesign.lattice.host import HostLattice
 DEFAULTS = {
     "dim": 12,
     "width": 64,
-    "epochs": 25,
+    "epochs": 10,
     "batch": 256,
-    "orbit_batch": 384,
+    "orbit_batch": 256,
+    "hard_boost": 10.0,
     "margin": 0.1,
     "lr": 2e-3,
     "w_sup": 1.0,
@@ -101,6 +103,8 @@ def train_encoder(
             zo = encode(model, orbit_b).double().numpy()
         hard, dmin = nearest_other(zo)
         hist["min_orbit_distance"].append(float(dmin.min()))
+        weight = 1.0 + cfg["hard_boost"] * (dmin < margin)
+        weight /= weight.sum()
         model.train()
         order = rng.permutation(len(occ))
         sums = np.zeros(4)
@@ -109,9 +113,9 @@ def train_encoder(
             z = encode(model, train_b.select(i)).double()
             sup = ((read(z) - yt[i]) ** 2).mean()
             # negatives: random classes plus the current nearest class of each (hard)
-            a = rng.choice(len(orbits), size=min(cfg["orbit_batch"], len(orbits)), replace=False)
-            half = len(a) // 2
-            sel = np.concatenate([a, hard[a[:half]]])
+            a = rng.choice(len(orbits), size=min(cfg["orbit_batch"] // 2, len(orbits)), replace=False, p=weight)
+            half = len(a)
+            sel = np.concatenate([a, hard[a]])
             zb = encode(model, orbit_b.select(sel)).double()
             d = torch.cdist(zb, zb) + torch.eye(len(sel), dtype=zb.dtype) * 1e3
             same = torch.as_tensor(sel[:, None] == sel[None, :])

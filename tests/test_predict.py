@@ -1,0 +1,180 @@
+"""Property heads, invariant features, the seed's baselines, and the benchmark table."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from invdesign.data.dataset import TARGETS, split_indices
+from invdesign.lattice.canonical import apply_op
+from invdesign.lattice.enumerate import sample_configurations
+from invdesign.predict.baselines import BagOfBonds, KernelRidge, coulomb_matrices
+from invdesign.predict.features import cluster_counts, n_cluster_features, poly2
+from invdesign.predict.heads import EnsembleHead, RidgeHead
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def packaged():
+    from invdesign.model import load_model
+
+    return load_model()
+
+
+def _configs(host, n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.concatenate([sample_configurations(host, c, n, rng) for c in ({"V_S": 1, "W_Mo": 1}, {"Se_S": 2, "V_Mo": 1}, {"V_S": 3})])
+
+
+def test_cluster_counts_are_invariant_and_count_right(host):
+    occ = _configs(host, 10)
+    X = cluster_counts(occ, host)
+    assert X.shape == (len(occ), n_cluster_features(host)) == (len(occ), 4 + 16 * 75)
+    T = len(host.defect_types)
+    k = (occ != host.host_code).sum(1)
+    assert np.array_equal(X[:, :T].sum(1), k)
+    assert np.array_equal(X[:, T:].sum(1), k * (k - 1))
+    rng = np.random.default_rng(1)
+    img = apply_op(occ, host, rng.integers(0, host.n_ops, len(occ)))
+    assert np.array_equal(cluster_counts(img, host), X)
+
+
+def test_poly2_has_91_columns():
+    z = np.random.default_rng(0).normal(size=(5, 12))
+    P = poly2(z)
+    assert P.shape == (5, 91)
+    assert np.allclose(P[:, 0], 1) and np.allclose(P[:, 1:13], z) and np.allclose(P[:, 13], z[:, 0] ** 2)
+
+
+def test_ridge_head_fits_linear_data_and_roundtrips():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 6))
+    W = rng.normal(size=(6, 2))
+    Y = X @ W + 0.5 + rng.normal(scale=1e-3, size=(300, 2))
+    h = RidgeHead().fit(X[:200], Y[:200], X[200:], Y[200:])
+    m, s = h.predict(X[200:])
+    assert np.abs(m - Y[200:]).mean() < 5e-3 and np.all(s > 0)
+    h2 = RidgeHead.from_state(h.state())
+    assert np.allclose(h2.predict(X)[0], h.predict(X)[0])
+
+
+def test_ensemble_head_uncertainty_and_roundtrip():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, size=(400, 3))
+    Y = np.stack([np.sin(X[:, 0]) + X[:, 1], X[:, 2] ** 2], 1)
+    h = EnsembleHead(members=3, width=32, epochs=30, seed=0).fit(X[:300], Y[:300], X[300:350], Y[300:350])
+    m, s = h.predict(X[350:])
+    assert m.shape == (50, 2) and (s > 0).all()
+    base = np.abs(Y[350:] - Y[:300].mean(0)).mean(0)
+    assert (np.abs(m - Y[350:]).mean(0) < 0.5 * base).all()
+    # far outside the data the ensemble disagrees more than inside it
+    far = h.predict(X[350:] * 6)[1].mean(0)
+    assert (far > s.mean(0)).all()
+    h2 = EnsembleHead.from_state(h.state())
+    assert np.allclose(h2.predict(X[:5])[0], h.predict(X[:5])[0])
+    assert np.allclose(h2.predict(X[:5])[1], h.predict(X[:5])[1])
+
+
+def test_coulomb_matrix_matches_dscribe_up_to_tie_order(host):
+    from dscribe.descriptors import CoulombMatrix
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from invdesign.lattice.config import config_to_structure
+
+    occ = _configs(host, 1)
+    ours = coulomb_matrices(occ, host)
+    assert ours.shape == (3, 36864)
+    ref = CoulombMatrix(n_atoms_max=192, permutation="sorted_l2").create([AseAtomsAdaptor.get_atoms(config_to_structure(o, host)) for o in occ])
+    for a, b in zip(ours, ref):
+        A, B = a.reshape(192, 192), b.reshape(192, 192)
+        assert np.allclose(np.sort(np.linalg.norm(A, axis=1)), np.sort(np.linalg.norm(B, axis=1)), rtol=1e-5)
+        assert np.allclose(np.sort(a), np.sort(b), rtol=1e-4, atol=1e-3)
+
+
+def test_bag_of_bonds_sizes(host):
+    pristine = host.host_code[None]
+    bob = BagOfBonds().fit(pristine, host)
+    assert bob.length == 64 + 128 + 64 * 63 // 2 + 64 * 128 + 128 * 127 // 2  # self bags + the seed's 18,336 pair bags
+    occ = _configs(host, 2)
+    b = BagOfBonds().fit(occ, host)
+    X = b.transform(occ)
+    assert X.shape == (len(occ), b.length) and (X >= 0).all()
+    # W and Se bags exist once the data has them; pristine bags are then padded
+    assert b.length > bob.length
+    assert np.isclose(X[0, 0], 0.5 * 42**2.4)
+
+
+def test_kernel_ridge_learns_smooth_function():
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-1, 1, size=(240, 4))
+    Y = np.stack([np.sin(2 * X[:, 0]), X[:, 1] * X[:, 2]], 1)
+    kr = KernelRidge().fit(X[:160], Y[:160], X[160:200], Y[160:200])
+    assert np.abs(kr.predict(X[200:]) - Y[200:]).mean() < 0.1
+
+
+def test_packaged_model_meets_the_accuracy_goal_on_the_test_split(dataset, packaged, share):
+    meta = packaged.meta
+    assert meta["serving_head"] == "ensemble_ce" and meta["embedding_dim"] == 12
+    if share is None:
+        m, s = packaged.predict(dataset.occ[:50])
+        assert np.isfinite(m).all() and (s > 0).all()
+        return
+    te = split_indices(dataset.ids, seed=meta["split"]["seed"])["test"]
+    m, s = packaged.predict(dataset.occ[te])
+    mae = np.abs(m - dataset.y(TARGETS)[te]).mean(0) * 1000
+    assert mae[0] <= 10.0 and mae[1] <= 25.0, mae
+    assert abs(mae[0] - meta["metrics"]["ensemble_ce"]["test"][TARGETS[0]]) < 0.5
+    # training configurations are the train split only
+    train_ids = set(dataset.ids[split_indices(dataset.ids, seed=meta["split"]["seed"])["train"]])
+    assert len(packaged.train_occ) == len(train_ids)
+
+
+def test_benchmark_table_small(tmp_path, dataset, packaged, host):
+    from invdesign.data.dataset import Dataset
+    from invdesign.predict.benchmark import markdown, run_benchmark, write_report
+
+    if "homo_lumo_gap" not in dataset.targets:
+        rng = np.random.default_rng(0)
+        y = pd.DataFrame({t: rng.normal(size=len(dataset)) for t in TARGETS})
+        dataset = Dataset(host, dataset.ids, dataset.occ, y, "generated")
+    sub = dataset.subset(np.arange(0, len(dataset), max(1, len(dataset) // 300)))
+    res = run_benchmark(sub, packaged, baselines=True, max_train=120, throughput_n=50)
+    names = [r["method"] for r in res["rows"]]
+    assert names[:4] == ["Bag of Bonds", "Coulomb Matrix", "SNN embeddings", "SNN embeddings + polynomial features"]
+    cm = res["rows"][1]
+    assert cm["descriptor_length"] == 36864 and res["rows"][3]["descriptor_length"] == 91
+    assert all(r["mae_homo_lumo_gap_meV"]["high_density"] == "no data" for r in res["rows"])
+    assert all(np.isfinite(r["mae_formation_energy_per_site_meV"]["low_density"]) for r in res["rows"])
+    assert res["throughput"]["embedding_configs_per_s"] > 0
+    md = write_report(res, tmp_path)
+    assert md == markdown(res) and "no data" in md and "Coulomb Matrix" in md
+    assert json.loads((tmp_path / "benchmark.json").read_text())["rows"][0]["method"] == "Bag of Bonds"
+
+
+def test_benchmark_reads_a_high_density_collection(tmp_path, dataset, packaged, host):
+    from invdesign.io import write_structure
+    from invdesign.predict.benchmark import run_benchmark
+
+    sub = dataset.subset(np.arange(60))
+    root = tmp_path / "highdensity" / "MoS2_500"
+    (root / "initial").mkdir(parents=True)
+    for i, o in zip(sub.ids, sub.occ):
+        write_structure(o, host, root / "initial" / f"{i}.cif")
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"_id": sub.ids, **{t: rng.normal(size=len(sub)) for t in TARGETS}}).to_csv(root / "targets.csv", index=False)
+    res = run_benchmark(sub if "homo_lumo_gap" in sub.targets else _labelled(sub, host), packaged,
+                        high_density=tmp_path / "highdensity", baselines=False, throughput_n=10)
+    assert "MoS2_500" in res["high_density"]
+    assert all(isinstance(r["mae_homo_lumo_gap_meV"]["high_density"], float) for r in res["rows"][:3])
+
+
+def _labelled(ds, host):
+    from invdesign.data.dataset import Dataset
+
+    rng = np.random.default_rng(1)
+    return Dataset(host, ds.ids, ds.occ, pd.DataFrame({t: rng.normal(size=len(ds)) for t in TARGETS}), "generated")
