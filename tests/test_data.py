@@ -219,8 +219,12 @@ def test_collection(tmp_path, host, small_occ):
     w = HostLattice.from_unit_cell(
         Structure(Lattice.hexagonal(3.32, 15.0), ["W", "Se", "Se"],
                   [[1 / 3, 2 / 3, 0.25], [2 / 3, 1 / 3, 0.137], [2 / 3, 1 / 3, 0.363]]), (4, 4))
-    w_occ = sample_configurations(w, {"V_Se": 1, "Mo_W": 1}, 5, np.random.default_rng(32))
+    # WSe2 with Mo and S substituents: its atoms include both MoS2 elements, the host is still WSe2
+    w_occ = sample_configurations(w, {"V_Se": 1, "Mo_W": 1, "S_Se": 2}, 5, np.random.default_rng(32))
     make_2dmd(parent / "WSe2_500", w, w_occ, prefix="ws", cell_name="WSe2.cif", cell_text=str(CifWriter(w.unit_cell)))
+    # both sub-folders also carry the other material's unit cell
+    shutil.copy(parent / "WSe2_500" / "unit_cells" / "WSe2.cif", parent / "MoS2_500" / "unit_cells" / "WSe2.cif")
+    shutil.copy(parent / "MoS2_500" / "unit_cells" / "MoS2.cif", parent / "WSe2_500" / "unit_cells" / "MoS2.cif")
     (parent / "README.txt").write_text("not a dataset")
     sets = load_2dmd_collection(parent)
     assert [s.name for s in sets] == ["MoS2_500", "WSe2_500"]

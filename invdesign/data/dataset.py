@@ -252,14 +252,15 @@ def _unit_cell_for(root: Path, first: RawStructure):
         return cells[0]
     from collections import Counter
 
-    from pymatgen.core import Composition
+    from invdesign.lattice.host import load_unit_cell
 
     counts = Counter(first.species)
-    for c in cells:  # the unit cell whose elements are the majority of the structure
-        comp = Composition(c.stem)
-        if all(el.symbol in counts for el in comp.elements):
-            return c
-    raise InvdesignError(f"cannot tell which of {[c.name for c in cells]} is the host", source=str(root))
+    # the unit cell whose elements make up most of the structure's atoms (substituents are a minority)
+    share = [sum(counts[el.symbol] for el in load_unit_cell(c).composition.elements) / len(first.species) for c in cells]
+    best = int(np.argmax(share))
+    if share[best] <= 0.5 or sorted(share)[-2:] == [share[best]] * 2:
+        raise InvdesignError(f"cannot tell which of {[c.name for c in cells]} is the host", source=str(root))
+    return cells[best]
 
 
 def load_2dmd(path: str | Path, host: HostLattice | None = None, tol: float = DEFAULT_TOL, use_cache: bool = True) -> Dataset:
