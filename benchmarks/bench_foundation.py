@@ -136,7 +136,6 @@ def main(argv: list[str] | None = None) -> int:
     res.update(pymatgen_files=m, pymatgen_s=pm_time, pymatgen_per_s=m / pm_time, fast_parse_per_s=m / fast_time,
                parser_mismatches=mismatches, mismatch_ids=bad_ids[:20])
     res["cold_vs_pymatgen"] = res["cold_per_s"] / res["pymatgen_per_s"]
-    res["cpu_s"] = {**CPU, "pymatgen": pm_cpu}
     res["cold_vs_pymatgen_cpu"] = (pm_cpu / m) / (CPU["cold"] / n)
     subset = f" ({m} of {n} files, --quick)" if args.quick else f" (all {m:,} files)"
     rows.append(("pymatgen CifParser.parse_structures" + subset, f"{m / pm_time:,.1f} structures/s",
@@ -172,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("enumerate all 1-3-defect classes", f"{e_s:.2f} s",
                  f"{len(tab):,} orbits ({'/'.join(map(str, by_k[1:]))}); Burnside {burn:,} in {b_s:.2f} s"))
 
+    res["cpu_s"] = {**CPU, "pymatgen": pm_cpu}
     res["environment"] = {
         "python": platform.python_version(),
         "machine": platform.machine(),
