@@ -327,3 +327,54 @@ def test_cli_step_by_step_and_errors(tmp_path, pool, window, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("invdesign: error:") and "\n" not in err and "Traceback" not in err
     assert not (tmp_path / "x.db").exists()
+
+
+# ---------------------------------------------------------------------- with a (tiny) trained model
+TINY_MODEL = {"epochs": 1, "width": 16, "batch": 64, "orbit_batch": 64, "max_orbit_defects": 2, "ce_members": 2,
+              "ce_width": 32, "ce_epochs": 5, "z_members": 2, "z_width": 16, "z_epochs": 5}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(dataset, host, pool, tmp_path_factory):
+    """A tiny model trained on 200 structures that are not in the pool (real labels where the share is)."""
+    from invdesign.data.dataset import Dataset
+    from invdesign.model import train_model
+
+    pool_ids = set(pool["ids"])
+    idx = np.array([i for i in range(len(dataset)) if str(dataset.ids[i]) not in pool_ids][:: max(1, len(dataset) // 200)][:200])
+    sub = dataset.subset(idx)
+    if not all(t in sub.targets.columns for t in TARGETS):
+        y = synthetic_labels(sub.occ, host)
+        sub = Dataset(host, sub.ids, sub.occ, pd.DataFrame({t: y[:, j] for j, t in enumerate(TARGETS)}), name="synthetic")
+    path = tmp_path_factory.mktemp("tiny_model") / "tiny.pt"
+    train_model(sub, seed=0, config=TINY_MODEL).save(path)
+    return path
+
+
+def test_model_features_warm_start_and_surrogate(tmp_path, pool, window, host, tiny_model):
+    from invdesign.campaign.oracles import SurrogateOracle
+    from invdesign.model import load_model
+
+    target, _ = window
+    model = load_model(tiny_model)
+    with Campaign.create(tmp_path / "w.db", target, [pool["dir"]], features="model", model=str(tiny_model),
+                         batch=4, budget=12, seed=0) as c:
+        cands, occ = c.candidates
+        X = c.store.array("features")
+        assert X.shape == (len(cands), model.dim)
+        np.testing.assert_allclose(X, model.embed(occ))
+        pm, ps = model.predict(occ)
+        np.testing.assert_allclose(c.store.array("prior_mean"), pm)
+        # first batch: the model's most probable in-window candidates (no observations yet)
+        first = c.suggest()
+        expect = top_q(log_p_window(pm, ps, target), 4, np.ones(len(cands), bool))
+        assert first["canonical_key"].tolist() == cands["canonical_key"].iloc[expect].tolist()
+        st = c.run(TableOracle(pool["labels"], host), executor="inline")
+        assert st["evaluations"] == 12 and st["pending"] == 0
+        # from step 2 on the GP (fitted to residuals) moves the posterior away from the prior
+        sug = c.store.suggestions()
+        s1, s3 = sug[sug["step"] == 1], sug[sug["step"] == 3]
+        np.testing.assert_allclose(s1["formation_energy_per_site_mean"], pm[s1["idx"].to_numpy(), 0])
+        assert not np.allclose(s3["formation_energy_per_site_mean"], pm[s3["idx"].to_numpy(), 0])
+    sur = SurrogateOracle(str(tiny_model))
+    np.testing.assert_allclose(sur.evaluate(pool["occ"][:3], pool["ids"][:3]), model.predict(pool["occ"][:3])[0])
