@@ -196,6 +196,10 @@ def test_bad_output_and_options(host, tmp_path, capsys):
         (["enumerate", "--supercell", "8xq", "--out", str(tmp_path / "e.csv")], "8xq"),
         (["enumerate", "--host", str(tmp_path / "nocell.cif"), "--out", str(tmp_path / "e.csv")], "nocell.cif"),
         (["data", "info", str(tmp_path / "nodata")], "no such file or folder"),
+        (["enumerate", "--max-defects", "1", "--out", str(tmp_path / "e.csv"), "--structures",
+          str(tmp_path / "missing" / "cifs")], "parent does not exist"),
+        (["enumerate", "--max-defects", "1", "--out", str(tmp_path / "e.csv"), "--structures", str(good)],
+         "not a folder"),
     ]
     for argv, reason in cases:
         code = main(argv)

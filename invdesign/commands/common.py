@@ -36,3 +36,13 @@ def check_out_file(out: Path, suffixes: tuple[str, ...] = (".csv",)) -> Path:
     if not parent.is_dir():
         raise InvdesignError("output folder does not exist", source=str(parent))
     return out
+
+
+def check_out_dir(out: Path) -> Path:
+    """Validate an output folder path (created or replaced later) before any work is done."""
+    if out.exists() and not out.is_dir():
+        raise InvdesignError("output exists and is not a folder", source=str(out))
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InvdesignError("output folder's parent does not exist", source=str(parent))
+    return out

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from invdesign.commands.common import HostOpt, SupercellOpt, TolOpt, check_out_file, resolve_host
+from invdesign.commands.common import HostOpt, SupercellOpt, TolOpt, check_out_dir, check_out_file, resolve_host
 from invdesign.io import write_csv
 
 console = Console()
@@ -85,6 +85,8 @@ def enumerate_cmd(
     from invdesign.progress import task, track
 
     check_out_file(out)
+    if structures is not None:
+        check_out_dir(structures)
     h = resolve_host(host, supercell)
     idx = parse_defect_types(h, types or None)
     labels = [h.defect_label(*h.defect_types[i]) for i in range(len(h.defect_types))]
@@ -105,11 +107,13 @@ def enumerate_cmd(
     console.print(table)
     if mismatch:
         raise SystemExit("invdesign: error: enumeration disagrees with Burnside's lemma")
-    write_csv(out, df)
-    if structures is not None:
+    if structures is None:
+        write_csv(out, df)
+    else:  # the CSV is written last inside the folder's block: both appear, or neither
         with atomic_dir(structures) as tmp:
             for i in track(range(len(tab)), "writing CIFs"):
                 write_structure(tab.occ[i], h, tmp / f"orbit{i:06d}.cif")
+            write_csv(out, df)
     console.print(f"{len(df)} orbits in {len(comps)} compositions -> {out}", highlight=False)
 
 
