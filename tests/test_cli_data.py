@@ -146,6 +146,7 @@ def _bad_files(host: HostLattice, tmp: Path) -> dict[str, tuple[Path, str]]:
     files = {
         "missing": (tmp / "nope.cif", "no such file or folder"),
         "unreadable": (tmp / "garbage.cif", "cannot parse CIF"),
+        "bad_cell_value": (tmp / "cell.cif", "cannot parse CIF"),
         "binary": (tmp / "binary.cif", "cannot read"),
         "off_lattice": (tmp / "far.cif", "atom 5 (Mo) is 1.50 A from the nearest host site"),
         "wrong_cell": (tmp / "six.cif", "wrong cell"),
@@ -158,6 +159,7 @@ def _bad_files(host: HostLattice, tmp: Path) -> dict[str, tuple[Path, str]]:
         "bad_member": (tmp / "badmember.tar.gz", "badmember.tar.gz:initial/y.cif: atom 5 (Mo) is 1.50 A"),
     }
     files["unreadable"][0].write_text("data_x\n_cell_length_a 3.1\nthis is not ( a cif\n")
+    files["bad_cell_value"][0].write_text(str(CifWriter(st)).replace("_cell_length_a   25.52252560", "_cell_length_a ?"))
     files["binary"][0].write_bytes(b"\xff\xfe\x00\x81" * 10)
     files["off_lattice"][0].write_text(str(CifWriter(far)))
     files["wrong_cell"][0].write_text(str(CifWriter(config_to_structure(small.host_code, small))))

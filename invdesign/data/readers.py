@@ -293,7 +293,12 @@ def _pymatgen_parse(rec: SourceRecord) -> tuple[np.ndarray, list[str], np.ndarra
 
 def parse(rec: SourceRecord, fast: bool = True) -> RawStructure:
     """Parse one record; the fast CIF path when it applies, pymatgen otherwise."""
-    out = parse_cif_fast(rec.text) if (fast and rec.kind == "cif") else None
+    out = None
+    if fast and rec.kind == "cif":
+        try:
+            out = parse_cif_fast(rec.text)
+        except (ValueError, ArithmeticError):  # e.g. "_cell_length_a ?": pymatgen decides, and names the reason
+            out = None
     if out is None:
         try:
             out = _pymatgen_parse(rec)
