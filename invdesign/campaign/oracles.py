@@ -219,15 +219,13 @@ class AseOracle:
         if self.mu is None:
             raise InvdesignError(f"oracle {self.name} needs chemical potentials (fit them with fit_chemical_potentials)")
         occ = np.asarray(occ)
-        de = self.raw_energies(occ)
-        delta = species_delta(occ, self.host)
-        shift = sum(delta[e] * self.mu.get(e, 0.0) for e in delta)
         out = np.full((len(occ), len(TARGETS)), np.nan)
-        out[:, 0] = (de + shift) / np.maximum(n_defect_sites(occ, self.host), 1)
+        out[:, 0] = formation_energy_per_site(self.raw_energies(occ), occ, self.host, self.mu)
         return out
 
 
-def fit_chemical_potentials(oracle: AseOracle, occ: np.ndarray, fe_per_site: np.ndarray) -> dict[str, float]:
+def fit_chemical_potentials(oracle: AseOracle, occ: np.ndarray, fe_per_site: np.ndarray,
+                            raw: np.ndarray | None = None) -> dict[str, float]:
     """Least-squares chemical potentials so that the oracle reproduces DFT formation energies.
 
     Solves ``sum_e n_e mu_e = n_def * E_f(DFT) - (E - E_pristine)`` over the sample (minimum-norm
@@ -235,15 +233,23 @@ def fit_chemical_potentials(oracle: AseOracle, occ: np.ndarray, fe_per_site: np.
 
     Args:
         occ: ``(N, n_sites)`` sample configurations; fe_per_site: ``(N,)`` DFT values (eV).
+        raw: ``(N,)`` precomputed ``E - E_pristine`` (eV) from :meth:`AseOracle.raw_energies`.
     """
     occ = np.asarray(occ)
-    de = oracle.raw_energies(occ)
+    de = oracle.raw_energies(occ) if raw is None else np.asarray(raw, float)
     delta = species_delta(occ, oracle.host)
     elems = list(delta)
     A = np.stack([delta[e] for e in elems], axis=1).astype(float)
     b = n_defect_sites(occ, oracle.host) * np.asarray(fe_per_site, float) - de
     sol, *_ = np.linalg.lstsq(A, b, rcond=None)
     return {e: float(v) for e, v in zip(elems, sol)}
+
+
+def formation_energy_per_site(raw: np.ndarray, occ: np.ndarray, host: HostLattice, mu: dict[str, float]) -> np.ndarray:
+    """``(N,)`` ``(E - E_pristine + sum_e n_e mu_e) / n_defects`` in eV from raw energy differences ``(N,)``."""
+    delta = species_delta(occ, host)
+    shift = sum(delta[e] * mu.get(e, 0.0) for e in delta)
+    return (np.asarray(raw, float) + shift) / np.maximum(n_defect_sites(occ, host), 1)
 
 
 def _chgnet_calculator():
