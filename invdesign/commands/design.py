@@ -50,7 +50,7 @@ def design_cmd(
         ..., "--target", help="NAME=LO:HI in eV, e.g. formation_energy_per_site=1.0:1.5 (repeat per target; LO or HI may be empty)."
     ),
     n: int = typer.Option(50, "-n", "--n", help="Number of candidates."),
-    out: Path = typer.Option(..., "--out", help="Output folder: candidates.csv, structures/, summary.json, candidates.png."),
+    out: Path = typer.Option(..., "--out", help="Output folder: candidates.csv, structures/<id>.cif, poscar/<id>.vasp, summary.json, candidates.png."),
     pool: list[Path] = typer.Option(None, "--pool", help="Rank these STRUCTURES instead of generating (repeat)."),
     model: Path = ModelOpt,
     max_defects: int = typer.Option(3, "--max-defects", help="Most defects per configuration."),

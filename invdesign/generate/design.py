@@ -66,7 +66,11 @@ class DesignResult:
     window: Window | None = field(default=None, repr=False)
 
     def write(self, out: str | Path) -> Path:
-        """Write ``candidates.csv``, ``structures/<id>.cif|.vasp``, ``summary.json``, ``candidates.png``."""
+        """Write ``candidates.csv``, ``structures/<id>.cif``, ``poscar/<id>.vasp``, ``summary.json``, ``candidates.png``.
+
+        POSCARs go to their own folder so that ``structures/`` stays a valid STRUCTURES argument
+        (ids are file stems; a CIF and a POSCAR of the same id in one folder would be duplicates).
+        """
         from invdesign.io import atomic_dir, atomic_write_json, write_csv, write_structure
         from invdesign.progress import track
 
@@ -74,9 +78,10 @@ class DesignResult:
         with atomic_dir(out) as tmp:
             write_csv(tmp / "candidates.csv", self.candidates)
             (tmp / "structures").mkdir()
+            (tmp / "poscar").mkdir()
             for i, cid in track(list(enumerate(self.candidates["id"])), "writing structures"):
                 write_structure(self.occ[i], self.host, tmp / "structures" / f"{cid}.cif")
-                write_structure(self.occ[i], self.host, tmp / "structures" / f"{cid}.vasp")
+                write_structure(self.occ[i], self.host, tmp / "poscar" / f"{cid}.vasp")
             plot_candidates(self, tmp / "candidates.png")
             atomic_write_json(tmp / "summary.json", self.summary)
         return out
@@ -161,7 +166,7 @@ def design(
             in eV, a :class:`Window`, or CLI strings ``["NAME=LO:HI", ...]``.
         n: number of candidates wanted.
         model: a :class:`~invdesign.model.Model`, a path to one, or None for the packaged default.
-        pool: STRUCTURES to rank instead of generating (files, folders, 2DMD archives).
+        pool: STRUCTURES to rank instead of generating (files, folders, 2DMD archives), or a Dataset.
         max_defects, min_defects, types: limits on the configurations (types like ``"V_S"``).
         exclude: canonical keys, key files (CSV with ``canonical_key`` or text) or STRUCTURES never to return.
         seed: seeds the flow samples (results are reproducible from the summary).
@@ -180,9 +185,11 @@ def design(
         raise InvdesignError(f"-n must be at least 1, not {n}")
     if mode not in MODES:
         raise InvdesignError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    from invdesign.data.dataset import Dataset
+
     if pool is not None and isinstance(pool, (str, Path)):
         pool = [pool]
-    if pool is not None:
+    if pool is not None and not isinstance(pool, Dataset):
         missing = [str(p) for p in pool if not Path(p).exists()]
         if missing:
             raise InvdesignError("pool file or folder not found", source=missing[0])
@@ -259,7 +266,7 @@ def design(
             "mode_used": used,
             **limits.as_dict(host),
             "excluded_keys": len(excl),
-            "pool": [str(p) for p in pool] if pool is not None else None,
+            "pool": None if pool is None else (pool.name or "dataset") if isinstance(pool, Dataset) else [str(p) for p in pool],
             "seed": seed,
             "samples": samples,
             "diversity": diversity,

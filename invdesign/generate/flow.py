@@ -1,7 +1,7 @@
 """Conditional normalizing flow on the invariant embedding: ``p(z | properties, n_defects)``.
 
 The flow is a masked autoregressive flow (MAF): normflows' masked affine autoregressive
-transforms used in their one-pass direction for density evaluation (training is ``d`` times
+transforms (with a two-sided scale) used in their one-pass direction for density evaluation (training is ``d`` times
 faster; sampling takes ``d`` passes) with a fixed random permutation between them, on the standardised ``d``-dimensional embedding ``z`` of a
 :class:`~invdesign.model.Model`. Its context is
 
@@ -38,6 +38,30 @@ DEFAULT_CONFIG: dict = {
 }
 
 
+def _affine_autoregressive(dim: int, hidden: int, n_context: int, num_blocks: int):
+    """normflows' masked affine autoregressive transform with a two-sided scale.
+
+    normflows bounds the scale by a sigmoid (at most 1, so the density direction could only
+    contract); here ``log scale = 3 tanh(a / 3)``: scales between e^-3 and e^3, identity at init.
+    """
+    import normflows as nf
+
+    class TwoSidedMAF(nf.flows.MaskedAffineAutoregressive):
+        def _log_scale_and_shift(self, params):
+            raw, shift = self._unconstrained_scale_and_shift(params)
+            return 3.0 * torch.tanh(raw / 3.0), shift
+
+        def _elementwise_forward(self, inputs, autoregressive_params):
+            log_scale, shift = self._log_scale_and_shift(autoregressive_params)
+            return torch.exp(log_scale) * inputs + shift, log_scale.sum(dim=1)
+
+        def _elementwise_inverse(self, inputs, autoregressive_params):
+            log_scale, shift = self._log_scale_and_shift(autoregressive_params)
+            return (inputs - shift) * torch.exp(-log_scale), -log_scale.sum(dim=1)
+
+    return TwoSidedMAF(dim, hidden, context_features=n_context, num_blocks=num_blocks)
+
+
 def _inverted(flow):
     """``flow`` used backwards: density evaluation takes its one-pass direction (a MAF)."""
     import normflows as nf
@@ -64,8 +88,7 @@ def _build(dim: int, n_context: int, cfg: dict, seed: int):
     try:
         flows = []
         for _ in range(cfg["n_layers"]):
-            made = nf.flows.MaskedAffineAutoregressive(dim, cfg["hidden"], context_features=n_context, num_blocks=cfg["num_blocks"])
-            flows.append(_inverted(made))
+            flows.append(_inverted(_affine_autoregressive(dim, cfg["hidden"], n_context, cfg["num_blocks"])))
             flows.append(nf.flows.Permute(dim, mode="shuffle"))
         q0 = nf.distributions.DiagGaussian(dim, trainable=False)
         return nf.ConditionalNormalizingFlow(q0, flows)
