@@ -378,3 +378,22 @@ def test_model_features_warm_start_and_surrogate(tmp_path, pool, window, host, t
         assert not np.allclose(s3["formation_energy_per_site_mean"], pm[s3["idx"].to_numpy(), 0])
     sur = SurrogateOracle(str(tiny_model))
     np.testing.assert_allclose(sur.evaluate(pool["occ"][:3], pool["ids"][:3]), model.predict(pool["occ"][:3])[0])
+
+
+def test_failed_evaluations_are_recorded_and_count_against_the_budget(tmp_path, pool, window, host):
+    target, _ = window
+    table = TableOracle(pool["labels"], host)
+    bad = set(pool["ids"][::2])
+
+    def flaky(occ, ids):
+        if any(i in bad for i in ids):
+            raise RuntimeError("SCF did not converge")
+        return table.evaluate(occ, ids)
+
+    with Campaign.create(tmp_path / "f.db", target, [pool["dir"]], features="pairs", batch=3, budget=12, seed=0) as c:
+        st = c.run(flaky, executor="thread:2")
+        sug = c.store.suggestions()
+        assert st["evaluations"] + st["failed"] == 12 and st["failed"] > 0 and st["pending"] == 0
+        failed = sug[sug["status"] == "failed"]
+        assert set(failed["id"]) <= bad and failed["error"].str.contains("SCF did not converge").all()
+        assert not set(c.observations()["id"]) & bad

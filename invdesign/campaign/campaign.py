@@ -202,7 +202,8 @@ class Campaign:
             "failed": counts["failed"], "suggested": counts["suggested"], "steps": counts["step"],
             "candidates": len(cands), "target": self.target.describe(), "oracle": self.config.get("oracle"),
             "batch": self.config["batch"], "budget": budget, "until_hits": until,
-            "done": bool((until is not None and hits >= until) or (budget is not None and counts["evaluations"] >= budget)),
+            "done": bool((until is not None and hits >= until)
+                         or (budget is not None and counts["evaluations"] + counts["failed"] >= budget)),
             "evaluations_to_hits": [int(s) for s in obs.loc[obs["hit"], "seq"]],
             "hit_ids": [str(i) for i in obs.loc[obs["hit"], "id"]],
             "best": best,
@@ -229,9 +230,9 @@ class Campaign:
             obs_rows = c.execute(f"SELECT canonical_key, {', '.join(TARGETS)}, occ FROM observations").fetchall()
             sug = c.execute("SELECT canonical_key, status FROM suggestions").fetchall()
             budget = self.config.get("budget")
-            n_pending = sum(s == "pending" for _, s in sug)
+            n_spent = sum(s in ("pending", "failed") for _, s in sug)  # failed evaluations count against the budget
             if budget is not None:
-                q = min(q, int(budget) - len(obs_rows) - n_pending)
+                q = min(q, int(budget) - len(obs_rows) - n_spent)
             taken = {k for k, _ in sug} | {r[0] for r in obs_rows}
             allowed = ~cands["canonical_key"].isin(taken).to_numpy()
             if q <= 0 or not allowed.any():
