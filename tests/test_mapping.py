@@ -176,3 +176,23 @@ def test_configuration_validation(host):
     with pytest.raises(ValueError):
         c.occ[0] = 1  # immutable
     assert c == Configuration(c.occ.copy(), host) and hash(c) == hash(Configuration(c.occ.copy(), host))
+
+
+def test_writers_are_atomic(host, configs, tmp_path):
+    from invdesign.io import atomic_dir
+
+    with pytest.raises(InvdesignError, match="output folder does not exist"):
+        write_structure(configs[0], host, tmp_path / "missing" / "x.cif")
+    with pytest.raises(InvdesignError, match="unknown structure format"):
+        write_structure(configs[0], host, tmp_path / "x.cif", fmt="xyz")
+    assert list(tmp_path.iterdir()) == []
+    out = tmp_path / "cifs"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out) as tmp:
+            write_structure(configs[0], host, tmp / "a.cif")
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary sibling
+    with atomic_dir(out) as tmp:
+        write_structure(configs[0], host, tmp / "a.cif")
+    assert [p.name for p in out.iterdir()] == ["a.cif"]
+    assert np.array_equal(map_structures([out], host).occ[0], configs[0])
