@@ -43,6 +43,7 @@ from invdesign.generate.decoder import (
 
 LEADING = ["rank", "id", "canonical_key", "source", *TARGETS, *(f"{t}_std" for t in TARGETS), "p_in_window"]
 MODES = ("auto", "flow", "exhaustive")
+FLOW_TEMPERATURE = 1.0  # scale of the flow's base Gaussian when sampling for a window
 IN_WINDOW_P = 0.5  # p_in_window at which a configuration counts as "in the window" in reports
 
 
@@ -376,7 +377,7 @@ def _defect_count_weights(host, limits: Limits) -> tuple[np.ndarray, np.ndarray]
     return ks, w / w.sum()
 
 
-def _flow(model, window, limits, excl, n, samples, seed, timings, counts, y_override=None):
+def _flow(model, window, limits, excl, n, samples, seed, timings, counts, y_override=None, temperature=FLOW_TEMPERATURE):
     from invdesign.generate.flow import get_flow
 
     flow = get_flow(model)
@@ -389,12 +390,12 @@ def _flow(model, window, limits, excl, n, samples, seed, timings, counts, y_over
     t = time.perf_counter()
     ks, w = _defect_count_weights(host, limits)
     if y_override is None:
-        z_s, y_s, n_s = flow.sample_window(window.array, m, ks, w, seed=seed)
+        z_s, y_s, n_s = flow.sample_window(window.array, m, ks, w, seed=seed, temperature=temperature)
     else:
         rng = np.random.default_rng(seed)
         y_s = y_override[rng.integers(0, len(y_override), m)]
         n_s = rng.choice(ks, size=m, p=w)
-        z_s = flow.sample(y_s, n_s, seed=seed + 1)
+        z_s = flow.sample(y_s, n_s, seed=seed + 1, temperature=temperature)
     timings["sample_s"] = timings.get("sample_s", 0.0) + time.perf_counter() - t
     t = time.perf_counter()
     dec = decode(z_s, model, limits, exclude=excl, distinct=True)

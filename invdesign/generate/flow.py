@@ -33,8 +33,8 @@ DEFAULT_CONFIG: dict = {
     "lr": 3e-3,
     "weight_decay": 1e-5,
     "batch_size": 512,
-    "max_epochs": 200,
-    "patience": 20,
+    "max_epochs": 400,
+    "patience": 30,
 }
 
 
@@ -146,16 +146,17 @@ class ConditionalFlow:
             lp = self.net.log_prob(self._zs(z), self.context(y, n_defects)).double().numpy()
         return lp - float(np.log(self.z_std).sum())
 
-    def sample(self, y: np.ndarray, n_defects: np.ndarray, seed: int = 0) -> np.ndarray:
-        """``(N, d)`` embeddings drawn from ``p(z | y_i, n_i)``, one per row of the context."""
+    def sample(self, y: np.ndarray, n_defects: np.ndarray, seed: int = 0, temperature: float = 1.0) -> np.ndarray:
+        """``(N, d)`` embeddings drawn from ``p(z | y_i, n_i)``, one per row of the context.
+
+        ``temperature`` scales the base Gaussian (1: the fitted density; > 1 spreads the samples).
+        """
         ctx = self.context(y, n_defects)
-        gen_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        try:
-            with torch.no_grad():
-                zs, _ = self.net.sample(len(ctx), context=ctx)
-        finally:
-            torch.random.set_rng_state(gen_state)
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            zs = torch.randn(len(ctx), self.dim, generator=gen) * float(temperature)
+            for f in self.net.flows:
+                zs, _ = f(zs, context=ctx)
         return zs.double().numpy() * self.z_std + self.z_mean
 
     def sample_window(
@@ -166,6 +167,7 @@ class ConditionalFlow:
         n_defects_weights: np.ndarray | None = None,
         seed: int = 0,
         y_range: np.ndarray | None = None,
+        temperature: float = 1.0,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Draw ``n`` embeddings for a target window.
 
@@ -175,6 +177,7 @@ class ConditionalFlow:
             n_defects_choices: allowed defect counts; drawn with ``n_defects_weights``.
             seed: seeds the context draw and the flow.
             y_range: ``(n_targets, 2)`` range used in place of infinite bounds (default: mean +- 3 std).
+            temperature: scale of the base Gaussian (see :meth:`sample`).
 
         Returns:
             ``z (n, d)``, the drawn ``y (n, n_targets)`` eV and ``n_defects (n,)``.
@@ -189,7 +192,7 @@ class ConditionalFlow:
         choices = np.asarray(n_defects_choices, dtype=np.int64)
         p = None if n_defects_weights is None else np.asarray(n_defects_weights, float) / np.sum(n_defects_weights)
         nd = rng.choice(choices, size=n, p=p)
-        return self.sample(y, nd, seed=seed + 1), y, nd
+        return self.sample(y, nd, seed=seed + 1, temperature=temperature), y, nd
 
     # ------------------------------------------------------------------ persistence
     def to_state(self) -> dict:
