@@ -346,8 +346,12 @@ def tiny_model(dataset, host, pool, tmp_path_factory):
     if not all(t in sub.targets.columns for t in TARGETS):
         y = synthetic_labels(sub.occ, host)
         sub = Dataset(host, sub.ids, sub.occ, pd.DataFrame({t: y[:, j] for j, t in enumerate(TARGETS)}), name="synthetic")
+    from invdesign.generate.flow import attach_flow
+
     path = tmp_path_factory.mktemp("tiny_model") / "tiny.pt"
-    train_model(sub, seed=0, config=TINY_MODEL).save(path)
+    model = train_model(sub, seed=0, config=TINY_MODEL)
+    attach_flow(model, sub, seed=0, config={"n_layers": 2, "hidden": 16, "max_epochs": 10, "patience": 3, "batch_size": 128})
+    model.save(path)
     return path
 
 
@@ -397,3 +401,18 @@ def test_failed_evaluations_are_recorded_and_count_against_the_budget(tmp_path, 
         failed = sug[sug["status"] == "failed"]
         assert set(failed["id"]) <= bad and failed["error"].str.contains("SCF did not converge").all()
         assert not set(c.observations()["id"]) & bad
+
+
+def test_flow_candidates_with_surrogate_oracle(tmp_path, pool, window, tiny_model, capsys):
+    target, _ = window
+    db = tmp_path / "flow.db"
+    assert main(["campaign", "run", "--db", str(db), *_wargs(target), "--generate", "20", "--model", str(tiny_model),
+                 "--oracle", f"surrogate:{tiny_model}", "--batch", "3", "--budget", "6"]) == 0
+    with Campaign.open(db) as c:
+        cands, occ = c.candidates
+        assert 0 < len(cands) <= 20 and (cands["source"] == "flow").all() and c.config["space"]["kind"] == "flow"
+        assert ((occ != c.host.host_code).sum(1) <= 3).all()
+        st = c.status()
+        assert st["evaluations"] == 6 and set(c.observations()["canonical_key"]) <= set(cands["canonical_key"])
+    with pytest.raises(InvdesignError, match="not both"):
+        Campaign.create(tmp_path / "x.db", target, [pool["dir"]], generate=5, model=str(tiny_model))

@@ -90,6 +90,7 @@ class Campaign:
         warm_start: bool = True,
         acquisition: str = "auto",
         executor: str = "auto",
+        generate: int | None = None,
     ) -> Campaign:
         """Create a campaign file.
 
@@ -105,6 +106,8 @@ class Campaign:
                 uses exact pair features and no model.
             warm_start: use the model's predictions as the GP prior mean.
             acquisition: ``pwin`` (window), ``ei`` (single objective), ``random``, or ``auto``.
+            generate: instead of a pool or the enumeration, ``generate`` candidates for the window from
+                the model's conditional flow + decoder (:func:`invdesign.generate.design.design`, flow mode).
         """
         from invdesign.campaign.executors import check_spec
         from invdesign.campaign.oracles import make_oracle
@@ -129,7 +132,14 @@ class Campaign:
         h = host_from_spec(host_spec)
         if oracle is not None:
             make_oracle(oracle, h)  # validate now: a bad spec is an error before anything is written
-        cands, occ, source_desc = _candidate_set(h, pool, max_defects, min_defects, defect_types)
+        if generate is not None:
+            if pool is not None:
+                raise InvdesignError("give a pool or generate candidates from the flow, not both")
+            if target.objective:
+                raise InvdesignError("flow candidates need a target window (the flow samples for a window)")
+            cands, occ, source_desc = _flow_candidates(target, generate, model, max_defects, min_defects, defect_types, seed)
+        else:
+            cands, occ, source_desc = _candidate_set(h, pool, max_defects, min_defects, defect_types)
         config = {
             "target": target.to_dict(), "host": host_spec, "space": source_desc, "oracle": oracle,
             "batch": int(batch), "budget": budget, "until_hits": until_hits, "seed": int(seed),
@@ -528,6 +538,24 @@ def _f(v) -> float | None:
 def _empty_suggestions() -> pd.DataFrame:
     cols = ["step", "id", "canonical_key", "acquisition"] + [f"{t}_{s}" for t in TARGETS for s in ("mean", "std")]
     return pd.DataFrame(columns=cols)
+
+
+def _flow_candidates(target: Target, n: int, model: str | None, max_defects: int, min_defects: int,
+                     defect_types, seed: int) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """``n`` distinct candidates for the window from the model's conditional flow and decoder."""
+    from invdesign.generate.design import design
+
+    if n < 1:
+        raise InvdesignError("generate at least 1 candidate")
+    res = design(dict(target.window), n, model=model, max_defects=max_defects, min_defects=min_defects,
+                 types=list(defect_types) if defect_types else None, seed=seed, mode="flow", diversity=0.0)
+    if not len(res.candidates):
+        raise InvdesignError(res.message or "the flow produced no candidates for this window")
+    df = pd.DataFrame({"id": res.candidates["id"].astype(str), "canonical_key": res.candidates["canonical_key"].astype(str),
+                       "source": "flow"})
+    keep = ~df["canonical_key"].duplicated().to_numpy()
+    return (df[keep].reset_index(drop=True), res.occ[keep],
+            {"kind": "flow", "n": int(keep.sum()), "requested": n, "max_defects": max_defects, "min_defects": min_defects})
 
 
 def _candidate_set(host: HostLattice, pool, max_defects: int, min_defects: int, defect_types) -> tuple[pd.DataFrame, np.ndarray, dict]:

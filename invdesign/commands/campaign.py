@@ -35,10 +35,11 @@ MinDefOpt = typer.Option(1, "--min-defects", min=1, help="Enumeration: smallest 
 TypeOpt = typer.Option(None, "--type", help="Enumeration: allowed defect types, e.g. V_S (repeat; default all).")
 HostOpt = typer.Option("builtin:MoS2", "--host", help="Host: a pristine unit-cell CIF, a host TOML, or builtin:MoS2.")
 SupercellOpt = typer.Option("8x8", "--supercell", help="Supercell of the host, e.g. 8x8.")
+GenOpt = typer.Option(None, "--generate", min=1, help="Candidates: N configurations from the model's flow + decoder for the window.")
 
 
 def _create(db: Path, target, minimise, maximise, threshold, pool, oracle, batch, budget, until_hits, seed, model,
-            features, warm_start, acquisition, executor, max_defects, min_defects, types, host, supercell):
+            features, warm_start, acquisition, executor, max_defects, min_defects, types, host, supercell, generate=None):
     from invdesign.campaign import Campaign, Target
 
     tgt = Target.from_cli(target, minimise, maximise, threshold)
@@ -46,6 +47,7 @@ def _create(db: Path, target, minimise, maximise, threshold, pool, oracle, batch
         db, tgt, pool or None, max_defects=max_defects, min_defects=min_defects, defect_types=types or None,
         host=host, supercell=supercell, oracle=oracle, batch=batch, budget=budget, until_hits=until_hits, seed=seed,
         model=model, features=features, warm_start=warm_start, acquisition=acquisition, executor=executor or "auto",
+        generate=generate,
     )
 
 
@@ -55,11 +57,11 @@ def init(
     budget: int = BudgetOpt, until_hits: int = UntilOpt, seed: int = SeedOpt, model: str = ModelOpt,
     features: str = FeatOpt, warm_start: bool = WarmOpt, acquisition: str = AcqOpt, executor: str = ExecOpt,
     max_defects: int = MaxDefOpt, min_defects: int = MinDefOpt, types: list[str] = TypeOpt,
-    host: str = HostOpt, supercell: str = SupercellOpt,
+    host: str = HostOpt, supercell: str = SupercellOpt, generate: int = GenOpt,
 ) -> None:
     """Create a campaign: target, search space (pool or enumeration), oracle, batch size."""
     c = _create(db, target, minimise, maximise, threshold, pool, oracle, batch, budget, until_hits, seed, model,
-                features, warm_start, acquisition, executor, max_defects, min_defects, types, host, supercell)
+                features, warm_start, acquisition, executor, max_defects, min_defects, types, host, supercell, generate)
     with c:
         st = c.status()
     console.print(f"campaign {db}: {st['target']}; {st['candidates']} candidates; oracle {st['oracle']}", highlight=False)
@@ -143,7 +145,7 @@ def run(
     budget: int = BudgetOpt, until_hits: int = UntilOpt, seed: int = SeedOpt, model: str = ModelOpt,
     features: str = FeatOpt, warm_start: bool = WarmOpt, acquisition: str = AcqOpt, executor: str = ExecOpt,
     max_defects: int = MaxDefOpt, min_defects: int = MinDefOpt, types: list[str] = TypeOpt,
-    host: str = HostOpt, supercell: str = SupercellOpt,
+    host: str = HostOpt, supercell: str = SupercellOpt, generate: int = GenOpt,
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after this many suggest steps."),
 ) -> None:
     """Run (or resume) a campaign until --until-hits hits or --budget evaluations."""
@@ -166,7 +168,7 @@ def run(
         resumed = True
     else:
         c = _create(db, target, minimise, maximise, threshold, pool, oracle, batch, budget, until_hits, seed, model,
-                    features, warm_start, acquisition, executor, max_defects, min_defects, types, host, supercell)
+                    features, warm_start, acquisition, executor, max_defects, min_defects, types, host, supercell, generate)
         resumed = False
     with c:
         before = c.status()["evaluations"]
