@@ -22,6 +22,7 @@ from invdesign.campaign.gp import TargetGP, posterior
 from invdesign.campaign.oracles import (
     AseOracle,
     CallableOracle,
+    ChgnetOracle,
     TableOracle,
     fit_chemical_potentials,
     make_oracle,
@@ -201,6 +202,13 @@ def test_executors_agree(pool, host):
     with pytest.raises(InvdesignError):
         with make_executor("gpu-farm"):
             pass
+    from invdesign.campaign.executors import resolve
+
+    local = CallableOracle(lambda occ, ids: np.zeros((len(ids), 2)), host)
+    assert resolve("auto", o) == "inline" and resolve("auto", local) == "thread"
+    assert resolve("auto", ChgnetOracle(mu={"Mo": -10.0})) == "process"  # picklable, expensive: a process pool
+    with pytest.raises(InvdesignError, match="cannot be pickled"):
+        resolve("process:2", local)
 
 
 # ---------------------------------------------------------------------- the loop

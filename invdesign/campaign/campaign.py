@@ -463,7 +463,7 @@ class Campaign:
         Returns:
             :meth:`status`.
         """
-        from invdesign.campaign.executors import make_executor
+        from invdesign.campaign.executors import make_executor, resolve
         from invdesign.campaign.oracles import make_oracle
 
         if oracle is None:
@@ -487,7 +487,8 @@ class Campaign:
         from invdesign.progress import task
 
         steps = 0
-        with make_executor(executor or self.config.get("executor", "auto"), cheap=getattr(oracle, "cheap", False)) as ex, \
+        spec = resolve(executor or self.config.get("executor", "auto"), oracle)
+        with make_executor(spec, cheap=getattr(oracle, "cheap", False)) as ex, \
                 task(f"campaign: {self.target.describe()}", total=budget) as advance:
             while True:
                 st = self.status()

@@ -3,7 +3,9 @@
 Specs: ``inline`` (in this process), ``thread[:N]``, ``process[:N]`` (a local process pool, spawn
 start method), ``dask-local[:N]`` (a Dask ``LocalCluster`` with N worker processes), and
 ``dask://host:port`` (an existing Dask scheduler, for users who outgrow one machine).
-``auto`` is ``inline`` for cheap oracles (a table lookup) and ``process`` otherwise.
+``auto`` is ``inline`` for cheap oracles (a table lookup), ``process`` for oracles that can be
+pickled, and ``thread`` for those that cannot (e.g. a lambda). Process pools and Dask need a
+picklable oracle; that is checked before anything runs.
 """
 
 from __future__ import annotations
@@ -50,6 +52,29 @@ def check_spec(spec: str) -> str:
         _workers(arg, 1)
         return spec
     raise InvdesignError(f"unknown executor {spec!r} (auto, inline, thread[:N], process[:N], dask-local[:N], dask://host:port)")
+
+
+def picklable(obj) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(obj)
+    except Exception:  # noqa: BLE001 - pickle raises many types (PicklingError, AttributeError, TypeError)
+        return False
+    return True
+
+
+def resolve(spec: str, oracle) -> str:
+    """The concrete executor spec for ``oracle`` (``auto`` resolved; process/Dask need a picklable oracle)."""
+    check_spec(spec)
+    if spec == "auto":
+        if getattr(oracle, "cheap", False):
+            return "inline"
+        return "process" if picklable(oracle) else "thread"
+    if (spec.startswith("process") or spec.startswith("dask")) and not picklable(oracle):
+        raise InvdesignError(f"executor {spec} sends the oracle to other processes, but it cannot be pickled "
+                             "(a lambda or a local function?); use --executor thread or inline")
+    return spec
 
 
 @contextmanager
