@@ -32,7 +32,7 @@ import pandas as pd
 
 from invdesign.data.dataset import TARGETS
 from invdesign.errors import InvdesignError
-from invdesign.generate.checks import Window, check_candidates, rank_with_diversity
+from invdesign.generate.checks import Window, check_candidates, known_set, rank_with_diversity
 from invdesign.generate.decoder import (
     Limits,
     decode,
@@ -446,11 +446,17 @@ def generator_recall(model, window: Window, limits: Limits | None = None, factor
     _, table, _ = _flow(model, window, limits, set(), m, m, seed, timings, counts)
     got = set(table["canonical_key"])
     hits = len(truth & got)
+    ks = known_set(model)
+    comp = {str(k): tuple(c) for k, c in zip(idx.keys[rows], idx.composition[rows])}
+    seen = {k for k in truth if comp[k] in ks.compositions}
     return {
         "in_window": len(truth),
         "samples": counts["sampled"],
+        "space": len(rows),
         "hits": hits,
         "recall": hits / len(truth),
+        "in_window_trained_compositions": len(seen),
+        "recall_trained_compositions": len(seen & got) / len(seen) if seen else math.nan,
         "sampled_in_window_precision": float((table["p_in_window"] >= IN_WINDOW_P).mean()),
         "time_s": round(sum(timings.values()), 3),
     }

@@ -8,7 +8,11 @@ faster; sampling takes ``d`` passes) with a fixed random permutation between the
 ``c = [(y - y_mean) / y_std  (2 targets),  one-hot(n_defects, 1..n_max)]``
 
 so a target window is sampled by drawing ``y`` uniformly in the window and ``n_defects`` from the
-allowed counts. :func:`attach_flow` fits it on ``model.embed`` of the TRAIN split (VAL for early
+allowed counts. Training adds Gaussian noise (``config["noise"]``, standardised units) to the
+embeddings: without it the flow spends its capacity on the fine structure of the finite set of
+training embeddings and nearly ignores the context (held-out NLL with shuffled context within
+0.1 nats of the true one); with 0.1 the context is what it learns (shuffled context costs
+hundreds of nats) and decoded samples follow the requested properties. :func:`attach_flow` fits it on ``model.embed`` of the TRAIN split (VAL for early
 stopping) and stores plain tensors and numbers in ``model.extras["flow"]`` so that
 ``Model.save``/``Model.load`` round-trip it; :func:`get_flow` rebuilds it from there.
 
@@ -35,6 +39,7 @@ DEFAULT_CONFIG: dict = {
     "batch_size": 512,
     "max_epochs": 400,
     "patience": 30,
+    "noise": 0.1,  # std of Gaussian noise added to the standardised training embeddings
 }
 
 
@@ -287,7 +292,10 @@ def fit_flow(
             tot = 0.0
             for s in range(0, len(zt), cfg["batch_size"]):
                 b = order[s : s + cfg["batch_size"]]
-                loss = -net.log_prob(zt[b], ct[b]).mean()
+                zb = zt[b]
+                if cfg["noise"] > 0:  # smooths the discrete set of embeddings so the context carries the signal
+                    zb = zb + cfg["noise"] * torch.randn(zb.shape, generator=gen)
+                loss = -net.log_prob(zb, ct[b]).mean()
                 opt.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
