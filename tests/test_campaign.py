@@ -424,3 +424,21 @@ def test_flow_candidates_with_surrogate_oracle(tmp_path, pool, window, tiny_mode
         assert st["evaluations"] == 6 and set(c.observations()["canonical_key"]) <= set(cands["canonical_key"])
     with pytest.raises(InvdesignError, match="not both"):
         Campaign.create(tmp_path / "x.db", target, [pool["dir"]], generate=5, model=str(tiny_model))
+
+
+def test_fit_chgnet_cli_and_chgnet_oracle(tmp_path, pool, host):
+    """CHGNet single points (``--steps 0``) keep this fast; the benchmark measures relaxed MAE vs DFT."""
+    data = tmp_path / "data"
+    data.mkdir()
+    pick = list(range(6))
+    for i in pick:
+        write_structure(pool["occ"][i], host, data / f"{pool['ids'][i]}.cif")
+    pd.DataFrame({"_id": [pool["ids"][i] for i in pick], **{t: pool["y"][pick, j] for j, t in enumerate(TARGETS)}}).to_csv(
+        data / "targets.csv", index=False)
+    mu = tmp_path / "mu.json"
+    assert main(["campaign", "fit-chgnet", "--data", str(data), "--out", str(mu), "-n", "4", "--steps", "0"]) == 0
+    saved = json.loads(mu.read_text())
+    assert set(saved["mu"]) == {"Mo", "S", "W", "Se"} and saved["steps"] == 0
+    oracle = make_oracle(f"chgnet:{mu}", host)
+    out = oracle.evaluate(pool["occ"][:1], pool["ids"][:1])
+    assert np.isfinite(out[0, 0]) and np.isnan(out[0, 1])  # formation energy only; CHGNet has no gap

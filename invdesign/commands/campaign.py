@@ -205,7 +205,7 @@ def fit_chgnet(
     ds = load_dataset(data)
     idx = stratified_sample(ds, n, seed)
     oracle = ChgnetOracle(fmax=fmax, steps=steps, host=ds.host)
-    oracle.mu = fit_chemical_potentials(oracle, ds.occ[idx], ds.y(["formation_energy_per_site"])[:, 0])
+    oracle.mu = fit_chemical_potentials(oracle, ds.occ[idx], ds.y(["formation_energy_per_site"])[idx, 0])
     oracle.save(out)
     console.print(f"chemical potentials (eV/atom) {oracle.mu} from {len(idx)} structures -> {out}", highlight=False)
 
