@@ -32,7 +32,7 @@ def _targets(dataset) -> np.ndarray:
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory, dataset):
     from invdesign.embed.encoder import build_encoder, embed_occ
-    from invdesign.generate.flow import fit_flow
+    from invdesign.generate.flow import fit_flow, store_design_tables
     from invdesign.model import Model
     from invdesign.predict.features import cluster_counts, poly2
     from invdesign.predict.heads import EnsembleHead, RidgeHead
@@ -58,6 +58,7 @@ def model_file(tmp_path_factory, dataset):
     n = dataset.n_defects
     cfg = {"n_layers": 2, "hidden": 24, "max_epochs": 20, "patience": 5}
     model.extras["flow"] = fit_flow(z[tr], Y[tr], n[tr], z[va], Y[va], n[va], seed=0, config=cfg).to_state()
+    store_design_tables(model)  # what attach_flow does: orbit and training embeddings saved with the model
     path = tmp_path_factory.mktemp("model") / "small.pt"
     model.save(path)
     return path
@@ -169,6 +170,13 @@ def test_decode_cli_round_trip(model_file, dataset, tmp_path, capsys):
     assert list(dec["canonical_key"]) == [dataset.keys[i] for i in te]
     assert (dec["embedding_distance"] < 1e-5).all() and (dec["method"] == "exact").all()
     assert sorted(p.stem for p in out.glob("*.cif")) == sorted(df["id"])
+    # the orbit table saved with the model is this model's embedding of the enumerated orbits
+    from invdesign.generate.decoder import orbit_index, stored_table
+
+    idx = orbit_index(m)
+    stored = stored_table(m, "orbit_z", len(idx), 3, tuple(range(4)))
+    assert stored is not None
+    np.testing.assert_allclose(stored[:50], m.embed(idx.occ[:50]), atol=1e-9)
     # bad inputs: a missing column, a non-numeric value -> one line, exit 2, nothing written
     df.drop(columns=["z3"]).to_csv(tmp_path / "G.csv", index=False)
     bad = df.astype({"z0": object})

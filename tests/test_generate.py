@@ -118,7 +118,7 @@ def test_flow_fits_samples_and_follows_its_context():
     y = rng.uniform(-1, 1, size=(N, 2))
     n = rng.integers(1, 4, size=N)
     z = np.column_stack([2 * y[:, 0], -y[:, 1], n.astype(float), rng.normal(size=N)]) + 0.05 * rng.normal(size=(N, 4))
-    cfg = {"n_layers": 3, "hidden": 32, "max_epochs": 40, "patience": 10, "batch_size": 100, "lr": 5e-3}
+    cfg = {"n_layers": 3, "hidden": 32, "max_epochs": 40, "patience": 10, "batch_size": 100, "lr": 5e-3, "noise": 0.0}
     flow = fit_flow(z[:600], y[:600], n[:600], z[600:700], y[600:700], n[600:700], seed=0, config=cfg)
     # entropy of z: about +3.0 nats unconditionally, -3.3 given (y, n); require most of the gain
     assert flow.report["val_nll"] < -2.0

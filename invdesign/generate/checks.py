@@ -158,8 +158,12 @@ def _cached_train_embedding(model, occ: np.ndarray) -> np.ndarray:
     import tempfile
 
     from invdesign.data.dataset import cache_dir
-    from invdesign.generate.decoder import _model_tag
+    from invdesign.generate.decoder import _model_tag, stored_table
 
+    if np.array_equal(occ, np.asarray(model.train_occ)):
+        z = stored_table(model, "train_z", len(occ))
+        if z is not None:
+            return z
     h = hashlib.sha256(_model_tag(model, model.host).encode())
     h.update(np.ascontiguousarray(occ, dtype=np.uint8).tobytes())
     path = cache_dir() / f"known-{h.hexdigest()[:20]}.npy"

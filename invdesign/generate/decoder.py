@@ -242,12 +242,32 @@ def orbit_index(model, limits: Limits | None = None, use_cache: bool = True) -> 
     if idx is None:
         labels = [host.defect_label(*host.defect_types[t]) for t in types]
         tab = enumerate_orbits(host, max_d, 1, labels)
-        z = _embed_batched(model, tab.occ, "embedding the enumerated orbits")
+        z = stored_table(model, "orbit_z", len(tab), max_d, types)
+        if z is None:
+            z = _embed_batched(model, tab.occ, "embedding the enumerated orbits")
         idx = OrbitIndex(host, tab.occ, np.array(tab.keys, dtype=object), tab.composition, tab.orbit_size, z, max_d, types)
         if use_cache:
             _save_index(path, idx)
     _INDEX_CACHE[ck] = (model, idx)
     return idx
+
+
+def stored_table(model, name: str, rows: int, max_defects: int | None = None, types: tuple[int, ...] | None = None):
+    """``(rows, d)`` embeddings saved with the model (``extras["design_tables"][name]``), or None.
+
+    Used only when the tables carry this model's embedding tag (and, for the orbit table, the same
+    enumeration); anything else is recomputed.
+    """
+    tables = getattr(model, "extras", {}).get("design_tables")
+    if not isinstance(tables, dict) or tables.get("tag") != _model_tag(model, model.host):
+        return None
+    if max_defects is not None and (tables.get("orbit_max_defects") != max_defects or tuple(tables.get("orbit_types", ())) != tuple(types)):
+        return None
+    z = tables.get(name)
+    if z is None:
+        return None
+    z = np.asarray(z, dtype=np.float64)
+    return z if z.ndim == 2 and z.shape[0] == rows else None
 
 
 def _save_index(path, idx: OrbitIndex) -> None:

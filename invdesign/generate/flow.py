@@ -344,7 +344,28 @@ def attach_flow(model, dataset, seed: int = 0, config: dict | None = None):
     flow = fit_flow(zt, y[tr], n[tr], zv, y[va], n[va], seed=seed, config=config)
     model.extras["flow"] = flow.to_state()
     _FLOW_CACHE.pop(id(model), None)
+    store_design_tables(model)
     return model
+
+
+def store_design_tables(model) -> None:
+    """Keep the embeddings of every 1-3-defect orbit and of the training set in ``model.extras``.
+
+    A saved model then decodes and checks without re-embedding the 13,609 orbits on first use
+    (cold start); the tables are tagged with the embedding they came from and ignored otherwise.
+    """
+    from invdesign.generate.checks import known_set
+    from invdesign.generate.decoder import _model_tag, orbit_index
+
+    idx = orbit_index(model)
+    ks = known_set(model)
+    model.extras["design_tables"] = {
+        "tag": _model_tag(model, model.host),
+        "orbit_max_defects": int(idx.max_defects),
+        "orbit_types": [int(t) for t in idx.types],
+        "orbit_z": torch.as_tensor(idx.z, dtype=torch.float64),
+        "train_z": torch.as_tensor(ks.z, dtype=torch.float64),
+    }
 
 
 _FLOW_CACHE: dict[int, tuple[object, ConditionalFlow]] = {}
