@@ -36,12 +36,12 @@ FORMAT = "invdesign-model/1"
 DEFAULT_CONFIG: dict = {
     **ENCODER_DEFAULTS,
     "max_orbit_defects": 3,  # negatives: every class with up to this many defects
-    "ce_members": 5,
+    "ce_members": 4,
     "ce_width": 256,
-    "ce_epochs": 200,
-    "z_members": 5,
+    "ce_epochs": 120,
+    "z_members": 4,
     "z_width": 128,
-    "z_epochs": 200,
+    "z_epochs": 100,
 }
 
 

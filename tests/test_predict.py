@@ -67,7 +67,7 @@ def test_ensemble_head_uncertainty_and_roundtrip():
     rng = np.random.default_rng(0)
     X = rng.uniform(-2, 2, size=(400, 3))
     Y = np.stack([np.sin(X[:, 0]) + X[:, 1], X[:, 2] ** 2], 1)
-    h = EnsembleHead(members=3, width=32, epochs=30, seed=0).fit(X[:300], Y[:300], X[300:350], Y[300:350])
+    h = EnsembleHead(members=3, width=32, epochs=60, seed=0, batch=32).fit(X[:300], Y[:300], X[300:350], Y[300:350])
     m, s = h.predict(X[350:])
     assert m.shape == (50, 2) and (s > 0).all()
     base = np.abs(Y[350:] - Y[:300].mean(0)).mean(0)

@@ -79,7 +79,7 @@ def train_cmd(
     check_out_file(out, (".pt",))
     cfg = read_config(config)
     ds = load_dataset(data)
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    torch.set_num_threads(1)
     t0 = time.time()
     if enabled():
         with _progress() as prog:

@@ -31,7 +31,7 @@ from invdesign.lattice.host import HostLattice
 DEFAULTS = {
     "dim": 12,
     "width": 64,
-    "epochs": 10,
+    "epochs": 6,
     "batch": 256,
     "orbit_batch": 256,
     "hard_boost": 10.0,

@@ -11,8 +11,7 @@ absent atoms), nuclear charges of the species, and non-periodic distances, as in
   diagonal terms into one bag per element), each sorted in decreasing order and zero-padded to the
   largest count in the data.
 
-The regressor is kernel ridge regression (Gaussian kernel, exact solve via one eigendecomposition
-per kernel width) with width and regularisation chosen on the validation split.
+The regressor is kernel ridge regression (Gaussian kernel, exact Cholesky solves) with width and regularisation chosen on the validation split.
 """
 
 from __future__ import annotations
@@ -136,13 +135,17 @@ class KernelRidge:
         med = float(np.median(D[np.triu_indices(len(D), 1)])) or 1.0
         self.ym = Y.mean(0)
         best: list = [None] * Y.shape[1]
+        from scipy.linalg import cho_factor, cho_solve
+
         for sc in self.scales:
             g = sc / med
-            w, V = np.linalg.eigh(np.exp(-g * D))
+            K = np.exp(-g * D)
             Kv = np.exp(-g * Dv)
-            VtY = V.T @ (Y - self.ym)
             for a in self.alphas:
-                C = V @ (VtY / (np.maximum(w, 0) + a)[:, None])
+                try:
+                    C = cho_solve(cho_factor(K + a * np.eye(len(K)), lower=True, check_finite=False), Y - self.ym, check_finite=False)
+                except np.linalg.LinAlgError:
+                    continue  # not positive definite at this alpha in floating point
                 err = np.abs(Kv @ C + self.ym - Yv).mean(0)
                 for j in range(Y.shape[1]):
                     if best[j] is None or err[j] < best[j][0]:
