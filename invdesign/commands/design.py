@@ -64,7 +64,7 @@ def design_cmd(
 ) -> None:
     """Candidates whose predicted properties lie in the target window: decoded, checked, ranked, exported."""
     from invdesign.generate.checks import Window
-    from invdesign.generate.design import MODES, design
+    from invdesign.generate.design import MODES
 
     window = Window.parse(target)
     if n < 1:
@@ -81,11 +81,24 @@ def design_cmd(
     from invdesign.generate.decoder import Limits
 
     Limits.make(m.host, max_defects, min_defects, _parse_types(types))
-    res = design(
+    from invdesign.generate.flow import one_thread
+
+    with one_thread():  # small batches: one torch thread is fastest and leaves the other cores alone
+        res = _run_design(window, n, m, pool, max_defects, min_defects, types, exclude, seed, mode, samples, diversity, out)
+    _print_result(res, out)
+
+
+def _run_design(window, n, m, pool, max_defects, min_defects, types, exclude, seed, mode, samples, diversity, out):
+    from invdesign.generate.design import design
+
+    return design(
         window, n, model=m, pool=list(pool) if pool else None, max_defects=max_defects, min_defects=min_defects,
         types=_parse_types(types), exclude=list(exclude) if exclude else None, seed=seed, mode=mode,
         samples=samples, diversity=diversity, out=out,
     )
+
+
+def _print_result(res, out: Path) -> None:
     if res.message:
         err_console.print(f"invdesign: {res.message}", highlight=False, soft_wrap=True)
     c = res.candidates
@@ -157,7 +170,10 @@ def decode_cmd(
     probe = np.asarray(m.train_occ[:1]) if len(m.train_occ) else m.host.host_code[None]
     dim = int(np.asarray(m.embed(probe)).shape[1])
     ids, z = read_embeddings(embeddings, dim)
-    res = decode(z, m, limits)
+    from invdesign.generate.flow import one_thread
+
+    with one_thread():
+        res = decode(z, m, limits)
     comp = compositions(res.occ, m.host)
     labels = [m.host.defect_label(*t) for t in m.host.defect_types]
     df = pd.DataFrame({"id": ids, "canonical_key": res.keys, "embedding_distance": res.distance, "method": res.method})
