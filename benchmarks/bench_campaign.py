@@ -18,7 +18,8 @@ On each window, in the same run:
 - ``prior-only``: the pool ranked once by the model's P(window), no feedback (what `design --pool` does);
 - ``random``: random search (median over 201 random orders; exact expectation ``5 (N+1)/(K+1)`` also given).
 
-Metric: evaluations to find 5 in-window configurations (the pool size when never found). Goal
+Metric: evaluations to find 5 in-window configurations (the pool size when never found; each batch
+evaluated in acquisition order; the whole-batch count is reported too). Goal
 (issue 5): median ``gp-model`` >= 5x fewer than random. The CHGNet oracle's formation energy per
 site (relaxation fmax 0.1 eV/A, at most 40 FIRE steps; chemical potentials fitted by least squares
 on a stratified sample) is compared with DFT on structures not used for the fit. CHGNet gives no
@@ -60,7 +61,10 @@ def campaign_run(db: Path, target, pool, labels: pd.DataFrame, features: str, mo
         st = c.run(TableOracle(labels), executor="inline")
         steps = st["steps"]
     found = st["evaluations_to_hits"]
-    return {"evaluations": int(found[N_HITS - 1]) if len(found) >= N_HITS else len(pool), "hits": st["hits"],
+    n5 = int(found[N_HITS - 1]) if len(found) >= N_HITS else len(pool)
+    # evaluations counts the 5th hit's position with each batch evaluated in acquisition order;
+    # whole_batches counts every evaluation of the batch that holds it (what a batch campaign pays)
+    return {"evaluations": n5, "whole_batches": min(len(pool), int(np.ceil(n5 / 5) * 5)), "hits": st["hits"],
             "steps": steps, "seconds": time.time() - t0, "seconds_per_step": (time.time() - t0) / max(steps, 1)}
 
 
@@ -113,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--windows", type=int, default=8, help="windows (one seed each)")
     ap.add_argument("--chgnet", type=int, nargs=2, default=[8, 6], metavar=("N_FIT", "N_TEST"))
     ap.add_argument("--no-chgnet", action="store_true")
+    ap.add_argument("--only-chgnet", action="store_true", help="run only the CHGNet check; write campaign_chgnet.json")
+    ap.add_argument("--chgnet-from", default=None, help="take the CHGNet check from a campaign_chgnet.json of an earlier run")
     ap.add_argument("--quick", action="store_true", help="3 windows, CHGNet 5 fit + 3 test")
     ap.add_argument("--out", default=str(RESULTS), help="results folder")
     args = ap.parse_args(argv)
@@ -124,6 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     from invdesign.model import default_model_path, load_model
 
     ds = load_2dmd(SHARE)
+    if args.only_chgnet:
+        res = chgnet_check(ds, split_indices(ds.ids, seed=0)["test"], *args.chgnet)
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "campaign_chgnet.json").write_text(json.dumps(res, indent=2) + "\n")
+        print(json.dumps(res, indent=2))
+        return 0
     model = load_model(args.model)
     split_seed = model.meta.get("split", {}).get("seed")
     if split_seed != 0:
@@ -152,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
               f"prior-only {row['prior_only']} random {row['random_median']:.0f}", file=sys.stderr, flush=True)
     med = {
         "gp_model": float(np.median([r["gp_model"]["evaluations"] for r in rows])),
+        "gp_model_whole_batches": float(np.median([r["gp_model"]["whole_batches"] for r in rows])),
         "gp_pairs": float(np.median([r["gp_pairs"]["evaluations"] for r in rows])),
         "prior_only": float(np.median([r["prior_only"] for r in rows])),
         "random": float(np.median([r["random_median"] for r in rows])),
@@ -175,13 +188,21 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpu_threads": 1,
                     "platform": platform.platform()},
     }
-    if not args.no_chgnet:
+    if args.chgnet_from:
+        result["chgnet_oracle"] = {**json.loads(Path(args.chgnet_from).read_text()),
+                                   "from": "an earlier `--only-chgnet` run of this script"}
+    elif not args.no_chgnet:
         result["chgnet_oracle"] = chgnet_check(ds, test, *args.chgnet)
     lines = [
         f"# Campaign benchmark{' (quick)' if args.quick else ''}",
         "",
         f"Pool: share test split, {len(pool)} structures unseen by the model ({overlap} of their classes in its training set). "
         f"Batch 5; evaluations until {N_HITS} in-window configurations (lower is better).",
+        "",
+        f"Model: `{result['model']['path']}` (trained on the train split, split seed {split_seed}; serving-head test MAE "
+        + ", ".join(f"{k} {v:.1f} meV" for k, v in (result["model"]["test_mae_meV"] or {}).items()) + "). "
+        "gp-model: GP on its 12-D embedding with its predictions as prior mean; gp-pairs: GP on exact pair features, "
+        "no model; prior-only: the pool ranked once by the model's P(window), no feedback; random: median over 201 orders.",
         "",
         "| seed | window (E_f eV; gap eV) | inside / pool | gp-model | gp-pairs | prior-only | random (median) | random (expected) |",
         "|---|---|---|---|---|---|---|---|",
@@ -195,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     lines.append(f"| **median** | | | **{med['gp_model']:.0f}** | {med['gp_pairs']:.0f} | {med['prior_only']:.0f} | "
                  f"**{med['random']:.0f}** | |")
     sp = result["speedup_vs_random"]
-    lines += ["", f"Speed-up of gp-model over random: {sp['of_medians']:.1f}x (ratio of medians), "
+    lines += ["", f"Counting every evaluation of the batch that holds the 5th hit, gp-model needs a median of "
+              f"{med['gp_model_whole_batches']:.0f} evaluations ({med['random'] / med['gp_model_whole_batches']:.1f}x fewer than random).",
+              f"Speed-up of gp-model over random: {sp['of_medians']:.1f}x (ratio of medians), "
               f"{sp['median_per_window']:.1f}x median per window, {sp['min_per_window']:.1f}x worst window. "
               f"Goal >= 5x: {'met' if result['goal_met'] else 'NOT met'}.",
               f"Seconds per suggest step (GP fits + acquisition over {len(pool)} candidates, 1 thread): "

@@ -430,7 +430,11 @@ class Campaign:
         used = [TARGETS.index(t) for t in self.target.names]
         name = getattr(oracle, "name", type(oracle).__name__)
         new = 0
-        for f in cf.as_completed(futs):
+        from invdesign.campaign.executors import InlineExecutor
+
+        # inline: results in suggestion (acquisition) order; pools: as they land, each committed at once
+        arrivals = list(futs) if isinstance(executor, InlineExecutor) else cf.as_completed(futs)
+        for f in arrivals:
             sl = futs[f]
             try:
                 y = np.asarray(f.result(), dtype=float).reshape(-1, len(TARGETS))
