@@ -84,6 +84,12 @@ def main() -> int:
                     "split_seed": model.meta.get("split", {}).get("seed"), "load_s": round(time.perf_counter() - t, 3)}
     if model.meta.get("split", {}).get("seed", 0) != 0:
         raise SystemExit("the model was trained on another split; its test split is not held out here")
+    if "flow" not in model.extras:  # a model trained before `invdesign train` attached the flow
+        from invdesign.generate.flow import attach_flow
+
+        t = time.perf_counter()
+        attach_flow(model, ds, seed=0)
+        res["model"]["flow_attached_in_run_s"] = round(time.perf_counter() - t, 1)
     flow = get_flow(model)
     host = model.host
     limits = Limits.make(host)
@@ -241,10 +247,12 @@ def render(res: dict) -> str:
     q = " (--quick)" if res["quick"] else ""
     gen = res["generated"]
     valid_distinct = ", ".join(f"{g['valid']}/{g['distinct']}" for g in gen)
+    attached = res["model"].get("flow_attached_in_run_s")
+    note = f" The model file carried no flow: one was fitted in this run ({attached} s, default config, seed 0)." if attached else ""
     lines = [
         f"# Inverse design benchmark{q}",
         "",
-        f"Model: `{res['model']['path']}` (version {res['model']['version']}); held-out = share test split "
+        f"Model: `{res['model']['path']}` (version {res['model']['version']}).{note} Held-out = share test split "
         f"({rt['test_configurations']} configurations); {res['machine']['cpus']} CPUs, torch threads {res['machine']['torch_threads']}.",
         "",
         "| measure | result | goal / peer |",
