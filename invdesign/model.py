@@ -64,7 +64,7 @@ class Model:
     def __init__(self, host: HostLattice, encoder: InvariantEncoder, heads: dict, meta: dict,
                  train_occ: np.ndarray, train_y: np.ndarray, extras: dict | None = None) -> None:
         self.host = host
-        self.encoder = encoder
+        self.encoder = encoder.double().eval()  # float64 inference: symmetry images agree to ~1e-15
         self.heads = heads
         self.meta = meta
         self.train_occ = np.asarray(train_occ, dtype=np.uint8)
@@ -288,6 +288,7 @@ def train_model(dataset: Dataset, seed: int = 0, config: dict | None = None, spl
     encoder, hist = train_encoder(host, occ[tr], Y[tr], orbits.occ, {k_: cfg[k_] for k_ in ENCODER_DEFAULTS}, seed,
                                   stage("encoder", cfg["epochs"]))
     timings["encoder_s"] = time.time() - t0
+    encoder = encoder.double()
     z = embed_occ(encoder, occ, host)
     zo = embed_occ(encoder, orbits.occ, host)
     _, dmin = nearest_other(zo)

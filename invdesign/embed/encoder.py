@@ -82,16 +82,16 @@ class PreparedBatch:
     ``groups[k] = (rows, nodes, pairs, trip)`` as tensors; see :meth:`InvariantEncoder.forward_group`.
     """
 
-    def __init__(self, occ: np.ndarray, host: HostLattice) -> None:
+    def __init__(self, occ: np.ndarray, host: HostLattice, dtype: torch.dtype = torch.float32) -> None:
         cloud = defect_cloud(occ, host)
         T = len(host.defect_types)
         P = len(point_op_representatives(host))
         self.n = cloud.n
         self.groups: dict[int, tuple] = {}
-        eye = np.eye(T, dtype=np.float32)
+        eye = np.eye(T)
         for k, (rows, sites, types) in cloud.groups.items():
             M = len(rows)
-            nodes = np.zeros((M, P, k, T + 1), dtype=np.float32)
+            nodes = np.zeros((M, P, k, T + 1))
             if k:
                 nodes[..., :T] = eye[types][:, None]
                 nodes[..., T] = single_heights(sites, host)
@@ -99,8 +99,8 @@ class PreparedBatch:
             a, b = triple_index(k)
             self.groups[k] = (
                 torch.from_numpy(rows),
-                torch.from_numpy(nodes),
-                torch.from_numpy(pairs),
+                torch.from_numpy(nodes).to(dtype),
+                torch.from_numpy(pairs).to(dtype),
                 (torch.from_numpy(a), torch.from_numpy(b)),
             )
 
@@ -148,14 +148,19 @@ def build_encoder(host: HostLattice, dim: int = 12, width: int = 64, seed: int =
 
 
 def embed_occ(model: InvariantEncoder, occ: np.ndarray, host: HostLattice, chunk: int = 2048) -> np.ndarray:
-    """``(N, n_sites)`` uint8 occupancies -> ``(N, d)`` float64 embeddings (batched, no grad)."""
+    """``(N, n_sites)`` uint8 occupancies -> ``(N, d)`` float64 embeddings (batched, no grad).
+
+    Runs in the encoder's dtype; :class:`invdesign.model.Model` keeps its encoder in float64 so
+    that symmetry images agree to ~1e-15 (float32 round-off would be ~1e-7).
+    """
     occ = np.asarray(occ)
     if occ.ndim == 1:
         occ = occ[None]
     out = np.zeros((len(occ), model.dim))
     model.eval()
+    dtype = next(model.parameters()).dtype
     with torch.no_grad():
         for s in range(0, len(occ), chunk):
-            b = PreparedBatch(occ[s : s + chunk], host)
+            b = PreparedBatch(occ[s : s + chunk], host, dtype)
             out[s : s + chunk] = encode(model, b).double().numpy()
     return out

@@ -148,7 +148,7 @@ def pair_features(sites: np.ndarray, types: np.ndarray, host: HostLattice) -> np
         types: ``(M, k)`` int defect types.
 
     Returns:
-        ``(M, P, k (k-1), F)`` float32 with ``P`` point operations; per pair:
+        ``(M, P, k (k-1), F)`` float64 with ``P`` point operations; per pair:
         one-hot type of ``i`` and ``j`` (``2 T``), Gaussian RBF of the minimum-image distance
         (``N_RBF``), Fourier features of the oriented in-plane displacement (``2 * len(FREQS)``),
         heights of ``i`` and ``j`` (Angstrom / 3).
@@ -160,10 +160,10 @@ def pair_features(sites: np.ndarray, types: np.ndarray, host: HostLattice) -> np
     pi, pj = pair_index(k)
     npair = len(pi)
     F = 2 * T + N_RBF + 2 * len(FREQS) + 2
-    out = np.zeros((M, P, npair, F), dtype=np.float32)
+    out = np.zeros((M, P, npair, F), dtype=np.float64)
     if npair == 0 or M == 0:
         return out
-    eye = np.eye(T, dtype=np.float32)
+    eye = np.eye(T)
     out[..., :T] = eye[types[:, pi]][:, None]
     out[..., T : 2 * T] = eye[types[:, pj]][:, None]
     dist = host.min_image_distance[sites[:, pi], sites[:, pj]]  # (M, npair)
@@ -191,7 +191,7 @@ def n_pair_features(host: HostLattice) -> int:
 
 
 def single_heights(sites: np.ndarray, host: HostLattice) -> np.ndarray:
-    """``(M, P, k)`` float32 height (Angstrom / 3) of each defect under each point operation."""
+    """``(M, P, k)`` float64 height (Angstrom / 3) of each defect under each point operation."""
     ops = point_op_representatives(host)
     img = host.perms[ops].astype(np.int64)[:, sites]  # (P, M, k)
-    return (site_heights(host)[img] / 3.0).transpose(1, 0, 2).astype(np.float32)
+    return (site_heights(host)[img] / 3.0).transpose(1, 0, 2)
