@@ -213,11 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r['seed']} | {wtxt} | {r['inside']} / {r['pool']} ({100 * r['pool_fraction']:.1f}%) | "
                      f"{r['gp_model']['evaluations']} | {r['gp_pairs']['evaluations']} | {r['prior_only']} | "
                      f"{r['random_median']:.0f} | {r['random_expected']:.0f} |")
-    lines.append(f"| **median** | | | **{med['gp_model']:.0f}** | {med['gp_pairs']:.0f} | {med['prior_only']:.0f} | "
-                 f"**{med['random']:.0f}** | |")
+    lines.append(f"| **median** | | | **{med['gp_model']:g}** | {med['gp_pairs']:g} | {med['prior_only']:g} | "
+                 f"**{med['random']:g}** | |")
     sp = result["speedup_vs_random"]
     lines += ["", f"Counting every evaluation of the batch that holds the 5th hit, gp-model needs a median of "
-              f"{med['gp_model_whole_batches']:.0f} evaluations ({med['random'] / med['gp_model_whole_batches']:.1f}x fewer than random).",
+              f"{med['gp_model_whole_batches']:g} evaluations ({med['random'] / med['gp_model_whole_batches']:.1f}x fewer than random).",
               f"Speed-up of gp-model over random: {sp['of_medians']:.1f}x (ratio of medians), "
               f"{sp['median_per_window']:.1f}x median per window, {sp['min_per_window']:.1f}x worst window. "
               f"Goal >= 5x: {'met' if result['goal_met'] else 'NOT met'}.",
