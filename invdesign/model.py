@@ -55,7 +55,7 @@ class Model:
     Attributes:
         host: the host lattice.
         encoder: the invariant encoder (torch module).
-        heads: ``{"ridge_z", "poly_z", "ensemble_z", "ensemble_ce"}`` fitted heads.
+        heads: ``{"ridge_z", "poly_z", "ensemble_z", "ensemble_ce", "ridge_ce"}`` fitted heads.
         meta: version, data name and fingerprint, split, sizes, metrics (MAE meV), seconds, dim, targets.
         train_occ: ``(M, n_sites)`` uint8 training configurations; ``train_y``: ``(M, 2)`` eV.
         extras: other components' states, saved and loaded verbatim (e.g. ``extras["flow"]``).
@@ -92,13 +92,22 @@ class Model:
         return embed_occ(self.encoder, self._check(occ), self.host)
 
     def predict(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and std ``(N, 2)`` in eV (TARGETS order) from the best head (ensemble on cluster counts).
+        """Mean and std ``(N, 2)`` in eV (TARGETS order) from the best head, chosen per target on val.
 
-        The formation energy head predicts the total formation energy; it is divided by the
-        number of defects here (pristine cells get 0 per site).
+        Candidates are the deep ensemble (``ensemble_ce``; std = calibrated ensemble spread) and
+        ridge (``ridge_ce``; std = its validation RMSE) on exact cluster counts; ``meta["serving"]``
+        names the head serving each target. Formation energy is predicted as the total formation
+        energy and divided by the number of defects here (pristine cells count as one).
         """
         occ = self._check(occ)
-        mean, std = self.heads["ensemble_ce"].predict(cluster_counts(occ, self.host))
+        X = cluster_counts(occ, self.host)
+        mean, std = self.heads["ensemble_ce"].predict(X)
+        serving = self.meta.get("serving", {})
+        if "ridge_ce" in self.heads:
+            rm, rs = self.heads["ridge_ce"].predict(X)
+            for j, t in enumerate(self.targets):
+                if serving.get(t) == "ridge_ce":
+                    mean[:, j], std[:, j] = rm[:, j], rs[:, j]
         k = np.maximum(_n_defects(occ, self.host), 1).astype(float)
         mean[:, 0] /= k
         std[:, 0] /= k
@@ -112,10 +121,17 @@ class Model:
         return self.heads["ensemble_z"].predict(z)
 
     def predict_head(self, occ: np.ndarray, head: str) -> tuple[np.ndarray, np.ndarray]:
-        """Predictions of one named head (``ridge_z``, ``poly_z``, ``ensemble_z``, ``ensemble_ce``)."""
+        """Predictions of one head: ``best`` (what :meth:`predict` serves), ``ensemble_ce``, ``ridge_ce``,
+        ``ridge_z``, ``poly_z``, ``ensemble_z``."""
         occ = self._check(occ)
-        if head == "ensemble_ce":
+        if head == "best":
             return self.predict(occ)
+        if head in ("ensemble_ce", "ridge_ce"):
+            mean, std = self.heads[head].predict(cluster_counts(occ, self.host))
+            k = np.maximum(_n_defects(occ, self.host), 1).astype(float)
+            mean[:, 0] /= k
+            std[:, 0] /= k
+            return mean, std
         z = self.embed(occ)
         if head == "ridge_z":
             return self.heads["ridge_z"].predict(z)
@@ -154,8 +170,7 @@ class Model:
             "host": {"unit_cell_cif": self.host.unit_cell.to(fmt="cif"), "matrix": self.host.matrix.tolist(),
                      "substituents": self.host.substituents, "fingerprint": self.host.fingerprint},
             "encoder": {"config": self.encoder.config(), "state": self.encoder.state_dict()},
-            "heads": {"ridge_z": self.heads["ridge_z"].state(), "poly_z": self.heads["poly_z"].state(),
-                      "ensemble_z": self.heads["ensemble_z"].state(), "ensemble_ce": self.heads["ensemble_ce"].state()},
+            "heads": {name: head.state() for name, head in self.heads.items()},
             "train_occ": torch.as_tensor(self.train_occ),
             "train_y": torch.as_tensor(self.train_y),
             "extras": self.extras,
@@ -200,6 +215,8 @@ class Model:
                 "ensemble_z": EnsembleHead.from_state(st["heads"]["ensemble_z"]),
                 "ensemble_ce": EnsembleHead.from_state(st["heads"]["ensemble_ce"]),
             }
+            if "ridge_ce" in st["heads"]:
+                heads["ridge_ce"] = RidgeHead.from_state(st["heads"]["ridge_ce"])
             return cls(host, enc, heads, st["meta"], st["train_occ"].numpy(), st["train_y"].numpy(), st.get("extras") or {})
         except (KeyError, TypeError, RuntimeError, ValueError) as exc:
             raise InvdesignError(f"model file is incomplete or corrupt ({type(exc).__name__}: {exc})", source=source) from None
@@ -307,6 +324,9 @@ def train_model(dataset: Dataset, seed: int = 0, config: dict | None = None, spl
     heads["ensemble_ce"] = EnsembleHead(cfg["ce_members"], cfg["ce_width"], cfg["ce_epochs"], seed=seed).fit(
         X[tr], Yt[tr], X[va], Yt[va], stage("cluster-count head", cfg["ce_members"] * cfg["ce_epochs"]))
     timings["ensemble_ce_s"] = time.time() - t1
+    t1 = time.time()
+    heads["ridge_ce"] = RidgeHead().fit(X[tr], Yt[tr], X[va], Yt[va])
+    timings["ridge_ce_s"] = time.time() - t1
     meta = {
         "version": __version__,
         "format": FORMAT,
@@ -318,7 +338,8 @@ def train_model(dataset: Dataset, seed: int = 0, config: dict | None = None, spl
         "seed": seed,
         "config": cfg,
         "embedding_dim": encoder.dim,
-        "serving_head": "ensemble_ce",
+        "serving_head": "best",
+        "serving": {},
         "embedding_head": "ensemble_z",
         "orbit_table": {"max_defects": cfg["max_orbit_defects"], "classes": len(orbits),
                         "min_distance": float(dmin.min()), "margin": cfg["margin"],
@@ -329,10 +350,15 @@ def train_model(dataset: Dataset, seed: int = 0, config: dict | None = None, spl
         "metrics": {},
     }
     model = Model(host, encoder, heads, meta, occ[tr], Y[tr])
+    for head in ("ensemble_ce", "ridge_ce"):  # choose the serving head per target on val
+        pred, _ = model.predict_head(occ[va], head)
+        meta["metrics"].setdefault(head, {})["val"] = _mae_mev(pred, Y[va])
+    for t in TARGETS:
+        meta["serving"][t] = min(("ensemble_ce", "ridge_ce"), key=lambda h: meta["metrics"][h]["val"][t])
     for split, idx in (("val", va), ("test", te)):
         if len(idx) == 0:
             continue
-        for head in heads:
+        for head in [*heads, "best"]:
             pred, _ = model.predict_head(occ[idx], head)
             meta["metrics"].setdefault(head, {})[split] = _mae_mev(pred, Y[idx])
     meta["train_seconds"] = time.time() - t0

@@ -65,7 +65,8 @@ def test_train_writes_a_loadable_model_with_metadata(tiny_model, folder):
     meta = m.meta
     assert meta["split"]["seed"] == 0 and meta["seed"] == 1 and meta["embedding_dim"] == 12
     assert meta["data"]["fingerprint"] and meta["host"]["n_ops"] == 768
-    assert set(meta["metrics"]) == {"ridge_z", "poly_z", "ensemble_z", "ensemble_ce"}
+    assert set(meta["metrics"]) == {"ridge_z", "poly_z", "ensemble_z", "ensemble_ce", "ridge_ce", "best"}
+    assert set(meta["serving"]) == set(TARGETS)
     assert all(np.isfinite(v) for h in meta["metrics"].values() for s in h.values() for v in s.values())
     assert m.train_occ.shape[0] == meta["split"]["train"] and m.train_y.shape == (meta["split"]["train"], 2)
 
@@ -164,3 +165,16 @@ def test_plot_umap(tiny_model, tmp_path):
     out = tmp_path / "u.png"
     assert main(["plot", "umap", "--out", str(out), "--model", str(tiny_model), "--configs", "3", "--images", "5", "--background", "150"]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_benchmark_command(tiny_model, folder, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--data", str(folder), "--out", str(out), "--model", str(tiny_model), "--max-train", "80"]) == 0
+    res = json.loads((out / "benchmark.json").read_text())
+    methods = [r["method"] for r in res["rows"]]
+    assert methods[:4] == ["Bag of Bonds", "Coulomb Matrix", "SNN embeddings", "SNN embeddings + polynomial features"]
+    assert "Best head (ours, serves predict)" in methods and res["model"]["fingerprint_match"]
+    assert "no data" in (out / "benchmark.md").read_text()
+    assert main(["benchmark", "--data", str(folder), "--out", str(out), "--high-density", str(tmp_path / "nope")]) == 2

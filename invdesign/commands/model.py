@@ -145,7 +145,8 @@ def predict_cmd(
     for j, t in enumerate(TARGETS):
         df[f"{t}_std"] = std[:, j]
     write_csv(out, df)
-    console.print(f"{len(df)} predictions ({m.meta.get('serving_head', '?')} head) -> {out}", highlight=False)
+    heads = ", ".join(f"{t}: {h}" for t, h in m.meta.get("serving", {}).items()) or m.meta.get("serving_head", "?")
+    console.print(f"{len(df)} predictions (heads {heads}) -> {out}", highlight=False)
 
 
 def benchmark_cmd(
