@@ -151,14 +151,22 @@ class OrbitIndex:
     def covers(self, limits: Limits) -> bool:
         return limits.max_defects <= self.max_defects and set(limits.types) <= set(self.types)
 
-    def nearest(self, z: np.ndarray, mask: np.ndarray | None = None, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """``(N, k)`` indices and Euclidean distances of the ``k`` nearest orbits (within ``mask``)."""
+    def nearest(
+        self, z: np.ndarray, mask: np.ndarray | None = None, k: int = 1, metric: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, k)`` indices and distances of the ``k`` nearest orbits (within ``mask``).
+
+        ``metric``: optional ``(d, d)`` matrix ``A``; distances are ``|A (z - z')|`` (Euclidean if None).
+        """
         z = np.asarray(z, dtype=np.float64).reshape(-1, self.z.shape[1])
         cand = np.flatnonzero(mask) if mask is not None else np.arange(len(self))
         if len(cand) == 0:
             raise InvdesignError("no configuration satisfies the limits (all excluded?)")
         k = min(k, len(cand))
         zc = self.z[cand]
+        if metric is not None:
+            zc = zc @ np.asarray(metric, dtype=np.float64).T
+            z = z @ np.asarray(metric, dtype=np.float64).T
         sq = (zc**2).sum(1)
         idx = np.empty((len(z), k), dtype=np.int64)
         dist = np.empty((len(z), k))
@@ -318,6 +326,7 @@ def decode(
     distinct: bool = False,
     method: str = "auto",
     max_steps: int = 30,
+    metric: np.ndarray | None = None,
 ) -> DecodeResult:
     """Decode ``(N, d)`` embeddings into valid configurations within ``limits``.
 
@@ -330,6 +339,9 @@ def decode(
             (rows are processed in order), so the answers are distinct up to symmetry.
         method: ``"auto"`` (exact where enumerable), ``"exact"`` or ``"search"``.
         max_steps: move limit of the local search.
+        metric: optional ``(d, d)`` matrix ``A`` for the exact decoder's nearest-orbit search,
+            distance ``|A (z - z')|`` (the design pipeline uses the flow's whitening); reported
+            distances are always Euclidean.
 
     Returns:
         a :class:`DecodeResult` with ``N`` rows.
@@ -344,7 +356,7 @@ def decode(
     if method == "auto":
         method = "exact" if is_enumerable(host, limits) else "search"
     if method == "exact":
-        res = _decode_exact(z, model, limits, set(exclude), distinct)
+        res = _decode_exact(z, model, limits, set(exclude), distinct, metric)
     else:
         res = _decode_search(z, model, limits, set(exclude), distinct, max_steps)
     ok = validate(res.occ, host, limits)
@@ -353,7 +365,7 @@ def decode(
     return res
 
 
-def _decode_exact(z: np.ndarray, model, limits: Limits, exclude: set[str], distinct: bool) -> DecodeResult:
+def _decode_exact(z: np.ndarray, model, limits: Limits, exclude: set[str], distinct: bool, metric=None) -> DecodeResult:
     idx_tab = orbit_index(model, limits)
     if z.shape[1] != idx_tab.z.shape[1]:
         raise InvdesignError(f"embeddings have {z.shape[1]} dimensions, the model {idx_tab.z.shape[1]}")
@@ -362,25 +374,23 @@ def _decode_exact(z: np.ndarray, model, limits: Limits, exclude: set[str], disti
     if n_ok == 0:
         raise InvdesignError("no configuration satisfies the limits (all excluded?)")
     if not distinct:
-        nn, dist = idx_tab.nearest(z, mask, 1)
-        rows, d = nn[:, 0], dist[:, 0]
+        nn, _ = idx_tab.nearest(z, mask, 1, metric)
+        rows = nn[:, 0]
     else:
         if len(z) > n_ok:
             raise InvdesignError(f"asked for {len(z)} distinct configurations; only {n_ok} satisfy the limits")
         k = min(n_ok, 32)
-        nn, dist = idx_tab.nearest(z, mask, k)
+        nn, _ = idx_tab.nearest(z, mask, k, metric)
         taken = np.zeros(len(idx_tab), dtype=bool)
         rows = np.empty(len(z), dtype=np.int64)
-        d = np.empty(len(z))
         for i in range(len(z)):
             free = ~taken[nn[i]]
             if free.any():
-                j = int(np.argmax(free))
-                rows[i], d[i] = nn[i, j], dist[i, j]
+                rows[i] = nn[i, int(np.argmax(free))]
             else:
-                nn2, dist2 = idx_tab.nearest(z[i : i + 1], mask & ~taken, 1)
-                rows[i], d[i] = nn2[0, 0], dist2[0, 0]
+                rows[i] = idx_tab.nearest(z[i : i + 1], mask & ~taken, 1, metric)[0][0, 0]
             taken[rows[i]] = True
+    d = np.linalg.norm(idx_tab.z[rows] - z, axis=1)
     return DecodeResult(idx_tab.occ[rows].copy(), [str(k) for k in idx_tab.keys[rows]], d, np.full(len(z), "exact", dtype=object))
 
 

@@ -398,7 +398,8 @@ def _flow(model, window, limits, excl, n, samples, seed, timings, counts, y_over
         z_s = flow.sample(y_s, n_s, seed=seed + 1, temperature=temperature)
     timings["sample_s"] = timings.get("sample_s", 0.0) + time.perf_counter() - t
     t = time.perf_counter()
-    dec = decode(z_s, model, limits, exclude=excl, distinct=True)
+    # nearest in the flow's whitened coordinates: the metric the flow's density is isotropic in
+    dec = decode(z_s, model, limits, exclude=excl, distinct=True, metric=np.linalg.inv(flow.z_chol))
     timings["decode_s"] = timings.get("decode_s", 0.0) + time.perf_counter() - t
     t = time.perf_counter()
     z = np.asarray(model.embed(dec.occ), float)
