@@ -67,8 +67,9 @@ def train_cmd(
     config: Path = typer.Option(None, "--config", help="TOML with training settings (see configs/train_default.toml)."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice in training."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the train/val/test split (by id hash)."),
+    flow: bool = typer.Option(True, "--flow/--no-flow", help="Also fit the conditional flow that `design` samples from."),
 ) -> None:
-    """Train the encoder and heads on the train split; tune on val; report test MAE (meV). Restartable:
+    """Train the encoder, heads and generative flow on the train split; tune on val; report test MAE (meV). Restartable:
     the model is written atomically at the end, so an interrupted run leaves nothing and is simply rerun."""
     import torch
 
@@ -93,6 +94,14 @@ def train_cmd(
             model = train_model(ds, seed=seed, config=cfg, split_seed=split_seed, progress=progress)
     else:
         model = train_model(ds, seed=seed, config=cfg, split_seed=split_seed)
+    if flow:
+        from invdesign.generate.flow import attach_flow
+        from invdesign.progress import task
+
+        t1 = time.time()
+        with task("conditional flow (train split, early stop on val)"):
+            attach_flow(model, ds, seed=seed)
+        model.meta.setdefault("timings", {})["flow_s"] = round(time.time() - t1, 1)
     model.save(out)
     m = model.meta["metrics"]
     console.print(f"trained on {model.meta['split']['train']} structures of {ds.name} in {time.time() - t0:.0f} s -> {out}", highlight=False)

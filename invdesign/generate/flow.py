@@ -350,13 +350,15 @@ def fit_flow(
 def attach_flow(model, dataset, seed: int = 0, config: dict | None = None):
     """Fit the conditional flow on ``model.embed`` of ``dataset``'s TRAIN split; store it in the model.
 
-    The split is :func:`~invdesign.data.dataset.split_indices` ``(dataset.ids, seed=0)``: the flow
-    fits TRAIN, stops early on VAL and never sees TEST. Returns ``model`` with
+    The split is the model's own (:func:`~invdesign.data.dataset.split_indices` with the seed and
+    fractions in ``model.meta["split"]``, default seed 0): the flow fits TRAIN, stops early on VAL
+    and never sees TEST. Returns ``model`` with
     ``model.extras["flow"]`` set (plain tensors and numbers, saved with the model).
     """
     from invdesign.data.dataset import TARGETS, split_indices
 
-    split = split_indices(dataset.ids, seed=0)
+    sp = getattr(model, "meta", {}).get("split", {})
+    split = split_indices(dataset.ids, tuple(sp.get("fractions", (0.8, 0.1, 0.1))), sp.get("seed", 0))
     y = dataset.y(TARGETS)
     n = dataset.n_defects
     tr, va = split["train"], split["val"]
