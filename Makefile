@@ -13,7 +13,7 @@ demo: install
 	head -n 6 demo_out/candidates.csv
 
 test: install
-	$(PY) -m pytest -x -q --durations=15
+	$(PY) -m pytest -x --durations=15
 
 lint:
 	ruff check invdesign tests benchmarks
