@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from invdesign.commands.common import check_out_dir
 from invdesign.errors import InvdesignError
 
 console = Console()
@@ -27,14 +28,6 @@ def _parse_types(types: str | None) -> list[str] | None:
     if not items:
         raise InvdesignError("--types is empty; give labels like V_S,W_Mo")
     return items
-
-
-def _check_out_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        raise InvdesignError("output exists and is not a folder", source=str(out))
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InvdesignError("output folder's parent does not exist", source=str(parent))
 
 
 def _load_model(path: Path | None):
@@ -76,7 +69,7 @@ def design_cmd(
     for p in pool or []:
         if not p.exists():
             raise InvdesignError("pool file or folder not found", source=str(p))
-    _check_out_dir(out)
+    check_out_dir(out)
     m = _load_model(model)
     from invdesign.generate.decoder import Limits
 
@@ -164,7 +157,7 @@ def decode_cmd(
 
     if not embeddings.is_file():
         raise InvdesignError("embedding file not found", source=str(embeddings))
-    _check_out_dir(out)
+    check_out_dir(out)
     m = _load_model(model)
     limits = Limits.make(m.host, max_defects, min_defects, _parse_types(types))
     probe = np.asarray(m.train_occ[:1]) if len(m.train_occ) else m.host.host_code[None]
