@@ -294,8 +294,13 @@ def test_cli_contract_run_status_report(tmp_path, pool, window, capsys):
     capsys.readouterr()
     assert main(["campaign", "status", "--db", str(db), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["evaluations"] == st["evaluations"]
-    # a different target on the same db is refused
+    # a different target, batch size or feature map on the same db is refused, never silently ignored
     assert main(["campaign", "run", "--db", str(db), "--target", "homo_lumo_gap=0:1"]) == 2
+    capsys.readouterr()
+    assert main(["campaign", "run", "--db", str(db), "--batch", "3"]) == 2
+    assert "batch is 5, not 3" in capsys.readouterr().err
+    assert main(["campaign", "run", "--db", str(db), "--features", "model"]) == 2
+    assert "features is pairs, not model" in capsys.readouterr().err
     out = tmp_path / "rep"
     assert main(["campaign", "report", "--db", str(db), "--out", str(out)]) == 0
     obs = pd.read_csv(out / "observations.csv")

@@ -141,9 +141,11 @@ def status(db: Path = DbOpt, as_json: bool = typer.Option(False, "--json", help=
 
 def run(
     db: Path = DbOpt, target: list[str] = TargetOpt, minimise: str = MinOpt, maximise: str = MaxOpt,
-    threshold: float = ThrOpt, pool: list[Path] = PoolOpt, oracle: str = OracleOpt, batch: int = BatchOpt,
+    threshold: float = ThrOpt, pool: list[Path] = PoolOpt, oracle: str = OracleOpt,
+    batch: int = typer.Option(None, "--batch", min=1, help="Suggestions per step (default 5; a resumed campaign keeps its own)."),
     budget: int = BudgetOpt, until_hits: int = UntilOpt, seed: int = SeedOpt, model: str = ModelOpt,
-    features: str = FeatOpt, warm_start: bool = WarmOpt, acquisition: str = AcqOpt, executor: str = ExecOpt,
+    features: str = typer.Option(None, "--features", help="GP features: model (default; 12-D embedding, warm start) or pairs (exact, no model)."),
+    warm_start: bool = WarmOpt, acquisition: str = AcqOpt, executor: str = ExecOpt,
     max_defects: int = MaxDefOpt, min_defects: int = MinDefOpt, types: list[str] = TypeOpt,
     host: str = HostOpt, supercell: str = SupercellOpt, generate: int = GenOpt,
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after this many suggest steps."),
@@ -162,13 +164,18 @@ def run(
         if oracle and cfg.get("oracle") and oracle != cfg["oracle"]:
             c.close()
             raise InvdesignError(f"the campaign's oracle is {cfg['oracle']}, not {oracle}", source=str(db))
+        for name, given, stored in (("batch", batch, cfg.get("batch")), ("features", features, cfg.get("features"))):
+            if given is not None and stored is not None and given != stored:
+                c.close()
+                raise InvdesignError(f"the campaign's {name} is {stored}, not {given}; start a new --db to change it", source=str(db))
         if pool and cfg["space"].get("paths") != [str(p) for p in pool]:
             c.close()
             raise InvdesignError(f"the campaign's pool is {cfg['space'].get('paths')}, not {[str(p) for p in pool]}", source=str(db))
         resumed = True
     else:
-        c = _create(db, target, minimise, maximise, threshold, pool, oracle, batch, budget, until_hits, seed, model,
-                    features, warm_start, acquisition, executor, max_defects, min_defects, types, host, supercell, generate)
+        c = _create(db, target, minimise, maximise, threshold, pool, oracle, batch or 5, budget, until_hits, seed, model,
+                    features or "model", warm_start, acquisition, executor, max_defects, min_defects, types, host, supercell,
+                    generate)
         resumed = False
     with c:
         before = c.status()["evaluations"]
