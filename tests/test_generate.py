@@ -146,19 +146,37 @@ def test_flow_fits_samples_and_follows_its_context():
 
 
 def test_attach_flow_uses_train_and_val_only(toy, dataset, share):
-    if share is None:  # attach_flow needs targets; the generated dataset has none
+    if share is None:  # the DFT-conditioned flow needs targets; the generated dataset has none
         with pytest.raises(InvdesignError, match="no target"):
-            attach_flow(toy, dataset, config=SMALL_FLOW)
+            attach_flow(toy, dataset, config={**SMALL_FLOW, "train_set": "train"})
         return
     import copy
 
     m = copy.copy(toy)
     m.extras = {}
-    attach_flow(m, dataset, seed=0, config={**SMALL_FLOW, "max_epochs": 3})
+    attach_flow(m, dataset, seed=0, config={**SMALL_FLOW, "max_epochs": 3, "train_set": "train"})
     sp = split_indices(dataset.ids, seed=0)
     rep = m.extras["flow"]["report"]
     assert rep["n_train"] == len(sp["train"]) and rep["n_val"] == len(sp["val"])
     assert get_flow(m).dim == 12
+
+
+def test_attach_flow_on_orbits_holds_out_val(toy, dataset):
+    """Default: every enumerated orbit except VAL's, conditioned on the model's predictions."""
+    import copy
+
+    m = copy.copy(toy)
+    m.extras = {}
+    attach_flow(m, dataset, seed=0, config={**SMALL_FLOW, "max_epochs": 2})
+    sp = split_indices(dataset.ids, seed=0)
+    idx = orbit_index(m)
+    val_keys = set(dataset.subset(sp["val"]).keys)
+    rep = m.extras["flow"]["report"]
+    assert rep["n_val"] == len(sp["val"])
+    assert rep["n_train"] == len(idx) - sum(str(k) in val_keys for k in idx.keys)
+    assert get_flow(m).dim == 12
+    with pytest.raises(InvdesignError, match="train_set"):
+        attach_flow(m, dataset, config={**SMALL_FLOW, "train_set": "nope"})
 
 
 # ---------------------------------------------------------------------- decoder
