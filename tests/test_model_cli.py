@@ -27,6 +27,12 @@ ce_epochs = 5
 z_members = 2
 z_width = 16
 z_epochs = 5
+
+[flow]
+train_set = "train"
+max_epochs = 3
+hidden = 16
+n_layers = 2
 """
 
 
@@ -69,6 +75,8 @@ def test_train_writes_a_loadable_model_with_metadata(tiny_model, folder):
     assert set(meta["serving"]) == set(TARGETS)
     assert all(np.isfinite(v) for h in meta["metrics"].values() for s in h.values() for v in s.values())
     assert m.train_occ.shape[0] == meta["split"]["train"] and m.train_y.shape == (meta["split"]["train"], 2)
+    # `invdesign train` also fits the conditional flow (settings from the [flow] table)
+    assert m.extras["flow"]["config"]["max_epochs"] == 3 and m.extras["flow"]["config"]["train_set"] == "train"
 
 
 def test_training_is_seeded(tiny_model, folder, tmp_path):

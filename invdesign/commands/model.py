@@ -31,7 +31,14 @@ def read_config(path: Path | None) -> dict:
         cfg = tomllib.loads(path.read_text())
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InvdesignError(f"cannot read config ({exc})", source=str(path)) from None
-    return dict(cfg.get("train", cfg))
+    return dict(cfg.get("train", {k: v for k, v in cfg.items() if k != "flow"}))
+
+
+def read_flow_config(path: Path | None) -> dict:
+    """Flow settings from the ``[flow]`` table of the same TOML (see ``invdesign.generate.flow.DEFAULT_CONFIG``)."""
+    if path is None:
+        return {}
+    return dict(tomllib.loads(path.read_text()).get("flow", {}))
 
 
 def _model(path: Path | None):
@@ -79,6 +86,13 @@ def train_cmd(
 
     check_out_file(out, (".pt",))
     cfg = read_config(config)
+    flow_cfg = read_flow_config(config) if flow else {}
+    if flow:
+        from invdesign.generate.flow import DEFAULT_CONFIG as FLOW_DEFAULTS
+
+        bad = sorted(set(flow_cfg) - set(FLOW_DEFAULTS))
+        if bad:
+            raise InvdesignError(f"unknown flow setting(s) {bad}; known: {sorted(FLOW_DEFAULTS)}", source=str(config))
     ds = load_dataset(data)
     torch.set_num_threads(1)
     t0 = time.time()
@@ -100,7 +114,7 @@ def train_cmd(
 
         t1 = time.time()
         with task("conditional flow (train split, early stop on val)"):
-            attach_flow(model, ds, seed=seed)
+            attach_flow(model, ds, seed=seed, config=flow_cfg)
         model.meta.setdefault("timings", {})["flow_s"] = round(time.time() - t1, 1)
     model.save(out)
     m = model.meta["metrics"]

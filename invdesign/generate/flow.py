@@ -371,7 +371,11 @@ def attach_flow(model, dataset, seed: int = 0, config: dict | None = None):
     from invdesign.data.dataset import TARGETS, split_indices
 
     cfg = {**DEFAULT_CONFIG, **(config or {})}
-    split = split_indices(dataset.ids, seed=0)
+    unknown = sorted(set(cfg) - set(DEFAULT_CONFIG))
+    if unknown:
+        raise InvdesignError(f"unknown flow setting(s) {unknown}; known: {sorted(DEFAULT_CONFIG)}")
+    sp = getattr(model, "meta", {}).get("split", {})  # the model's own split: the flow never sees its TEST
+    split = split_indices(dataset.ids, tuple(sp.get("fractions", (0.8, 0.1, 0.1))), sp.get("seed", 0))
     n = dataset.n_defects
     tr, va = split["train"], split["val"]
     if cfg["train_set"] == "train":
