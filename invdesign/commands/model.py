@@ -55,6 +55,15 @@ def _structures(paths: list[Path], model, tol: float):
     return map_structures(paths, model.host, tol)
 
 
+def _inputs(structures: list[Path], out: Path, model_path: Path | None, tol: float):
+    """Check ``out``, load the model, map the structures onto its host, warn on extrapolation."""
+    check_out_file(out)
+    m = _model(model_path)
+    ds = _structures(structures, m, tol)
+    _warn_extrapolation(m, ds.occ, ds.ids)
+    return m, ds
+
+
 def _warn_extrapolation(model, occ: np.ndarray, ids) -> list[str]:
     flags = model.extrapolation(occ)
     bad = [(i, f) for i, f in zip(ids, flags) if f]
@@ -136,11 +145,8 @@ def embed_cmd(
     """Symmetry-invariant embeddings of structures."""
     from invdesign.io import write_csv
 
-    check_out_file(out)
-    m = _model(model)
-    ds = _structures(structures, m, tol)
+    m, ds = _inputs(structures, out, model, tol)
     z = m.embed(ds.occ)
-    _warn_extrapolation(m, ds.occ, ds.ids)
     df = pd.DataFrame(z, columns=[f"z{i}" for i in range(z.shape[1])])
     df.insert(0, "id", ds.ids)
     write_csv(out, df)
@@ -157,11 +163,8 @@ def predict_cmd(
     from invdesign.data.dataset import TARGETS
     from invdesign.io import write_csv
 
-    check_out_file(out)
-    m = _model(model)
-    ds = _structures(structures, m, tol)
+    m, ds = _inputs(structures, out, model, tol)
     mean, std = m.predict(ds.occ)
-    _warn_extrapolation(m, ds.occ, ds.ids)
     df = pd.DataFrame({"id": ds.ids})
     for j, t in enumerate(TARGETS):
         df[t] = mean[:, j]
