@@ -133,9 +133,13 @@ def test_flow_fits_samples_and_follows_its_context():
     true_lp = flow.log_prob(z[te], y[te], n[te]).mean()
     perm = rng.permutation(100)
     assert true_lp > flow.log_prob(z[te], y[te][perm], n[te][perm]).mean() + 1.0
-    # window sampling draws y inside the window and n from the allowed counts
-    zs, ys, ns = flow.sample_window(np.array([[0.2, 0.4], [-np.inf, np.inf]]), 50, np.array([2, 3]), seed=3)
-    assert zs.shape == (50, 4) and (ys[:, 0] >= 0.2).all() and (ys[:, 0] <= 0.4).all() and set(ns) <= {2, 3}
+    # window sampling draws contexts from the training (y, n) inside the window, within the allowed counts
+    allowed = np.isin(flow.prior.counts[:, 0], [2, 3])
+    zs, ys, ns = flow.sample_window(np.array([[0.2, 0.4], [-np.inf, np.inf]]), 50, allowed, seed=3)
+    assert zs.shape == (50, 4) and (ys[:, 0] >= 0.2).all() and (ys[:, 0] <= 0.4).all()
+    assert ns.shape == (50, 1) and set(ns[:, 0]) <= {2, 3}
+    with pytest.raises(InvdesignError, match="no configuration within these limits"):
+        flow.sample_window(np.array([[0.2, 0.4], [-np.inf, np.inf]]), 5, np.zeros(len(allowed), bool))
     # the state survives torch.save/torch.load(weights_only=True), as inside Model.save/load
     buf = io.BytesIO()
     torch.save(flow.to_state(), buf)
@@ -143,6 +147,38 @@ def test_flow_fits_samples_and_follows_its_context():
     back = ConditionalFlow.from_state(torch.load(buf, weights_only=True))
     np.testing.assert_allclose(back.log_prob(z[te], y[te], n[te]), flow.log_prob(z[te], y[te], n[te]), rtol=1e-6)
     np.testing.assert_allclose(back.sample(y[te], n[te], seed=5), flow.sample(y[te], n[te], seed=5), rtol=1e-5)
+
+
+def test_context_prior_draws_the_compositions_that_reach_the_window():
+    """p(y, counts | y in window): exact window masses, far tails finite, draws in proportion."""
+    from scipy.stats import norm
+
+    from invdesign.generate.flow import ContextPrior
+
+    rng = np.random.default_rng(0)
+    # composition (1, 0) sits at y0 ~ 1.0, (0, 1) at y0 ~ 2.0; y1 is shared
+    y = np.concatenate([np.column_stack([rng.normal(1.0, 0.05, 300), rng.uniform(0, 1, 300)]),
+                        np.column_stack([rng.normal(2.0, 0.05, 100), rng.uniform(0, 1, 100)])])
+    counts = np.array([[1, 0]] * 300 + [[0, 1]] * 100)
+    prior = ContextPrior.fit(y, counts, min_bandwidth=np.array([1e-3, 1e-3]))
+    assert prior.bandwidth[0, 0] == pytest.approx(y[:300, 0].std() * 300 ** (-1 / 6))
+    w = np.array([[0.9, 1.1], [-np.inf, np.inf]])
+    i = 7
+    h = prior.bandwidth[i, 0]
+    expect = np.log(norm.cdf((1.1 - y[i, 0]) / h) - norm.cdf((0.9 - y[i, 0]) / h))
+    assert prior.log_weights(w)[i] == pytest.approx(expect, rel=1e-9)
+    far = prior.log_weights(np.array([[50.0, 51.0], [-np.inf, np.inf]]))  # tens of thousands of sigmas away
+    assert np.isfinite(far).all() and far[300:].max() > far[:300].max()  # (0, 1) is nearer
+    ys, cs = prior.sample(np.array([[1.9, 2.1], [0.0, 0.5]]), 400, None, rng)
+    assert (cs == [0, 1]).all(axis=1).mean() > 0.99
+    assert ((ys[:, 0] >= 1.9) & (ys[:, 0] <= 2.1) & (ys[:, 1] >= 0) & (ys[:, 1] <= 0.5)).all()
+    ys, cs = prior.sample(np.array([[0.0, 3.0], [-np.inf, np.inf]]), 4000, None, rng)  # both fully inside
+    assert (cs == [1, 0]).all(axis=1).mean() == pytest.approx(0.75, abs=0.03)
+    allowed = (counts == [0, 1]).all(axis=1)
+    _, cs = prior.sample(np.array([[0.9, 1.1], [-np.inf, np.inf]]), 50, allowed, rng)
+    assert (cs == [0, 1]).all()  # limits win over the window: nearest allowed contexts
+    near = prior.nearest(np.array([[2.5, 3.0], [-np.inf, np.inf]]), 5, None, scale=np.ones(2))
+    assert (near >= 300).all() and len(near) == 5
 
 
 def test_attach_flow_uses_train_and_val_only(toy, dataset, share):
@@ -216,6 +252,29 @@ def test_decoder_never_returns_invalid_configurations(toy, host):
         decode(z[:2], toy, Limits.make(host, 1, 1, ["W_Mo"]), distinct=True)
     with pytest.raises(InvdesignError, match="finite"):
         decode(np.full((1, 12), np.nan), toy)
+
+
+def test_decoder_prefers_the_best_scored_of_the_k_nearest(toy, host):
+    """prefer/k_prefer: among each row's k nearest free orbits take the highest score, exactly."""
+    idx = orbit_index(toy)
+    rng = np.random.default_rng(4)
+    z = idx.z[rng.choice(len(idx), 25, replace=False)] + 0.01 * rng.normal(size=(25, 12))
+    score = rng.random(len(idx))
+    plain = decode(z, toy)
+    assert decode(z, toy, prefer=score, k_prefer=1).keys == plain.keys  # k = 1: the nearest orbit
+    res = decode(z, toy, prefer=score, k_prefer=5)
+    nn, _ = idx.nearest(z, None, 5)
+    want = [str(idx.keys[r[np.argmax(score[r])]]) for r in nn]
+    assert res.keys == want
+    # distinct: every row takes the best of its 5 nearest orbits not taken by an earlier row
+    res = decode(z, toy, prefer=score, k_prefer=5, distinct=True)
+    taken: set[str] = set()
+    for i, (row, key) in enumerate(zip(idx.nearest(z, None, 40)[0], res.keys)):
+        free = [r for r in row if str(idx.keys[r]) not in taken][:5]
+        assert key == str(idx.keys[free[int(np.argmax(score[free]))]]), i
+        taken.add(key)
+    with pytest.raises(InvdesignError, match="scores"):
+        decode(z, toy, prefer=score[:10], k_prefer=3)
 
 
 def test_search_decoder_beyond_enumeration(toy, host):

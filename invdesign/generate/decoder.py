@@ -327,6 +327,8 @@ def decode(
     method: str = "auto",
     max_steps: int = 30,
     metric: np.ndarray | None = None,
+    prefer: np.ndarray | None = None,
+    k_prefer: int = 1,
 ) -> DecodeResult:
     """Decode ``(N, d)`` embeddings into valid configurations within ``limits``.
 
@@ -342,6 +344,11 @@ def decode(
         metric: optional ``(d, d)`` matrix ``A`` for the exact decoder's nearest-orbit search,
             distance ``|A (z - z')|`` (the design pipeline uses the flow's whitening); reported
             distances are always Euclidean.
+        prefer: optional ``(R,)`` score over the orbit table of ``limits`` (:func:`orbit_index`),
+            exact decoder only: each row takes the highest-scoring of its ``k_prefer`` nearest
+            free orbits (ties: the nearest). ``k_prefer = 1`` (default) is the plain nearest
+            orbit; the design pipeline passes ``p_in_window`` to pick, among the few orbits
+            around a flow sample, one the model puts in the window.
 
     Returns:
         a :class:`DecodeResult` with ``N`` rows.
@@ -356,7 +363,7 @@ def decode(
     if method == "auto":
         method = "exact" if is_enumerable(host, limits) else "search"
     if method == "exact":
-        res = _decode_exact(z, model, limits, set(exclude), distinct, metric)
+        res = _decode_exact(z, model, limits, set(exclude), distinct, metric, prefer, k_prefer)
     else:
         res = _decode_search(z, model, limits, set(exclude), distinct, max_steps)
     ok = validate(res.occ, host, limits)
@@ -365,7 +372,10 @@ def decode(
     return res
 
 
-def _decode_exact(z: np.ndarray, model, limits: Limits, exclude: set[str], distinct: bool, metric=None) -> DecodeResult:
+def _decode_exact(
+    z: np.ndarray, model, limits: Limits, exclude: set[str], distinct: bool, metric=None,
+    prefer: np.ndarray | None = None, k_prefer: int = 1,
+) -> DecodeResult:
     idx_tab = orbit_index(model, limits)
     if z.shape[1] != idx_tab.z.shape[1]:
         raise InvdesignError(f"embeddings have {z.shape[1]} dimensions, the model {idx_tab.z.shape[1]}")
@@ -373,22 +383,33 @@ def _decode_exact(z: np.ndarray, model, limits: Limits, exclude: set[str], disti
     n_ok = int(mask.sum())
     if n_ok == 0:
         raise InvdesignError("no configuration satisfies the limits (all excluded?)")
+    k_prefer = max(1, int(k_prefer)) if prefer is not None else 1
+    if prefer is not None and len(prefer) != len(idx_tab):
+        raise InvdesignError(f"prefer has {len(prefer)} scores; the orbit table has {len(idx_tab)} orbits")
+
+    def pick(cands: np.ndarray) -> int:
+        """The best-scoring of the first k_prefer candidates (distance order); the nearest if no scores."""
+        if k_prefer == 1:
+            return int(cands[0])
+        c = cands[:k_prefer]
+        return int(c[int(np.argmax(prefer[c]))])  # argmax returns the first (nearest) of ties
+
     if not distinct:
-        nn, _ = idx_tab.nearest(z, mask, 1, metric)
-        rows = nn[:, 0]
+        nn, _ = idx_tab.nearest(z, mask, k_prefer, metric)
+        rows = np.array([pick(r) for r in nn], dtype=np.int64)
     else:
         if len(z) > n_ok:
             raise InvdesignError(f"asked for {len(z)} distinct configurations; only {n_ok} satisfy the limits")
-        k = min(n_ok, 32)
+        k = min(n_ok, max(32, 4 * k_prefer))
         nn, _ = idx_tab.nearest(z, mask, k, metric)
         taken = np.zeros(len(idx_tab), dtype=bool)
         rows = np.empty(len(z), dtype=np.int64)
         for i in range(len(z)):
-            free = ~taken[nn[i]]
-            if free.any():
-                rows[i] = nn[i, int(np.argmax(free))]
-            else:
-                rows[i] = idx_tab.nearest(z[i : i + 1], mask & ~taken, 1, metric)[0][0, 0]
+            free = nn[i][~taken[nn[i]]]
+            if len(free) < k_prefer and len(free) < n_ok - int(taken.sum()):
+                more = idx_tab.nearest(z[i : i + 1], mask & ~taken, min(k_prefer, n_ok - int(taken.sum())), metric)[0][0]
+                free = more
+            rows[i] = pick(free)
             taken[rows[i]] = True
     d = np.linalg.norm(idx_tab.z[rows] - z, axis=1)
     return DecodeResult(idx_tab.occ[rows].copy(), [str(k) for k in idx_tab.keys[rows]], d, np.full(len(z), "exact", dtype=object))
