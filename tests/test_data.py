@@ -285,3 +285,33 @@ def test_ids_are_file_stems(tmp_path, host, small_occ):
     with pytest.raises(InvdesignError, match="duplicate structure id 'mos2.v1'") as info:
         map_structures([a, b], host)
     assert str(b / "mos2.v1.json") in str(info.value)
+
+
+def test_structure_writers_match_pymatgen(host, tmp_path):
+    """cif_text is pymatgen's CifWriter text (bar the comment line); POSCAR reads back the same sites."""
+    from pymatgen.io.vasp import Poscar
+
+    from invdesign.io import cif_text, poscar_text
+
+    rng = np.random.default_rng(3)
+    configs = [host.host_code.copy()] + [
+        sample_configurations(host, comp, 1, rng)[0]
+        for comp in ({"V_S": 2, "W_Mo": 1}, {"V_Mo": 1, "Se_S": 2}, {"Se_S": 1})
+    ]
+    for occ in configs:
+        st = config_to_structure(occ, host)
+        assert cif_text(occ, host).splitlines()[1:] == str(CifWriter(st)).splitlines()[1:]
+        back = Poscar.from_str(poscar_text(occ, host, "c")).structure
+        assert back.composition == st.composition
+        np.testing.assert_allclose(back.lattice.matrix, st.lattice.matrix, atol=1e-9)
+        ref = sorted((s.specie.symbol, *np.round(s.frac_coords, 8)) for s in st)
+        assert sorted((s.specie.symbol, *np.round(s.frac_coords, 8)) for s in back) == ref
+    # a list of paths writes every format; each file maps back to the configuration
+    paths = write_structure(configs[1], host, [tmp_path / "a.cif", tmp_path / "a.vasp", tmp_path / "a.json"])
+    assert [p.name for p in paths] == ["a.cif", "a.vasp", "a.json"]
+    keys = canonical_keys(configs[1][None], host)
+    from invdesign.data.dataset import map_structures
+
+    assert list(map_structures(paths[:1], host).keys) == keys
+    assert list(map_structures(paths[1:2], host).keys) == keys
+    assert list(map_structures(paths[2:], host).keys) == keys

@@ -181,6 +181,29 @@ def test_context_prior_draws_the_compositions_that_reach_the_window():
     assert (near >= 300).all() and len(near) == 5
 
 
+def test_prior_allowed_follows_the_limits(host):
+    """Which of the flow's training contexts a design request may draw (composition context)."""
+    from types import SimpleNamespace
+
+    from invdesign.generate.design import prior_allowed
+    from invdesign.generate.flow import ContextPrior
+
+    labels = [host.defect_label(*t) for t in host.defect_types]
+    counts = np.zeros((4, len(labels)), dtype=int)
+    counts[0, labels.index("V_S")] = 1
+    counts[1, labels.index("V_S")] = 2
+    counts[2, [labels.index("V_S"), labels.index("W_Mo")]] = 1
+    counts[3, labels.index("W_Mo")] = 3
+    flow = SimpleNamespace(prior=ContextPrior(np.zeros((4, 2)), counts, np.ones((4, 2))))
+    assert list(prior_allowed(flow, host, Limits.make(host))) == [True] * 4
+    assert list(prior_allowed(flow, host, Limits.make(host, 2, 2))) == [False, True, True, False]
+    assert list(prior_allowed(flow, host, Limits.make(host, 3, 1, ["V_S"]))) == [True, True, False, False]
+    # more defects than any training context: the nearest counts below, the decoder adds the rest
+    assert list(prior_allowed(flow, host, Limits.make(host, 5, 4, ["V_S"]))) == [True, True, False, False]
+    with pytest.raises(InvdesignError, match="trained on no composition"):
+        prior_allowed(flow, host, Limits.make(host, 3, 1, ["Se_S"]))
+
+
 def test_attach_flow_uses_train_and_val_only(toy, dataset, share):
     if share is None:  # the DFT-conditioned flow needs targets; the generated dataset has none
         with pytest.raises(InvdesignError, match="no target"):

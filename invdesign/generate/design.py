@@ -87,8 +87,7 @@ class DesignResult:
             (tmp / "structures").mkdir()
             (tmp / "poscar").mkdir()
             for i, cid in track(list(enumerate(self.candidates["id"])), "writing structures"):
-                write_structure(self.occ[i], self.host, tmp / "structures" / f"{cid}.cif")
-                write_structure(self.occ[i], self.host, tmp / "poscar" / f"{cid}.vasp")
+                write_structure(self.occ[i], self.host, [tmp / "structures" / f"{cid}.cif", tmp / "poscar" / f"{cid}.vasp"])
             plot_candidates(self, tmp / "candidates.png")
             atomic_write_json(tmp / "summary.json", self.summary)
         return out
