@@ -135,6 +135,24 @@ def test_packaged_model_meets_the_accuracy_goal_on_the_test_split(dataset, packa
     assert len(packaged.train_occ) == len(train_ids)
 
 
+def test_unseen_clusters_are_exactly_the_features_outside_the_training_span(packaged, host):
+    """unseen_clusters > 0 exactly when the cluster counts leave the span of the training features."""
+    from invdesign.lattice.enumerate import enumerate_orbits
+
+    train = packaged.train_occ
+    assert (packaged.unseen_clusters(train[:200]) == 0).all()
+    orbits = enumerate_orbits(host, 2).occ  # every 1-2-defect class (163)
+    u = packaged.unseen_clusters(orbits)
+    X = cluster_counts(train, host).astype(float)
+    _, s, vt = np.linalg.svd(X, full_matrices=False)
+    basis = vt[s > 1e-8 * s[0]]
+    Xo = cluster_counts(orbits, host).astype(float)
+    residual = np.linalg.norm(Xo - (Xo @ basis.T) @ basis, axis=1)
+    assert ((residual > 1e-6) == (u > 0)).all() and (u > 0).any() and (u == 0).any()
+    flags = packaged.extrapolation(orbits)
+    assert all(("pair cluster" in f) == (k > 0) for f, k in zip(flags, u))
+
+
 def test_benchmark_table_small(tmp_path, dataset, packaged, host):
     from invdesign.data.dataset import Dataset
     from invdesign.predict.benchmark import markdown, run_benchmark, write_report

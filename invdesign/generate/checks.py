@@ -6,8 +6,9 @@
 Gaussians, the distance of the predicted mean to the window, novelty against the model's
 training set and the embedding distance to the nearest known configuration. Candidates whose
 composition never occurs in the training set, or whose embedding lies further from every known
-configuration than 99% of training configurations do from their nearest neighbour, are flagged
-``extrapolation``.
+configuration than 99% of training configurations do from their nearest neighbour, or that hold
+a defect pair (type pair x pair orbit) no training configuration has (``unseen_clusters``: its
+contribution is missing from the cluster-count heads' prediction), are flagged ``extrapolation``.
 """
 
 from __future__ import annotations
@@ -225,7 +226,9 @@ def check_candidates(
         DataFrame with ``canonical_key``, the predictions and stds (eV), ``p_in_window``,
         ``window_distance`` (eV), ``n_defects``, ``composition``, ``within_limits``,
         ``reembed_distance``, ``novel``, ``nearest_known_distance``, ``nearest_known_key``,
-        ``extrapolation``.
+        ``unseen_clusters`` (defect pairs with no training example: their contribution is missing
+        from the prediction), ``extrapolation`` (composition never trained on, far from every known
+        configuration in embedding space, or an unseen cluster).
     """
     host = model.host
     occ = np.asarray(occ)
@@ -258,7 +261,11 @@ def check_candidates(
     df["nearest_known_distance"] = nd
     df["nearest_known_key"] = [ks.keys[i] if i >= 0 else "" for i in nk]
     unseen = np.array([tuple(c) not in ks.compositions for c in comp], dtype=bool)
-    df["extrapolation"] = unseen | (nd > ks.far_threshold)
+    if hasattr(model, "unseen_clusters"):
+        df["unseen_clusters"] = np.asarray(model.unseen_clusters(occ), dtype=np.int64) if len(occ) else np.zeros(0, int)
+    else:  # a predictor that does not read cluster features
+        df["unseen_clusters"] = 0
+    df["extrapolation"] = unseen | (nd > ks.far_threshold) | (df["unseen_clusters"].to_numpy() > 0)
     return df
 
 
