@@ -60,7 +60,22 @@ def test_ridge_head_fits_linear_data_and_roundtrips():
     m, s = h.predict(X[200:])
     assert np.abs(m - Y[200:]).mean() < 5e-3 and np.all(s > 0)
     h2 = RidgeHead.from_state(h.state())
-    assert np.allclose(h2.predict(X)[0], h.predict(X)[0])
+    assert np.allclose(h2.predict(X)[0], h.predict(X)[0]) and np.allclose(h2.predict(X)[1], s2 := h.predict(X)[1])
+    assert s2.shape == (300, 2)
+    # calibrated: unit RMS z-score on the validation rows it was fitted against
+    z = (m - Y[200:]) / s
+    np.testing.assert_allclose(np.sqrt((z**2).mean(0)), 1.0, rtol=1e-9)
+    # the leverage is exact: a^T (A^T A + alpha I)^-1 a on the standardised features
+    A = (X[:200] - h.mu) / h.sd
+    a = (X[200:203] - h.mu) / h.sd
+    for j in range(2):
+        M = np.linalg.inv(A.T @ A + h.alpha[j] * np.eye(6))
+        np.testing.assert_allclose(h.leverage(X[200:203])[:, j], np.einsum("ij,jk,ik->i", a, M, a), rtol=1e-8)
+    # far from the training rows the std grows; a head saved without the basis keeps the constant RMSE
+    far = np.full((1, 6), 30.0)  # leverage ~ |a|^2 / 200 = 27
+    assert (h.predict(far)[1] > 3 * h.predict(X[:1])[1]).all()
+    old = {k: v for k, v in h.state().items() if k not in ("basis", "sv", "sigma")}
+    np.testing.assert_allclose(RidgeHead.from_state(old).predict(far)[1], h.rmse[None])
 
 
 def test_ensemble_head_uncertainty_and_roundtrip():

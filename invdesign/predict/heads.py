@@ -21,7 +21,12 @@ def _t(a: np.ndarray) -> torch.Tensor:
 class RidgeHead:
     """Ridge regression on standardised features; ``alpha`` per target chosen on a validation set.
 
-    The uncertainty is the constant validation RMSE of each target (a homoscedastic error bar).
+    The uncertainty is the ridge (Bayesian linear regression) predictive std per configuration,
+    ``sigma_j sqrt(1 + h_j(x))`` with the leverage ``h_j(x) = a^T (A^T A + alpha_j I)^-1 a``
+    restricted to the span of the training features (``a``: standardised features; components
+    outside the span have no fitted weight at all and are flagged as extrapolation by the model
+    instead); ``sigma_j`` is calibrated so that the validation z-scores have unit RMS. Heads saved
+    before this (no ``basis``) give the constant validation RMSE.
     """
 
     def __init__(self, alphas: tuple[float, ...] = ALPHAS) -> None:
@@ -49,17 +54,32 @@ class RidgeHead:
         self.W = np.stack([b[2] for b in best], axis=1)
         res = self._mean(Xv) - Yv
         self.rmse = np.sqrt((res**2).mean(0))
+        keep = s > 1e-8 * s[0] if len(s) else np.zeros(0, dtype=bool)
+        self.basis, self.sv = Vt[keep], s[keep]  # (r, p) right singular vectors spanning the training features
+        self.sigma = np.ones(Y.shape[1])
+        lev = self.leverage(Xv)
+        self.sigma = np.sqrt((res**2 / (1.0 + lev)).mean(0))  # validation z-scores have unit RMS
         return self
 
     def _mean(self, X: np.ndarray) -> np.ndarray:
         return ((np.asarray(X, dtype=np.float64) - self.mu) / self.sd) @ self.W + self.ym
 
+    def leverage(self, X: np.ndarray) -> np.ndarray:
+        """``(N, m)`` leverage ``h_j(x)`` of each row per target, within the training span."""
+        proj = (((np.asarray(X, dtype=np.float64) - self.mu) / self.sd) @ self.basis.T) ** 2  # (N, r)
+        return proj @ (1.0 / (self.sv[:, None] ** 2 + self.alpha[None, :]))
+
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = self._mean(X)
-        return m, np.broadcast_to(self.rmse, m.shape).copy()
+        if getattr(self, "basis", None) is None:
+            return m, np.broadcast_to(self.rmse, m.shape).copy()
+        return m, self.sigma * np.sqrt(1.0 + self.leverage(X))
 
     def state(self) -> dict:
-        return {k: _t(getattr(self, k)) for k in ("mu", "sd", "ym", "W", "alpha", "rmse")}
+        keys = ["mu", "sd", "ym", "W", "alpha", "rmse"]
+        if getattr(self, "basis", None) is not None:
+            keys += ["basis", "sv", "sigma"]
+        return {k: _t(getattr(self, k)) for k in keys}
 
     @classmethod
     def from_state(cls, st: dict) -> RidgeHead:
