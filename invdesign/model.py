@@ -95,7 +95,7 @@ class Model:
         """Mean and std ``(N, 2)`` in eV (TARGETS order) from the best head, chosen per target on val.
 
         Candidates are the deep ensemble (``ensemble_ce``; std = calibrated ensemble spread) and
-        ridge (``ridge_ce``; std = its validation RMSE) on exact cluster counts; ``meta["serving"]``
+        ridge (``ridge_ce``; std = its calibrated predictive std) on exact cluster counts; ``meta["serving"]``
         names the head serving each target. Formation energy is predicted as the total formation
         energy and divided by the number of defects here (pristine cells count as one).
         """
