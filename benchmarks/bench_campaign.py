@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "pool": {"what": "share test split (split_indices(ids, seed=0)['test'])", "n": len(pool),
                  "classes_also_in_model_training_set": overlap},
         "model": {"path": str(args.model or default_model_path()), "split": model.meta.get("split"),
-                  "test_mae_meV": model.meta.get("metrics", {}).get("ensemble_ce", {}).get("test")},
+                  "test_mae_meV": model.meta.get("metrics", {}).get("best", {}).get("test")},
         "settings": {"batch": 5, "hits": N_HITS, "min_inside": 8, "acquisition": "P(window), top-q (expected hits)",
                      "random_orders_per_window": 201},
         "windows": rows,
