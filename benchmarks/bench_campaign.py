@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.chgnet_from:
         result["chgnet_oracle"] = {**json.loads(Path(args.chgnet_from).read_text()),
-                                   "from": "an earlier `--only-chgnet` run of this script"}
+                                   "from": "an earlier run of this script"}
     elif not args.no_chgnet:
         result["chgnet_oracle"] = chgnet_check(ds, test, *args.chgnet)
     lines = [
@@ -231,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"| {c['n_fit']} | {c['n_test']} | {c['mae_meV_test']:.0f} | {c['max_error_meV_test']:.0f} | "
                   f"{c['mae_meV_fit']:.0f} | {c['dft_std_meV_test']:.0f} | {c['seconds_per_structure']:.1f} |",
                   "", "CHGNet supplies no HOMO-LUMO gap: its oracle returns the formation energy only (gap NaN)."]
+        if "from" in c:
+            lines += ["", f"This CHGNet check was taken from {c['from']} (--chgnet-from); it does not depend on the model."]
     md = "\n".join(lines) + "\n"
     print(md)
     out = Path(args.out)
