@@ -338,6 +338,7 @@ def test_design_flow_mode(toy, host, tmp_path):
     assert canonical_keys(res.occ, host) == list(c["canonical_key"])
     np.testing.assert_allclose(toy.predict(res.occ)[0], c[list(TARGETS)].to_numpy())
     assert res.summary["counts"]["sampled"] == 120 and res.summary["request"]["seed"] == 3
+    assert res.summary["request"]["flow_temperature"] == 1.3 and res.summary["request"]["decode_k_prefer"] == 8
     # the flow was asked for this window: most samples decode to configurations inside it
     assert res.summary["counts"]["returned_in_window"] >= 6
     out = tmp_path / "run"

@@ -277,6 +277,8 @@ def design(
             "samples": samples,
             "diversity": diversity,
             "reach_p": reach_p,
+            "flow_temperature": FLOW_TEMPERATURE,
+            "decode_k_prefer": DECODE_K_PREFER,
         },
         "units": "eV; p_in_window = prod over targets of P(lo <= y <= hi), y ~ Normal(prediction, std)",
         "invdesign_version": __version__,
