@@ -429,17 +429,20 @@ def _flow(
     timings["sample_s"] = timings.get("sample_s", 0.0) + time.perf_counter() - t
     t = time.perf_counter()
     # nearest in the flow's whitened coordinates: the metric the flow's density is isotropic in
-    prefer = None
-    if exact and k_prefer > 1:
-        idx, rows, _, _, p = screen(model, window, limits, excl)
-        prefer = np.zeros(len(idx))
-        prefer[rows] = p
+    prefer = pred = None
+    if exact:  # every orbit's prediction is cached: score the decoder's choices and the checks from it
+        idx = orbit_index(model, limits)
+        y_all, s_all = orbit_predictions(model, idx)
+        prefer = window.p_in(y_all, s_all) if k_prefer > 1 else None
     dec = decode(z_s, model, limits, exclude=excl, distinct=True, metric=np.linalg.inv(flow.z_chol),
                  prefer=prefer, k_prefer=k_prefer)
     timings["decode_s"] = timings.get("decode_s", 0.0) + time.perf_counter() - t
     t = time.perf_counter()
+    if exact:
+        r = np.array([idx.key_index[k] for k in dec.keys], dtype=np.int64)
+        pred = (y_all[r], s_all[r])
     z = np.asarray(model.embed(dec.occ), float)
-    table = check_candidates(dec.occ, model, window, limits, z=z, z_sampled=z_s, keys=dec.keys)
+    table = check_candidates(dec.occ, model, window, limits, z=z, z_sampled=z_s, keys=dec.keys, prediction=pred)
     table["decode_method"] = dec.method
     timings["check_s"] = timings.get("check_s", 0.0) + time.perf_counter() - t
     counts["sampled"] = counts.get("sampled", 0) + m
