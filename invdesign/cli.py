@@ -32,24 +32,69 @@ def _register() -> None:
 _register()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, turning user errors into one line and exit status 2."""
-    import click
+def _version_line() -> str:
+    """One line for bug reports: package, packaged model (content hash), torch, pymatgen and Python versions.
 
+    Read from package metadata and the model file's bytes: nothing heavy is imported.
+    """
+    import hashlib
+    import platform
+    from importlib import metadata, resources
+
+    from invdesign import __version__
+
+    def dist(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    model = resources.files("invdesign.resources") / "default_model.pt"
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()[:12]
+    return (f"invdesign {__version__} (model default sha256:{digest}) torch {dist('torch')} "
+            f"pymatgen {dist('pymatgen')} python {platform.python_version()}")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        print(_version_line())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print the package, model, torch and pymatgen versions and exit."),
+) -> None:
+    """Inverse design of defect configurations in 2D crystals (MoS2 8x8 by default)."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app; every user error (usage or input) ends as one line and exit status 2.
+
+    Usage errors are typer's own exception classes (``typer.TyperException``; typer >= 0.29 vendors
+    click, so click's classes would never match).
+    """
     warnings.filterwarnings("ignore")
     try:
         app(args=argv, standalone_mode=False, prog_name="invdesign")
     except InvdesignError as exc:
-        print(f"invdesign: error: {exc}", file=sys.stderr)
+        print(f"invdesign: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except click.exceptions.Abort:
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
         print("invdesign: aborted", file=sys.stderr)
         return 130
-    except click.ClickException as exc:
-        print(f"invdesign: error: {exc.format_message()}", file=sys.stderr)
-        return exc.exit_code or 2
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
+    except typer.TyperException as exc:
+        message = _one_line(exc.format_message())
+        if message:  # empty where typer has already shown the help (no arguments at all)
+            print(f"invdesign: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("invdesign: interrupted", file=sys.stderr)
         return 130
