@@ -305,3 +305,12 @@ def test_predict_mu_and_bookkeeping(model, host, tmp_path):
         assert b.loc[name, "formation_energy_per_site"] == pytest.approx(a.loc[name, "formation_energy_per_site"] + shift, abs=1e-9)
     assert (b["mu"] == "Mo-rich").all() and (a["mu"] == "reference").all()
     assert np.allclose(a["homo_lumo_gap"], b["homo_lumo_gap"])
+
+
+def test_along_stable_range_ends_at_the_named_limits():
+    from invdesign.synthesis.chempot import along_stable_range
+
+    for x, name in ((0.0, "Mo-rich"), (1.0, "S-rich")):
+        assert along_stable_range(x).mu == pytest.approx(read_mu(name).mu, abs=1e-12)
+    mid = along_stable_range(0.5).mu
+    assert mid["Mo"] + 2 * mid["S"] == pytest.approx(load_reference()["E_MoS2_per_fu"], abs=1e-9)

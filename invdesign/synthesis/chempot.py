@@ -76,6 +76,24 @@ class ChemicalPotentials:
         return {"name": self.name, "mu_eV_per_atom": dict(self.mu), "note": self.note}
 
 
+def along_stable_range(x: float) -> ChemicalPotentials:
+    """Chemical potentials a fraction ``x`` of the way from Mo-rich (``x = 0``) to S-rich (``x = 1``).
+
+    ``mu_Mo`` moves linearly along ``mu_Mo + 2 mu_S = E(MoS2)/f.u.``; ``mu_W`` and ``mu_Se`` follow the
+    same rule as the named limits (as rich as the competing phases allow).
+    """
+    if not 0.0 <= x <= 1.0:
+        raise InvdesignError(f"the fraction along the stable range must be in [0, 1], not {x}")
+    r = load_reference()
+    lo, hi = r["limits"]["Mo-rich"]["Mo"], r["limits"]["S-rich"]["Mo"]
+    e, ph, mu0 = r["E_MoS2_per_fu"], r["phases"], r["mu_ref"]
+    mo = lo + x * (hi - lo)
+    s = (e - mo) / 2
+    w = min(mu0["W"], ph["WS2"]["E_per_fu"] - 2 * s)
+    se = min(mu0["Se"], (ph["MoSe2"]["E_per_fu"] - mo) / 2, (ph["WSe2"]["E_per_fu"] - w) / 2)
+    return ChemicalPotentials({"Mo": mo, "S": s, "W": w, "Se": se}, f"Mo-rich..S-rich x={x:g}", r["limits_rule"])
+
+
 def _check_mu(d: dict, source: str) -> dict[str, float]:
     out = {}
     for k, v in d.items():
