@@ -314,3 +314,22 @@ def test_along_stable_range_ends_at_the_named_limits():
         assert along_stable_range(x).mu == pytest.approx(read_mu(name).mu, abs=1e-12)
     mid = along_stable_range(0.5).mu
     assert mid["Mo"] + 2 * mid["S"] == pytest.approx(load_reference()["E_MoS2_per_fu"], abs=1e-9)
+
+
+def test_unlikely_to_form_flags_arrangements_far_above_the_lowest(model, host):
+    """V_Mo + V_S: arrangements span ~2 eV; those more than 3 kT above the lowest are flagged, the lowest is not."""
+    from invdesign.generate.decoder import Limits, orbit_index
+    from invdesign.synthesis.arrangements import K_B
+    from invdesign.synthesis.plan import annotate_design
+
+    labels = [host.defect_label(*t) for t in host.defect_types]
+    want = np.array([1 if lab in ("V_Mo", "V_S") else 0 for lab in labels])
+    idx = orbit_index(model, Limits.make(host))
+    rows = np.flatnonzero(np.all(idx.composition == want, axis=1))
+    mean, std = model.predict(idx.occ[rows])
+    table = pd.DataFrame({"formation_energy_per_site": mean[:, 0]})
+    out = annotate_design(table, idx.occ[rows], model, read_mu(None), temperature=1000.0)
+    flag = out["unlikely_to_form"].to_numpy()
+    assert flag.any() and not flag.all() and not flag[np.argmin(out["e_above_arrangement_min"])]
+    assert np.array_equal(flag, out["e_above_arrangement_min"].to_numpy() > 3 * K_B * 1000.0 * 1e3)
+    assert (out["defects"] == "V_Mo^x+V_S^x").all() and (out["formation_energy_per_site_ref"] == out["formation_energy_per_site"]).all()
