@@ -333,3 +333,26 @@ def test_unlikely_to_form_flags_arrangements_far_above_the_lowest(model, host):
     assert flag.any() and not flag.all() and not flag[np.argmin(out["e_above_arrangement_min"])]
     assert np.array_equal(flag, out["e_above_arrangement_min"].to_numpy() > 3 * K_B * 1000.0 * 1e3)
     assert (out["defects"] == "V_Mo^x+V_S^x").all() and (out["formation_energy_per_site_ref"] == out["formation_energy_per_site"]).all()
+
+
+def test_type_shift_matches_dn_shift(host):
+    from invdesign.lattice.enumerate import compositions, sample_configurations
+    from invdesign.synthesis.chempot import shift_per_cell, type_shift_per_cell
+
+    occ = sample_configurations(host, {"V_Mo": 1, "W_Mo": 2, "V_S": 1, "Se_S": 3}, 5, rng=0)
+    for lim in ("Mo-rich", "S-rich"):
+        mu = read_mu(lim)
+        assert np.allclose(compositions(occ, host) @ type_shift_per_cell(host, mu), shift_per_cell(occ, host, mu), atol=1e-12)
+
+
+def test_flow_mode_samples_the_window_under_mu(model):
+    """A window below every reference formation energy is unreachable on the reference, reachable Mo-rich,
+    and the flow (its context prior shifted per composition) samples it."""
+    from invdesign.generate.design import design
+    from invdesign.synthesis.chempot import with_mu
+
+    win = {"formation_energy_per_site": (0.3, 0.5), "homo_lumo_gap": (0.8, 1.2)}
+    ref = design(win, n=5, model=model, mode="flow", samples=40)
+    mo = design(win, n=5, model=with_mu(model, read_mu("Mo-rich")), mode="flow", samples=40)
+    assert ref.summary["counts"]["in_window"] == 0 and ref.message
+    assert mo.summary["counts"]["in_window"] >= 0.8 * mo.summary["counts"]["checked"] and mo.message is None

@@ -249,11 +249,74 @@ class ReferencedModel:
         return mean, std
 
 
+def type_shift_per_cell(host: HostLattice, mu: ChemicalPotentials) -> np.ndarray:
+    """``(T,)`` eV per cell each defect of ``host.defect_types`` adds to ``E_f`` under ``mu`` (vs ``mu_ref``)."""
+    from invdesign.lattice.host import VACANCY
+
+    els = elements(host)
+    d = np.zeros((len(host.defect_types), len(els)))
+    for t, (sub, code) in enumerate(host.defect_types):
+        d[t, els.index(host.sublattices[sub])] -= 1
+        if host.species[code] != VACANCY:
+            d[t, els.index(host.species[code])] += 1
+    return -(d @ mu.delta(host))
+
+
+class _ReferencedFlow:
+    """A conditional flow whose context ``y`` (formation energy) stands on ``mu``.
+
+    The flow was trained on ``y`` under ``mu_ref``; its context prior is shifted per composition to
+    ``mu`` (so windows select the right training contexts) and contexts are shifted back before the
+    flow is conditioned on them. Needs a composition-conditioned flow (counts per defect type).
+    """
+
+    def __init__(self, flow, host: HostLattice, mu: ChemicalPotentials, j: int) -> None:
+        from invdesign.generate.flow import ContextPrior
+
+        if flow.n_counts != len(host.defect_types):
+            raise InvdesignError("--mu with flow sampling needs a flow conditioned on the composition "
+                                 "(this one sees total defect counts only); retrain it with `invdesign train`")
+        self._base, self._j = flow, j
+        self._per_type = type_shift_per_cell(host, mu)
+        p = flow.prior
+        y = p.y.copy()
+        y[:, j] += self._shift(p.counts)
+        self.prior = ContextPrior(y, p.counts, p.bandwidth)
+
+    def _shift(self, counts: np.ndarray) -> np.ndarray:
+        c = np.asarray(counts, dtype=float).reshape(-1, len(self._per_type))
+        return (c @ self._per_type) / np.maximum(c.sum(axis=1), 1.0)
+
+    def __getattr__(self, name):
+        return getattr(self._base, name)
+
+    def sample(self, y: np.ndarray, counts: np.ndarray, seed: int = 0, temperature: float = 1.0) -> np.ndarray:
+        y = np.array(y, dtype=float, copy=True)
+        y[:, self._j] -= self._shift(counts)
+        return self._base.sample(y, counts, seed=seed, temperature=temperature)
+
+    def sample_window(self, window, n: int, allowed=None, seed: int = 0, temperature: float = 1.0):
+        rng = np.random.default_rng(seed)
+        y, c = self.prior.sample(np.asarray(window, dtype=np.float64), n, allowed, rng)
+        return self.sample(y, c, seed=seed + 1, temperature=temperature), y, c
+
+
 def with_mu(model, mu: ChemicalPotentials | None):
-    """``model`` itself for the reference (or None), else a :class:`ReferencedModel`."""
+    """``model`` itself for the reference (or None), else a :class:`ReferencedModel`.
+
+    A model with a conditional flow gets a flow whose window sampling stands on ``mu`` too
+    (registered where :func:`invdesign.generate.flow.get_flow` finds it).
+    """
     if mu is None or mu.name == "reference":
         return model
-    return ReferencedModel(model, mu)
+    mu.delta(model.host)  # every element the host can hold needs a value (one clear error, before any work)
+    wrapped = ReferencedModel(model, mu)
+    if "flow" in (getattr(model, "extras", None) or {}):
+        from invdesign.generate.flow import _FLOW_CACHE, get_flow
+
+        flow = _ReferencedFlow(get_flow(model), model.host, mu, list(model.targets).index(FE))
+        _FLOW_CACHE[id(wrapped)] = (wrapped, flow)
+    return wrapped
 
 
 def reference_summary(mu: ChemicalPotentials | None = None) -> dict:
