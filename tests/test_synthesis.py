@@ -356,3 +356,11 @@ def test_flow_mode_samples_the_window_under_mu(model):
     mo = design(win, n=5, model=with_mu(model, read_mu("Mo-rich")), mode="flow", samples=40)
     assert ref.summary["counts"]["in_window"] == 0 and ref.message
     assert mo.summary["counts"]["in_window"] >= 0.8 * mo.summary["counts"]["checked"] and mo.message is None
+
+
+def test_doped_old_facets_keys(tmp_path):
+    lim = read_mu("Mo-rich")
+    ref = load_reference()["mu_ref"]
+    p = tmp_path / "old.json"
+    p.write_text(json.dumps({"facets_wrt_el_refs": {"MoS2-Mo": {e: lim.mu[e] - ref[e] for e in ref}}}))
+    assert read_mu(str(p)).mu == pytest.approx(lim.mu)

@@ -129,7 +129,9 @@ def arrangement_stats(model, occ: np.ndarray, temperature: float = 1000.0, sampl
     e_above, pop, pop_sd = np.zeros(n), np.zeros(n), np.zeros(n)
     method = [""] * n
     tables: dict[tuple, object] = {}
-    for i in range(n):
+    from invdesign.progress import track
+
+    for i in track(range(n), "arrangement populations", total=n):
         c = tuple(int(v) for v in comp[i])
         if c not in tables:
             tables[c] = exact_table(model, np.array(c))

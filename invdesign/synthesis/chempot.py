@@ -106,6 +106,9 @@ def _check_mu(d: dict, source: str) -> dict[str, float]:
 def _from_doped(d: dict, source: str, limit: str | None) -> ChemicalPotentials:
     """doped's chemical-potential dict (``{"limits": {...}, "elemental_refs": {...}, "limits_wrt_el_refs": {...}}``).
 
+    Checked against doped 3.2.1 (``doped.chemical_potentials``: ``limits`` absolute eV/atom per limit such
+    as ``"MoS2-Mo"``, ``elemental_refs`` eV/atom, ``limits_wrt_el_refs`` = ``limits - elemental_refs``);
+    the older ``facets`` / ``facets_wrt_el_refs`` keys are read the same way.
     doped's absolute values stand on the user's own DFT energies, not ours, so the transferable
     part is the value *relative to the elemental references* (``limits_wrt_el_refs``, or
     ``limits - elemental_refs``); it is added to our elemental references ``mu_ref``.
@@ -172,6 +175,9 @@ def read_mu(spec: str | Path | dict | ChemicalPotentials | None) -> ChemicalPote
         raise InvdesignError(f"cannot read JSON ({type(exc).__name__})", source=path) from None
     if not isinstance(d, dict):
         raise InvdesignError("expected a JSON object of element -> eV/atom", source=path)
+    for old_key, new_key in (("facets", "limits"), ("facets_wrt_el_refs", "limits_wrt_el_refs")):  # doped < 2
+        if old_key in d and new_key not in d:
+            d[new_key] = d.pop(old_key)
     if "limits" in d or "limits_wrt_el_refs" in d:
         return _from_doped(d, path, limit or None)
     if limit:
