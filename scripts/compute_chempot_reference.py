@@ -156,7 +156,8 @@ def main() -> None:
         "limits_rule": "mu_Mo + 2 mu_S = E(MoS2 monolayer)/f.u. (DFT); Mo-rich: mu_Mo = mu_Mo^0; S-rich: mu_S = mu_S^0; "
                        "then mu_W = min(mu_W^0, E(WS2) - 2 mu_S), mu_Se = min(mu_Se^0, (E(MoSe2) - mu_Mo)/2, (E(WSe2) - mu_W)/2)",
         "phases": phases,
-        "chgnet": {"version": getattr(chgnet, "__version__", "?"), "energies": chg, "delta_tmd_eV_per_fu": delta,
+        "chgnet": {"version": getattr(chgnet, "__version__", "?"), "weights": str(getattr(calc.model, "version", "?")),
+                   "energies": chg, "delta_tmd_eV_per_fu": delta,
                    "alignment": "E_ref(X) = E_chgnet(X) + sum_El n_El (mu_El^0 - E_chgnet(El)) + n_fu delta_tmd, "
                                 "delta_tmd = dH_DFT(MoS2) - dH_chgnet(MoS2)",
                    "relaxation": "ASE FIRE, fmax 0.01 eV/A; bulk: FrechetCellFilter; monolayer: in-plane cell only; S8: positions"},
