@@ -142,8 +142,10 @@ def test_mu_files_plain_and_doped(tmp_path, host):
     with pytest.raises(InvdesignError, match="not a finite number"):
         read_mu(str(bad))
     bad.write_text(json.dumps({"Mo": -11.0, "S": -4.0}))
-    with pytest.raises(InvdesignError, match="no value for W"):
-        rereference_per_site([1.0], Configuration.from_defects(host, ONE["W_Mo"]).occ, host, read_mu(str(bad)))
+    with pytest.raises(InvdesignError, match="no chemical potential for W"):
+        read_mu(str(bad))
+    with pytest.raises(InvdesignError, match="no value for W"):  # a dict given in Python is checked where it is used
+        rereference_per_site([1.0], Configuration.from_defects(host, ONE["W_Mo"]).occ, host, read_mu({"Mo": -11.0, "S": -4.0}))
 
 
 def test_referenced_model_shifts_only_the_formation_energy(model, host):
@@ -364,3 +366,15 @@ def test_doped_old_facets_keys(tmp_path):
     p = tmp_path / "old.json"
     p.write_text(json.dumps({"facets_wrt_el_refs": {"MoS2-Mo": {e: lim.mu[e] - ref[e] for e in ref}}}))
     assert read_mu(str(p)).mu == pytest.approx(lim.mu)
+
+
+def test_predict_bad_mu_file_is_one_line_and_writes_nothing(tmp_path, host, capsys):
+    from invdesign.io import write_structure
+
+    write_structure(Configuration.from_defects(host, ONE["V_S"]).occ, host, tmp_path / "a.cif")
+    mu = tmp_path / "mu.json"
+    mu.write_text(json.dumps({"Mo": -11.0}))
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(tmp_path / "a.cif"), "--out", str(out), "--mu", str(mu)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(mu) in err[0] and "no chemical potential for S" in err[0] and not out.exists()

@@ -141,6 +141,9 @@ def _from_doped(d: dict, source: str, limit: str | None) -> ChemicalPotentials:
     unknown = [e for e in rel if e not in ref]
     if unknown:
         raise InvdesignError(f"element {unknown[0]} has no reference in this model ({', '.join(ref)})", source=source)
+    missing = [e for e in ref if e not in rel]
+    if missing:
+        raise InvdesignError(f"limit {limit!r} gives no chemical potential for {missing[0]} (needed: {', '.join(ref)})", source=source)
     mu = {e: ref[e] + rel[e] for e in rel}
     return ChemicalPotentials(mu, f"{source}#{limit}", f"doped limit {limit!r}: {how} added to the model's elemental mu_ref")
 
@@ -186,6 +189,9 @@ def read_mu(spec: str | Path | dict | ChemicalPotentials | None) -> ChemicalPote
     unknown = [e for e in mu if e not in ref["mu_ref"]]
     if unknown:
         raise InvdesignError(f"element {unknown[0]} has no reference in this model ({', '.join(ref['mu_ref'])})", source=path)
+    missing = [e for e in ref["mu_ref"] if e not in mu]
+    if missing:
+        raise InvdesignError(f"no chemical potential for {missing[0]} (give all of {', '.join(ref['mu_ref'])}, eV/atom)", source=path)
     return ChemicalPotentials(mu, path, "absolute eV/atom in the model's reference")
 
 
