@@ -54,6 +54,10 @@ def design_cmd(
     mode: str = typer.Option("auto", "--mode", help="flow | exhaustive | auto (exhaustive where the space is enumerable)."),
     samples: int = typer.Option(None, "--samples", help="Flow samples (default 10 x n with the exact decoder)."),
     diversity: float = typer.Option(0.05, "--diversity", help="Diversity weight in the ranking (0: sort by p_in_window)."),
+    mu: str = typer.Option(None, "--mu", help="Chemical potentials the formation-energy window applies to: S-rich, Mo-rich or FILE.json "
+                           "(eV/atom in the model's 2DMD reference, or doped's format as FILE.json[#LIMIT]); default: the reference."),
+    temperature: float = typer.Option(1000.0, "--temperature", help="Growth temperature (K) for the arrangement populations."),
+    export: str = typer.Option(None, "--export", help="Per-candidate inputs for the next tools: any of vasp,qe,json -> export/<id>/."),
 ) -> None:
     """Candidates whose predicted properties lie in the target window: decoded, checked, ranked, exported."""
     from invdesign.generate.checks import Window
@@ -69,6 +73,12 @@ def design_cmd(
     for p in pool or []:
         if not p.exists():
             raise InvdesignError("pool file or folder not found", source=str(p))
+    from invdesign.synthesis.chempot import read_mu
+    from invdesign.synthesis.export import parse_export
+
+    chem, kinds = read_mu(mu), parse_export(export)
+    if not (temperature > 0 and np.isfinite(temperature)):
+        raise InvdesignError(f"--temperature must be a positive number of kelvin, not {temperature}")
     check_out_dir(out)
     m = _load_model(model)
     from invdesign.generate.decoder import Limits
@@ -77,18 +87,24 @@ def design_cmd(
     from invdesign.generate.flow import one_thread
 
     with one_thread():  # small batches: one torch thread is fastest and leaves the other cores alone
-        res = _run_design(window, n, m, pool, max_defects, min_defects, types, exclude, seed, mode, samples, diversity, out)
+        res = _run_design(window, n, m, pool, max_defects, min_defects, types, exclude, seed, mode, samples, diversity, out,
+                          chem, temperature, kinds)
     _print_result(res, out)
 
 
-def _run_design(window, n, m, pool, max_defects, min_defects, types, exclude, seed, mode, samples, diversity, out):
+def _run_design(window, n, m, pool, max_defects, min_defects, types, exclude, seed, mode, samples, diversity, out,
+                chem=None, temperature=1000.0, kinds=()):
     from invdesign.generate.design import design
+    from invdesign.synthesis.chempot import with_mu
+    from invdesign.synthesis.plan import plan_design
 
-    return design(
-        window, n, model=m, pool=list(pool) if pool else None, max_defects=max_defects, min_defects=min_defects,
-        types=_parse_types(types), exclude=list(exclude) if exclude else None, seed=seed, mode=mode,
-        samples=samples, diversity=diversity, out=out,
+    m = with_mu(m, chem)  # the window applies to formation energies under --mu
+    res = design(
+        window, n, model=m, pool=list(pool) if pool else None, max_defects=max_defects,
+        min_defects=min_defects, types=_parse_types(types), exclude=list(exclude) if exclude else None, seed=seed,
+        mode=mode, samples=samples, diversity=diversity, out=None,
     )
+    return plan_design(res, m, chem, temperature, kinds, out)
 
 
 def _print_result(res, out: Path) -> None:
@@ -96,14 +112,15 @@ def _print_result(res, out: Path) -> None:
         err_console.print(f"invdesign: {res.message}", highlight=False, soft_wrap=True)
     c = res.candidates
     t = Table(title=f"top candidates ({res.summary['request']['mode_used']}; eV)")
-    for col in ("rank", "id", "composition", "formation_energy_per_site", "homo_lumo_gap", "p_in_window", "novel"):
+    for col in ("rank", "id", "composition", "formation_energy_per_site", "homo_lumo_gap", "p_in_window", "novel", "population"):
         t.add_column(col, justify="right")
     for _, r in c.head(10).iterrows():
+        pop = f"{r['arrangement_population']:.3g}" + (" (unlikely)" if r["unlikely_to_form"] else "") if "arrangement_population" in r else ""
         t.add_row(
             str(r["rank"]), str(r["id"]), str(r["composition"]),
             f"{r['formation_energy_per_site']:.3f} ± {r['formation_energy_per_site_std']:.3f}",
             f"{r['homo_lumo_gap']:.3f} ± {r['homo_lumo_gap_std']:.3f}",
-            f"{r['p_in_window']:.3f}", str(bool(r["novel"])),
+            f"{r['p_in_window']:.3f}", str(bool(r["novel"])), pop,
         )
     console.print(t)
     s = res.summary["counts"]

@@ -158,18 +158,25 @@ def predict_cmd(
     out: Path = typer.Option(..., "--out", help="Output CSV: id,<targets>,<targets>_std (eV)."),
     model: Path = ModelOpt,
     tol: float = TolOpt,
+    mu: str = typer.Option(None, "--mu", help="Chemical potentials for the formation energy: S-rich, Mo-rich or FILE.json "
+                           "(eV/atom in the model's 2DMD reference, or doped's format as FILE.json[#LIMIT]); default: the reference."),
 ) -> None:
-    """Formation energy per defect site and HOMO-LUMO gap (eV) with one-sigma uncertainties."""
+    """Formation energy per defect site and HOMO-LUMO gap (eV) with one-sigma uncertainties, dn_<El> and defects (Kroeger-Vink)."""
     from invdesign.data.dataset import TARGETS
     from invdesign.io import write_csv
+    from invdesign.synthesis.chempot import read_mu, with_mu
+    from invdesign.synthesis.plan import bookkeeping
 
+    chem = read_mu(mu)
     m, ds = _inputs(structures, out, model, tol)
-    mean, std = m.predict(ds.occ)
+    mean, std = with_mu(m, chem).predict(ds.occ)
     df = pd.DataFrame({"id": ds.ids})
     for j, t in enumerate(TARGETS):
         df[t] = mean[:, j]
     for j, t in enumerate(TARGETS):
         df[f"{t}_std"] = std[:, j]
+    df = bookkeeping(df, ds.occ, m.host)
+    df["mu"] = chem.name
     write_csv(out, df)
     heads = ", ".join(f"{t}: {h}" for t, h in m.meta.get("serving", {}).items()) or m.meta.get("serving_head", "?")
     console.print(f"{len(df)} predictions (heads {heads}) -> {out}", highlight=False)

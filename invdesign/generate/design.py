@@ -72,11 +72,12 @@ class DesignResult:
     train_y: np.ndarray | None = field(default=None, repr=False)
     window: Window | None = field(default=None, repr=False)
 
-    def write(self, out: str | Path) -> Path:
+    def write(self, out: str | Path, extra=None) -> Path:
         """Write ``candidates.csv``, ``structures/<id>.cif``, ``poscar/<id>.vasp``, ``summary.json``, ``candidates.png``.
 
         POSCARs go to their own folder so that ``structures/`` stays a valid STRUCTURES argument
         (ids are file stems; a CIF and a POSCAR of the same id in one folder would be duplicates).
+        ``extra(tmp)``, if given, writes more files into the folder before it replaces ``out``.
         """
         from invdesign.io import atomic_dir, atomic_write_json, write_csv, write_structure
         from invdesign.progress import track
@@ -89,6 +90,8 @@ class DesignResult:
             for i, cid in track(list(enumerate(self.candidates["id"])), "writing structures"):
                 write_structure(self.occ[i], self.host, [tmp / "structures" / f"{cid}.cif", tmp / "poscar" / f"{cid}.vasp"])
             plot_candidates(self, tmp / "candidates.png")
+            if extra is not None:
+                extra(tmp)
             atomic_write_json(tmp / "summary.json", self.summary)
         return out
 
@@ -520,6 +523,10 @@ def plot_candidates(res: DesignResult, path: str | Path) -> Path:
         ax.errorbar(x, y, xerr=c[f"{TARGETS[0]}_std"], yerr=c[f"{TARGETS[1]}_std"], fmt="none", ecolor="0.4", lw=0.6, zorder=2)
         sc = ax.scatter(x, y, c=c["p_in_window"], cmap="viridis", vmin=0, vmax=1, s=22, edgecolors="k", linewidths=0.4, zorder=3, label="candidates")
         fig.colorbar(sc, ax=ax, label="p_in_window")
+        if "unlikely_to_form" in c.columns and c["unlikely_to_form"].any():  # synthesis planning: arrangement too high
+            u = c["unlikely_to_form"].to_numpy(bool)
+            ax.scatter(x[u], y[u], marker="x", c="crimson", s=40, lw=1.0, zorder=5,
+                       label="unlikely to form (> 3 kT above its composition's lowest arrangement)")
     allx = np.concatenate([ty[:, 0], c[TARGETS[0]].to_numpy()]) if len(c) else ty[:, 0]
     ally = np.concatenate([ty[:, 1], c[TARGETS[1]].to_numpy()]) if len(c) else ty[:, 1]
     w = res.window.array if res.window is not None else np.array([[-np.inf, np.inf]] * 2)

@@ -1,0 +1,149 @@
+"""Will this arrangement form? Boltzmann statistics among the arrangements of one composition.
+
+For a candidate of composition ``c`` (defect counts per type) at temperature ``T``:
+
+- ``e_above_arrangement_min`` (meV per cell): its predicted formation energy per cell minus the
+  lowest of all arrangements of ``c``. Chemical potentials shift every arrangement of ``c`` by the
+  same amount, so this does not depend on ``mu``.
+- ``arrangement_population``: ``g_a exp(-E_a / kT) / sum_b g_b exp(-E_b / kT)`` over the symmetry
+  classes ``b`` of composition ``c`` (``g`` = orbit size: the class's share of the labelled
+  arrangements), i.e. the equilibrium probability that an arrangement of these defects in this cell
+  is this one. Configurational entropy only; vibrations are not included.
+
+Exact by enumeration where the host's orbit table covers the composition (every 1-3-defect class of
+8x8 MoS2); otherwise Monte Carlo: ``M`` labelled arrangements drawn uniformly, ``Z / N = mean(w)``,
+``w = exp(-(E - E_c)/kT)``, population ``g_c / (N mean(w))`` with its delta-method standard error,
+and the minimum over the samples (so ``e_above_arrangement_min`` is then a lower bound).
+Energies are the model's predictions (eV, DFT-trained).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from invdesign.errors import InvdesignError
+
+K_B = 8.617333262e-5  # eV/K
+
+
+@dataclass
+class ArrangementStats:
+    """Per-candidate arrays ``(N,)``: meV per cell above the composition minimum, population, its std
+    (0 where exact), the method (``"exact:R"`` with R classes, ``"mc:M"`` with M samples)."""
+
+    e_above_min_meV: np.ndarray
+    population: np.ndarray
+    population_std: np.ndarray
+    method: list[str]
+
+
+def orbit_size(occ: np.ndarray, host) -> int:
+    """Number of distinct symmetry images of one configuration ``(n_sites,)``."""
+    imgs = np.asarray(occ)[np.asarray(host.perms, dtype=np.int64)]
+    return int(len(np.unique(imgs, axis=0)))
+
+
+def boltzmann(e_cell: np.ndarray, g: np.ndarray, temperature: float) -> np.ndarray:
+    """``(R,)`` populations of classes with energies ``e_cell`` (eV) and degeneracies ``g`` at ``T`` (K)."""
+    e = np.asarray(e_cell, float)
+    lw = np.log(np.asarray(g, float)) - (e - e.min()) / (K_B * temperature)
+    w = np.exp(lw - lw.max())
+    return w / w.sum()
+
+
+def _cell_energy(model, occ: np.ndarray) -> np.ndarray:
+    from invdesign.synthesis.chempot import n_defect_sites
+
+    mean, _ = model.predict(occ)
+    return np.asarray(mean, float)[:, 0] * n_defect_sites(occ, model.host)
+
+
+def exact_table(model, composition: np.ndarray):
+    """All classes of one composition from the model's enumerated orbit table.
+
+    Returns ``(keys (R,), orbit sizes (R,), E per cell (R,) in eV)`` or None when not enumerated.
+    """
+    from invdesign.generate.decoder import BASE_MAX_DEFECTS, Limits, orbit_index
+    from invdesign.generate.design import orbit_predictions
+
+    host = model.host
+    if int(np.sum(composition)) > BASE_MAX_DEFECTS or int(np.sum(composition)) < 1:
+        return None
+    idx = orbit_index(model, Limits.make(host))
+    rows = np.flatnonzero(np.all(idx.composition == np.asarray(composition)[None], axis=1))
+    if not len(rows):
+        return None
+    mean, _ = orbit_predictions(model, idx)
+    n = idx.composition[rows].sum(axis=1)
+    return idx.keys[rows], idx.orbit_size[rows].astype(float), mean[rows, 0] * n
+
+
+def monte_carlo(model, occ: np.ndarray, temperature: float, samples: int = 4000, seed: int = 0) -> tuple[float, float, float]:
+    """``(population, its standard error, E_c - min sampled E in eV)`` for one configuration by uniform sampling."""
+    from invdesign.lattice.enumerate import compositions, sample_configurations
+
+    host = model.host
+    comp = compositions(np.asarray(occ)[None], host)[0]
+    labels = [host.defect_label(*t) for t in host.defect_types]
+    want = {labels[t]: int(c) for t, c in enumerate(comp) if c}
+    draws = sample_configurations(host, want, samples, rng=seed, uniform="placement")
+    e = _cell_energy(model, draws)
+    e_c = float(_cell_energy(model, np.asarray(occ)[None])[0])
+    w = np.exp(-(e - e_c) / (K_B * temperature))
+    n_lab = _n_labelled(host, comp)
+    mw = float(w.mean())
+    se = float(w.std(ddof=1) / math.sqrt(len(w)))
+    g = orbit_size(occ, host)
+    pop = g / (n_lab * mw)
+    return pop, pop * se / mw, e_c - min(e_c, float(e.min()))
+
+
+def _n_labelled(host, comp: np.ndarray) -> float:
+    """Number of labelled arrangements of a composition (multinomial over each sublattice)."""
+    total = 1.0
+    for sub in range(len(host.sublattices)):
+        n_sites = int((host.sublattice == sub).sum())
+        counts = [int(comp[t]) for t, (s, _) in enumerate(host.defect_types) if s == sub]
+        left = n_sites
+        for c in counts:
+            total *= math.comb(left, c)
+            left -= c
+    return total
+
+
+def arrangement_stats(model, occ: np.ndarray, temperature: float = 1000.0, samples: int = 4000, seed: int = 0) -> ArrangementStats:
+    """:class:`ArrangementStats` for candidates ``occ`` ``(N, n_sites)`` at ``temperature`` (K)."""
+    from invdesign.lattice.canonical import canonical_keys
+    from invdesign.lattice.enumerate import compositions
+
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise InvdesignError(f"--temperature must be a positive number of kelvin, not {temperature}")
+    occ = np.atleast_2d(np.asarray(occ))
+    host = model.host
+    comp = compositions(occ, host)
+    keys = canonical_keys(occ, host)
+    n = len(occ)
+    e_above, pop, pop_sd = np.zeros(n), np.zeros(n), np.zeros(n)
+    method = [""] * n
+    tables: dict[tuple, object] = {}
+    from invdesign.progress import track
+
+    for i in track(range(n), "arrangement populations", total=n):
+        c = tuple(int(v) for v in comp[i])
+        if c not in tables:
+            tables[c] = exact_table(model, np.array(c))
+        tab = tables[c]
+        if tab is not None:
+            k, g, e = tab
+            p = boltzmann(e, g, temperature)
+            j = int(np.flatnonzero(k == keys[i])[0])
+            e_above[i], pop[i], method[i] = (e[j] - e.min()) * 1e3, p[j], f"exact:{len(k)}"
+        elif sum(c) == 0:
+            e_above[i], pop[i], method[i] = 0.0, 1.0, "exact:1"
+        else:
+            p, sd, de = monte_carlo(model, occ[i], temperature, samples, seed + i)
+            e_above[i], pop[i], pop_sd[i], method[i] = de * 1e3, p, sd, f"mc:{samples}"
+    return ArrangementStats(e_above, pop, pop_sd, method)
