@@ -205,7 +205,8 @@ def check_dir(out: str | Path, command: str, overwrite: bool = False) -> Path:
     files, dirs = _entries(ab)
     if not files and not dirs:
         return out
-    live = [p.name for p in ab.iterdir() if p.name.startswith(_STAGE_IN)]
+    mine = f"{_STAGE_IN}{_tag()}."
+    live = [p.name for p in ab.iterdir() if p.name.startswith(_STAGE_IN) and not p.name.startswith(mine)]
     if live:
         raise InvdesignError("another invdesign run is writing into this folder", source=str(out))
     man = read_manifest(ab)

@@ -114,6 +114,7 @@ class Campaign:
         acquisition: str = "auto",
         executor: str = "auto",
         generate: int | None = None,
+        allow_failures: bool = False,
     ) -> Campaign:
         """Create a campaign file.
 
@@ -131,6 +132,7 @@ class Campaign:
             acquisition: ``pwin`` (window), ``ei`` (single objective), ``random``, or ``auto``.
             generate: instead of a pool or the enumeration, ``generate`` candidates for the window from
                 the model's conditional flow + decoder (:func:`invdesign.generate.design.design`, flow mode).
+            allow_failures: validate a table oracle without refusing bad labels (see :meth:`run`).
         """
         from invdesign.campaign.executors import check_spec
         from invdesign.campaign.oracles import make_oracle
@@ -161,7 +163,7 @@ class Campaign:
         host_spec = {"host": host, "supercell": supercell}
         h = host_from_spec(host_spec)
         if oracle is not None:
-            make_oracle(oracle, h, needed=target.names)  # validate now: a bad spec is an error before anything is written
+            make_oracle(oracle, h, needed=target.names, allow_failures=allow_failures)  # validate now: a bad spec is an error before anything is written
         if generate is not None:
             if pool is not None:
                 raise InvdesignError("give a pool or generate candidates from the flow, not both")

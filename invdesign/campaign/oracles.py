@@ -58,24 +58,21 @@ def check_labels(df: pd.DataFrame, columns: Sequence[str], source: str, required
         ``df`` with the checked columns converted to float (NaN = not measured).
     """
     df = df.copy()
-    for col in columns:
-        if col not in df.columns:
-            continue
-        raw = df[col]
-        vals = pd.to_numeric(raw, errors="coerce").astype(float)
-        text = raw.astype(str).str.strip().str.lower()
-        blank = raw.isna() | text.isin(_MISSING)
-        for i in range(len(df)):
-            v = vals.iat[i]
-            if blank.iat[i]:
-                if col in required:
-                    raise InvdesignError(f"line {i + line_offset}, column {col}: missing value (a finite number in eV is needed)",
-                                         source=source)
-                continue
-            if not np.isfinite(v):
-                raise InvdesignError(f"line {i + line_offset}, column {col}: {raw.iat[i]!r} is not a finite number (eV)",
-                                     source=source)
-        df[col] = vals.where(~blank, np.nan)
+    cols = [c for c in columns if c in df.columns]
+    vals = {c: pd.to_numeric(df[c], errors="coerce").astype(float) for c in cols}
+    blank = {c: df[c].isna() | df[c].astype(str).str.strip().str.lower().isin(_MISSING) for c in cols}
+    bad = {c: (blank[c] & (c in required)) | (~blank[c] & ~np.isfinite(vals[c])) for c in cols}
+    rows = [i for i in range(len(df)) if any(bad[c].iat[i] for c in cols)]
+    if rows:  # the first bad cell in file order (line, then column)
+        i = rows[0]
+        c = next(c for c in cols if bad[c].iat[i])
+        if blank[c].iat[i]:
+            raise InvdesignError(f"line {i + line_offset}, column {c}: missing value (a finite number in eV is needed)",
+                                 source=source)
+        what = "is not a finite number" if np.isinf(vals[c].iat[i]) else "is not a number"
+        raise InvdesignError(f"line {i + line_offset}, column {c}: {df[c].iat[i]!r} {what} (eV)", source=source)
+    for c in cols:
+        df[c] = vals[c].where(~blank[c], np.nan)
     return df
 
 
@@ -131,8 +128,10 @@ class TableOracle:
             if "canonical_key" in df.columns else {}
         )
         self.host = host
+        self.needed = [TARGETS.index(t) for t in needed if t in TARGETS]
 
     def evaluate(self, occ: np.ndarray, ids: Sequence[str]) -> np.ndarray:
+        """``(N, 2)`` labels (eV); an id without a label, or without a finite value for a needed target, is an error."""
         out = np.full((len(ids), len(TARGETS)), np.nan)
         keys = None
         for i, cid in enumerate(ids):
@@ -145,6 +144,9 @@ class TableOracle:
                 row = self.by_key.get(keys[i])
             if row is None:
                 raise InvdesignError(f"no label for {cid!r} in the table", source=self.name)
+            miss = [TARGETS[j] for j in getattr(self, "needed", []) if not np.isfinite(row[j])]
+            if miss:
+                raise InvdesignError(f"the label of {cid!r} has no finite {miss[0]}", source=self.name)
             out[i] = row
         return out
 

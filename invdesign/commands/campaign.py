@@ -40,7 +40,8 @@ GenOpt = typer.Option(None, "--generate", min=1, help="Candidates: N configurati
 
 
 def _create(db: Path, target, minimise, maximise, threshold, pool, oracle, batch, budget, until_hits, seed, model,
-            features, warm_start, acquisition, executor, max_defects, min_defects, types, host, supercell, generate=None):
+            features, warm_start, acquisition, executor, max_defects, min_defects, types, host, supercell, generate=None,
+            allow_failures=False):
     from invdesign.campaign import Campaign, Target
 
     tgt = Target.from_cli(target, minimise, maximise, threshold)
@@ -48,7 +49,7 @@ def _create(db: Path, target, minimise, maximise, threshold, pool, oracle, batch
         db, tgt, pool or None, max_defects=max_defects, min_defects=min_defects, defect_types=types or None,
         host=host, supercell=supercell, oracle=oracle, batch=batch, budget=budget, until_hits=until_hits, seed=seed,
         model=model, features=features, warm_start=warm_start, acquisition=acquisition, executor=executor or "auto",
-        generate=generate,
+        generate=generate, allow_failures=allow_failures,
     )
 
 
@@ -200,7 +201,7 @@ def run(
     else:
         c = _create(db, target, minimise, maximise, threshold, pool, oracle, batch or 5, budget, until_hits, seed, model,
                     features or "model", warm_start, acquisition, executor, max_defects, min_defects, types, host, supercell,
-                    generate)
+                    generate, allow_failures)
         resumed = False
     with c:
         before = c.status()["evaluations"]
@@ -215,7 +216,7 @@ def run(
     _say_failures(st)
     if st["failed"] > failed_before and new == 0:
         err_console.print("invdesign: error: nothing could be evaluated in this run", highlight=False)
-        raise typer.Exit(1)
+        raise SystemExit(1)  # not typer.Exit: main() drops the code typer returns for it (standalone_mode=False)
 
 
 def report(db: Path = DbOpt, out: Path = typer.Option(..., "--out", help="Output folder."),
