@@ -162,8 +162,9 @@ class Campaign:
         check_spec(executor)
         host_spec = {"host": host, "supercell": supercell}
         h = host_from_spec(host_spec)
-        if oracle is not None:
-            make_oracle(oracle, h, needed=target.names, allow_failures=allow_failures)  # validate now: a bad spec is an error before anything is written
+        checked_oracle = None
+        if oracle is not None:  # validate now: a bad spec or label is an error before anything is written
+            checked_oracle = make_oracle(oracle, h, needed=target.names, allow_failures=allow_failures)
         if generate is not None:
             if pool is not None:
                 raise InvdesignError("give a pool or generate candidates from the flow, not both")
@@ -172,6 +173,7 @@ class Campaign:
             cands, occ, source_desc = _flow_candidates(target, generate, model, max_defects, min_defects, defect_types, seed)
         else:
             cands, occ, source_desc = _candidate_set(h, pool, max_defects, min_defects, defect_types)
+        _check_coverage(checked_oracle, cands, allow_failures)
         config = {
             "target": target.to_dict(), "host": host_spec, "space": source_desc, "oracle": oracle,
             "batch": int(batch), "budget": budget, "until_hits": until_hits, "seed": int(seed),
@@ -525,6 +527,7 @@ class Campaign:
         if isinstance(oracle, str):
             oracle = make_oracle(absolute_spec(oracle, self.store.path.absolute().parent), self.host,
                                  needed=self.target.names, allow_failures=allow_failures)
+        _check_coverage(oracle, self.candidates[0], allow_failures)
         if not hasattr(oracle, "evaluate"):
             if callable(oracle):
                 from invdesign.campaign.oracles import CallableOracle
@@ -578,6 +581,14 @@ class Campaign:
         from invdesign.campaign.report import write_report
 
         return write_report(self, out, overwrite)
+
+
+def _check_coverage(oracle, cands: pd.DataFrame, allow_failures: bool) -> None:
+    """A table oracle must label every candidate (unless failures are allowed): refused before any evaluation."""
+    from invdesign.campaign.oracles import TableOracle
+
+    if isinstance(oracle, TableOracle) and not allow_failures:
+        oracle.check_covers(list(cands["id"]), list(cands["canonical_key"]))
 
 
 def _evaluate(oracle, occ: np.ndarray, ids: list[str]) -> np.ndarray:

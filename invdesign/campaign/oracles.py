@@ -130,6 +130,13 @@ class TableOracle:
         self.host = host
         self.needed = [TARGETS.index(t) for t in needed if t in TARGETS]
 
+    def check_covers(self, ids: Sequence[str], keys: Sequence[str]) -> None:
+        """Refuse (one line naming the table) when a candidate has no label in the table, by id or canonical key."""
+        for cid, key in zip(ids, keys):
+            if str(cid) not in self.by_id and str(key) not in self.by_key:
+                raise InvdesignError(f"no label for candidate {cid!r} ({len(ids)} candidates); label every candidate "
+                                     "or give --allow-failures to record missing labels as failures", source=self.name)
+
     def evaluate(self, occ: np.ndarray, ids: Sequence[str]) -> np.ndarray:
         """``(N, 2)`` labels (eV); an id without a label, or without a finite value for a needed target, is an error."""
         out = np.full((len(ids), len(TARGETS)), np.nan)
