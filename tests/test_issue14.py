@@ -451,3 +451,13 @@ def test_train_progress_lines_not_on_a_terminal(monkeypatch, capsys):
             prog.update(t, completed=i + 1)
             time.sleep(0.03)
     assert "invdesign: encoder:" in capsys.readouterr().err
+
+
+def test_suggest_shortfall_is_said(tmp_path, capsys, pool):
+    db = tmp_path / "c.sqlite"
+    assert main(["campaign", "init", "--db", str(db), "--pool", str(pool / "pool"), "--features", "pairs",
+                 "--target", "homo_lumo_gap=1.0:1.2"]) == 0
+    capsys.readouterr()
+    assert main(["campaign", "suggest", "--db", str(db), "-n", "50"]) == 0
+    err = capsys.readouterr().err
+    assert "suggestions, not 50" in err and len(err.strip().splitlines()) == 1

@@ -87,6 +87,7 @@ def suggest(
     if structures is not None:
         check_out_dir(structures, "campaign suggest --structures", overwrite)
     with Campaign.open(db) as c:
+        st_batch = int(c.config["batch"])
         df = c.suggest(n)
         if out is not None:
             sheet = df.copy()
@@ -102,6 +103,10 @@ def suggest(
     if not len(df):
         console.print("nothing left to suggest (candidates or budget exhausted)")
         return
+    want = n or st_batch
+    if len(df) < want:
+        err_console.print(f"invdesign: {len(df)} suggestions, not {want}: the budget or the candidates left allow no more",
+                          highlight=False, soft_wrap=True)
     t = Table(title=f"step {int(df['step'].iat[0])}: {len(df)} suggestions")
     for col in ("id", "canonical_key", "acquisition", *(f"{x}_mean" for x in TARGETS)):
         t.add_column(col.replace("formation_energy_per_site", "E_f").replace("homo_lumo_gap", "gap"), justify="right")
