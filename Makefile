@@ -12,7 +12,7 @@ install:
 	$(PIP) -c $(LOCK) -e ".[peers,dev]"
 
 demo: install
-	invdesign design --target formation_energy_per_site=1.0:1.2 --target homo_lumo_gap=0.9:1.3 -n 10 --out demo_out
+	invdesign design --target formation_energy_per_site=1.0:1.2 --target homo_lumo_gap=0.9:1.3 -n 10 --out demo_out --overwrite
 	head -n 6 demo_out/candidates.csv
 
 test: install

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     warnings.filterwarnings("ignore")
     try:
-        app(args=argv, standalone_mode=False, prog_name="invdesign")
+        rc = app(args=argv, standalone_mode=False, prog_name="invdesign")  # a typer.Exit's code comes back here
     except InvdesignError as exc:
         print(f"invdesign: error: {_one_line(exc)}", file=sys.stderr)
         return 2
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("invdesign: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

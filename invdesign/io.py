@@ -1,15 +1,14 @@
 """Writing outputs atomically: CSV/JSON files and output folders, CIF/POSCAR/JSON structures.
 
 Nothing half-written: files are written to a temporary sibling and renamed into place;
-folders are filled in a temporary sibling and renamed when complete.
+folders are filled in a staging folder and renamed when complete. The rules on what may be
+created, replaced or refused are :mod:`invdesign.outputs`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,27 +20,17 @@ from invdesign.lattice.config import config_to_structure
 from invdesign.lattice.host import HostLattice
 
 
-def _check_parent(path: Path) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a hidden temporary sibling and a rename (mode from the umask)."""
+    from invdesign.outputs import write_bytes_atomic
+
+    path = Path(path)
+    parent = path.absolute().parent
     if not parent.exists():
         raise InvdesignError("output folder does not exist", source=str(parent))
     if not os.access(parent, os.W_OK):
         raise InvdesignError("output folder is not writable", source=str(parent))
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file and a rename."""
-    path = Path(path)
-    _check_parent(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomic(path, text.encode())
 
 
 def atomic_write_json(path: str | Path, obj) -> Path:
@@ -66,28 +55,16 @@ def _json_default(o):
 
 
 @contextmanager
-def atomic_dir(path: str | Path, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary folder that replaces ``path`` when the block finishes without error."""
-    path = Path(path)
-    _check_parent(path)
-    if path.exists() and not path.is_dir():
-        raise InvdesignError("output exists and is not a folder", source=str(path))
-    if path.exists() and not overwrite:
-        raise InvdesignError("output folder exists", source=str(path))
-    tmp = Path(tempfile.mkdtemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp"))
-    try:
+def atomic_dir(path: str | Path, command: str = "write", overwrite: bool = False) -> Iterator[Path]:
+    """Yield a staging folder that becomes ``path`` when the block finishes without error.
+
+    The output policy of :func:`invdesign.outputs.output_dir` (a folder holding files invdesign did
+    not write there is refused; a previous output of ``command`` is replaced only with ``overwrite``).
+    """
+    from invdesign.outputs import output_dir
+
+    with output_dir(path, command, overwrite) as tmp:
         yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _sites(occ: np.ndarray, host: HostLattice) -> tuple[list[str], np.ndarray]:

@@ -12,8 +12,6 @@ default.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 import time
 from importlib import resources
 from pathlib import Path
@@ -202,17 +200,11 @@ class Model:
         parent = path.parent if str(path.parent) else Path(".")
         if not parent.is_dir():
             raise InvdesignError("output folder does not exist", source=str(parent))
+        from invdesign.outputs import write_bytes_atomic
+
         buf = io.BytesIO()
         torch.save(self.state(), buf)
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(buf.getvalue())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_bytes_atomic(path, buf.getvalue())  # temp sibling + rename, mode from the umask
 
     @classmethod
     def from_state(cls, st: dict, source: str = "model") -> Model:
@@ -422,17 +414,36 @@ def embed(structures, model: Model | str | Path | None = None):
     return df
 
 
-def predict(structures, model: Model | str | Path | None = None):
-    """Predictions as a DataFrame ``id, <targets>, <targets>_std, extrapolation`` (eV; the CLI's columns + a flag)."""
+PRISTINE_NOTE = "no defects: the formation energy per defect site is undefined (NaN)"
+
+
+def prediction_table(model: Model, ids, occ: np.ndarray):
+    """The ``predict`` table: ``id, <targets>, <targets>_std, extrapolation, extrapolation_reason, note`` (eV).
+
+    ``extrapolation`` is a bool and ``extrapolation_reason`` says why (:meth:`Model.extrapolation`).
+    A pristine configuration (0 defects) has no formation energy per defect site: NaN, with ``note``.
+    """
     import pandas as pd
 
+    mean, std = model.predict(occ)
+    df = pd.DataFrame({"id": list(ids)})
+    for j, t in enumerate(TARGETS):
+        df[t] = np.asarray(mean, float)[:, j]
+    for j, t in enumerate(TARGETS):
+        df[f"{t}_std"] = np.asarray(std, float)[:, j]
+    reasons = model.extrapolation(occ)
+    df["extrapolation"] = [bool(r) for r in reasons]
+    df["extrapolation_reason"] = reasons
+    pristine = _n_defects(np.asarray(occ), model.host) == 0 if len(occ) else np.zeros(0, bool)
+    if "formation_energy_per_site" in TARGETS:
+        df.loc[pristine, ["formation_energy_per_site", "formation_energy_per_site_std"]] = np.nan
+    df["note"] = np.where(pristine, PRISTINE_NOTE, "")
+    return df
+
+
+def predict(structures, model: Model | str | Path | None = None):
+    """Predictions as a DataFrame ``id, <targets>, <targets>_std, extrapolation, extrapolation_reason, note``
+    (eV; the CLI's columns, :func:`prediction_table`)."""
     m = model if isinstance(model, Model) else load_model(model)
     ids, occ = _as_occ(structures, m)
-    mean, std = m.predict(occ)
-    df = pd.DataFrame({"id": ids})
-    for j, t in enumerate(TARGETS):
-        df[t] = mean[:, j]
-    for j, t in enumerate(TARGETS):
-        df[f"{t}_std"] = std[:, j]
-    df["extrapolation"] = m.extrapolation(occ)
-    return df
+    return prediction_table(m, ids, occ)

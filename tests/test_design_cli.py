@@ -91,7 +91,7 @@ def test_design_cli_end_to_end(model_file, dataset, tmp_path):
     assert sorted(p.name for p in (out / "structures").iterdir()) == sorted(f"{i}.cif" for i in c["id"])
     assert sorted(p.name for p in (out / "poscar").iterdir()) == sorted(f"{i}.vasp" for i in c["id"])
     for folder in ("structures", "poscar"):
-        assert main(["canon", str(out / folder), "--out", str(tmp_path / "keys.csv")]) == 0
+        assert main(["canon", str(out / folder), "--out", str(tmp_path / "keys.csv"), "--overwrite"]) == 0
         keys = pd.read_csv(tmp_path / "keys.csv").set_index("id")["canonical_key"]
         assert [keys[i] for i in c["id"]] == list(c["canonical_key"])
     s = json.loads((out / "summary.json").read_text())

@@ -357,7 +357,14 @@ def test_design_exhaustive_is_the_best_of_the_screen(toy, host):
     res = design(w, 5, model=toy, mode="exhaustive", diversity=0, exclude=None)
     _, rows, mean, std, p = screen(toy, Window.from_dict(w), Limits.make(host))
     assert len(rows) == 13609
-    np.testing.assert_allclose(res.candidates["p_in_window"].to_numpy(), np.sort(p)[::-1][:5])
+    c = res.candidates
+    # p_in_window is the screen's, with the std of extrapolation-flagged candidates inflated (EXTRAPOLATION_POLICY)
+    eff = c[[f"{t}_std_effective" for t in TARGETS]].to_numpy()
+    np.testing.assert_allclose(c["p_in_window"].to_numpy(), Window.from_dict(w).p_in(c[list(TARGETS)].to_numpy(), eff))
+    np.testing.assert_allclose(eff[~c["extrapolation"].to_numpy()], c.loc[~c["extrapolation"], [f"{t}_std" for t in TARGETS]])
+    assert (np.diff(c["p_in_window"].to_numpy()) <= 1e-12).all() and c["p_in_window"].max() <= p.max() + 1e-12
+    if not c["extrapolation"].iat[0]:
+        assert c["p_in_window"].iat[0] == pytest.approx(p.max())
     assert (res.candidates["source"] == "exhaustive").all()
     # excluded keys never come back; auto picks exhaustive for an enumerable space
     top = res.candidates["canonical_key"][0]

@@ -101,9 +101,11 @@ def test_embed_and_predict_csv_contracts(tiny_model, folder, tmp_path):
     assert e["id"].tolist() == [f.stem for f in files]
     assert main(["predict", *map(str, files), "--out", str(pred), "--model", str(tiny_model)]) == 0
     p = pd.read_csv(pred, dtype={"id": str})
-    assert list(p.columns[:5]) == ["id", "formation_energy_per_site", "homo_lumo_gap", "formation_energy_per_site_std", "homo_lumo_gap_std"]
+    assert list(p.columns[:8]) == ["id", "formation_energy_per_site", "homo_lumo_gap", "formation_energy_per_site_std",
+                                   "homo_lumo_gap_std", "extrapolation", "extrapolation_reason", "note"]
     assert {"dn_Mo", "dn_S", "dn_W", "dn_Se", "defects", "mu"} <= set(p.columns)  # synthesis bookkeeping (issue 13)
-    assert (p["formation_energy_per_site_std"] > 0).all() and p.notna().all().all()
+    num = p.columns[1:5]
+    assert (p["formation_energy_per_site_std"] > 0).all() and p[num].notna().all().all()
 
 
 def test_packaged_default_model_without_model_option(folder, tmp_path, host):

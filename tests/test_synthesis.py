@@ -357,7 +357,11 @@ def test_flow_mode_samples_the_window_under_mu(model):
     ref = design(win, n=5, model=model, mode="flow", samples=40)
     mo = design(win, n=5, model=with_mu(model, read_mu("Mo-rich")), mode="flow", samples=40)
     assert ref.summary["counts"]["in_window"] == 0 and ref.message
-    assert mo.summary["counts"]["in_window"] >= 0.8 * mo.summary["counts"]["checked"] and mo.message is None
+    # the sampled means sit in the window under Mo-rich (p_in_window of extrapolation-flagged candidates
+    # uses an inflated std, so the count of p >= 0.5 is not the measure of where the flow samples)
+    c = mo.candidates
+    inside = c["formation_energy_per_site"].between(0.3, 0.5) & c["homo_lumo_gap"].between(0.8, 1.2)
+    assert mo.summary["counts"]["in_window"] >= 5 and inside.all() and mo.message is None
 
 
 def test_doped_old_facets_keys(tmp_path):

@@ -15,6 +15,7 @@ Units: all target values, means and stds are eV.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +39,28 @@ def host_from_spec(spec: dict) -> HostLattice:
     if str(h).endswith(".toml"):
         return HostLattice.from_config(h)
     return HostLattice.from_unit_cell(h, sc)
+
+
+def absolute_spec(spec: str | None, base: Path | None = None) -> str | None:
+    """An oracle spec with its file made absolute (``table:F.csv`` -> ``table:/abs/F.csv``), so a campaign
+    resumes from any folder. A relative file that does not exist from here is looked up next to ``base``
+    (the database's folder: campaigns written before paths were stored absolute)."""
+    if not spec:
+        return spec
+    kind, sep, arg = spec.partition(":")
+    if kind not in ("table", "chgnet", "surrogate") or not arg:
+        return spec
+    return f"{kind}{sep}{absolute_path(arg, base)}"
+
+
+def absolute_path(p: str | Path | None, base: Path | None = None) -> str | None:
+    """``p`` made absolute; a relative ``p`` missing here but present under ``base`` resolves there."""
+    if p is None or str(p).startswith("builtin:"):
+        return None if p is None else str(p)
+    q = Path(p).expanduser()
+    if not q.is_absolute() and not q.exists() and base is not None and (base / q).exists():
+        q = base / q
+    return str(q.absolute())
 
 
 def _featurizer(config: dict, host: HostLattice):
@@ -91,6 +114,7 @@ class Campaign:
         acquisition: str = "auto",
         executor: str = "auto",
         generate: int | None = None,
+        allow_failures: bool = False,
     ) -> Campaign:
         """Create a campaign file.
 
@@ -108,6 +132,7 @@ class Campaign:
             acquisition: ``pwin`` (window), ``ei`` (single objective), ``random``, or ``auto``.
             generate: instead of a pool or the enumeration, ``generate`` candidates for the window from
                 the model's conditional flow + decoder (:func:`invdesign.generate.design.design`, flow mode).
+            allow_failures: validate a table oracle without refusing bad labels (see :meth:`run`).
         """
         from invdesign.campaign.executors import check_spec
         from invdesign.campaign.oracles import make_oracle
@@ -115,6 +140,13 @@ class Campaign:
         db = Path(db)
         if db.exists() and db.stat().st_size > 0:
             raise InvdesignError("a campaign database already exists here (use `run` to resume it)", source=str(db))
+        # every path is stored absolute: the campaign resumes from any working folder
+        oracle = absolute_spec(oracle) if isinstance(oracle, str) else oracle
+        model = absolute_path(model) if isinstance(model, (str, Path)) else model
+        if not str(host).startswith("builtin:"):
+            host = absolute_path(host)
+        if pool is not None and not isinstance(pool, Dataset):
+            pool = [absolute_path(p) for p in pool]
         if batch < 1:
             raise InvdesignError("batch must be at least 1")
         if budget is not None and budget < 1:
@@ -130,8 +162,9 @@ class Campaign:
         check_spec(executor)
         host_spec = {"host": host, "supercell": supercell}
         h = host_from_spec(host_spec)
-        if oracle is not None:
-            make_oracle(oracle, h)  # validate now: a bad spec is an error before anything is written
+        checked_oracle = None
+        if oracle is not None:  # validate now: a bad spec or label is an error before anything is written
+            checked_oracle = make_oracle(oracle, h, needed=target.names, allow_failures=allow_failures)
         if generate is not None:
             if pool is not None:
                 raise InvdesignError("give a pool or generate candidates from the flow, not both")
@@ -140,6 +173,7 @@ class Campaign:
             cands, occ, source_desc = _flow_candidates(target, generate, model, max_defects, min_defects, defect_types, seed)
         else:
             cands, occ, source_desc = _candidate_set(h, pool, max_defects, min_defects, defect_types)
+        _check_coverage(checked_oracle, cands, allow_failures)
         config = {
             "target": target.to_dict(), "host": host_spec, "space": source_desc, "oracle": oracle,
             "batch": int(batch), "budget": budget, "until_hits": until_hits, "seed": int(seed),
@@ -160,9 +194,9 @@ class Campaign:
         return cls(store)
 
     @classmethod
-    def open(cls, db: str | Path) -> Campaign:
-        """Open an existing campaign file."""
-        return cls(Store.open(db))
+    def open(cls, db: str | Path, readonly: bool = False) -> Campaign:
+        """Open an existing campaign file (``readonly``: the file is never modified, for status and reports)."""
+        return cls(Store.open(db, readonly=readonly))
 
     def close(self) -> None:
         self.store.close()
@@ -217,6 +251,7 @@ class Campaign:
             "evaluations_to_hits": [int(s) for s in obs.loc[obs["hit"], "seq"]],
             "hit_ids": [str(i) for i in obs.loc[obs["hit"], "id"]],
             "best": best,
+            "failures": self.store.failures(),
         }
 
     # ------------------------------------------------------------------ suggest
@@ -351,14 +386,11 @@ class Campaign:
         present = [t for t in TARGETS if t in df.columns]
         if not present:
             raise InvdesignError(f"observations need at least one of the columns {', '.join(TARGETS)}", source=source)
+        from invdesign.campaign.oracles import check_labels
+
+        df = check_labels(df, present, source)  # text and +-inf refused (file, line, column); blank = not measured
         for t in TARGETS:
-            if t in df.columns:
-                vals = pd.to_numeric(df[t], errors="coerce")
-                bad = vals.isna() & df[t].notna() & (df[t].astype(str).str.strip() != "")
-                if bad.any():
-                    raise InvdesignError(f"column {t}: {df[t][bad].iloc[0]!r} is not a number (eV)", source=source)
-                df[t] = vals
-            else:
+            if t not in df.columns:
                 df[t] = np.nan
         cands, occ = self.candidates
         by_id = dict(zip(cands["id"], range(len(cands))))
@@ -366,10 +398,12 @@ class Campaign:
         sug = self.store.suggestions()
         sug_by_id = dict(zip(sug["id"], sug["canonical_key"]))
         rows = []
+        self.last_skipped = 0
         for r in df.itertuples(index=False):
             rd = r._asdict()
             y = [float(rd[t]) for t in TARGETS]
             if not np.isfinite(y).any():
+                self.last_skipped += 1
                 continue
             cid = None if pd.isna(rd.get("id", None)) else str(rd.get("id"))
             key = None if pd.isna(rd.get("canonical_key", None)) else str(rd.get("canonical_key"))
@@ -400,17 +434,22 @@ class Campaign:
         if not path.is_file():
             raise InvdesignError("no such file", source=str(path))
         try:
-            df = pd.read_csv(path, dtype={"id": str, "_id": str, "canonical_key": str})
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)  # every value checked by check_labels
+            for c in ("id", "_id", "canonical_key"):
+                if c in df.columns:
+                    df[c] = df[c].where(df[c].str.strip() != "", None)
         except Exception as exc:  # noqa: BLE001 - pandas raises many types
             raise InvdesignError(f"cannot read CSV ({type(exc).__name__}: {exc})", source=str(path)) from None
         return self.observe(df, source=str(path))
 
     # ------------------------------------------------------------------ run
-    def evaluate_pending(self, oracle, executor, chunk: int = 1, on_result=None) -> int:
+    def evaluate_pending(self, oracle, executor, chunk: int = 1, on_result=None, allow_failures: bool = True) -> int:
         """Evaluate every pending suggestion with ``oracle`` on ``executor``; observe each result as it lands.
 
-        Failed evaluations (oracle errors or all-NaN values for the targeted quantities) are
-        marked ``failed`` with the error. Returns the number of new observations.
+        Failed evaluations (oracle errors or non-finite values for the targeted quantities) are
+        marked ``failed`` with the error. An input error of the oracle (:class:`InvdesignError`: a
+        label missing from a table, say) stops the run with that error unless ``allow_failures``
+        (the suggestion stays pending and is retried on resume). Returns the number of new observations.
         """
         import concurrent.futures as cf
 
@@ -438,14 +477,22 @@ class Campaign:
             sl = futs[f]
             try:
                 y = np.asarray(f.result(), dtype=float).reshape(-1, len(TARGETS))
+            except InvdesignError:
+                if not allow_failures:
+                    raise
+                for k in keys[sl]:
+                    self.store.mark_failed(k, f"{sys.exc_info()[1]}")
+                continue
             except Exception as exc:  # noqa: BLE001 - any oracle failure is recorded, the campaign goes on
                 for k in keys[sl]:
                     self.store.mark_failed(k, f"{type(exc).__name__}: {exc}")
                 continue
             recs = []
             for k, i, v in zip(keys[sl], ids[sl], y):
-                if not np.isfinite(v[used]).any():
-                    self.store.mark_failed(k, "oracle returned no value for the targeted quantities")
+                if np.isinf(v[used]).any() or not np.isfinite(v[used]).any():
+                    # +-inf is never a measurement; NaN is "not supplied" (e.g. CHGNet has no gap), all-NaN is no value
+                    bad = ", ".join(f"{TARGETS[j]}={v[j]}" for j in used if not np.isfinite(v[j]))
+                    self.store.mark_failed(k, f"oracle returned no finite value ({bad})")
                     continue
                 recs.append({"id": i, "canonical_key": k, **dict(zip(TARGETS, v))})
             if recs:
@@ -455,7 +502,8 @@ class Campaign:
         return new
 
     def run(self, oracle=None, *, until_hits: int | None = None, budget: int | None = None,
-            executor: str | None = None, max_steps: int | None = None, progress: bool = True) -> dict:
+            executor: str | None = None, max_steps: int | None = None, progress: bool = True,
+            allow_failures: bool = False) -> dict:
         """Suggest-evaluate-observe until ``until_hits`` hits or ``budget`` evaluations (resumes pending work).
 
         Args:
@@ -463,6 +511,8 @@ class Campaign:
             until_hits, budget: override the stored stopping rules for this call (budget is stored).
             executor: executor spec (default: the stored one, ``auto``).
             max_steps: stop after this many suggest steps in this call.
+            allow_failures: record bad labels (non-finite, missing) and oracle input errors as failed
+                evaluations (counted in :meth:`status`) instead of stopping with the error.
 
         Returns:
             :meth:`status`.
@@ -475,7 +525,9 @@ class Campaign:
                 raise InvdesignError("this campaign has no oracle; give one (--oracle table:F.csv, surrogate, chgnet:MU.json)")
             oracle = self.config["oracle"]
         if isinstance(oracle, str):
-            oracle = make_oracle(oracle, self.host)
+            oracle = make_oracle(absolute_spec(oracle, self.store.path.absolute().parent), self.host,
+                                 needed=self.target.names, allow_failures=allow_failures)
+        _check_coverage(oracle, self.candidates[0], allow_failures)
         if not hasattr(oracle, "evaluate"):
             if callable(oracle):
                 from invdesign.campaign.oracles import CallableOracle
@@ -504,7 +556,7 @@ class Campaign:
                     if not len(self.suggest()):
                         break  # nothing left to suggest (candidates or budget exhausted)
                     steps += 1
-                self.evaluate_pending(oracle, ex, on_result=advance)
+                self.evaluate_pending(oracle, ex, on_result=advance, allow_failures=allow_failures)
         return self.status()
 
     def _update_stop(self, until_hits: int | None, budget: int | None) -> None:
@@ -524,11 +576,19 @@ class Campaign:
                 self.store._set_meta(c, "config", json.dumps(cfg))
 
     # ------------------------------------------------------------------ report
-    def report(self, out: str | Path) -> Path:
-        """Write ``out/`` (see :func:`invdesign.campaign.report.write_report`)."""
+    def report(self, out: str | Path, overwrite: bool = False) -> Path:
+        """Write ``out/`` (see :func:`invdesign.campaign.report.write_report`; policy :mod:`invdesign.outputs`)."""
         from invdesign.campaign.report import write_report
 
-        return write_report(self, out)
+        return write_report(self, out, overwrite)
+
+
+def _check_coverage(oracle, cands: pd.DataFrame, allow_failures: bool) -> None:
+    """A table oracle must label every candidate (unless failures are allowed): refused before any evaluation."""
+    from invdesign.campaign.oracles import TableOracle
+
+    if isinstance(oracle, TableOracle) and not allow_failures:
+        oracle.check_covers(list(cands["id"]), list(cands["canonical_key"]))
 
 
 def _evaluate(oracle, occ: np.ndarray, ids: list[str]) -> np.ndarray:

@@ -38,41 +38,107 @@ class Oracle(Protocol):
     def evaluate(self, occ: np.ndarray, ids: Sequence[str]) -> np.ndarray: ...
 
 
+_MISSING = {"", "nan", "na", "n/a", "null", "none"}
+
+
+def check_labels(df: pd.DataFrame, columns: Sequence[str], source: str, required: Sequence[str] = (),
+                 line_offset: int = 2) -> pd.DataFrame:
+    """Target columns of a label table as floats (eV), refusing anything that is not a finite number.
+
+    ``inf``/``-inf`` and text are refused everywhere; a blank or NaN cell is refused in the
+    ``required`` columns (allowed, meaning "not measured", in the others). The error names the
+    file, the line (``line_offset`` = the line of the first data row) and the column.
+
+    Args:
+        df: the table as read (any dtypes; strings are kept when read with ``dtype=str``).
+        columns: target columns to check (those present in ``df``).
+        required: columns where a missing value is an error.
+
+    Returns:
+        ``df`` with the checked columns converted to float (NaN = not measured).
+    """
+    df = df.copy()
+    cols = [c for c in columns if c in df.columns]
+    vals = {c: pd.to_numeric(df[c], errors="coerce").astype(float) for c in cols}
+    blank = {c: df[c].isna() | df[c].astype(str).str.strip().str.lower().isin(_MISSING) for c in cols}
+    bad = {c: (blank[c] & (c in required)) | (~blank[c] & ~np.isfinite(vals[c])) for c in cols}
+    rows = [i for i in range(len(df)) if any(bad[c].iat[i] for c in cols)]
+    if rows:  # the first bad cell in file order (line, then column)
+        i = rows[0]
+        c = next(c for c in cols if bad[c].iat[i])
+        if blank[c].iat[i]:
+            raise InvdesignError(f"line {i + line_offset}, column {c}: missing value (a finite number in eV is needed)",
+                                 source=source)
+        what = "is not a finite number" if np.isinf(vals[c].iat[i]) else "is not a number"
+        raise InvdesignError(f"line {i + line_offset}, column {c}: {df[c].iat[i]!r} {what} (eV)", source=source)
+    for c in cols:
+        df[c] = vals[c].where(~blank[c], np.nan)
+    return df
+
+
 class TableOracle:
     """Labels from a table (CSV with ``_id`` or ``id``, optional ``canonical_key``, target columns).
+
+    Every label is checked when the table is read: text and ``inf``/``-inf`` are refused with the
+    file, line and column, and so is a missing value in a ``needed`` column (the campaign's
+    targets). With ``allow_failures`` such labels are kept as NaN instead and the evaluations that
+    hit them are recorded as failed (counted and reported by the campaign).
 
     Args:
         table: path of the CSV (``.csv`` or ``.csv.gz``) or a DataFrame.
         host: host lattice; needed only to label configurations by canonical key.
+        needed: target names that must have a finite value in every row (default: none).
+        allow_failures: do not refuse bad labels; they become failed evaluations.
     """
 
     cheap = True
 
-    def __init__(self, table: str | Path | pd.DataFrame, host: HostLattice | None = None) -> None:
+    def __init__(self, table: str | Path | pd.DataFrame, host: HostLattice | None = None,
+                 needed: Sequence[str] = (), allow_failures: bool = False) -> None:
         if isinstance(table, pd.DataFrame):
             df = table.copy()
             if "_id" not in df.columns and "id" in df.columns:
                 df = df.rename(columns={"id": "_id"})
             self.name = "table:<DataFrame>"
+            source = "<DataFrame>"
         else:
             path = Path(table)
             if not path.is_file():
                 raise InvdesignError("oracle table not found", source=str(path))
-            df = read_targets(path)
+            df = read_targets(path, raw=True)
             self.name = f"table:{path}"
+            source = str(path)
         present = [t for t in TARGETS if t in df.columns]
         if not present:
             raise InvdesignError(f"oracle table has none of the target columns {list(TARGETS)}", source=self.name)
+        missing_needed = [t for t in needed if t not in df.columns]
+        if missing_needed and not allow_failures:
+            raise InvdesignError(f"the table has no column {missing_needed[0]} (a target of the campaign)", source=source)
+        if allow_failures:
+            for t in present:
+                vals = pd.to_numeric(df[t], errors="coerce").astype(float)
+                df[t] = vals.where(np.isfinite(vals), np.nan)
+        else:
+            df = check_labels(df, present, source, required=list(needed))
         for t in TARGETS:
-            df[t] = pd.to_numeric(df[t], errors="coerce") if t in df.columns else np.nan
+            df[t] = df[t].astype(float) if t in df.columns else np.nan
         self.by_id = {str(k): v for k, v in zip(df["_id"].astype(str), df[list(TARGETS)].to_numpy(float))}
         self.by_key = (
             {str(k): v for k, v in zip(df["canonical_key"].astype(str), df[list(TARGETS)].to_numpy(float))}
             if "canonical_key" in df.columns else {}
         )
         self.host = host
+        self.needed = [TARGETS.index(t) for t in needed if t in TARGETS]
+
+    def check_covers(self, ids: Sequence[str], keys: Sequence[str]) -> None:
+        """Refuse (one line naming the table) when a candidate has no label in the table, by id or canonical key."""
+        for cid, key in zip(ids, keys):
+            if str(cid) not in self.by_id and str(key) not in self.by_key:
+                raise InvdesignError(f"no label for candidate {cid!r} ({len(ids)} candidates); label every candidate "
+                                     "or give --allow-failures to record missing labels as failures", source=self.name)
 
     def evaluate(self, occ: np.ndarray, ids: Sequence[str]) -> np.ndarray:
+        """``(N, 2)`` labels (eV); an id without a label, or without a finite value for a needed target, is an error."""
         out = np.full((len(ids), len(TARGETS)), np.nan)
         keys = None
         for i, cid in enumerate(ids):
@@ -85,6 +151,9 @@ class TableOracle:
                 row = self.by_key.get(keys[i])
             if row is None:
                 raise InvdesignError(f"no label for {cid!r} in the table", source=self.name)
+            miss = [TARGETS[j] for j in getattr(self, "needed", []) if not np.isfinite(row[j])]
+            if miss:
+                raise InvdesignError(f"the label of {cid!r} has no finite {miss[0]}", source=self.name)
             out[i] = row
         return out
 
@@ -280,13 +349,17 @@ class ChgnetOracle(AseOracle):
         atomic_write_json(path, {"mu": self.mu, "fmax": self.fmax, "steps": self.steps})
 
 
-def make_oracle(spec: str, host: HostLattice | None = None) -> Oracle:
-    """Oracle from a spec string: ``table:F.csv``, ``surrogate[:MODEL]``, ``chgnet:MU.json``."""
+def make_oracle(spec: str, host: HostLattice | None = None, needed: Sequence[str] = (),
+                allow_failures: bool = False) -> Oracle:
+    """Oracle from a spec string: ``table:F.csv``, ``surrogate[:MODEL]``, ``chgnet:MU.json``.
+
+    ``needed`` (the campaign's target names) and ``allow_failures`` go to :class:`TableOracle`.
+    """
     kind, _, arg = spec.partition(":")
     if kind == "table":
         if not arg:
             raise InvdesignError("oracle table:F.csv needs a file")
-        return TableOracle(arg, host)
+        return TableOracle(arg, host, needed=needed, allow_failures=allow_failures)
     if kind == "surrogate":
         return SurrogateOracle(arg or None)
     if kind == "chgnet":

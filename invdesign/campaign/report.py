@@ -21,8 +21,8 @@ import numpy as np
 from invdesign.data.dataset import TARGETS
 
 
-def write_report(campaign, out: str | Path) -> Path:
-    """Write the report folder ``out`` (replaced as a whole). Returns its path."""
+def write_report(campaign, out: str | Path, overwrite: bool = False) -> Path:
+    """Write the report folder ``out`` (a previous report replaced only with ``overwrite``). Returns its path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,7 +37,7 @@ def write_report(campaign, out: str | Path) -> Path:
     table = obs.drop(columns=["created"]).merge(sug[pred_cols], on="canonical_key", how="left")
     occ = campaign.store.observation_occ()
     status = campaign.status()
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "campaign report", overwrite) as tmp:
         write_csv(tmp / "observations.csv", table)
         atomic_write_json(tmp / "status.json", status)
         n = np.arange(1, len(obs) + 1)

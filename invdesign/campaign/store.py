@@ -80,17 +80,33 @@ class Store:
             raise InvdesignError(f"cannot open campaign database ({exc})", source=str(path)) from None
         return conn
 
+    @staticmethod
+    def _connect_readonly(path: Path) -> sqlite3.Connection:
+        """A connection that cannot change the file (``mode=ro`` URI: no schema, no journal-mode switch)."""
+        try:
+            conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True, timeout=120.0,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=120000")
+        except sqlite3.DatabaseError as exc:
+            raise InvdesignError(f"cannot open campaign database ({exc})", source=str(path)) from None
+        return conn
+
     @classmethod
-    def open(cls, path: str | Path) -> Store:
+    def open(cls, path: str | Path, readonly: bool = False) -> Store:
+        """Open an existing campaign file; ``readonly`` for commands that must never modify it (status, report)."""
         path = Path(path)
         if not path.is_file():
             raise InvdesignError("no campaign database here (create one with `invdesign campaign init`)", source=str(path))
-        store = cls(path, cls._connect(path))
+        if path.stat().st_size == 0:
+            raise InvdesignError("not a campaign database (empty file)", source=str(path))
+        store = cls(path, cls._connect_readonly(path) if readonly else cls._connect(path))
         try:
             version = store.get_meta("schema_version")
         except sqlite3.DatabaseError as exc:
+            store.close()
             raise InvdesignError(f"not a campaign database ({exc})", source=str(path)) from None
         if version is None:
+            store.close()
             raise InvdesignError("not a campaign database (no config)", source=str(path))
         return store
 
@@ -276,6 +292,12 @@ class Store:
             c.execute("COMMIT")
         return {"evaluations": int(ev), "pending": int(by.get("pending", 0)), "failed": int(by.get("failed", 0)),
                 "suggested": int(sum(by.values())), "step": step}
+
+    def failures(self, limit: int = 5) -> list[dict]:
+        """The first ``limit`` failed suggestions: ``id``, ``canonical_key``, ``error``."""
+        rows = self.conn.execute("SELECT id, canonical_key, error FROM suggestions WHERE status = 'failed' ORDER BY sid LIMIT ?",
+                                 (limit,)).fetchall()
+        return [{"id": r[0], "canonical_key": r[1], "error": r[2]} for r in rows]
 
     def integrity(self) -> str:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]

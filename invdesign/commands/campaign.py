@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from invdesign.commands.common import OverwriteOpt
 from invdesign.errors import InvdesignError
 
 console = Console()
@@ -39,7 +40,8 @@ GenOpt = typer.Option(None, "--generate", min=1, help="Candidates: N configurati
 
 
 def _create(db: Path, target, minimise, maximise, threshold, pool, oracle, batch, budget, until_hits, seed, model,
-            features, warm_start, acquisition, executor, max_defects, min_defects, types, host, supercell, generate=None):
+            features, warm_start, acquisition, executor, max_defects, min_defects, types, host, supercell, generate=None,
+            allow_failures=False):
     from invdesign.campaign import Campaign, Target
 
     tgt = Target.from_cli(target, minimise, maximise, threshold)
@@ -47,7 +49,7 @@ def _create(db: Path, target, minimise, maximise, threshold, pool, oracle, batch
         db, tgt, pool or None, max_defects=max_defects, min_defects=min_defects, defect_types=types or None,
         host=host, supercell=supercell, oracle=oracle, batch=batch, budget=budget, until_hits=until_hits, seed=seed,
         model=model, features=features, warm_start=warm_start, acquisition=acquisition, executor=executor or "auto",
-        generate=generate,
+        generate=generate, allow_failures=allow_failures,
     )
 
 
@@ -72,16 +74,20 @@ def suggest(
     n: int = typer.Option(None, "-n", min=1, help="How many (default: the campaign's batch size)."),
     out: Path = typer.Option(None, "--out", help="Also write the batch as CSV (id, canonical_key, predictions; fill in the targets)."),
     structures: Path = typer.Option(None, "--structures", help="Also write one CIF per suggestion into this folder."),
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Suggest the next batch (recorded as pending) and print it."""
     from invdesign.campaign import Campaign
-    from invdesign.commands.common import check_out_file
+    from invdesign.commands.common import check_out_dir, check_out_file
     from invdesign.data.dataset import TARGETS
     from invdesign.io import atomic_dir, write_csv, write_structure
 
-    if out is not None:
-        check_out_file(out)
+    if out is not None:  # both outputs are checked before anything is suggested (and recorded)
+        check_out_file(out, overwrite=overwrite)
+    if structures is not None:
+        check_out_dir(structures, "campaign suggest --structures", overwrite)
     with Campaign.open(db) as c:
+        st_batch = int(c.config["batch"])
         df = c.suggest(n)
         if out is not None:
             sheet = df.copy()
@@ -91,12 +97,16 @@ def suggest(
         if structures is not None and len(df):
             cands, occ = c.candidates
             idx = dict(zip(cands["canonical_key"], range(len(cands))))
-            with atomic_dir(structures) as tmp:
+            with atomic_dir(structures, "campaign suggest --structures", overwrite) as tmp:
                 for r in df.itertuples(index=False):
                     write_structure(occ[idx[r.canonical_key]], c.host, tmp / f"{r.id}.cif")
     if not len(df):
         console.print("nothing left to suggest (candidates or budget exhausted)")
         return
+    want = n or st_batch
+    if len(df) < want:
+        err_console.print(f"invdesign: {len(df)} suggestions, not {want}: the budget or the candidates left allow no more",
+                          highlight=False, soft_wrap=True)
     t = Table(title=f"step {int(df['step'].iat[0])}: {len(df)} suggestions")
     for col in ("id", "canonical_key", "acquisition", *(f"{x}_mean" for x in TARGETS)):
         t.add_column(col.replace("formation_energy_per_site", "E_f").replace("homo_lumo_gap", "gap"), justify="right")
@@ -112,18 +122,24 @@ def observe(
     """Record results (e.g. DFT) from a CSV; idempotent by canonical key."""
     from invdesign.campaign import Campaign
 
+    if not source.is_file():
+        raise InvdesignError("no such file", source=str(source))
     with Campaign.open(db) as c:
         new, rep = c.observe_csv(source)
+        skipped = getattr(c, "last_skipped", 0)
         st = c.status()
     console.print(f"{new} new observations, {rep} already recorded; {st['evaluations']} evaluations, {st['hits']} hits",
                   highlight=False)
+    if skipped:
+        err_console.print(f"invdesign: {skipped} row(s) of {source} have no target value and were skipped (not measured)",
+                          highlight=False, soft_wrap=True)
 
 
 def status(db: Path = DbOpt, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Evaluations, hits, pending suggestions and the best observation."""
     from invdesign.campaign import Campaign
 
-    with Campaign.open(db) as c:
+    with Campaign.open(db, readonly=True) as c:
         st = c.status()
     if as_json:
         print(json.dumps(st, indent=2))
@@ -137,6 +153,15 @@ def status(db: Path = DbOpt, as_json: bool = typer.Option(False, "--json", help=
         b = st["best"]
         t.add_row("best", f"{b['id']} (E_f {b['formation_energy_per_site']}, gap {b['homo_lumo_gap']} eV)")
     console.print(t)
+    _say_failures(st)
+
+
+def _say_failures(st: dict) -> None:
+    """One line on stderr when evaluations failed (count and the first reason)."""
+    if st.get("failed"):
+        f = (st.get("failures") or [{}])[0]
+        err_console.print(f"invdesign: {st['failed']} evaluation(s) failed (not observed, budget spent); first: "
+                          f"{f.get('id')}: {f.get('error')}", highlight=False, soft_wrap=True)
 
 
 def run(
@@ -149,9 +174,14 @@ def run(
     max_defects: int = MaxDefOpt, min_defects: int = MinDefOpt, types: list[str] = TypeOpt,
     host: str = HostOpt, supercell: str = SupercellOpt, generate: int = GenOpt,
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after this many suggest steps."),
+    allow_failures: bool = typer.Option(
+        False, "--allow-failures",
+        help="Record bad labels (inf, NaN, text, missing ids in a table oracle) as failed evaluations instead of stopping; "
+             "failures are counted and reported, and the exit status is 1 when nothing could be evaluated."),
 ) -> None:
     """Run (or resume) a campaign until --until-hits hits or --budget evaluations."""
     from invdesign.campaign import Campaign, Target
+    from invdesign.campaign.campaign import absolute_path, absolute_spec
 
     if db.exists() and db.stat().st_size > 0:
         c = Campaign.open(db)
@@ -161,36 +191,48 @@ def run(
             if given.to_dict() != c.target.to_dict():
                 c.close()
                 raise InvdesignError(f"the campaign's target is {c.target.describe()}, not {given.describe()}", source=str(db))
-        if oracle and cfg.get("oracle") and oracle != cfg["oracle"]:
+        base = db.absolute().parent
+        if oracle and cfg.get("oracle") and absolute_spec(oracle) != absolute_spec(cfg["oracle"], base):
             c.close()
             raise InvdesignError(f"the campaign's oracle is {cfg['oracle']}, not {oracle}", source=str(db))
         for name, given, stored in (("batch", batch, cfg.get("batch")), ("features", features, cfg.get("features"))):
             if given is not None and stored is not None and given != stored:
                 c.close()
                 raise InvdesignError(f"the campaign's {name} is {stored}, not {given}; start a new --db to change it", source=str(db))
-        if pool and cfg["space"].get("paths") != [str(p) for p in pool]:
+        if pool and [absolute_path(p, base) for p in cfg["space"].get("paths") or []] != [absolute_path(p) for p in pool]:
             c.close()
             raise InvdesignError(f"the campaign's pool is {cfg['space'].get('paths')}, not {[str(p) for p in pool]}", source=str(db))
         resumed = True
     else:
         c = _create(db, target, minimise, maximise, threshold, pool, oracle, batch or 5, budget, until_hits, seed, model,
                     features or "model", warm_start, acquisition, executor, max_defects, min_defects, types, host, supercell,
-                    generate)
+                    generate, allow_failures)
         resumed = False
     with c:
         before = c.status()["evaluations"]
-        st = c.run(oracle or None, until_hits=until_hits, budget=budget, executor=executor, max_steps=max_steps)
+        failed_before = c.status()["failed"]
+        st = c.run(oracle or None, until_hits=until_hits, budget=budget, executor=executor, max_steps=max_steps,
+                   allow_failures=allow_failures)
+    new = st["evaluations"] - before
     console.print(
-        f"{'resumed' if resumed else 'ran'} {db}: {st['evaluations']} evaluations ({st['evaluations'] - before} new), "
-        f"{st['hits']} hits; target {st['target']}", highlight=False)
+        f"{'resumed' if resumed else 'ran'} {db}: {st['evaluations']} evaluations ({new} new), "
+        f"{st['hits']} hits; target {st['target']}"
+        + (f"; {st['failed']} failed" if st["failed"] else ""), highlight=False)
+    _say_failures(st)
+    if st["failed"] > failed_before and new == 0:
+        err_console.print("invdesign: error: nothing could be evaluated in this run", highlight=False)
+        raise typer.Exit(1)  # main() returns the code (exit status 1: nothing could be evaluated)
 
 
-def report(db: Path = DbOpt, out: Path = typer.Option(..., "--out", help="Output folder.")) -> None:
-    """Plots (best so far, hits vs evaluations), observations.csv and the hits' CIFs."""
+def report(db: Path = DbOpt, out: Path = typer.Option(..., "--out", help="Output folder."),
+           overwrite: bool = OverwriteOpt) -> None:
+    """Plots (best so far, hits vs evaluations), observations.csv and the hits' CIFs (the database is only read)."""
     from invdesign.campaign import Campaign
+    from invdesign.commands.common import check_out_dir
 
-    with Campaign.open(db) as c:
-        path = c.report(out)
+    check_out_dir(out, "campaign report", overwrite)
+    with Campaign.open(db, readonly=True) as c:
+        path = c.report(out, overwrite)
         st = c.status()
     console.print(f"{st['evaluations']} observations, {st['hits']} hits -> {path}", highlight=False)
 
@@ -202,13 +244,14 @@ def fit_chgnet(
     fmax: float = typer.Option(0.1, "--fmax", help="Relaxation force threshold (eV/Angstrom)."),
     steps: int = typer.Option(50, "--steps", min=0, help="Most relaxation steps (0 = single point)."),
     seed: int = SeedOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Fit CHGNet chemical potentials to DFT formation energies on a sample of a labelled dataset."""
     from invdesign.campaign.oracles import ChgnetOracle, fit_chemical_potentials, stratified_sample
     from invdesign.commands.common import check_out_file
     from invdesign.data.dataset import load_dataset
 
-    check_out_file(out, (".json",))
+    check_out_file(out, (".json",), overwrite)
     ds = load_dataset(data)
     idx = stratified_sample(ds, n, seed)
     oracle = ChgnetOracle(fmax=fmax, steps=steps, host=ds.host)

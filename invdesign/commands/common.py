@@ -26,23 +26,28 @@ def resolve_host(host: str, supercell: str) -> HostLattice:
     return HostLattice.from_unit_cell(host, supercell)
 
 
-def check_out_file(out: Path, suffixes: tuple[str, ...] = (".csv",)) -> Path:
-    """Validate an output file path before any work is done."""
-    if out.suffix not in suffixes:
-        raise InvdesignError(f"output must end in {' or '.join(suffixes)}", source=str(out))
-    if out.exists() and out.is_dir():
-        raise InvdesignError("output is a folder, not a file", source=str(out))
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InvdesignError("output folder does not exist", source=str(parent))
-    return out
+OverwriteOpt = typer.Option(
+    False, "--overwrite",
+    help="Replace an existing output: a file, or a folder holding a previous output of this command "
+         "(only the files listed in its manifest are replaced; a folder holding other files is always refused).")
 
 
-def check_out_dir(out: Path) -> Path:
-    """Validate an output folder path (created or replaced later) before any work is done."""
-    if out.exists() and not out.is_dir():
-        raise InvdesignError("output exists and is not a folder", source=str(out))
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InvdesignError("output folder's parent does not exist", source=str(parent))
-    return out
+def check_out_file(out: Path, suffixes: tuple[str, ...] = (".csv",), overwrite: bool = False) -> Path:
+    """Validate an output file path before any work is done (policy: :mod:`invdesign.outputs`)."""
+    from invdesign.outputs import check_file
+
+    return check_file(out, suffixes, overwrite)
+
+
+def check_out_dir(out: Path, command: str, overwrite: bool = False) -> Path:
+    """Validate an output folder of ``command`` before any work is done (policy: :mod:`invdesign.outputs`)."""
+    from invdesign.outputs import check_dir
+
+    return check_dir(out, command, overwrite)
+
+
+def check_inputs(paths) -> None:
+    """Every path in ``paths`` exists (one line naming the first that does not), before any model loads."""
+    for p in paths or []:
+        if not Path(p).exists():
+            raise InvdesignError("no such file or folder", source=str(p))

@@ -10,7 +10,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from invdesign.commands.common import HostOpt, SupercellOpt, TolOpt, check_out_dir, check_out_file, resolve_host
+from invdesign.commands.common import (
+    HostOpt,
+    OverwriteOpt,
+    SupercellOpt,
+    TolOpt,
+    check_inputs,
+    check_out_dir,
+    check_out_file,
+    resolve_host,
+)
 from invdesign.io import write_csv
 
 console = Console()
@@ -58,11 +67,13 @@ def canon(
     host: str = HostOpt,
     supercell: str = SupercellOpt,
     tol: float = TolOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Canonical keys: equal keys <=> symmetry-equivalent configurations."""
     from invdesign.data.dataset import map_structures
 
-    check_out_file(out)
+    check_inputs(structures)
+    check_out_file(out, overwrite=overwrite)
     h = resolve_host(host, supercell)
     ds = map_structures(structures, h, tol)
     keys = ds.keys
@@ -78,15 +89,16 @@ def enumerate_cmd(
     min_defects: int = typer.Option(1, "--min-defects", min=0, help="Smallest number of defects."),
     types: list[str] = typer.Option(None, "--type", help="Allowed defect types, e.g. V_S (repeat; default all)."),
     structures: Path = typer.Option(None, "--structures", help="Also write one CIF per orbit into this folder."),
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Every symmetry-distinct configuration, with its orbit size; checked against Burnside's lemma."""
     from invdesign.io import atomic_dir, write_structure
     from invdesign.lattice.enumerate import burnside_count, enumerate_orbits, parse_defect_types
     from invdesign.progress import task, track
 
-    check_out_file(out)
+    check_out_file(out, overwrite=overwrite)
     if structures is not None:
-        check_out_dir(structures)
+        check_out_dir(structures, "enumerate --structures", overwrite)
     h = resolve_host(host, supercell)
     idx = parse_defect_types(h, types or None)
     labels = [h.defect_label(*h.defect_types[i]) for i in range(len(h.defect_types))]
@@ -110,7 +122,7 @@ def enumerate_cmd(
     if structures is None:
         write_csv(out, df)
     else:  # the CSV is written last inside the folder's block: both appear, or neither
-        with atomic_dir(structures) as tmp:
+        with atomic_dir(structures, "enumerate --structures", overwrite) as tmp:
             for i in track(range(len(tab)), "writing CIFs"):
                 write_structure(tab.occ[i], h, tmp / f"orbit{i:06d}.cif")
             write_csv(out, df)

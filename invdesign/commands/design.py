@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from invdesign.commands.common import check_out_dir
+from invdesign.commands.common import OverwriteOpt, check_out_dir
 from invdesign.errors import InvdesignError
 
 console = Console()
@@ -58,6 +58,7 @@ def design_cmd(
                            "(eV/atom in the model's 2DMD reference, or doped's format as FILE.json[#LIMIT]); default: the reference."),
     temperature: float = typer.Option(1000.0, "--temperature", help="Growth temperature (K) for the arrangement populations."),
     export: str = typer.Option(None, "--export", help="Per-candidate inputs for the next tools: any of vasp,qe,json -> export/<id>/."),
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Candidates whose predicted properties lie in the target window: decoded, checked, ranked, exported."""
     from invdesign.generate.checks import Window
@@ -73,13 +74,21 @@ def design_cmd(
     for p in pool or []:
         if not p.exists():
             raise InvdesignError("pool file or folder not found", source=str(p))
+    _parse_types(types)
+    if max_defects < 0 or min_defects < 0 or min_defects > max_defects:
+        raise InvdesignError(f"--min-defects {min_defects} and --max-defects {max_defects} must satisfy 0 <= min <= max")
+    if model is not None and not model.exists():
+        raise InvdesignError("model not found", source=str(model))
+    for e in exclude or []:
+        if not Path(e).exists() and ":" not in e:
+            raise InvdesignError("not a file, folder or canonical key to exclude", source=str(e))
     from invdesign.synthesis.chempot import read_mu
     from invdesign.synthesis.export import parse_export
 
     chem, kinds = read_mu(mu), parse_export(export)
     if not (temperature > 0 and np.isfinite(temperature)):
         raise InvdesignError(f"--temperature must be a positive number of kelvin, not {temperature}")
-    check_out_dir(out)
+    check_out_dir(out, "design", overwrite)
     m = _load_model(model)
     from invdesign.generate.decoder import Limits
 
@@ -88,12 +97,12 @@ def design_cmd(
 
     with one_thread():  # small batches: one torch thread is fastest and leaves the other cores alone
         res = _run_design(window, n, m, pool, max_defects, min_defects, types, exclude, seed, mode, samples, diversity, out,
-                          chem, temperature, kinds)
+                          chem, temperature, kinds, overwrite)
     _print_result(res, out)
 
 
 def _run_design(window, n, m, pool, max_defects, min_defects, types, exclude, seed, mode, samples, diversity, out,
-                chem=None, temperature=1000.0, kinds=()):
+                chem=None, temperature=1000.0, kinds=(), overwrite=False):
     from invdesign.generate.design import design
     from invdesign.synthesis.chempot import with_mu
     from invdesign.synthesis.plan import plan_design
@@ -104,12 +113,14 @@ def _run_design(window, n, m, pool, max_defects, min_defects, types, exclude, se
         min_defects=min_defects, types=_parse_types(types), exclude=list(exclude) if exclude else None, seed=seed,
         mode=mode, samples=samples, diversity=diversity, out=None,
     )
-    return plan_design(res, m, chem, temperature, kinds, out)
+    return plan_design(res, m, chem, temperature, kinds, out, overwrite=overwrite)
 
 
 def _print_result(res, out: Path) -> None:
     if res.message:
         err_console.print(f"invdesign: {res.message}", highlight=False, soft_wrap=True)
+    for note in res.summary.get("notes", []):
+        err_console.print(f"invdesign: {note}", highlight=False, soft_wrap=True)
     c = res.candidates
     t = Table(title=f"top candidates ({res.summary['request']['mode_used']}; eV)")
     for col in ("rank", "id", "composition", "formation_energy_per_site", "homo_lumo_gap", "p_in_window", "novel", "population"):
@@ -165,6 +176,7 @@ def decode_cmd(
     max_defects: int = typer.Option(3, "--max-defects", help="Most defects per configuration."),
     min_defects: int = typer.Option(1, "--min-defects", help="Fewest defects per configuration."),
     types: str = typer.Option(None, "--types", help="Allowed defect types, comma separated (default: all)."),
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Decode embeddings into configurations (exact nearest orbit where enumerable, local search otherwise)."""
     from invdesign.generate.decoder import Limits, decode
@@ -174,7 +186,10 @@ def decode_cmd(
 
     if not embeddings.is_file():
         raise InvdesignError("embedding file not found", source=str(embeddings))
-    check_out_dir(out)
+    _parse_types(types)
+    if model is not None and not model.exists():
+        raise InvdesignError("model not found", source=str(model))
+    check_out_dir(out, "decode", overwrite)
     m = _load_model(model)
     limits = Limits.make(m.host, max_defects, min_defects, _parse_types(types))
     probe = np.asarray(m.train_occ[:1]) if len(m.train_occ) else m.host.host_code[None]
@@ -189,7 +204,7 @@ def decode_cmd(
     df = pd.DataFrame({"id": ids, "canonical_key": res.keys, "embedding_distance": res.distance, "method": res.method})
     df["n_defects"] = comp.sum(axis=1)
     df["composition"] = [",".join(f"{labels[t]}:{c[t]}" for t in range(len(labels)) if c[t]) for c in comp]
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "decode", overwrite) as tmp:
         for i, cid in track(list(enumerate(ids)), "writing CIFs"):
             write_structure(res.occ[i], m.host, tmp / f"{cid}.cif")
         write_csv(tmp / "decoded.csv", df)

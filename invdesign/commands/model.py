@@ -11,7 +11,7 @@ import pandas as pd
 import typer
 from rich.console import Console
 
-from invdesign.commands.common import TolOpt, check_out_file
+from invdesign.commands.common import OverwriteOpt, TolOpt, check_inputs, check_out_dir, check_out_file
 from invdesign.errors import InvdesignError
 
 console = Console()
@@ -55,9 +55,12 @@ def _structures(paths: list[Path], model, tol: float):
     return map_structures(paths, model.host, tol)
 
 
-def _inputs(structures: list[Path], out: Path, model_path: Path | None, tol: float):
-    """Check ``out``, load the model, map the structures onto its host, warn on extrapolation."""
-    check_out_file(out)
+def _inputs(structures: list[Path], out: Path, model_path: Path | None, tol: float, overwrite: bool = False):
+    """Check the inputs and ``out`` (before the model loads), load the model, map the structures, warn on extrapolation."""
+    check_inputs(structures)
+    if model_path is not None and not Path(model_path).exists():
+        raise InvdesignError("model not found", source=str(model_path))
+    check_out_file(out, overwrite=overwrite)
     m = _model(model_path)
     ds = _structures(structures, m, tol)
     _warn_extrapolation(m, ds.occ, ds.ids)
@@ -84,6 +87,7 @@ def train_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice in training."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the train/val/test split (by id hash)."),
     flow: bool = typer.Option(True, "--flow/--no-flow", help="Also fit the conditional flow that `design` samples from."),
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Train the encoder, heads and generative flow on the train split; tune on val; report test MAE (meV). Restartable:
     the model is written atomically at the end, so an interrupted run leaves nothing and is simply rerun."""
@@ -93,7 +97,8 @@ def train_cmd(
     from invdesign.model import train_model
     from invdesign.progress import _progress, enabled
 
-    check_out_file(out, (".pt",))
+    check_out_file(out, (".pt",), overwrite)
+    check_inputs([data])
     cfg = read_config(config)
     flow_cfg = read_flow_config(config) if flow else {}
     if flow:
@@ -141,11 +146,12 @@ def embed_cmd(
     out: Path = typer.Option(..., "--out", help="Output CSV: id,z0..z{d-1}."),
     model: Path = ModelOpt,
     tol: float = TolOpt,
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """Symmetry-invariant embeddings of structures."""
     from invdesign.io import write_csv
 
-    m, ds = _inputs(structures, out, model, tol)
+    m, ds = _inputs(structures, out, model, tol, overwrite)
     z = m.embed(ds.occ)
     df = pd.DataFrame(z, columns=[f"z{i}" for i in range(z.shape[1])])
     df.insert(0, "id", ds.ids)
@@ -155,28 +161,30 @@ def embed_cmd(
 
 def predict_cmd(
     structures: list[Path] = StructuresArg,
-    out: Path = typer.Option(..., "--out", help="Output CSV: id,<targets>,<targets>_std (eV)."),
+    out: Path = typer.Option(..., "--out", help="Output CSV: id,<targets>,<targets>_std (eV),extrapolation,extrapolation_reason,note."),
     model: Path = ModelOpt,
     tol: float = TolOpt,
     mu: str = typer.Option(None, "--mu", help="Chemical potentials for the formation energy: S-rich, Mo-rich or FILE.json "
                            "(eV/atom in the model's 2DMD reference, or doped's format as FILE.json[#LIMIT]); default: the reference."),
+    overwrite: bool = OverwriteOpt,
 ) -> None:
-    """Formation energy per defect site and HOMO-LUMO gap (eV) with one-sigma uncertainties, dn_<El> and defects (Kroeger-Vink)."""
-    from invdesign.data.dataset import TARGETS
+    """Formation energy per defect site and HOMO-LUMO gap (eV) with one-sigma uncertainties, an extrapolation
+    flag and its reason (columns extrapolation, extrapolation_reason; note: why a value is NaN), dn_<El> and
+    defects (Kroeger-Vink)."""
     from invdesign.io import write_csv
+    from invdesign.model import prediction_table
     from invdesign.synthesis.chempot import read_mu, with_mu
     from invdesign.synthesis.plan import bookkeeping
 
     chem = read_mu(mu)
-    m, ds = _inputs(structures, out, model, tol)
-    mean, std = with_mu(m, chem).predict(ds.occ)
-    df = pd.DataFrame({"id": ds.ids})
-    for j, t in enumerate(TARGETS):
-        df[t] = mean[:, j]
-    for j, t in enumerate(TARGETS):
-        df[f"{t}_std"] = std[:, j]
-    df = bookkeeping(df, ds.occ, m.host)
+    m, ds = _inputs(structures, out, model, tol, overwrite)
+    df = bookkeeping(prediction_table(with_mu(m, chem), ds.ids, ds.occ), ds.occ, m.host)
     df["mu"] = chem.name
+    pristine = int((df["note"] != "").sum())
+    if pristine:
+        err_console.print(f"invdesign: {pristine} structure(s) without defects: formation_energy_per_site is undefined "
+                          f"for them (NaN; see the note column), e.g. {df.loc[df['note'] != '', 'id'].iat[0]}",
+                          highlight=False, soft_wrap=True)
     write_csv(out, df)
     heads = ", ".join(f"{t}: {h}" for t, h in m.meta.get("serving", {}).items()) or m.meta.get("serving_head", "?")
     console.print(f"{len(df)} predictions (heads {heads}) -> {out}", highlight=False)
@@ -189,20 +197,23 @@ def benchmark_cmd(
     high_density: Path = typer.Option(None, "--high-density", help="2DMD high-density release folder (MoS2_500/...); absent: 'no data'."),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="Include the Coulomb-matrix and bag-of-bonds rows (minutes)."),
     max_train: int = typer.Option(None, "--max-train", help="Use at most this many training structures for every row (quick runs)."),
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """The seed's table (MAE in meV on the held-out test split, descriptor length, wall time) plus our rows."""
     from invdesign.data.dataset import load_dataset
     from invdesign.io import atomic_dir
     from invdesign.predict.benchmark import run_benchmark, write_report
 
-    if out.exists() and not out.is_dir():
-        raise InvdesignError("output exists and is not a folder", source=str(out))
+    check_out_dir(out, "benchmark", overwrite)
+    check_inputs([data])
+    if model is not None and not model.exists():
+        raise InvdesignError("model not found", source=str(model))
     if high_density is not None and not high_density.exists():
         raise InvdesignError("high-density folder not found", source=str(high_density))
     m = _model(model)
     ds = load_dataset(data)
     res = run_benchmark(ds, m, high_density=high_density, baselines=baselines, max_train=max_train)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "benchmark", overwrite) as tmp:
         md = write_report(res, tmp)
     console.print(md, highlight=False, markup=False)
     console.print(f"-> {out}/benchmark.md, {out}/benchmark.json", highlight=False)
@@ -215,15 +226,21 @@ def umap_cmd(
     images: int = typer.Option(40, "--images", help="Symmetry images drawn per configuration."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampled configurations, images and UMAP."),
     background: int = typer.Option(1500, "--background", help="Other symmetry classes the UMAP is fitted on."),
+    overwrite: bool = OverwriteOpt,
 ) -> None:
     """The seed's Figure 1: UMAP of embeddings for 1, 2 and 3 defects; symmetry images share a colour."""
     from invdesign.embed.plots import umap_figure
 
-    check_out_file(out, (".png",))
+    check_out_file(out, (".png",), overwrite)
     if configs < 1 or images < 1 or background < 20:
         raise InvdesignError("--configs and --images must be at least 1, --background at least 20")
-    m = _model(model)
-    umap_figure(m, out, n_configs=configs, n_images=images, seed=seed, background=background)
+    if model is not None and not model.exists():
+        raise InvdesignError("model not found", source=str(model))
+    from invdesign.progress import task
+
+    with task(f"UMAP figure ({configs} configurations x {images} images per defect count, {background} background)"):
+        m = _model(model)
+        umap_figure(m, out, n_configs=configs, n_images=images, seed=seed, background=background)
     console.print(f"UMAP figure -> {out}", highlight=False)
 
 

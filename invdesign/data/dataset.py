@@ -227,9 +227,11 @@ def is_2dmd(path: Path) -> bool:
     return path.is_dir() and _find(path, "initial.tar.gz", "initial") is not None and _find(path, "targets.csv.gz", "targets.csv") is not None
 
 
-def read_targets(path: Path) -> pd.DataFrame:
+def read_targets(path: Path, raw: bool = False) -> pd.DataFrame:
+    """A targets/labels table with its id column renamed ``_id`` (str). ``raw``: every column read as
+    text (no NaN guessing), for callers that check each value (:func:`invdesign.campaign.oracles.check_labels`)."""
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False) if raw else pd.read_csv(path)
     except Exception as exc:  # pandas raises many types
         raise InvdesignError(f"cannot read targets ({exc.__class__.__name__}: {exc})", source=str(path)) from None
     idcol = "_id" if "_id" in df.columns else ("id" if "id" in df.columns else None)

@@ -82,13 +82,13 @@ def is_archive(path: Path) -> bool:
 
 
 def iter_sources(paths: Iterable[str | Path]) -> Iterator[SourceRecord]:
-    """Expand files, folders and tar archives into structure records (sorted within folders)."""
+    """Expand files, folders and tar archives into structure records (sorted within folders; hidden files skipped)."""
     for p in paths:
         path = Path(p)
         if not path.exists():
             raise InvdesignError("no such file or folder", source=str(path))
         if path.is_dir():
-            sub = sorted(q for q in path.iterdir() if (q.is_file() and (_kind(q.name) or is_archive(q))))
+            sub = sorted(q for q in path.iterdir() if (q.is_file() and not q.name.startswith(".") and (_kind(q.name) or is_archive(q))))
             if (path / "initial").is_dir():
                 sub.append(path / "initial")
             if not sub:

@@ -56,9 +56,12 @@ def umap_figure(model, out: str | Path, n_configs: int = 12, n_images: int = 40,
     fig.suptitle(f"UMAP of the {model.dim}-D embedding; one colour = the symmetry images of one configuration "
                  f"(largest spread in z: {max(spreads):.1e})", fontsize=10)
     fig.tight_layout()
-    out = Path(out)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    import io
+
+    from invdesign.outputs import write_bytes_atomic
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110, format="png")
     plt.close(fig)
-    tmp.replace(out)
+    write_bytes_atomic(out, buf.getvalue())
     return {"configs": {k: len(v) for k, v in chosen.items()}, "images": n_images, "max_spread": max(spreads)}

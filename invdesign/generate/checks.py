@@ -265,8 +265,51 @@ def check_candidates(
         df["unseen_clusters"] = np.asarray(model.unseen_clusters(occ), dtype=np.int64) if len(occ) else np.zeros(0, int)
     else:  # a predictor that does not read cluster features
         df["unseen_clusters"] = 0
-    df["extrapolation"] = unseen | (nd > ks.far_threshold) | (df["unseen_clusters"].to_numpy() > 0)
+    far = nd > ks.far_threshold
+    flag = unseen | far | (df["unseen_clusters"].to_numpy() > 0)
+    df["extrapolation"] = flag
+    df["extrapolation_reason"] = _reasons(comp.sum(axis=1), df["composition"].tolist(), unseen,
+                                          df["unseen_clusters"].to_numpy(), far, nd, ks)
+    # flagged: p_in_window with each std inflated in quadrature by the training spread (EXTRAPOLATION_POLICY)
+    spread = train_spread(model)
+    eff = np.where(flag[:, None], np.sqrt(std**2 + spread[None, :] ** 2), std) if len(std) else std
+    for j, name in enumerate(TARGETS):
+        df[f"{name}_std_effective"] = eff[:, j] if len(eff) else np.zeros(0)
+    df["p_in_window"] = window.p_in(mean, eff) if len(eff) else np.zeros(0)
     return df
+
+
+EXTRAPOLATION_POLICY = (
+    "a candidate flagged `extrapolation` (reason in `extrapolation_reason`) has its p_in_window, and so its rank, "
+    "computed with each std inflated in quadrature by the training-set standard deviation of that target "
+    "(`<target>_std_effective` = sqrt(std^2 + sd_train^2)): outside the training domain the model is trusted no "
+    "more than the spread of the data; `<target>_std` is the model's own std"
+)
+
+
+def train_spread(model) -> np.ndarray:
+    """``(n_targets,)`` standard deviation (eV) of the model's training targets (0 where unknown)."""
+    y = np.asarray(getattr(model, "train_y", np.zeros((0, len(TARGETS)))), float).reshape(-1, len(TARGETS))
+    if len(y) < 2:
+        return np.zeros(len(TARGETS))
+    return np.nan_to_num(np.nanstd(y, axis=0), nan=0.0)
+
+
+def _reasons(n_def, comp_text, unseen, unseen_clusters, far, nd, ks) -> list[str]:
+    """One reason string per candidate ('' when not flagged)."""
+    kmax = max((sum(c) for c in ks.compositions), default=0)
+    thr = ks.far_threshold
+    out = []
+    for k, ct, u, uc, f, d in zip(n_def, comp_text, unseen, unseen_clusters, far, nd):
+        why = []
+        if u:
+            why.append(f"{int(k)} defects > {kmax} seen in training" if k > kmax else f"composition {ct or 'pristine'} not in training")
+        if uc:
+            why.append(f"{int(uc)} defect pair cluster(s) not in training")
+        if f:
+            why.append(f"embedding distance {d:.3g} to the nearest training configuration > {thr:.3g} (99th percentile)")
+        out.append("; ".join(why))
+    return out
 
 
 def rank_with_diversity(

@@ -38,7 +38,7 @@ import pandas as pd
 
 from invdesign.data.dataset import TARGETS
 from invdesign.errors import InvdesignError
-from invdesign.generate.checks import Window, check_candidates, known_set, rank_with_diversity
+from invdesign.generate.checks import EXTRAPOLATION_POLICY, Window, check_candidates, known_set, rank_with_diversity
 from invdesign.generate.decoder import (
     Limits,
     decode,
@@ -50,6 +50,7 @@ LEADING = ["rank", "id", "canonical_key", "source", *TARGETS, *(f"{t}_std" for t
 MODES = ("auto", "flow", "exhaustive")
 FLOW_TEMPERATURE = 1.3  # scale of the flow's base Gaussian when sampling for a window (chosen on VAL windows)
 DECODE_K_PREFER = 8  # flow samples decode to the best p_in_window among this many nearest free orbits (VAL windows)
+CHECK_TOP = 2000  # exhaustive mode checks in full at least this many of the best-screened orbits
 IN_WINDOW_P = 0.5  # p_in_window at which a configuration counts as "in the window" in reports
 
 
@@ -72,8 +73,11 @@ class DesignResult:
     train_y: np.ndarray | None = field(default=None, repr=False)
     window: Window | None = field(default=None, repr=False)
 
-    def write(self, out: str | Path, extra=None) -> Path:
+    def write(self, out: str | Path, overwrite: bool = False, extra=None) -> Path:
         """Write ``candidates.csv``, ``structures/<id>.cif``, ``poscar/<id>.vasp``, ``summary.json``, ``candidates.png``.
+
+        Under the output policy of :mod:`invdesign.outputs`: a previous ``design`` output in ``out``
+        is replaced only with ``overwrite``; a folder holding anything else is refused.
 
         POSCARs go to their own folder so that ``structures/`` stays a valid STRUCTURES argument
         (ids are file stems; a CIF and a POSCAR of the same id in one folder would be duplicates).
@@ -83,13 +87,15 @@ class DesignResult:
         from invdesign.progress import track
 
         out = Path(out)
-        with atomic_dir(out) as tmp:
+        t0 = time.perf_counter()
+        with atomic_dir(out, "design", overwrite) as tmp:
             write_csv(tmp / "candidates.csv", self.candidates)
             (tmp / "structures").mkdir()
             (tmp / "poscar").mkdir()
             for i, cid in track(list(enumerate(self.candidates["id"])), "writing structures"):
                 write_structure(self.occ[i], self.host, [tmp / "structures" / f"{cid}.cif", tmp / "poscar" / f"{cid}.vasp"])
             plot_candidates(self, tmp / "candidates.png")
+            self.summary.setdefault("timings_s", {})["write_s"] = round(time.perf_counter() - t0, 4)
             if extra is not None:
                 extra(tmp)
             atomic_write_json(tmp / "summary.json", self.summary)
@@ -167,6 +173,7 @@ def design(
     diversity: float = 0.05,
     reach_p: float = 0.05,
     out: str | Path | None = None,
+    overwrite: bool = False,
 ) -> DesignResult:
     """Candidates for a target window, decoded, checked and ranked.
 
@@ -183,7 +190,8 @@ def design(
         samples: flow samples to draw (default ``10 * n`` with the exact decoder, ``2 * n`` with search).
         diversity: weight of the diversity penalty in the ranking (0: plain sort by p_in_window).
         reach_p: below this best ``p_in_window`` the window is reported unreachable.
-        out: if given, the output folder (written atomically).
+        out: if given, the output folder (written atomically; checked before any work).
+        overwrite: replace a previous ``design`` output in ``out`` (:mod:`invdesign.outputs`).
 
     Returns:
         a :class:`DesignResult`.
@@ -202,6 +210,10 @@ def design(
         missing = [str(p) for p in pool if not Path(p).exists()]
         if missing:
             raise InvdesignError("pool file or folder not found", source=missing[0])
+    if out is not None:
+        from invdesign.outputs import check_dir
+
+        check_dir(out, "design", overwrite)
     if model is None or isinstance(model, (str, Path)):
         from invdesign.model import load_model
 
@@ -227,7 +239,7 @@ def design(
                 else "the space within the limits is too large to enumerate: flow samples + local-search decoder"
             )
         if used == "exhaustive":
-            occ, table, z = _exhaustive(model, window, limits, excl, timings, counts)
+            occ, table, z = _exhaustive(model, window, limits, excl, timings, counts, n)
         else:
             occ, table, z = _flow(model, window, limits, excl, n, samples, seed, timings, counts)
         ids = None
@@ -261,6 +273,8 @@ def design(
     cand.insert(3, "source", source[order])
     cand = cand[LEADING + [c for c in cand.columns if c not in LEADING]]
     counts["returned"] = len(cand)
+    notes = _shortfall_notes(n, len(cand), used, counts, samples)
+    counts["shortfall"] = max(0, n - len(cand))
     counts["returned_in_window"] = int((cand["p_in_window"] >= IN_WINDOW_P).sum())
     counts["returned_novel"] = int(cand["novel"].sum())
     counts["returned_extrapolation"] = int(cand["extrapolation"].sum())
@@ -289,19 +303,32 @@ def design(
         "host": host.name,
         "reachable": bool(reachable) if len(p) else False,
         "message": message,
+        "notes": notes,
+        "extrapolation_policy": EXTRAPOLATION_POLICY,
         "counts": counts,
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         **extra,
     }
     res = DesignResult(cand, occ, summary, message, host=host, train_y=np.asarray(model.train_y, float), window=window)
     if out is not None:
-        t = time.perf_counter()
-        res.write(out)
-        summary["timings_s"]["write_s"] = round(time.perf_counter() - t, 4)
-        from invdesign.io import atomic_write_json
-
-        atomic_write_json(Path(out) / "summary.json", summary)
+        res.write(out, overwrite)
     return res
+
+
+def _shortfall_notes(n: int, returned: int, used: str, counts: dict, samples: int | None) -> list[str]:
+    """One line when fewer than ``n`` candidates come back, saying why (also in ``summary.json``)."""
+    if returned >= n:
+        return []
+    head = f"{returned} candidates, not the {n} asked for: "
+    if used == "pool":
+        why = (f"the pool holds {counts.get('pool', 0)} structures ({counts.get('pool_distinct', 0)} distinct classes, "
+               f"{counts.get('excluded', 0)} excluded)")
+    elif used == "exhaustive":
+        why = f"only {counts.get('orbits_screened', returned)} configurations exist within the limits (after exclusions)"
+    else:
+        why = (f"the {counts.get('sampled', samples)} flow samples decoded to {counts.get('decoded_distinct', returned)} "
+               "distinct configurations; raise --samples or use --mode exhaustive")
+    return [head + why]
 
 
 # ---------------------------------------------------------------------- modes
@@ -358,12 +385,13 @@ def orbit_predictions(model, idx) -> tuple[np.ndarray, np.ndarray]:
     return out
 
 
-def _exhaustive(model, window, limits, excl, timings, counts):
+def _exhaustive(model, window, limits, excl, timings, counts, n=0):
     t = time.perf_counter()
     idx, rows, mean, std, p = screen(model, window, limits, excl)
     timings["screen_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    n_keep = min(len(rows), 2000)  # the top by p and by window distance are checked in full
+    # the top max(2000, n) by p and by window distance are checked in full: -n is never capped below what exists
+    n_keep = min(len(rows), max(CHECK_TOP, n))
     top = np.unique(np.concatenate([np.argsort(-p, kind="stable")[:n_keep], np.argsort(window.distance(mean), kind="stable")[:n_keep]]))
     sel = rows[top]
     table = check_candidates(

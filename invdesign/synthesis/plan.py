@@ -53,7 +53,7 @@ def annotate_design(table: pd.DataFrame, occ: np.ndarray, model, mu: ChemicalPot
 
 
 def plan_design(res, model, mu: ChemicalPotentials | None = None, temperature: float = 1000.0, export=(),
-                out=None, samples: int = 4000, seed: int = 0):
+                out=None, samples: int = 4000, seed: int = 0, overwrite: bool = False):
     """Add the synthesis-planning columns and summary to a :class:`~invdesign.generate.design.DesignResult`.
 
     Args:
@@ -91,7 +91,7 @@ def plan_design(res, model, mu: ChemicalPotentials | None = None, temperature: f
         res.summary["export"] = {"kinds": kinds, "folder": "export/<id>/", "settings": "see invdesign.synthesis.export"}
     if out is not None:
         t = time.perf_counter()
-        res.write(out, extra=(lambda tmp: _export_all(res, model, mu, temperature, kinds, tmp)) if kinds else None)
+        res.write(out, overwrite, extra=(lambda tmp: _export_all(res, model, mu, temperature, kinds, tmp)) if kinds else None)
         res.summary["timings_s"]["write_s"] = round(time.perf_counter() - t, 4)
         from pathlib import Path
 

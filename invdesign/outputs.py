@@ -1,0 +1,321 @@
+"""The output policy of every command that writes (``--out``, ``--structures``): one place, one set of rules.
+
+Folder outputs (``design``, ``decode``, ``campaign report``, ``benchmark``, ``enumerate --structures``,
+``campaign suggest --structures``):
+
+- a folder that does not exist is created (its parent must exist);
+- an existing empty folder is filled;
+- an existing folder holding exactly a previous output of the *same* command (every entry listed in
+  the :data:`MANIFEST` that command wrote there) is replaced only with ``--overwrite``, and then only
+  the files listed in the manifest are removed or replaced;
+- anything else (a file, a folder holding files invdesign did not write there, a previous output of
+  another command) is refused with one line, before any work.
+
+File outputs (CSV, PNG, model ``.pt``, JSON): a new file is written; an existing one is replaced
+only with ``--overwrite``; a folder or special file at that path is refused.
+
+Writes are atomic: a folder is filled in a hidden staging folder and then renamed into place (or,
+for an existing folder, each file is renamed in); a file is written to a hidden temporary sibling
+and renamed. Staging names carry the host and the process id (``.NAME.HOST-PID.XXXX.tmp``), so the
+next run removes those of processes that no longer exist (a SIGKILLed run leaves nothing forever).
+Outputs honour the umask (``0644`` files and ``0755`` folders under the usual ``022``).
+
+Validation (:func:`check_dir`, :func:`check_file`) is separate from writing so that commands call it
+before loading a model or computing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from invdesign.errors import InvdesignError
+
+MANIFEST = ".invdesign-manifest.json"
+_STAGE_IN = ".invdesign-tmp."  # staging folder inside an existing output folder
+
+
+# ---------------------------------------------------------------------- modes and temporary names
+def _umask() -> int:
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
+
+
+def file_mode() -> int:
+    """Mode of a new output file under the current umask (0o644 under 022)."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    """Mode of a new output folder under the current umask (0o755 under 022)."""
+    return 0o777 & ~_umask()
+
+
+def _tag() -> str:
+    host = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
+    return f"{host}-{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale(tag_and_rand: str) -> bool:
+    """True for a staging name ``HOST-PID.XXXX`` of this host whose process no longer exists."""
+    tag, _, _ = tag_and_rand.rpartition(".")
+    host, _, pid = tag.rpartition("-")
+    if not pid.isdigit() or host != _tag().rpartition("-")[0]:
+        return False
+    return int(pid) != os.getpid() and not _pid_alive(int(pid))
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        p.unlink(missing_ok=True)
+
+
+def clean_stale(path: str | Path) -> list[Path]:
+    """Remove staging files/folders of ``path`` left by killed runs (``.NAME.HOST-PID.XXXX.tmp``
+    next to it and ``.invdesign-tmp.HOST-PID.XXXX`` inside it). Returns what was removed."""
+    path = Path(path).absolute()
+    removed: list[Path] = []
+    parent = path.parent
+    prefix = f".{path.name}."
+    try:
+        siblings = list(parent.iterdir()) if path.name else []
+    except OSError:
+        siblings = []
+    for p in siblings:
+        n = p.name
+        if n.startswith(prefix) and n.endswith(".tmp") and _stale(n[len(prefix) : -4]):
+            _remove(p)
+            removed.append(p)
+    if path.is_dir():
+        try:
+            inside = list(path.iterdir())
+        except OSError:
+            inside = []
+        for p in inside:
+            if p.name.startswith(_STAGE_IN) and _stale(p.name[len(_STAGE_IN) :]):
+                _remove(p)
+                removed.append(p)
+    return removed
+
+
+def temp_file(path: Path) -> tuple[int, Path]:
+    """``(fd, tmp)``: a hidden temporary sibling of ``path`` (mode from the umask)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_tag()}.", suffix=".tmp")
+    os.fchmod(fd, file_mode())
+    return fd, Path(tmp)
+
+
+def _temp_dir(parent: Path, prefix: str, suffix: str = "") -> Path:
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix, suffix=suffix))
+    os.chmod(tmp, dir_mode())
+    return tmp
+
+
+# ---------------------------------------------------------------------- manifests
+def read_manifest(folder: Path) -> dict | None:
+    """The manifest of a previous output in ``folder`` (None when absent or unreadable)."""
+    p = folder / MANIFEST
+    if not p.is_file():
+        return None
+    try:
+        m = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(m, dict) or not isinstance(m.get("files"), list) or not isinstance(m.get("command"), str):
+        return None
+    return m
+
+
+def _entries(folder: Path) -> tuple[set[str], set[str]]:
+    """Relative paths of files (incl. links) and folders under ``folder``; our live staging folders skipped."""
+    files: set[str] = set()
+    dirs: set[str] = set()
+    for root, dnames, fnames in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        if rel == Path("."):
+            dnames[:] = [d for d in dnames if not d.startswith(_STAGE_IN)]
+        for d in list(dnames):
+            if (Path(root) / d).is_symlink():
+                files.add(str(rel / d))
+                dnames.remove(d)
+            else:
+                dirs.add(str(rel / d))
+        for f in fnames:
+            files.add(str(rel / f))
+    return files, dirs
+
+
+def _describe(names: list[str]) -> str:
+    names = sorted(names)
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+# ---------------------------------------------------------------------- validation (before any work)
+def _check_parent(path: Path, missing: str = "output folder does not exist") -> None:
+    parent = path.parent
+    if not parent.exists():
+        raise InvdesignError(missing, source=str(parent))
+    if not parent.is_dir():
+        raise InvdesignError("the output's parent is not a folder", source=str(parent))
+
+
+def check_dir(out: str | Path, command: str, overwrite: bool = False) -> Path:
+    """Validate a folder output of ``command`` under the policy (module docstring) before any work.
+
+    Removes staging leftovers of killed runs. Returns ``out``; raises :class:`InvdesignError`.
+    """
+    out = Path(out)
+    ab = out.absolute()
+    if out.is_symlink() and not out.is_dir():
+        raise InvdesignError("output is a link to nothing", source=str(out))
+    if out.exists() and not out.is_dir():
+        raise InvdesignError("output exists and is not a folder", source=str(out))
+    if not out.exists():
+        if not ab.name:
+            raise InvdesignError("not a usable output folder", source=str(out))
+        _check_parent(ab, "output folder's parent does not exist")
+        if not os.access(ab.parent, os.W_OK):
+            raise InvdesignError("the output's folder is not writable", source=str(ab.parent))
+        clean_stale(ab)
+        return out
+    if not os.access(ab, os.W_OK):
+        raise InvdesignError("output folder is not writable", source=str(out))
+    clean_stale(ab)
+    files, dirs = _entries(ab)
+    if not files and not dirs:
+        return out
+    mine = f"{_STAGE_IN}{_tag()}."
+    live = [p.name for p in ab.iterdir() if p.name.startswith(_STAGE_IN) and not p.name.startswith(mine)]
+    if live:
+        raise InvdesignError("another invdesign run is writing into this folder", source=str(out))
+    man = read_manifest(ab)
+    if man is None:
+        raise InvdesignError(
+            f"output folder holds files invdesign did not write ({_describe(list(files | dirs))}); "
+            "choose a new or empty folder", source=str(out))
+    if man["command"] != command:
+        raise InvdesignError(
+            f"output folder holds a previous `{man['command']}` output, not `{command}`; choose another folder",
+            source=str(out))
+    ours = set(man["files"]) | {MANIFEST}
+    foreign = (files - ours) | (dirs - set(man.get("dirs", [])))
+    if foreign:
+        raise InvdesignError(
+            f"output folder holds files invdesign did not write ({_describe(list(foreign))}) next to a previous "
+            f"`{command}` output; move them or choose another folder", source=str(out))
+    if not overwrite:
+        raise InvdesignError(f"output folder holds a previous `{command}` output; give --overwrite to replace it",
+                             source=str(out))
+    return out
+
+
+def check_file(out: str | Path, suffixes: tuple[str, ...] | None = (".csv",), overwrite: bool = False) -> Path:
+    """Validate a file output before any work: suffix, parent folder, and an existing file only with ``overwrite``."""
+    out = Path(out)
+    if suffixes is not None and not any(out.name.endswith(s) for s in suffixes):
+        raise InvdesignError(f"output must end in {' or '.join(suffixes)}", source=str(out))
+    ab = out.absolute()
+    if out.is_dir():
+        raise InvdesignError("output is a folder, not a file", source=str(out))
+    if out.exists() or out.is_symlink():
+        if not out.is_file() or out.is_symlink():
+            raise InvdesignError("output exists and is not a regular file", source=str(out))
+        if not overwrite:
+            raise InvdesignError("output file exists; give --overwrite to replace it", source=str(out))
+    _check_parent(ab)
+    if not os.access(ab.parent, os.W_OK):
+        raise InvdesignError("the output's folder is not writable", source=str(ab.parent))
+    clean_stale(ab)
+    return out
+
+
+# ---------------------------------------------------------------------- writing
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a hidden temporary sibling and a rename (mode from the umask)."""
+    path = Path(path)
+    ab = path.absolute()
+    _check_parent(ab)
+    fd, tmp = temp_file(ab)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, ab)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_manifest(folder: Path, command: str, files: list[str], dirs: list[str]) -> None:
+    from invdesign import __version__
+
+    text = json.dumps({"command": command, "invdesign_version": __version__, "written": time.time(),
+                       "files": sorted(files), "dirs": sorted(dirs)}, indent=1) + "\n"
+    write_bytes_atomic(folder / MANIFEST, text.encode())
+
+
+@contextmanager
+def output_dir(out: str | Path, command: str, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a staging folder; when the block ends without error its content becomes ``out``.
+
+    The policy is checked again (:func:`check_dir`); a new ``out`` appears at once by a rename;
+    an existing (empty, or previous same-command output with ``overwrite``) folder has each file
+    renamed in, the manifest's other files removed, and the manifest rewritten. On error the
+    staging folder is removed and ``out`` is untouched.
+    """
+    out = Path(out)
+    check_dir(out, command, overwrite)
+    ab = out.absolute()
+    existing = ab.is_dir()
+    stage = _temp_dir(ab, f"{_STAGE_IN}{_tag()}.") if existing else _temp_dir(ab.parent, f".{ab.name}.{_tag()}.", ".tmp")
+    try:
+        yield stage
+        files, dirs = _entries(stage)
+        files.discard(MANIFEST)
+        if not existing:
+            _write_manifest(stage, command, list(files), list(dirs))
+            os.replace(stage, ab)
+            return
+        check_dir(out, command, overwrite)  # nothing foreign appeared meanwhile
+        old = read_manifest(ab) or {"files": [], "dirs": []}
+        # the manifest lists old and new files while they are swapped, so a crash never leaves unlisted files of ours
+        _write_manifest(ab, command, list(files | set(old["files"])), list(dirs | set(old.get("dirs", []))))
+        for d in sorted(dirs, key=lambda s: s.count(os.sep)):
+            target = ab / d
+            if not target.is_dir():
+                target.mkdir()
+                os.chmod(target, dir_mode())
+        for f in sorted(files):
+            os.replace(stage / f, ab / f)
+        for f in set(old["files"]) - files:
+            (ab / f).unlink(missing_ok=True)
+        for d in sorted(set(old.get("dirs", [])) - dirs, key=lambda s: -s.count(os.sep)):
+            try:
+                (ab / d).rmdir()
+            except OSError:
+                pass
+        _write_manifest(ab, command, list(files), list(dirs))
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
