@@ -170,6 +170,12 @@ def predict_cmd(
         df[t] = mean[:, j]
     for j, t in enumerate(TARGETS):
         df[f"{t}_std"] = std[:, j]
+    if hasattr(m, "gap_validated"):
+        val = m.gap_validated(ds.occ)
+        df["homo_lumo_gap_validated"] = val
+        if not val.all():
+            console.print(f"{int((~val).sum())} of {len(val)} gap predictions lie beyond the trained density or composition: "
+                          "bounded but unvalidated (homo_lumo_gap_validated = False; their std is the uninformed one)", highlight=False)
     write_csv(out, df)
     heads = ", ".join(f"{t}: {h}" for t, h in m.meta.get("serving", {}).items()) or m.meta.get("serving_head", "?")
     console.print(f"{len(df)} predictions (heads {heads}) -> {out}", highlight=False)
