@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from invdesign.data.dataset import load_2dmd
-from invdesign.generate.flow import attach_flow
-from invdesign.model import Model, attach_gap_head, default_model_path
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's invdesign, not an installed one
+
+from invdesign.data.dataset import load_2dmd  # noqa: E402
+from invdesign.generate.flow import attach_flow  # noqa: E402
+from invdesign.model import Model, attach_gap_head, default_model_path  # noqa: E402
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from invdesign.errors import InvdesignError
 from invdesign.lattice.enumerate import compositions, enumerate_orbits
 from invdesign.lattice.host import HostLattice
 from invdesign.predict.features import cluster_counts, poly2
-from invdesign.predict.gap import BoundedGapHead, unvalidated_std
+from invdesign.predict.gap import EG_MAX, BoundedGapHead, unvalidated_std
 from invdesign.predict.heads import EnsembleHead, RidgeHead
 
 FORMAT = "invdesign-model/1"
@@ -493,8 +493,13 @@ def fit_gap_head(X: np.ndarray, gap: np.ndarray, tr: np.ndarray, va: np.ndarray,
     """Fit the bounded gap head on rows ``tr`` of cluster counts ``X (N, p)`` and gaps ``gap (N,)`` (eV);
     its std is conformally calibrated on rows ``va``. Columns constant on ``tr`` are kept (trees ignore them)."""
     cfg = {**DEFAULT_CONFIG, **(config or {})}
-    return BoundedGapHead(members=cfg["gap_members"], max_iter=cfg["gap_iter"], seed=seed).fit(
-        X[tr], gap[tr], X[va], gap[va], progress)
+    gap = np.asarray(gap, dtype=np.float64)
+    if (gap[tr] < 0).any():
+        raise InvdesignError(f"training data has negative band gaps (lowest {gap[tr].min():.4f} eV); a gap is >= 0")
+    # the widest host gap of the 2DMD chemistries; a host with a wider gap (e.g. hBN) sets its own bound
+    eg_max = EG_MAX if gap[tr].max() < 0.95 * EG_MAX else float(np.ceil(gap[tr].max() * 1.1 * 10) / 10)
+    return BoundedGapHead(eg_max=eg_max, members=cfg["gap_members"], max_iter=cfg["gap_iter"], seed=seed).fit(
+        X[tr], np.maximum(gap[tr], 1e-4), X[va], gap[va], progress)
 
 
 def attach_gap_head(model: Model, dataset: Dataset, progress=None) -> Model:

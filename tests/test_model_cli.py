@@ -27,6 +27,8 @@ ce_epochs = 5
 z_members = 2
 z_width = 16
 z_epochs = 5
+gap_members = 2
+gap_iter = 20
 
 [flow]
 train_set = "train"
@@ -71,8 +73,8 @@ def test_train_writes_a_loadable_model_with_metadata(tiny_model, folder):
     meta = m.meta
     assert meta["split"]["seed"] == 0 and meta["seed"] == 1 and meta["embedding_dim"] == 12
     assert meta["data"]["fingerprint"] and meta["host"]["n_ops"] == 768
-    assert set(meta["metrics"]) == {"ridge_z", "poly_z", "ensemble_z", "ensemble_ce", "ridge_ce", "best"}
-    assert set(meta["serving"]) == set(TARGETS)
+    assert set(meta["metrics"]) == {"ridge_z", "poly_z", "ensemble_z", "ensemble_ce", "ridge_ce", "gap_gbt", "best"}
+    assert set(meta["serving"]) == set(TARGETS) and meta["serving"]["homo_lumo_gap"] == "gap_gbt"
     assert all(np.isfinite(v) for h in meta["metrics"].values() for s in h.values() for v in s.values())
     assert m.train_occ.shape[0] == meta["split"]["train"] and m.train_y.shape == (meta["split"]["train"], 2)
     # `invdesign train` also fits the conditional flow (settings from the [flow] table)

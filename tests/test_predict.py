@@ -219,7 +219,7 @@ def _labelled(ds, host):
 def test_bounded_gap_head_trees_bounds_conformal_and_roundtrip(tmp_path):
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    from invdesign.predict.gap import _Forest, BoundedGapHead, _conformal
+    from invdesign.predict.gap import BoundedGapHead, _conformal, _Forest
 
     rng = np.random.default_rng(0)
     X = rng.integers(0, 4, (600, 12)).astype(float)
