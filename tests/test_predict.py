@@ -226,7 +226,9 @@ def test_bounded_gap_head_trees_bounds_conformal_and_roundtrip(tmp_path):
     X[:, 3] = 1.0  # a constant column (dropped in fitting, feature numbers mapped back)
     g = np.where(X[:, 0] > 1, 0.35, 1.8) - 0.05 * X[:, 1] + rng.normal(scale=0.01, size=600)
     est = HistGradientBoostingRegressor(max_iter=20, min_samples_leaf=5).fit(X, g)
-    assert np.abs(_Forest.from_sklearn(est).predict(X) - est.predict(X)).max() < 1e-9  # numpy trees == sklearn
+    forest = _Forest.from_sklearn(est)
+    assert np.abs(forest.predict(X) - est.predict(X)).max() < 1e-9  # stored trees == sklearn's
+    assert np.abs(forest.predict_numpy(X) - est.predict(X)).max() < 1e-9  # and the numpy walk
     h = BoundedGapHead(members=2, max_iter=60, seed=0).fit(X[:400], g[:400], X[400:500], g[400:500])
     m, s = h.predict(X[500:])
     assert np.abs(m - g[500:]).mean() < 0.03 and (s > 0).all()
