@@ -255,8 +255,9 @@ def markdown(res: dict) -> str:
             g = r["homo_lumo_gap"]
             out.append(f"| {', '.join(r['held_out'])} | {r['n_test']} | {g['mae_meV']:.1f} | {r['formation_energy_per_site']['mae_meV']:.1f} | "
                        f"{g['within_1std']:.3f} / {g['within_2std']:.3f} |")
-        out += ["", "An unseen composition is extrapolation: served predictions for one are marked unvalidated "
-                "(`homo_lumo_gap_validated` = False) and carry the uninformed std.", ""]
+        out += ["", "Coverage here is of the head's own calibrated std. An unseen composition is extrapolation: the served "
+                "model marks such gaps unvalidated (`homo_lumo_gap_validated` = False) and serves them with at least the "
+                f"uninformed std ({EG_MAX} / sqrt(12) = {EG_MAX / 12 ** 0.5:.2f} eV), which covers every error in this table.", ""]
     t = res.get("tail")
     if t:
         out += ["## The tail (test split, seed 0)", "", "![parity](gap_parity.png)", "",
