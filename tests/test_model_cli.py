@@ -103,8 +103,11 @@ def test_embed_and_predict_csv_contracts(tiny_model, folder, tmp_path):
     assert e["id"].tolist() == [f.stem for f in files]
     assert main(["predict", *map(str, files), "--out", str(pred), "--model", str(tiny_model)]) == 0
     p = pd.read_csv(pred, dtype={"id": str})
-    assert list(p.columns) == ["id", "formation_energy_per_site", "homo_lumo_gap", "formation_energy_per_site_std", "homo_lumo_gap_std"]
+    assert list(p.columns) == ["id", "formation_energy_per_site", "homo_lumo_gap", "formation_energy_per_site_std", "homo_lumo_gap_std",
+                               "homo_lumo_gap_validated"]
     assert (p["formation_energy_per_site_std"] > 0).all() and p.notna().all().all()
+    assert p["homo_lumo_gap_validated"].dtype == bool  # True/False per row (meaning tested on the packaged model)
+    assert p["homo_lumo_gap"].between(0, 2.0, inclusive="neither").all()
 
 
 def test_packaged_default_model_without_model_option(folder, tmp_path, host):
@@ -112,7 +115,7 @@ def test_packaged_default_model_without_model_option(folder, tmp_path, host):
     out = tmp_path / "p.csv"
     assert main(["predict", *map(str, files), "--out", str(out)]) == 0
     p = pd.read_csv(out)
-    assert len(p) == 3 and p["homo_lumo_gap"].between(-1, 4).all()
+    assert len(p) == 3 and p["homo_lumo_gap"].between(0, 2.0, inclusive="neither").all()
 
 
 def test_extrapolation_is_flagged(tiny_model, tmp_path, host, capsys):
