@@ -27,6 +27,7 @@ from invdesign.errors import InvdesignError
 from invdesign.lattice.enumerate import compositions, enumerate_orbits
 from invdesign.lattice.host import HostLattice
 from invdesign.predict.features import cluster_counts, poly2
+from invdesign.predict.gap import EG_MAX, BoundedGapHead, unvalidated_std
 from invdesign.predict.heads import EnsembleHead, RidgeHead
 
 FORMAT = "invdesign-model/1"
@@ -40,6 +41,8 @@ DEFAULT_CONFIG: dict = {
     "z_members": 4,
     "z_width": 128,
     "z_epochs": 100,
+    "gap_members": 3,  # bounded gap head: bootstrap members of boosted trees
+    "gap_iter": 500,
 }
 
 
@@ -90,12 +93,18 @@ class Model:
         return embed_occ(self.encoder, self._check(occ), self.host)
 
     def predict(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and std ``(N, 2)`` in eV (TARGETS order) from the best head, chosen per target on val.
+        """Mean and std ``(N, 2)`` in eV (TARGETS order) from the serving head of each target.
 
-        Candidates are the deep ensemble (``ensemble_ce``; std = calibrated ensemble spread) and
-        ridge (``ridge_ce``; std = its calibrated predictive std) on exact cluster counts; ``meta["serving"]``
-        names the head serving each target. Formation energy is predicted as the total formation
-        energy and divided by the number of defects here (pristine cells count as one).
+        Formation energy: the deep ensemble (``ensemble_ce``; std = calibrated ensemble spread) or
+        ridge (``ridge_ce``; std = its calibrated predictive std) on exact cluster counts, whichever
+        is better on val (``meta["serving"]``); predicted as the total formation energy and divided
+        by the number of defects here (pristine cells count as one).
+
+        Gap: the bounded head (``gap_gbt``, :class:`invdesign.predict.gap.BoundedGapHead`) whenever
+        the model has one: the served gap lies in ``(0, eg_max)`` for any configuration, its std is
+        conformally calibrated on val per defect count, and where the gap is not validated
+        (:meth:`gap_validated`: more defects than trained, or an untrained composition) the std is
+        at least that of a gap known only to lie in the bounds, ``eg_max / sqrt(12)``.
         """
         occ = self._check(occ)
         X = cluster_counts(occ, self.host)
@@ -106,10 +115,33 @@ class Model:
             for j, t in enumerate(self.targets):
                 if serving.get(t) == "ridge_ce":
                     mean[:, j], std[:, j] = rm[:, j], rs[:, j]
-        k = np.maximum(_n_defects(occ, self.host), 1).astype(float)
+        nd = _n_defects(occ, self.host)
+        if "gap_gbt" in self.heads and "homo_lumo_gap" in self.targets:
+            j = self.targets.index("homo_lumo_gap")
+            head = self.heads["gap_gbt"]
+            mean[:, j], std[:, j] = head.predict(X)
+            std[:, j] = np.where(self.gap_validated(occ), std[:, j], np.maximum(std[:, j], unvalidated_std(head.eg_max)))
+        k = np.maximum(nd, 1).astype(float)
         mean[:, 0] /= k
         std[:, 0] /= k
         return mean, std
+
+    def gap_validated(self, occ: np.ndarray) -> np.ndarray:
+        """``(N,)`` bool: the gap prediction is inside what the training data validates.
+
+        False for more defects than any training configuration has, or a composition (defect
+        counts per type) no training configuration has. Such gaps are served (bounded, with the
+        uninformed std, see :meth:`predict`) but no data checks them.
+        """
+        occ = self._check(occ)
+        k = _n_defects(occ, self.host)
+        kmax = int(_n_defects(self.train_occ, self.host).max()) if len(self.train_occ) else 0
+        seen = getattr(self, "_seen_compositions", None)
+        if seen is None:
+            seen = {tuple(int(v) for v in c) for c in compositions(self.train_occ, self.host)}
+            self._seen_compositions = seen
+        comp_ok = np.array([tuple(int(v) for v in c) in seen for c in compositions(occ, self.host)], dtype=bool)
+        return (k <= kmax) & comp_ok
 
     def predict_embedding(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std ``(N, 2)`` in eV from the embedding head (deep ensemble on ``z (N, d)``)."""
@@ -120,10 +152,19 @@ class Model:
 
     def predict_head(self, occ: np.ndarray, head: str) -> tuple[np.ndarray, np.ndarray]:
         """Predictions of one head: ``best`` (what :meth:`predict` serves), ``ensemble_ce``, ``ridge_ce``,
-        ``ridge_z``, ``poly_z``, ``ensemble_z``."""
+        ``ridge_z``, ``poly_z``, ``ensemble_z``, ``gap_gbt`` (its gap column; formation energy from ``ensemble_ce``)."""
         occ = self._check(occ)
         if head == "best":
             return self.predict(occ)
+        if head == "gap_gbt":
+            X = cluster_counts(occ, self.host)
+            mean, std = self.heads["ensemble_ce"].predict(X)  # formation energy column: the ensemble's
+            j = self.targets.index("homo_lumo_gap")
+            mean[:, j], std[:, j] = self.heads["gap_gbt"].predict(X)
+            k = np.maximum(_n_defects(occ, self.host), 1).astype(float)
+            mean[:, 0] /= k
+            std[:, 0] /= k
+            return mean, std
         if head in ("ensemble_ce", "ridge_ce"):
             mean, std = self.heads[head].predict(cluster_counts(occ, self.host))
             k = np.maximum(_n_defects(occ, self.host), 1).astype(float)
@@ -229,6 +270,8 @@ class Model:
             }
             if "ridge_ce" in st["heads"]:
                 heads["ridge_ce"] = RidgeHead.from_state(st["heads"]["ridge_ce"])
+            if "gap_gbt" in st["heads"]:
+                heads["gap_gbt"] = BoundedGapHead.from_state(st["heads"]["gap_gbt"])
             return cls(host, enc, heads, st["meta"], st["train_occ"].numpy(), st["train_y"].numpy(), st.get("extras") or {})
         except (KeyError, TypeError, RuntimeError, ValueError) as exc:
             raise InvdesignError(f"model file is incomplete or corrupt ({type(exc).__name__}: {exc})", source=source) from None
@@ -339,6 +382,10 @@ def train_model(dataset: Dataset, seed: int = 0, config: dict | None = None, spl
     t1 = time.time()
     heads["ridge_ce"] = RidgeHead().fit(X[tr], Yt[tr], X[va], Yt[va])
     timings["ridge_ce_s"] = time.time() - t1
+    t1 = time.time()
+    heads["gap_gbt"] = fit_gap_head(X, Y[:, TARGETS.index("homo_lumo_gap")], tr, va, cfg, seed,
+                                    stage("bounded gap head", cfg["gap_members"]))
+    timings["gap_gbt_s"] = time.time() - t1
     meta = {
         "version": __version__,
         "format": FORMAT,
@@ -367,6 +414,7 @@ def train_model(dataset: Dataset, seed: int = 0, config: dict | None = None, spl
         meta["metrics"].setdefault(head, {})["val"] = _mae_mev(pred, Y[va])
     for t in TARGETS:
         meta["serving"][t] = min(("ensemble_ce", "ridge_ce"), key=lambda h: meta["metrics"][h]["val"][t])
+    meta["serving"]["homo_lumo_gap"] = "gap_gbt"  # the bounded head always serves the gap (physics, not val MAE)
     for split, idx in (("val", va), ("test", te)):
         if len(idx) == 0:
             continue
@@ -418,7 +466,8 @@ PRISTINE_NOTE = "no defects: the formation energy per defect site is undefined (
 
 
 def prediction_table(model: Model, ids, occ: np.ndarray):
-    """The ``predict`` table: ``id, <targets>, <targets>_std, extrapolation, extrapolation_reason, note`` (eV).
+    """The ``predict`` table: ``id, <targets>, <targets>_std, extrapolation, extrapolation_reason, note,
+    homo_lumo_gap_validated`` (eV).
 
     ``extrapolation`` is a bool and ``extrapolation_reason`` says why (:meth:`Model.extrapolation`).
     A pristine configuration (0 defects) has no formation energy per defect site: NaN, with ``note``.
@@ -438,6 +487,8 @@ def prediction_table(model: Model, ids, occ: np.ndarray):
     if "formation_energy_per_site" in TARGETS:
         df.loc[pristine, ["formation_energy_per_site", "formation_energy_per_site_std"]] = np.nan
     df["note"] = np.where(pristine, PRISTINE_NOTE, "")
+    if hasattr(model, "gap_validated"):  # False beyond the trained density or composition (Model.gap_validated)
+        df["homo_lumo_gap_validated"] = np.asarray(model.gap_validated(occ), dtype=bool) if len(occ) else np.zeros(0, bool)
     return df
 
 
@@ -447,3 +498,38 @@ def predict(structures, model: Model | str | Path | None = None):
     m = model if isinstance(model, Model) else load_model(model)
     ids, occ = _as_occ(structures, m)
     return prediction_table(m, ids, occ)
+
+
+def fit_gap_head(X: np.ndarray, gap: np.ndarray, tr: np.ndarray, va: np.ndarray, config: dict | None = None,
+                 seed: int = 0, progress=None) -> BoundedGapHead:
+    """Fit the bounded gap head on rows ``tr`` of cluster counts ``X (N, p)`` and gaps ``gap (N,)`` (eV);
+    its std is conformally calibrated on rows ``va``. Columns constant on ``tr`` are kept (trees ignore them)."""
+    cfg = {**DEFAULT_CONFIG, **(config or {})}
+    gap = np.asarray(gap, dtype=np.float64)
+    if (gap[tr] < 0).any():
+        raise InvdesignError(f"training data has negative band gaps (lowest {gap[tr].min():.4f} eV); a gap is >= 0")
+    # the widest host gap of the 2DMD chemistries; a host with a wider gap (e.g. hBN) sets its own bound
+    eg_max = EG_MAX if gap[tr].max() < 0.95 * EG_MAX else float(np.ceil(gap[tr].max() * 1.1 * 10) / 10)
+    return BoundedGapHead(eg_max=eg_max, members=cfg["gap_members"], max_iter=cfg["gap_iter"], seed=seed).fit(
+        X[tr], np.maximum(gap[tr], 1e-4), X[va], gap[va], progress)
+
+
+def attach_gap_head(model: Model, dataset: Dataset, progress=None) -> Model:
+    """Refit the bounded gap head of ``model`` in place on its own split of ``dataset`` (the packaging path
+    for a model trained before the head existed); the val/test metrics of ``gap_gbt`` and ``best`` are redone."""
+    sp = split_indices(dataset.ids, tuple(model.meta["split"]["fractions"]), model.meta["split"]["seed"])
+    tr, va, te = sp["train"], sp["val"], sp["test"]
+    t0 = time.time()
+    X = cluster_counts(dataset.occ, model.host)
+    Y = dataset.y(TARGETS)
+    cfg = {**DEFAULT_CONFIG, **model.meta.get("config", {})}
+    model.heads["gap_gbt"] = fit_gap_head(X, Y[:, TARGETS.index("homo_lumo_gap")], tr, va, cfg,
+                                          int(model.meta.get("seed", 0)), progress)
+    model.meta.setdefault("timings", {})["gap_gbt_s"] = time.time() - t0
+    model.meta["config"] = {**cfg, **{k: cfg[k] for k in ("gap_members", "gap_iter")}}
+    model.meta.setdefault("serving", {})["homo_lumo_gap"] = "gap_gbt"
+    for split, idx in (("val", va), ("test", te)):
+        for head in ("gap_gbt", "best"):
+            pred, _ = model.predict_head(dataset.occ[idx], head)
+            model.meta["metrics"].setdefault(head, {})[split] = _mae_mev(pred, Y[idx])
+    return model

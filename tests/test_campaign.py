@@ -344,7 +344,8 @@ def test_cli_step_by_step_and_errors(tmp_path, pool, window, capsys):
 
 # ---------------------------------------------------------------------- with a (tiny) trained model
 TINY_MODEL = {"epochs": 1, "width": 16, "batch": 64, "orbit_batch": 64, "max_orbit_defects": 2, "ce_members": 2,
-              "ce_width": 32, "ce_epochs": 5, "z_members": 2, "z_width": 16, "z_epochs": 5}
+              "ce_width": 32, "ce_epochs": 5, "z_members": 2, "z_width": 16, "z_epochs": 5,
+              "gap_members": 2, "gap_iter": 20}
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,8 @@ ce_epochs = 5
 z_members = 2
 z_width = 16
 z_epochs = 5
+gap_members = 2
+gap_iter = 20
 
 [flow]
 train_set = "train"
@@ -71,8 +73,8 @@ def test_train_writes_a_loadable_model_with_metadata(tiny_model, folder):
     meta = m.meta
     assert meta["split"]["seed"] == 0 and meta["seed"] == 1 and meta["embedding_dim"] == 12
     assert meta["data"]["fingerprint"] and meta["host"]["n_ops"] == 768
-    assert set(meta["metrics"]) == {"ridge_z", "poly_z", "ensemble_z", "ensemble_ce", "ridge_ce", "best"}
-    assert set(meta["serving"]) == set(TARGETS)
+    assert set(meta["metrics"]) == {"ridge_z", "poly_z", "ensemble_z", "ensemble_ce", "ridge_ce", "gap_gbt", "best"}
+    assert set(meta["serving"]) == set(TARGETS) and meta["serving"]["homo_lumo_gap"] == "gap_gbt"
     assert all(np.isfinite(v) for h in meta["metrics"].values() for s in h.values() for v in s.values())
     assert m.train_occ.shape[0] == meta["split"]["train"] and m.train_y.shape == (meta["split"]["train"], 2)
     # `invdesign train` also fits the conditional flow (settings from the [flow] table)
@@ -101,11 +103,13 @@ def test_embed_and_predict_csv_contracts(tiny_model, folder, tmp_path):
     assert e["id"].tolist() == [f.stem for f in files]
     assert main(["predict", *map(str, files), "--out", str(pred), "--model", str(tiny_model)]) == 0
     p = pd.read_csv(pred, dtype={"id": str})
-    assert list(p.columns[:8]) == ["id", "formation_energy_per_site", "homo_lumo_gap", "formation_energy_per_site_std",
-                                   "homo_lumo_gap_std", "extrapolation", "extrapolation_reason", "note"]
+    assert list(p.columns[:9]) == ["id", "formation_energy_per_site", "homo_lumo_gap", "formation_energy_per_site_std",
+                                   "homo_lumo_gap_std", "extrapolation", "extrapolation_reason", "note", "homo_lumo_gap_validated"]
     assert {"dn_Mo", "dn_S", "dn_W", "dn_Se", "defects", "mu"} <= set(p.columns)  # synthesis bookkeeping (issue 13)
     num = p.columns[1:5]
     assert (p["formation_energy_per_site_std"] > 0).all() and p[num].notna().all().all()
+    assert p["homo_lumo_gap_validated"].dtype == bool  # True/False per row (meaning tested on the packaged model)
+    assert p["homo_lumo_gap"].between(0, 2.0, inclusive="neither").all()
 
 
 def test_packaged_default_model_without_model_option(folder, tmp_path, host):
@@ -113,7 +117,7 @@ def test_packaged_default_model_without_model_option(folder, tmp_path, host):
     out = tmp_path / "p.csv"
     assert main(["predict", *map(str, files), "--out", str(out)]) == 0
     p = pd.read_csv(out)
-    assert len(p) == 3 and p["homo_lumo_gap"].between(-1, 4).all()
+    assert len(p) == 3 and p["homo_lumo_gap"].between(0, 2.0, inclusive="neither").all()
 
 
 def test_extrapolation_is_flagged(tiny_model, tmp_path, host, capsys):

@@ -135,7 +135,8 @@ def test_kernel_ridge_learns_smooth_function():
 def test_packaged_model_meets_the_accuracy_goal_on_the_test_split(dataset, packaged, share):
     meta = packaged.meta
     assert meta["serving_head"] == "best" and meta["embedding_dim"] == 12
-    assert set(meta["serving"]) == set(TARGETS) and set(meta["serving"].values()) <= {"ensemble_ce", "ridge_ce"}
+    assert set(meta["serving"]) == set(TARGETS) and meta["serving"]["formation_energy_per_site"] in {"ensemble_ce", "ridge_ce"}
+    assert meta["serving"]["homo_lumo_gap"] == "gap_gbt"
     if share is None:
         m, s = packaged.predict(dataset.occ[:50])
         assert np.isfinite(m).all() and (s > 0).all()
@@ -143,8 +144,9 @@ def test_packaged_model_meets_the_accuracy_goal_on_the_test_split(dataset, packa
     te = split_indices(dataset.ids, seed=meta["split"]["seed"])["test"]
     m, s = packaged.predict(dataset.occ[te])
     mae = np.abs(m - dataset.y(TARGETS)[te]).mean(0) * 1000
-    assert mae[0] <= 10.0 and mae[1] <= 25.0, mae
+    assert mae[0] <= 2.2 and mae[1] <= 6.0, mae  # issue 12: FE <= 2.2 meV; the gap near the 5 meV goal on this split
     assert abs(mae[0] - meta["metrics"]["best"]["test"][TARGETS[0]]) < 0.5
+    assert abs(mae[1] - meta["metrics"]["best"]["test"][TARGETS[1]]) < 0.5
     # training configurations are the train split only
     train_ids = set(dataset.ids[split_indices(dataset.ids, seed=meta["split"]["seed"])["train"]])
     assert len(packaged.train_occ) == len(train_ids)
@@ -212,3 +214,57 @@ def _labelled(ds, host):
 
     rng = np.random.default_rng(1)
     return Dataset(host, ds.ids, ds.occ, pd.DataFrame({t: rng.normal(size=len(ds)) for t in TARGETS}), "generated")
+
+
+def test_bounded_gap_head_trees_bounds_conformal_and_roundtrip(tmp_path):
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from invdesign.predict.gap import BoundedGapHead, _conformal, _Forest
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 4, (600, 12)).astype(float)
+    X[:, 3] = 1.0  # a constant column (dropped in fitting, feature numbers mapped back)
+    g = np.where(X[:, 0] > 1, 0.35, 1.8) - 0.05 * X[:, 1] + rng.normal(scale=0.01, size=600)
+    est = HistGradientBoostingRegressor(max_iter=20, min_samples_leaf=5).fit(X, g)
+    forest = _Forest.from_sklearn(est)
+    assert np.abs(forest.predict(X) - est.predict(X)).max() < 1e-9  # stored trees == sklearn's
+    assert np.abs(forest.predict_numpy(X) - est.predict(X)).max() < 1e-9  # and the numpy walk
+    h = BoundedGapHead(members=2, max_iter=60, seed=0).fit(X[:400], g[:400], X[400:500], g[400:500])
+    m, s = h.predict(X[500:])
+    assert np.abs(m - g[500:]).mean() < 0.03 and (s > 0).all()
+    mv, sv = h.predict(X[400:500])
+    assert (np.abs(mv - g[400:500]) <= 2 * sv + 1e-12).mean() >= 0.95  # conformal on its calibration rows
+    wild = rng.normal(scale=1e3, size=(500, 12))  # far outside anything trained: still a physical gap
+    mw, sw = h.predict(wild)
+    assert (mw > 0).all() and (mw < h.eg_max).all() and np.isfinite(sw).all()
+    torch.save(h.state(), tmp_path / "h.pt")
+    h2 = BoundedGapHead.from_state(torch.load(tmp_path / "h.pt", weights_only=True))
+    assert np.array_equal(h2.predict(wild)[0], mw) and np.array_equal(h2.predict(wild)[1], sw)
+    assert _conformal(np.arange(1.0, 101.0)) == 97.0  # ceil(101 * 0.9545) = 97th smallest
+    with pytest.raises(ValueError, match="training gaps"):
+        BoundedGapHead(members=1, max_iter=5).fit(X[:50], np.full(50, 2.5), X[50:60], g[50:60])
+
+
+def test_packaged_gaps_stay_physical_at_any_density(packaged, host):
+    """Issue 11: no served gap outside (0, eg_max) on 2,100 random configurations at 1-48 defects;
+    beyond the trained density or composition the gap is marked unvalidated with the uninformed std."""
+    from invdesign.model import predict
+    from invdesign.predict.gap import unvalidated_std
+
+    rng = np.random.default_rng(0)
+    labels = ["W_Mo", "V_Mo", "Se_S", "V_S"]
+    occ, ks = [], []
+    for k in (1, 3, 6, 8, 12, 24, 48):
+        for _ in range(300):
+            counts = np.bincount(rng.integers(0, 4, k), minlength=4)
+            occ.append(sample_configurations(host, {lab: int(c) for lab, c in zip(labels, counts) if c}, 1, rng)[0])
+            ks.append(k)
+    occ, ks = np.stack(occ), np.array(ks)
+    m, s = packaged.predict(occ)
+    eg = packaged.heads["gap_gbt"].eg_max
+    assert (m[:, 1] > 0).all() and (m[:, 1] < eg).all() and np.isfinite(s).all() and (s > 0).all()
+    val = packaged.gap_validated(occ)
+    assert not val[ks > 3].any() and val[ks <= 3].mean() > 0.5
+    assert (s[~val, 1] >= unvalidated_std(eg) - 1e-12).all() and np.median(s[val, 1]) < 0.05
+    df = predict(occ[ks == 6][:5], model=packaged)
+    assert "homo_lumo_gap_validated" in df and not df["homo_lumo_gap_validated"].any()

@@ -185,6 +185,10 @@ def predict_cmd(
         err_console.print(f"invdesign: {pristine} structure(s) without defects: formation_energy_per_site is undefined "
                           f"for them (NaN; see the note column), e.g. {df.loc[df['note'] != '', 'id'].iat[0]}",
                           highlight=False, soft_wrap=True)
+    if "homo_lumo_gap_validated" in df and not df["homo_lumo_gap_validated"].all():
+        console.print(f"{int((~df['homo_lumo_gap_validated']).sum())} of {len(df)} gap predictions lie beyond the trained "
+                      "density or composition: bounded but unvalidated (homo_lumo_gap_validated = False; their std is the "
+                      "uninformed one)", highlight=False)
     write_csv(out, df)
     heads = ", ".join(f"{t}: {h}" for t, h in m.meta.get("serving", {}).items()) or m.meta.get("serving_head", "?")
     console.print(f"{len(df)} predictions (heads {heads}) -> {out}", highlight=False)

@@ -228,7 +228,9 @@ def check_candidates(
         ``reembed_distance``, ``novel``, ``nearest_known_distance``, ``nearest_known_key``,
         ``unseen_clusters`` (defect pairs with no training example: their contribution is missing
         from the prediction), ``extrapolation`` (composition never trained on, far from every known
-        configuration in embedding space, or an unseen cluster).
+        configuration in embedding space, or an unseen cluster), ``homo_lumo_gap_validated`` (False
+        beyond the trained density or composition: the gap is bounded but unvalidated, its std the
+        uninformed one; models with a ``gap_validated`` method).
     """
     host = model.host
     occ = np.asarray(occ)
@@ -276,6 +278,8 @@ def check_candidates(
     for j, name in enumerate(TARGETS):
         df[f"{name}_std_effective"] = eff[:, j] if len(eff) else np.zeros(0)
     df["p_in_window"] = window.p_in(mean, eff) if len(eff) else np.zeros(0)
+    if hasattr(model, "gap_validated"):  # False: more defects or a composition than trained (the gap std says how much)
+        df["homo_lumo_gap_validated"] = np.asarray(model.gap_validated(occ), dtype=bool) if len(occ) else np.zeros(0, bool)
     return df
 
 

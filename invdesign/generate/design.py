@@ -278,6 +278,8 @@ def design(
     counts["returned_in_window"] = int((cand["p_in_window"] >= IN_WINDOW_P).sum())
     counts["returned_novel"] = int(cand["novel"].sum())
     counts["returned_extrapolation"] = int(cand["extrapolation"].sum())
+    if "homo_lumo_gap_validated" in cand:
+        counts["returned_gap_unvalidated"] = int((~cand["homo_lumo_gap_validated"].astype(bool)).sum())
     timings["total_s"] = time.perf_counter() - t0
     from invdesign import __version__
 

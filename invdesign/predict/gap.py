@@ -1,0 +1,245 @@
+"""Bounded band-gap head: bagged gradient-boosted trees in a logit space, conformal std.
+
+The HOMO-LUMO gap of a defect configuration is a mixture: configurations whose defects leave the
+host gap free (W_Mo, Se_S: ~1.80 eV, the 8x8 MoS2 supercell's own gap) and configurations with
+in-gap states (V_S: ~1.15 eV, V_S pairs down to ~0.65 eV, V_Mo: ~0.1-0.55 eV). Trees on exact
+cluster counts (:func:`invdesign.predict.features.cluster_counts`, so exactly invariant) follow
+such thresholds far better than smooth regressors (benchmarks/results/gap.md).
+
+Physical bound by construction: the trees regress ``u = logit(g / eg_max)`` and the served gap is
+``eg_max * sigmoid(u)``, strictly inside ``(0, eg_max)`` for any input, at any density.
+``eg_max`` (eV) is the widest host gap of the allowed chemistries (:data:`EG_MAX`).
+
+Uncertainty: ``members`` models fitted on bootstrap resamples of the training set; their spread
+``s(x)`` (eV) is turned into a calibrated std by split-conformal calibration on validation,
+``std = c_b (s(x) + s0)`` with ``c_b`` the conformal 95.45 % quantile of ``|g - mean| / (s + s0)``
+divided by 2 (so mean +- 2 std covers 95.45 % of validation), per regime ``b`` of the predicted
+gap (:data:`BANDS`: deep in-gap states, shallow in-gap states, host gap; a Mondrian conformal
+predictor) where validation has enough rows in it, else pooled. ``s0`` is the median validation
+spread. The regime, not the defect count, sets the error scale here (99 % of the 2DMD
+configurations have 3 defects, so per-count calibration is pooled calibration).
+
+Trees are stored as plain arrays (``state()``) and evaluated in numpy, so a model file loads with
+``torch.load(weights_only=True)`` and needs no pickled scikit-learn objects.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+#: Upper bound of a served gap (eV): the widest host gap among the allowed chemistries
+#: (Mo/W x S/Se). In the 2DMD data the 8x8 MoS2 host with only isovalent substitutions has
+#: 1.80-1.81 eV (PBE); monolayer WS2, the widest of MoS2/WS2/MoSe2/WSe2, has a PBE gap about
+#: 0.1-0.15 eV above MoS2's (e.g. Ramasubramaniam, PRB 86, 115409 (2012); C2DB). 2.0 eV bounds both.
+EG_MAX = 2.0
+
+#: Two-sided Gaussian mass within 2 std; the conformal level.
+LEVEL = 0.9545
+MIN_GROUP = 30  # validation rows needed to calibrate one regime on its own
+#: Edges (eV) of the predicted-gap regimes calibrated separately: V_Mo-like deep states below 0.6,
+#: V_S-like states up to 1.5, the host gap above.
+BANDS = (0.6, 1.5)
+
+
+def _logit(g: np.ndarray, eg_max: float) -> np.ndarray:
+    p = np.clip(np.asarray(g, dtype=np.float64) / eg_max, 1e-6, 1 - 1e-6)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(u: np.ndarray, eg_max: float) -> np.ndarray:
+    return eg_max / (1.0 + np.exp(-np.asarray(u, dtype=np.float64)))
+
+
+class _Forest:
+    """Flattened additive trees of one boosted model: ``baseline + sum_t leaf_t(x)``."""
+
+    FIELDS = ("feature", "threshold", "left", "right", "leaf", "value")
+
+    def __init__(self, feature, threshold, left, right, leaf, value, roots, baseline: float) -> None:
+        self.feature = np.asarray(feature, dtype=np.int64)
+        self.threshold = np.asarray(threshold, dtype=np.float64)
+        self.left = np.asarray(left, dtype=np.int64)
+        self.right = np.asarray(right, dtype=np.int64)
+        self.leaf = np.asarray(leaf, dtype=bool)
+        self.value = np.asarray(value, dtype=np.float64)
+        self.roots = np.asarray(roots, dtype=np.int64)
+        self.baseline = float(baseline)
+
+    @classmethod
+    def from_sklearn(cls, est) -> _Forest:
+        """From a fitted ``HistGradientBoostingRegressor`` (numerical features, no missing values)."""
+        parts, roots, off = [], [], 0
+        for (pred,) in est._predictors:
+            nd = pred.nodes
+            parts.append((nd["feature_idx"], nd["num_threshold"], nd["left"].astype(np.int64) + off,
+                          nd["right"].astype(np.int64) + off, nd["is_leaf"].astype(bool), nd["value"]))
+            roots.append(off)
+            off += len(nd)
+        cat = [np.concatenate([p[i] for p in parts]) for i in range(6)]
+        return cls(*cat, roots=np.array(roots), baseline=float(np.ravel(est._baseline_prediction)[0]))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """``(N, p)`` features -> ``(N,)`` raw (transformed-space) predictions.
+
+        Runs scikit-learn's compiled tree predictor on the stored arrays (about 50x faster than
+        numpy); :meth:`predict_numpy` is the same sum in plain numpy, used where that is unavailable.
+        """
+        trees = self._compiled()
+        if trees is None:
+            return self.predict_numpy(X)
+        X = np.ascontiguousarray(np.asarray(X)[:, self._used], dtype=np.float64)  # only the columns the trees read
+        cat = np.zeros((0, 8), dtype=np.uint32)
+        fmap = np.zeros(X.shape[1], dtype=np.uint32)
+        out = np.full(len(X), self.baseline)
+        for t in trees:
+            out += t.predict(X, cat, fmap, 1)
+        return out
+
+    def _compiled(self) -> list | None:
+        if getattr(self, "_trees", None) is None:
+            try:
+                from sklearn.ensemble._hist_gradient_boosting.common import PREDICTOR_RECORD_DTYPE
+                from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+
+                ends = [*self.roots[1:], len(self.feature)]
+                self._used = np.unique(self.feature[~self.leaf])
+                local = np.searchsorted(self._used, self.feature)  # column numbers within X[:, used]
+                trees = []
+                for r, e in zip(self.roots, ends):
+                    nd = np.zeros(e - r, dtype=PREDICTOR_RECORD_DTYPE)
+                    nd["value"], nd["feature_idx"], nd["num_threshold"] = self.value[r:e], local[r:e], self.threshold[r:e]
+                    nd["left"] = np.where(self.leaf[r:e], 0, self.left[r:e] - r)
+                    nd["right"] = np.where(self.leaf[r:e], 0, self.right[r:e] - r)
+                    nd["is_leaf"] = self.leaf[r:e]
+                    trees.append(TreePredictor(nd, np.zeros((0, 8), np.uint32), np.zeros((0, 8), np.uint32)))
+                self._trees = trees
+            except (ImportError, AttributeError, TypeError, ValueError):  # a scikit-learn without these internals
+                self._trees = False
+        return self._trees or None
+
+    def predict_numpy(self, X: np.ndarray, chunk: int = 2048) -> np.ndarray:
+        """:meth:`predict` in plain numpy (all trees walked together, level by level)."""
+        X = np.asarray(X, dtype=np.float64)
+        out = np.empty(len(X))
+        for s in range(0, len(X), chunk):
+            x = X[s : s + chunk]
+            rows = np.arange(len(x))[:, None]
+            idx = np.broadcast_to(self.roots[None, :], (len(x), len(self.roots))).copy()  # (n, trees)
+            active = ~self.leaf[idx]
+            while active.any():
+                r, t = np.nonzero(active)
+                node = idx[r, t]
+                go_left = x[rows[r, 0], self.feature[node]] <= self.threshold[node]
+                idx[r, t] = np.where(go_left, self.left[node], self.right[node])
+                active[r, t] = ~self.leaf[idx[r, t]]
+            out[s : s + chunk] = self.baseline + self.value[idx].sum(axis=1)
+        return out
+
+    def state(self) -> dict:
+        st = {k: torch.as_tensor(getattr(self, k)) for k in self.FIELDS}
+        st["roots"] = torch.as_tensor(self.roots)
+        st["baseline"] = self.baseline
+        return st
+
+    @classmethod
+    def from_state(cls, st: dict) -> _Forest:
+        return cls(*(st[k].numpy() for k in cls.FIELDS), roots=st["roots"].numpy(), baseline=st["baseline"])
+
+
+class BoundedGapHead:
+    """Bagged gradient-boosted trees on cluster counts, bounded to ``(0, eg_max)``, conformal std.
+
+    Args:
+        eg_max: upper bound of the gap (eV); default :data:`EG_MAX`.
+        members: bootstrap members (their spread is the raw uncertainty).
+        max_iter, learning_rate, max_leaf_nodes, min_samples_leaf: the boosted trees' settings
+            (scikit-learn ``HistGradientBoostingRegressor``; squared error in logit space).
+        seed: seed of the resamples and of the trees.
+    """
+
+    def __init__(self, eg_max: float = EG_MAX, members: int = 3, max_iter: int = 500, learning_rate: float = 0.1,
+                 max_leaf_nodes: int = 31, min_samples_leaf: int = 5, seed: int = 0) -> None:
+        self.eg_max, self.members, self.max_iter, self.learning_rate = float(eg_max), members, max_iter, learning_rate
+        self.max_leaf_nodes, self.min_samples_leaf, self.seed = max_leaf_nodes, min_samples_leaf, seed
+
+    def config(self) -> dict:
+        return {"eg_max": self.eg_max, "members": self.members, "max_iter": self.max_iter, "learning_rate": self.learning_rate,
+                "max_leaf_nodes": self.max_leaf_nodes, "min_samples_leaf": self.min_samples_leaf, "seed": self.seed}
+
+    def fit(self, X: np.ndarray, g: np.ndarray, Xv: np.ndarray, gv: np.ndarray, progress=None) -> BoundedGapHead:
+        """Fit on ``X (N, p)``, gaps ``g (N,)`` (eV); calibrate the std on ``Xv (Nv, p), gv (Nv,)``.
+
+        ``progress()`` is called once per member.
+        """
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        X, Xv = np.asarray(X, dtype=np.float64), np.asarray(Xv, dtype=np.float64)
+        g, gv = np.asarray(g, dtype=np.float64).ravel(), np.asarray(gv, dtype=np.float64).ravel()
+        if (g <= 0).any() or (g >= self.eg_max).any():
+            raise ValueError(f"training gaps must lie in (0, {self.eg_max}) eV; got {g.min():.4f}..{g.max():.4f}")
+        u = _logit(g, self.eg_max)
+        rng = np.random.default_rng(self.seed)
+        cols = np.flatnonzero(X.std(0) > 0)  # constant columns cost binning time and carry nothing
+        self.forests = []
+        for m in range(self.members):
+            rows = rng.integers(0, len(X), len(X)) if self.members > 1 else np.arange(len(X))
+            est = HistGradientBoostingRegressor(
+                learning_rate=self.learning_rate, max_iter=self.max_iter, max_leaf_nodes=self.max_leaf_nodes,
+                min_samples_leaf=self.min_samples_leaf, early_stopping=False, random_state=self.seed * 1000 + m,
+            ).fit(X[rows][:, cols], u[rows])
+            forest = _Forest.from_sklearn(est)
+            forest.feature = cols[forest.feature]  # back to the caller's column numbers
+            self.forests.append(forest)
+            if progress is not None:
+                progress()
+        mean, spread = self.raw(Xv)
+        self.s0 = float(np.median(spread)) if len(spread) else 0.0
+        self.s0 = self.s0 if self.s0 > 0 else 1e-3  # single member: the std is the band's conformal scale x 1 meV
+        score = np.abs(gv - mean) / (spread + self.s0)
+        self.scale = _conformal(score) / 2.0
+        band = np.digitize(mean, BANDS)
+        self.scale_b = np.full(len(BANDS) + 1, self.scale)
+        for b in range(len(BANDS) + 1):
+            if (band == b).sum() >= MIN_GROUP:
+                self.scale_b[b] = _conformal(score[band == b]) / 2.0
+        return self
+
+    def raw(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(N,)`` mean gap (eV; members averaged in logit space) and ``(N,)`` member spread (eV)."""
+        U = np.stack([f.predict(X) for f in self.forests])  # (M, N)
+        G = _sigmoid(U, self.eg_max)
+        spread = G.std(0, ddof=1) if len(self.forests) > 1 else np.zeros(U.shape[1])
+        return _sigmoid(U.mean(0), self.eg_max), spread
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(N,)`` gap mean in ``(0, eg_max)`` and ``(N,)`` calibrated std (eV)."""
+        mean, spread = self.raw(X)
+        return mean, self.scale_b[np.digitize(mean, BANDS)] * (spread + self.s0)
+
+    def state(self) -> dict:
+        return {"config": self.config(), "forests": [f.state() for f in self.forests], "scale": float(self.scale),
+                "scale_b": torch.as_tensor(self.scale_b), "s0": self.s0}
+
+    @classmethod
+    def from_state(cls, st: dict) -> BoundedGapHead:
+        h = cls(**st["config"])
+        h.forests = [_Forest.from_state(f) for f in st["forests"]]
+        h.scale, h.scale_b, h.s0 = float(st["scale"]), st["scale_b"].numpy(), float(st["s0"])
+        return h
+
+
+def _conformal(score: np.ndarray, level: float = LEVEL) -> float:
+    """Split-conformal quantile: the ``ceil((n + 1) level)``-th smallest score (the largest when n is small)."""
+    score = np.sort(np.asarray(score, dtype=np.float64))
+    if not len(score):
+        return 1.0
+    r = min(len(score), math.ceil((len(score) + 1) * level))
+    return float(score[r - 1])
+
+
+def unvalidated_std(eg_max: float = EG_MAX) -> float:
+    """Std (eV) of a gap known only to lie in ``(0, eg_max)``: the uniform distribution's, ``eg_max / sqrt(12)``."""
+    return eg_max / math.sqrt(12.0)
