@@ -18,10 +18,11 @@ import torch
 
 from invdesign.data.dataset import TARGETS, split_indices
 from invdesign.errors import InvdesignError
-from invdesign.generate.checks import Window, rank_with_diversity
+from invdesign.generate.checks import rank_with_diversity
 from invdesign.generate.decoder import Limits, decode, estimate_orbits, is_enumerable, orbit_index, validate
 from invdesign.generate.design import LEADING, design, generator_recall, screen
 from invdesign.generate.flow import ConditionalFlow, attach_flow, fit_flow, get_flow
+from invdesign.generate.window import Window
 from invdesign.lattice.canonical import apply_op, canonical_keys
 from invdesign.lattice.enumerate import compositions, sample_configurations
 

@@ -56,8 +56,8 @@ def design_cmd(
     diversity: float = typer.Option(0.05, "--diversity", help="Diversity weight in the ranking (0: sort by p_in_window)."),
 ) -> None:
     """Candidates whose predicted properties lie in the target window: decoded, checked, ranked, exported."""
-    from invdesign.generate.checks import Window
     from invdesign.generate.design import MODES
+    from invdesign.generate.window import Window
 
     window = Window.parse(target)
     if n < 1:

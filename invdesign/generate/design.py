@@ -38,13 +38,15 @@ import pandas as pd
 
 from invdesign.data.dataset import TARGETS
 from invdesign.errors import InvdesignError
-from invdesign.generate.checks import Window, check_candidates, known_set, rank_with_diversity
+from invdesign.generate.checks import check_candidates, known_set, rank_with_diversity
 from invdesign.generate.decoder import (
     Limits,
     decode,
     is_enumerable,
     orbit_index,
+    orbit_predictions,
 )
+from invdesign.generate.window import Window
 
 LEADING = ["rank", "id", "canonical_key", "source", *TARGETS, *(f"{t}_std" for t in TARGETS), "p_in_window"]
 MODES = ("auto", "flow", "exhaustive")
@@ -333,26 +335,6 @@ def screen(model, window: Window, limits: Limits, exclude: set[str] = frozenset(
     rows = np.flatnonzero(idx.mask(limits, set(exclude)))
     mean, std = orbit_predictions(model, idx)
     return idx, rows, mean[rows], std[rows], window.p_in(mean[rows], std[rows])
-
-
-_PRED_CACHE: dict[int, tuple[object, object, tuple[np.ndarray, np.ndarray]]] = {}
-
-
-def orbit_predictions(model, idx) -> tuple[np.ndarray, np.ndarray]:
-    """``(R, 2)`` mean and std (eV, best head) for every orbit of ``idx`` (cached per model)."""
-    hit = _PRED_CACHE.get(id(model))
-    if hit is not None and hit[0] is model and hit[1] is idx:
-        return hit[2]
-    from invdesign.progress import track
-
-    means, stds = [], []
-    for s in track(range(0, len(idx.occ), 4096), "screening the enumerated orbits"):
-        m, sd = model.predict(idx.occ[s : s + 4096])
-        means.append(np.asarray(m, float))
-        stds.append(np.asarray(sd, float))
-    out = (np.concatenate(means), np.concatenate(stds))
-    _PRED_CACHE[id(model)] = (model, idx, out)
-    return out
 
 
 def _exhaustive(model, window, limits, excl, timings, counts):
