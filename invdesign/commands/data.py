@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from invdesign.commands.common import HostOpt, SupercellOpt, TolOpt, check_out_dir, check_out_file, resolve_host
-from invdesign.io import write_csv
 
 console = Console()
 
@@ -60,7 +58,10 @@ def canon(
     tol: float = TolOpt,
 ) -> None:
     """Canonical keys: equal keys <=> symmetry-equivalent configurations."""
+    import pandas as pd
+
     from invdesign.data.dataset import map_structures
+    from invdesign.io import write_csv
 
     check_out_file(out)
     h = resolve_host(host, supercell)
@@ -80,7 +81,9 @@ def enumerate_cmd(
     structures: Path = typer.Option(None, "--structures", help="Also write one CIF per orbit into this folder."),
 ) -> None:
     """Every symmetry-distinct configuration, with its orbit size; checked against Burnside's lemma."""
-    from invdesign.io import atomic_dir, write_structure
+    import pandas as pd
+
+    from invdesign.io import atomic_dir, write_csv, write_structure
     from invdesign.lattice.enumerate import burnside_count, enumerate_orbits, parse_defect_types
     from invdesign.progress import task, track
 

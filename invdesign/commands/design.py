@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from invdesign.commands.common import check_out_dir
 from invdesign.errors import InvdesignError
+
+if TYPE_CHECKING:  # annotations only: heavy imports stay inside the commands (fast --help)
+    import numpy as np
 
 console = Console()
 err_console = Console(stderr=True)
@@ -115,6 +117,8 @@ def _print_result(res, out: Path) -> None:
 
 def read_embeddings(path: Path, dim: int) -> tuple[list[str], np.ndarray]:
     """``ids`` and ``(N, dim)`` embeddings from a CSV with columns ``id,z0..z{dim-1}``."""
+    import numpy as np
+    import pandas as pd
     if not path.is_file():
         raise InvdesignError("embedding file not found", source=str(path))
     try:
@@ -150,6 +154,9 @@ def decode_cmd(
     types: str = typer.Option(None, "--types", help="Allowed defect types, comma separated (default: all)."),
 ) -> None:
     """Decode embeddings into configurations (exact nearest orbit where enumerable, local search otherwise)."""
+    import numpy as np
+    import pandas as pd
+
     from invdesign.generate.decoder import Limits, decode
     from invdesign.io import atomic_dir, write_csv, write_structure
     from invdesign.lattice.enumerate import compositions

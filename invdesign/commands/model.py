@@ -5,14 +5,16 @@ from __future__ import annotations
 import time
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 
 from invdesign.commands.common import TolOpt, check_out_file
 from invdesign.errors import InvdesignError
+
+if TYPE_CHECKING:  # annotations only: heavy imports stay inside the commands (fast --help)
+    import numpy as np
 
 console = Console()
 err_console = Console(stderr=True)
@@ -143,6 +145,8 @@ def embed_cmd(
     tol: float = TolOpt,
 ) -> None:
     """Symmetry-invariant embeddings of structures."""
+    import pandas as pd
+
     from invdesign.io import write_csv
 
     m, ds = _inputs(structures, out, model, tol)
@@ -160,6 +164,8 @@ def predict_cmd(
     tol: float = TolOpt,
 ) -> None:
     """Formation energy per defect site and HOMO-LUMO gap (eV) with one-sigma uncertainties."""
+    import pandas as pd
+
     from invdesign.data.dataset import TARGETS
     from invdesign.io import write_csv
 
