@@ -46,10 +46,11 @@ from invdesign.generate.decoder import (
     orbit_index,
     orbit_predictions,
 )
+from invdesign.generate.samplers import Proposal, Request
 from invdesign.generate.window import Window
 
 LEADING = ["rank", "id", "canonical_key", "source", *TARGETS, *(f"{t}_std" for t in TARGETS), "p_in_window"]
-MODES = ("auto", "flow", "exhaustive")
+MODES = ("auto", "flow", "exhaustive", "anneal")
 FLOW_TEMPERATURE = 1.3  # scale of the flow's base Gaussian when sampling for a window (chosen on VAL windows)
 DECODE_K_PREFER = 8  # flow samples decode to the best p_in_window among this many nearest free orbits (VAL windows)
 IN_WINDOW_P = 0.5  # p_in_window at which a configuration counts as "in the window" in reports
@@ -166,6 +167,7 @@ def design(
     diversity: float = 0.05,
     reach_p: float = 0.05,
     out: str | Path | None = None,
+    time_limit_s: float = 900.0,
 ) -> DesignResult:
     """Candidates for a target window, decoded, checked and ranked.
 
@@ -178,11 +180,12 @@ def design(
         max_defects, min_defects, types: limits on the configurations (types like ``"V_S"``).
         exclude: canonical keys, key files (CSV with ``canonical_key`` or text) or STRUCTURES never to return.
         seed: seeds the flow samples (results are reproducible from the summary).
-        mode: ``"auto"``, ``"flow"`` or ``"exhaustive"`` (ignored with ``pool``).
+        mode: ``"auto"``, ``"flow"``, ``"exhaustive"`` or ``"anneal"`` (ignored with ``pool``).
         samples: flow samples to draw (default ``10 * n`` with the exact decoder, ``2 * n`` with search).
         diversity: weight of the diversity penalty in the ranking (0: plain sort by p_in_window).
         reach_p: below this best ``p_in_window`` the window is reported unreachable.
         out: if given, the output folder (written atomically).
+        time_limit_s: requests estimated to take longer are refused before any work (one line says what to change).
 
     Returns:
         a :class:`DesignResult`.
@@ -219,18 +222,20 @@ def design(
     else:
         used = mode
         if mode == "auto":
-            used = "exhaustive" if is_enumerable(host, limits) else "flow"
+            used = "exhaustive" if is_enumerable(host, limits) else "anneal"
             extra["auto_reason"] = (
                 "the space within the limits is enumerable: screening every orbit is exact and no slower than sampling"
                 if used == "exhaustive"
-                else "the space within the limits is too large to enumerate: flow samples + local-search decoder"
+                else "the space within the limits is too large to enumerate: simulated annealing on the model "
+                "(fastest to 50 in-window candidates in benchmarks/results/anneal.md)"
             )
-        if used == "exhaustive":
-            occ, table, z = _exhaustive(model, window, limits, excl, timings, counts)
-        else:
-            occ, table, z = _flow(model, window, limits, excl, n, samples, seed, timings, counts)
+        if used in ("anneal", "flow") and not is_enumerable(host, limits):
+            refuse_if_too_long(host, limits, n, used, time_limit_s)
+        req = Request(model, window, limits, excl, n, samples, seed, timings, counts)
+        prop = SAMPLERS[used](req)
+        occ, table, z = prop.occ, prop.table, prop.z
         ids = None
-        source = np.full(len(occ), "exhaustive" if used == "exhaustive" else "flow", dtype=object)
+        source = np.full(len(occ), used, dtype=object)
 
     t = time.perf_counter()
     p = table["p_in_window"].to_numpy()
@@ -445,6 +450,78 @@ def _flow_nearest(model, window, limits, excl, n, seed, occ, table, z, source, t
         np.concatenate([z, z2]),
         np.concatenate([source, np.full(len(occ2), "flow", dtype=object)]),
     )
+
+
+# ---------------------------------------------------------------------- anneal + the sampler registry
+ANNEAL_EXTRA = 0.3  # harvest this fraction more than n, so the diversity ranking has a choice
+EMBED_S_PER_K3 = 3.5e-5  # seconds per configuration / k^3 to embed one candidate for its checks (measured, 1 core)
+STEP_S = 0.03  # seconds per annealing step of 64 chains (measured, 8-24 defects, 1 core)
+
+
+def estimate_seconds(limits: Limits, n: int, mode: str) -> float:
+    """Rough wall time (s) of a generative design request beyond enumeration: the checks embed every
+    candidate (cost ~ k^3, the encoder's triple term) and the search runs a few hundred steps."""
+    want = math.ceil(n * (1 + ANNEAL_EXTRA))
+    k = limits.max_defects
+    return want * EMBED_S_PER_K3 * k**3 + 300 * STEP_S + (0 if mode == "anneal" else 2 * n * 0.05 * k)
+
+
+def refuse_if_too_long(host, limits: Limits, n: int, mode: str, time_limit_s: float) -> None:
+    """Raise before any work when the request would take longer than ``time_limit_s``."""
+    if limits.max_defects > host.n_sites // 2:
+        raise InvdesignError(
+            f"--max-defects {limits.max_defects} is above half the {host.n_sites} sites of {host.name}; "
+            "beyond that the host is no longer the majority phase: lower --max-defects"
+        )
+    est = estimate_seconds(limits, n, mode)
+    if est > time_limit_s:
+        k_ok = int(((time_limit_s - 300 * STEP_S) / (math.ceil(n * (1 + ANNEAL_EXTRA)) * EMBED_S_PER_K3)) ** (1 / 3))
+        raise InvdesignError(
+            f"design -n {n} with up to {limits.max_defects} defects would take about {est / 60:.0f} min "
+            f"(limit {time_limit_s / 60:.0f} min; each candidate's checks cost ~k^3): lower -n or --max-defects "
+            f"(about {max(k_ok, 1)} defects fit with -n {n})"
+        )
+
+
+def _anneal(req: Request) -> Proposal:
+    """Simulated annealing on the model toward the window (:mod:`invdesign.generate.anneal`), then the checks."""
+    from invdesign.generate.anneal import anneal
+    from invdesign.progress import task
+
+    model, window, limits = req.model, req.window, req.limits
+    want = req.samples or math.ceil(req.n * (1 + ANNEAL_EXTRA))
+    t = time.perf_counter()
+    with task("annealing toward the window", total=want) as advance:
+        res = anneal(model, window, limits, want, exclude=req.exclude, seed=req.seed, progress=advance)
+    req.timings["anneal_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if not len(res.occ):
+        raise InvdesignError(f"annealing found no configuration within the limits {limits.as_dict(model.host)}")
+    from invdesign.progress import track
+
+    z = np.concatenate([np.asarray(model.embed(res.occ[s : s + 16]), float)
+                        for s in track(range(0, len(res.occ), 16), "embedding the candidates")])
+    table = check_candidates(res.occ, model, window, limits, z=z, keys=res.keys, prediction=(res.mean, res.std))
+    table["decode_method"] = "anneal"
+    req.timings["check_s"] = time.perf_counter() - t
+    req.counts.update(
+        anneal_steps=res.steps, evaluated=res.evaluations, harvested=len(res.keys),
+        harvested_mean_in_window=res.stats.get("harvested_in_window", 0), chains=res.stats.get("chains"),
+        acceptance=res.stats.get("acceptance"), checked=len(res.keys),
+        in_window=int((table["p_in_window"] >= IN_WINDOW_P).sum()),
+    )
+    return Proposal(res.occ, table, z)
+
+
+def _exhaustive_sampler(req: Request) -> Proposal:
+    return Proposal(*_exhaustive(req.model, req.window, req.limits, req.exclude, req.timings, req.counts))
+
+
+def _flow_sampler(req: Request) -> Proposal:
+    return Proposal(*_flow(req.model, req.window, req.limits, req.exclude, req.n, req.samples, req.seed, req.timings, req.counts))
+
+
+SAMPLERS = {"exhaustive": _exhaustive_sampler, "flow": _flow_sampler, "anneal": _anneal}
 
 
 # ---------------------------------------------------------------------- reports
