@@ -166,6 +166,7 @@ def anneal(
     cap: int | None = None,
     start: np.ndarray | None = None,
     progress=None,
+    max_seconds: float | None = None,
 ) -> AnnealResult:
     """Harvest up to ``want`` distinct configurations with ``p_in_window >= accept_p`` by annealing.
 
@@ -181,6 +182,7 @@ def anneal(
         cap: harvests per chain before it restarts (default ``max(1, 2 want / C)``).
         start: ``(C0, n_sites)`` optional starting configurations (e.g. flow samples); the rest are random.
         progress: ``advance(n)`` callback per harvested configuration.
+        max_seconds: stop after this much wall time (None: no limit).
 
     Returns:
         an :class:`AnnealResult`.
@@ -227,6 +229,8 @@ def anneal(
     harvest(np.flatnonzero(inside(mean, energy)), state, mean, std)
     ratio = T_END / T_START
     while len(harvested) < want and step < max_steps:
+        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+            break
         temp = T_START * ratio ** ((step % SWEEP) / max(1, SWEEP - 1))
         prop = np.stack([mv.propose(state[c], rng) for c in range(chains)])
         pm, ps = model.predict(prop)
