@@ -456,6 +456,7 @@ def _flow_nearest(model, window, limits, excl, n, seed, occ, table, z, source, t
 ANNEAL_EXTRA = 0.3  # harvest this fraction more than n, so the diversity ranking has a choice
 EMBED_S_PER_K3 = 3.5e-5  # seconds per configuration / k^3 to embed one candidate for its checks (measured, 1 core)
 STEP_S = 0.03  # seconds per annealing step of 64 chains (measured, 8-24 defects, 1 core)
+ANNEAL_MAX_S = 45.0  # the search stops here; fewer in-window states than wanted -> the nearest ones fill in
 
 
 def estimate_seconds(limits: Limits, n: int, mode: str) -> float:
@@ -492,7 +493,8 @@ def _anneal(req: Request) -> Proposal:
     want = req.samples or math.ceil(req.n * (1 + ANNEAL_EXTRA))
     t = time.perf_counter()
     with task("annealing toward the window", total=want) as advance:
-        res = anneal(model, window, limits, want, exclude=req.exclude, seed=req.seed, progress=advance)
+        res = anneal(model, window, limits, want, exclude=req.exclude, seed=req.seed, progress=advance,
+                     max_seconds=ANNEAL_MAX_S)
     req.timings["anneal_s"] = time.perf_counter() - t
     t = time.perf_counter()
     if not len(res.occ):
