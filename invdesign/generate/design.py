@@ -14,9 +14,15 @@ Modes (``mode=``):
   reports both).
 - ``"exhaustive"``: enumerate every orbit within the limits, screen all of them with the model,
   rank. Exact with respect to the model; only for enumerable spaces.
+- ``"anneal"``: simulated annealing in configuration space on the model's cluster-count heads
+  (:mod:`invdesign.generate.anneal`): harvests distinct configurations whose predicted mean lies in
+  the window, then checks them. For spaces beyond enumeration (many defects).
 - ``"auto"``: exhaustive when the space is enumerable (the exact decoder embeds every orbit of
   such a space anyway, so screening them all costs one more head evaluation and is never slower
-  than sampling), the flow with the search decoder otherwise.
+  than sampling), annealing otherwise (fastest to 50 in-window candidates at 8-12 and 16-24
+  defects in ``benchmarks/results/anneal.md``; the flow was trained on 1-3 defects only).
+
+Every mode is a sampler (:mod:`invdesign.generate.samplers`) registered in :data:`SAMPLERS`.
 - pool (``pool=`` given): rank the given structures with the same checks.
 
 Ranking is by ``p_in_window`` (Gaussian, product over targets) with a diversity penalty in
