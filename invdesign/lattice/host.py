@@ -310,10 +310,14 @@ class HostLattice:
         if pre is not None and "pair_orbits" in pre:
             return pre["pair_orbits"]
         n = self.n_sites
-        p = self.perms.astype(np.int32)
-        # pair (i, j) -> i * n + j; image under g: p[g, i] * n + p[g, j]
-        images = (p[:, :, None] * n + p[:, None, :]).reshape(p.shape[0], n * n)
-        labels = _orbit_labels(images, n * n)
+        p = self.perms.astype(np.int64)
+        # pair (i, j) -> i * n + j; image under g: p[g, i] * n + p[g, j]. The orbit representative is
+        # the smallest image over the group, taken one operation at a time: O(n^2) memory, not O(G n^2)
+        # (16x16 MoS2: 4.7 MB instead of ~7 GB).
+        rep = np.arange(n * n, dtype=np.int64).reshape(n, n)
+        for g in range(p.shape[0]):
+            np.minimum(rep, p[g][:, None] * n + p[g][None, :], out=rep)
+        _, labels = np.unique(rep.ravel(), return_inverse=True)
         return labels.reshape(n, n).astype(np.int32)
 
     @cached_property
