@@ -74,10 +74,10 @@ def main() -> int:
     os.environ["INVDESIGN_CACHE_DIR"] = cold_cache  # every cached table is built in this run
 
     from invdesign.data.dataset import TARGETS, load_2dmd, split_indices
-    from invdesign.generate.checks import Window
     from invdesign.generate.decoder import Limits, decode, orbit_index
     from invdesign.generate.design import design, generator_recall, screen
     from invdesign.generate.flow import get_flow
+    from invdesign.generate.window import Window
     from invdesign.model import default_model_path, load_model
 
     rng = np.random.default_rng(args.seed)

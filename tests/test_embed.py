@@ -138,3 +138,38 @@ def test_contrastive_training_tiny(host, dataset):
     assert max(hist["pos"]) < 1e-8  # positives coincide by construction
     z = embed_occ(enc, apply_op(occ[:5], host, np.array([0, 5, 100, 400, 767])), host)
     assert np.allclose(z, embed_occ(enc, occ[:5], host), atol=1e-5)
+
+
+def test_table_encoder_equals_the_network_at_many_defects(host):
+    """The tabulated evaluation (pair classes, split triple layer) is the same function, 1-9 defects."""
+    from invdesign.embed.encoder import build_encoder, embed_occ
+    from invdesign.embed.tables import encoder_tables, pair_classes
+
+    enc = build_encoder(host, dim=6, width=16, seed=3).double()
+    rng = np.random.default_rng(5)
+    occ = np.repeat(host.host_code[None], 12, axis=0)
+    for r in range(len(occ)):
+        k = 1 + r % 9
+        for s in rng.choice(host.n_sites, k, replace=False):
+            opts = [c for sub, c in host.defect_types if sub == host.sublattice[s]]
+            occ[r, s] = rng.choice(opts)
+    z_net = embed_occ(enc, occ, host, fast=False)
+    z_tab = embed_occ(enc, occ, host)
+    assert np.abs(z_net - z_tab).max() <= 1e-12 * max(1.0, np.abs(z_net).max())
+    cls, rep = pair_classes(host)
+    # a lattice translation maps every pair onto a pair of the same class; a rotation does not
+    f = host.frac_coords
+    shift = np.mod(f[host.perms.astype(np.int64)] - f[None] + 1e-6, 1.0)
+    is_translation = np.ptp(shift, axis=1).max(axis=1) < 1e-4
+    off = ~np.eye(host.n_sites, dtype=bool)
+    t = host.perms[np.flatnonzero(is_translation)[1]].astype(np.int64)
+    assert np.array_equal(cls[t[:, None], t[None, :]][off], cls[off])
+    r = host.perms[np.flatnonzero(~is_translation)[0]].astype(np.int64)
+    assert not np.array_equal(cls[r[:, None], r[None, :]][off], cls[off])
+    assert len(rep) == cls.max() + 1
+    # cache is rebuilt when the weights change
+    tab = encoder_tables(enc, host)
+    with torch.no_grad():
+        enc.pair[0].bias += 0.1
+    assert encoder_tables(enc, host) is not tab
+    assert np.abs(embed_occ(enc, occ, host, fast=False) - embed_occ(enc, occ, host)).max() <= 1e-12 * max(1.0, np.abs(z_net).max())

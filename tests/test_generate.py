@@ -18,10 +18,11 @@ import torch
 
 from invdesign.data.dataset import TARGETS, split_indices
 from invdesign.errors import InvdesignError
-from invdesign.generate.checks import Window, rank_with_diversity
+from invdesign.generate.checks import rank_with_diversity
 from invdesign.generate.decoder import Limits, decode, estimate_orbits, is_enumerable, orbit_index, validate
 from invdesign.generate.design import LEADING, design, generator_recall, screen
 from invdesign.generate.flow import ConditionalFlow, attach_flow, fit_flow, get_flow
+from invdesign.generate.window import Window
 from invdesign.lattice.canonical import apply_op, canonical_keys
 from invdesign.lattice.enumerate import compositions, sample_configurations
 
@@ -398,3 +399,56 @@ def test_design_pool_mode_and_unreachable(toy, host, heldout, tmp_path):
         design(w, 4, model=toy, pool=[tmp_path / "missing"])
     with pytest.raises(InvdesignError, match="unknown defect type"):
         design(w, 4, model=toy, types=["V_Q"])
+
+
+# ---------------------------------------------------------------------- annealing beyond enumeration
+def _high_density_window(toy, host, k=(8, 10)):
+    from invdesign.generate.anneal import _Moves
+
+    occ = _Moves(host, Limits.make(host, k[1], k[0])).random(np.random.default_rng(1), 64)
+    m = toy.predict(occ)[0]
+    lo, hi = np.quantile(m, 0.4, axis=0), np.quantile(m, 0.6, axis=0)
+    return Window.from_dict({TARGETS[0]: (lo[0], hi[0]), TARGETS[1]: (lo[1], hi[1])})
+
+
+def test_anneal_harvests_distinct_valid_in_window_states(toy, host):
+    from invdesign.generate.anneal import anneal, random_search
+
+    lim = Limits.make(host, 10, 8)
+    w = _high_density_window(toy, host)
+    a = anneal(toy, w, lim, 12, seed=3, chains=16, max_steps=300)
+    assert a.stats["harvested_in_window"] == len(a.keys) == 12
+    assert validate(a.occ, host, lim).all()
+    assert canonical_keys(a.occ, host) == a.keys and len(set(a.keys)) == 12
+    assert w.hits(toy.predict(a.occ)[0]).all()
+    assert np.allclose(a.mean, toy.predict(a.occ)[0])
+    b = anneal(toy, w, lim, 12, seed=3, chains=16, max_steps=300)
+    assert b.keys == a.keys  # seeded
+    c = anneal(toy, w, lim, 12, seed=3, chains=16, max_steps=300, exclude=set(a.keys[:5]))
+    assert not set(c.keys) & set(a.keys[:5])
+    r = random_search(toy, w, lim, 5, seed=0, batch=64, max_evaluations=4096)
+    assert validate(r.occ, host, lim).all() and w.hits(r.mean).all()
+
+
+def test_anneal_falls_back_to_the_nearest_states_when_the_window_is_out_of_reach(toy, host):
+    from invdesign.generate.anneal import anneal
+
+    far = Window.from_dict({TARGETS[0]: (50.0, 51.0)})
+    a = anneal(toy, far, Limits.make(host, 9, 8), 6, seed=0, chains=8, max_steps=40)
+    assert a.stats["harvested_in_window"] == 0 and len(a.keys) == 6
+    assert len(set(a.keys)) == 6
+
+
+def test_design_anneal_mode_and_refusal(toy, host, tmp_path):
+    w = _high_density_window(toy, host)
+    res = design(w, 8, model=toy, mode="auto", min_defects=8, max_defects=10, seed=1, out=tmp_path / "hd")
+    assert res.summary["request"]["mode_used"] == "anneal"
+    c = res.candidates
+    assert len(c) == 8 and (c["source"] == "anneal").all() and c["within_limits"].all()
+    assert c["canonical_key"].is_unique and (c["n_defects"].between(8, 10)).all()
+    assert len(list((tmp_path / "hd" / "structures").glob("*.cif"))) == 8
+    with pytest.raises(InvdesignError, match="lower -n or --max-defects"):
+        design(w, 2000, model=toy, mode="anneal", min_defects=8, max_defects=60, out=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(InvdesignError, match="half"):
+        design(w, 5, model=toy, mode="anneal", max_defects=150)

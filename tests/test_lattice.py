@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from math import comb
+from pathlib import Path
 
 import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
+import invdesign
 from invdesign.errors import InvdesignError
 from invdesign.lattice.canonical import canonical_keys
 from invdesign.lattice.enumerate import (
@@ -311,3 +313,25 @@ def test_sampling_bad_inputs(host):
         sample_configurations(host, {"V_S": 1}, 1, 0, uniform="class")
     with pytest.raises(InvdesignError, match="unknown defect type"):
         sample_configurations(host, {"V_Te": 1}, 1, 0)
+
+
+def test_packaged_default_host_matches_a_fresh_build():
+    """The default host is built from the packaged JSON cell and symmetry table (no CIF parse, no spglib);
+    both equal what the CIF and spglib give."""
+    from pymatgen.core import Structure
+
+    from invdesign.lattice.host import HostLattice, _packaged_symmetry, load_unit_cell
+
+    cif = Structure.from_file(str(Path(invdesign.__file__).parent / "resources" / "MoS2_unit_cell.cif"))
+    fast = load_unit_cell("builtin:MoS2")
+    assert np.allclose(fast.lattice.matrix, cif.lattice.matrix) and np.allclose(fast.frac_coords, cif.frac_coords)
+    host = HostLattice.default()
+    pre = _packaged_symmetry(host)
+    assert pre is not None
+    # spglib on a host with the same cell but no packaged table (another symprec)
+    fresh = HostLattice.from_unit_cell(cif, (8, 8), symprec=1.1e-3)
+    assert _packaged_symmetry(fresh) is None
+    a = {tuple(r) for r in host.perms.tolist()}
+    b = {tuple(r) for r in fresh.perms.tolist()}
+    assert a == b and np.array_equal(host.perms[0], np.arange(host.n_sites))
+    assert np.array_equal(host.pair_orbits, fresh.pair_orbits)

@@ -1,6 +1,6 @@
 """What a campaign looks for: a window on the targets, or one target to minimise/maximise.
 
-A *window* is ``{name: (lo, hi)}`` in eV over :data:`~invdesign.data.dataset.TARGETS`
+A *window* (:class:`~invdesign.generate.window.Window`, shared with design) is ``{name: (lo, hi)}`` in eV over :data:`~invdesign.data.dataset.TARGETS`
 (``formation_energy_per_site``, ``homo_lumo_gap``); a configuration is a *hit* when every
 windowed target lies in its closed interval. A single *objective* (``minimise``/``maximise``
 one target) has hits only when a ``threshold`` is given (value <= threshold for minimise,
@@ -16,33 +16,16 @@ import numpy as np
 
 from invdesign.data.dataset import TARGETS
 from invdesign.errors import InvdesignError
+from invdesign.generate.window import Window
 
 
 def parse_window(specs: list[str] | tuple[str, ...]) -> dict[str, tuple[float, float]]:
     """``["formation_energy_per_site=1.0:1.5", "homo_lumo_gap=0.4:0.6"]`` -> ``{name: (lo, hi)}`` (eV).
 
-    An empty bound (``NAME=:0.5`` or ``NAME=1.2:``) is open on that side.
+    An empty bound (``NAME=:0.5`` or ``NAME=1.2:``) is open on that side. Parsed by
+    :meth:`invdesign.generate.window.Window.parse`, the one home of the window (design uses it too).
     """
-    out: dict[str, tuple[float, float]] = {}
-    for spec in specs:
-        name, sep, rng = spec.partition("=")
-        name = name.strip()
-        if not sep or ":" not in rng:
-            raise InvdesignError(f"target {spec!r} is not of the form NAME=LO:HI")
-        if name not in TARGETS:
-            raise InvdesignError(f"unknown target {name!r}; targets are {', '.join(TARGETS)}")
-        lo_s, _, hi_s = rng.partition(":")
-        try:
-            lo = float(lo_s) if lo_s.strip() else -math.inf
-            hi = float(hi_s) if hi_s.strip() else math.inf
-        except ValueError:
-            raise InvdesignError(f"target {spec!r}: bounds must be numbers in eV") from None
-        if not lo < hi:
-            raise InvdesignError(f"target {spec!r}: LO must be below HI")
-        if name in out:
-            raise InvdesignError(f"target {name!r} given twice")
-        out[name] = (lo, hi)
-    return out
+    return Window.parse(list(specs)).bounds
 
 
 @dataclass(frozen=True)
@@ -103,6 +86,12 @@ class Target:
         return cls(window=window, objective=obj, threshold=d.get("threshold"))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ queries
+    def as_window(self) -> Window:
+        """The window as a :class:`~invdesign.generate.window.Window` (only for window goals)."""
+        if self.objective:
+            raise InvdesignError("an objective goal has no window")
+        return Window.from_dict(self.window)
+
     @property
     def names(self) -> list[str]:
         """Target names this goal uses, in TARGETS order."""
@@ -125,12 +114,7 @@ class Target:
             v = y[:, TARGETS.index(self.objective[0])]
             with np.errstate(invalid="ignore"):
                 return v <= self.threshold if self.objective[1] == "min" else v >= self.threshold
-        ok = np.ones(len(y), dtype=bool)
-        for name, (lo, hi) in self.window.items():
-            v = y[:, TARGETS.index(name)]
-            with np.errstate(invalid="ignore"):
-                ok &= (v >= lo) & (v <= hi)
-        return ok
+        return self.as_window().hits(y)
 
     def score(self, y: np.ndarray) -> np.ndarray:
         """``(N,)`` larger-is-better score for best-so-far curves.
@@ -142,13 +126,7 @@ class Target:
         if self.objective:
             v = y[:, TARGETS.index(self.objective[0])]
             return -v if self.objective[1] == "min" else v
-        d2 = np.zeros(len(y))
-        for name, (lo, hi) in self.window.items():
-            v = y[:, TARGETS.index(name)]
-            width = (hi - lo) if math.isfinite(hi - lo) else 1.0
-            gap = np.maximum(lo - v, 0.0) + np.maximum(v - hi, 0.0)
-            d2 = d2 + (gap / width) ** 2
-        return -np.sqrt(d2)
+        return self.as_window().score(y)
 
 
 def _enc(v: float) -> float | str:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from invdesign.errors import InvdesignError
-from invdesign.lattice.host import HostLattice
+
+if TYPE_CHECKING:  # annotations only: heavy imports stay inside the commands (fast --help)
+    from invdesign.lattice.host import HostLattice
 
 HOST_HELP = "Host: a pristine unit-cell CIF, a host config TOML, or builtin:MoS2 (default)."
 SUPERCELL_HELP = "Supercell of the host, e.g. 8x8 (default) or 8x8x1."
@@ -19,6 +22,7 @@ TolOpt = typer.Option(0.7, "--tol", help="Largest atom-to-site distance (Angstro
 
 def resolve_host(host: str, supercell: str) -> HostLattice:
     """Host lattice from ``--host``/``--supercell`` (the packaged MoS2 8x8 is shared)."""
+    from invdesign.lattice.host import HostLattice
     if host == "builtin:MoS2" and supercell in ("8x8", "8x8x1"):
         return HostLattice.default()
     if host.endswith(".toml"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -20,7 +19,6 @@ from invdesign.commands.common import (
     check_out_file,
     resolve_host,
 )
-from invdesign.io import write_csv
 
 console = Console()
 
@@ -70,7 +68,10 @@ def canon(
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Canonical keys: equal keys <=> symmetry-equivalent configurations."""
+    import pandas as pd
+
     from invdesign.data.dataset import map_structures
+    from invdesign.io import write_csv
 
     check_inputs(structures)
     check_out_file(out, overwrite=overwrite)
@@ -92,7 +93,9 @@ def enumerate_cmd(
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Every symmetry-distinct configuration, with its orbit size; checked against Burnside's lemma."""
-    from invdesign.io import atomic_dir, write_structure
+    import pandas as pd
+
+    from invdesign.io import atomic_dir, write_csv, write_structure
     from invdesign.lattice.enumerate import burnside_count, enumerate_orbits, parse_defect_types
     from invdesign.progress import task, track
 

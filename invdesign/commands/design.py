@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from invdesign.commands.common import OverwriteOpt, check_out_dir
 from invdesign.errors import InvdesignError
+
+if TYPE_CHECKING:  # annotations only: heavy imports stay inside the commands (fast --help)
+    import numpy as np
 
 console = Console()
 err_console = Console(stderr=True)
@@ -51,7 +54,7 @@ def design_cmd(
     types: str = typer.Option(None, "--types", help="Allowed defect types, comma separated, e.g. V_S,W_Mo (default: all)."),
     exclude: list[str] = typer.Option(None, "--exclude", help="STRUCTURES, key files (.csv/.txt) or canonical keys never to return (repeat)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the flow samples."),
-    mode: str = typer.Option("auto", "--mode", help="flow | exhaustive | auto (exhaustive where the space is enumerable)."),
+    mode: str = typer.Option("auto", "--mode", help="auto | anneal | flow | exhaustive (auto: exhaustive where the space is enumerable, anneal beyond it)."),
     samples: int = typer.Option(None, "--samples", help="Flow samples (default 10 x n with the exact decoder)."),
     diversity: float = typer.Option(0.05, "--diversity", help="Diversity weight in the ranking (0: sort by p_in_window)."),
     mu: str = typer.Option(None, "--mu", help="Chemical potentials the formation-energy window applies to: S-rich, Mo-rich or FILE.json "
@@ -61,8 +64,8 @@ def design_cmd(
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Candidates whose predicted properties lie in the target window: decoded, checked, ranked, exported."""
-    from invdesign.generate.checks import Window
     from invdesign.generate.design import MODES
+    from invdesign.generate.window import Window
 
     window = Window.parse(target)
     if n < 1:
@@ -86,7 +89,7 @@ def design_cmd(
     from invdesign.synthesis.export import parse_export
 
     chem, kinds = read_mu(mu), parse_export(export)
-    if not (temperature > 0 and np.isfinite(temperature)):
+    if not (temperature > 0 and math.isfinite(temperature)):
         raise InvdesignError(f"--temperature must be a positive number of kelvin, not {temperature}")
     check_out_dir(out, "design", overwrite)
     m = _load_model(model)
@@ -143,6 +146,8 @@ def _print_result(res, out: Path) -> None:
 
 def read_embeddings(path: Path, dim: int) -> tuple[list[str], np.ndarray]:
     """``ids`` and ``(N, dim)`` embeddings from a CSV with columns ``id,z0..z{dim-1}``."""
+    import numpy as np
+    import pandas as pd
     if not path.is_file():
         raise InvdesignError("embedding file not found", source=str(path))
     try:
@@ -179,6 +184,9 @@ def decode_cmd(
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Decode embeddings into configurations (exact nearest orbit where enumerable, local search otherwise)."""
+    import numpy as np
+    import pandas as pd
+
     from invdesign.generate.decoder import Limits, decode
     from invdesign.io import atomic_dir, write_csv, write_structure
     from invdesign.lattice.enumerate import compositions

@@ -5,14 +5,16 @@ from __future__ import annotations
 import time
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 
 from invdesign.commands.common import OverwriteOpt, TolOpt, check_inputs, check_out_dir, check_out_file
 from invdesign.errors import InvdesignError
+
+if TYPE_CHECKING:  # annotations only: heavy imports stay inside the commands (fast --help)
+    import numpy as np
 
 console = Console()
 err_console = Console(stderr=True)
@@ -149,6 +151,8 @@ def embed_cmd(
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Symmetry-invariant embeddings of structures."""
+    import pandas as pd
+
     from invdesign.io import write_csv
 
     m, ds = _inputs(structures, out, model, tol, overwrite)

@@ -260,6 +260,26 @@ def orbit_index(model, limits: Limits | None = None, use_cache: bool = True) -> 
     return idx
 
 
+_PRED_CACHE: dict[int, tuple[object, object, tuple[np.ndarray, np.ndarray]]] = {}
+
+
+def orbit_predictions(model, idx) -> tuple[np.ndarray, np.ndarray]:
+    """``(R, 2)`` mean and std (eV, best head) for every orbit of ``idx`` (cached per model)."""
+    hit = _PRED_CACHE.get(id(model))
+    if hit is not None and hit[0] is model and hit[1] is idx:
+        return hit[2]
+    from invdesign.progress import track
+
+    means, stds = [], []
+    for s in track(range(0, len(idx.occ), 4096), "screening the enumerated orbits"):
+        m, sd = model.predict(idx.occ[s : s + 4096])
+        means.append(np.asarray(m, float))
+        stds.append(np.asarray(sd, float))
+    out = (np.concatenate(means), np.concatenate(stds))
+    _PRED_CACHE[id(model)] = (model, idx, out)
+    return out
+
+
 def stored_table(model, name: str, rows: int, max_defects: int | None = None, types: tuple[int, ...] | None = None):
     """``(rows, d)`` embeddings saved with the model (``extras["design_tables"][name]``), or None.
 

@@ -14,9 +14,15 @@ Modes (``mode=``):
   reports both).
 - ``"exhaustive"``: enumerate every orbit within the limits, screen all of them with the model,
   rank. Exact with respect to the model; only for enumerable spaces.
+- ``"anneal"``: simulated annealing in configuration space on the model's cluster-count heads
+  (:mod:`invdesign.generate.anneal`): harvests distinct configurations whose predicted mean lies in
+  the window, then checks them. For spaces beyond enumeration (many defects).
 - ``"auto"``: exhaustive when the space is enumerable (the exact decoder embeds every orbit of
   such a space anyway, so screening them all costs one more head evaluation and is never slower
-  than sampling), the flow with the search decoder otherwise.
+  than sampling), annealing otherwise (fastest to 50 in-window candidates at 8-12 and 16-24
+  defects in ``benchmarks/results/anneal.md``; the flow was trained on 1-3 defects only).
+
+Every mode is a sampler (:mod:`invdesign.generate.samplers`) registered in :data:`SAMPLERS`.
 - pool (``pool=`` given): rank the given structures with the same checks.
 
 Ranking is by ``p_in_window`` (Gaussian, product over targets) with a diversity penalty in
@@ -38,16 +44,19 @@ import pandas as pd
 
 from invdesign.data.dataset import TARGETS
 from invdesign.errors import InvdesignError
-from invdesign.generate.checks import EXTRAPOLATION_POLICY, Window, check_candidates, known_set, rank_with_diversity
+from invdesign.generate.checks import EXTRAPOLATION_POLICY, check_candidates, known_set, rank_with_diversity
 from invdesign.generate.decoder import (
     Limits,
     decode,
     is_enumerable,
     orbit_index,
+    orbit_predictions,
 )
+from invdesign.generate.samplers import Proposal, Request
+from invdesign.generate.window import Window
 
 LEADING = ["rank", "id", "canonical_key", "source", *TARGETS, *(f"{t}_std" for t in TARGETS), "p_in_window"]
-MODES = ("auto", "flow", "exhaustive")
+MODES = ("auto", "flow", "exhaustive", "anneal")
 FLOW_TEMPERATURE = 1.3  # scale of the flow's base Gaussian when sampling for a window (chosen on VAL windows)
 DECODE_K_PREFER = 8  # flow samples decode to the best p_in_window among this many nearest free orbits (VAL windows)
 CHECK_TOP = 2000  # exhaustive mode checks in full at least this many of the best-screened orbits
@@ -174,6 +183,7 @@ def design(
     reach_p: float = 0.05,
     out: str | Path | None = None,
     overwrite: bool = False,
+    time_limit_s: float = 900.0,
 ) -> DesignResult:
     """Candidates for a target window, decoded, checked and ranked.
 
@@ -186,12 +196,13 @@ def design(
         max_defects, min_defects, types: limits on the configurations (types like ``"V_S"``).
         exclude: canonical keys, key files (CSV with ``canonical_key`` or text) or STRUCTURES never to return.
         seed: seeds the flow samples (results are reproducible from the summary).
-        mode: ``"auto"``, ``"flow"`` or ``"exhaustive"`` (ignored with ``pool``).
+        mode: ``"auto"``, ``"flow"``, ``"exhaustive"`` or ``"anneal"`` (ignored with ``pool``).
         samples: flow samples to draw (default ``10 * n`` with the exact decoder, ``2 * n`` with search).
         diversity: weight of the diversity penalty in the ranking (0: plain sort by p_in_window).
         reach_p: below this best ``p_in_window`` the window is reported unreachable.
         out: if given, the output folder (written atomically; checked before any work).
         overwrite: replace a previous ``design`` output in ``out`` (:mod:`invdesign.outputs`).
+        time_limit_s: requests estimated to take longer are refused before any work (one line says what to change).
 
     Returns:
         a :class:`DesignResult`.
@@ -232,18 +243,20 @@ def design(
     else:
         used = mode
         if mode == "auto":
-            used = "exhaustive" if is_enumerable(host, limits) else "flow"
+            used = "exhaustive" if is_enumerable(host, limits) else "anneal"
             extra["auto_reason"] = (
                 "the space within the limits is enumerable: screening every orbit is exact and no slower than sampling"
                 if used == "exhaustive"
-                else "the space within the limits is too large to enumerate: flow samples + local-search decoder"
+                else "the space within the limits is too large to enumerate: simulated annealing on the model "
+                "(fastest to 50 in-window candidates in benchmarks/results/anneal.md)"
             )
-        if used == "exhaustive":
-            occ, table, z = _exhaustive(model, window, limits, excl, timings, counts, n)
-        else:
-            occ, table, z = _flow(model, window, limits, excl, n, samples, seed, timings, counts)
+        if used in ("anneal", "flow") and not is_enumerable(host, limits):
+            refuse_if_too_long(host, limits, n, used, time_limit_s)
+        req = Request(model, window, limits, excl, n, samples, seed, timings, counts)
+        prop = SAMPLERS[used](req)
+        occ, table, z = prop.occ, prop.table, prop.z
         ids = None
-        source = np.full(len(occ), "exhaustive" if used == "exhaustive" else "flow", dtype=object)
+        source = np.full(len(occ), used, dtype=object)
 
     t = time.perf_counter()
     p = table["p_in_window"].to_numpy()
@@ -367,26 +380,6 @@ def screen(model, window: Window, limits: Limits, exclude: set[str] = frozenset(
     return idx, rows, mean[rows], std[rows], window.p_in(mean[rows], std[rows])
 
 
-_PRED_CACHE: dict[int, tuple[object, object, tuple[np.ndarray, np.ndarray]]] = {}
-
-
-def orbit_predictions(model, idx) -> tuple[np.ndarray, np.ndarray]:
-    """``(R, 2)`` mean and std (eV, best head) for every orbit of ``idx`` (cached per model)."""
-    hit = _PRED_CACHE.get(id(model))
-    if hit is not None and hit[0] is model and hit[1] is idx:
-        return hit[2]
-    from invdesign.progress import track
-
-    means, stds = [], []
-    for s in track(range(0, len(idx.occ), 4096), "screening the enumerated orbits"):
-        m, sd = model.predict(idx.occ[s : s + 4096])
-        means.append(np.asarray(m, float))
-        stds.append(np.asarray(sd, float))
-    out = (np.concatenate(means), np.concatenate(stds))
-    _PRED_CACHE[id(model)] = (model, idx, out)
-    return out
-
-
 def _exhaustive(model, window, limits, excl, timings, counts, n=0):
     t = time.perf_counter()
     idx, rows, mean, std, p = screen(model, window, limits, excl)
@@ -496,6 +489,80 @@ def _flow_nearest(model, window, limits, excl, n, seed, occ, table, z, source, t
         np.concatenate([z, z2]),
         np.concatenate([source, np.full(len(occ2), "flow", dtype=object)]),
     )
+
+
+# ---------------------------------------------------------------------- anneal + the sampler registry
+ANNEAL_EXTRA = 0.3  # harvest this fraction more than n, so the diversity ranking has a choice
+EMBED_S_PER_K3 = 3.5e-5  # seconds per configuration / k^3 to embed one candidate for its checks (measured, 1 core)
+STEP_S = 0.03  # seconds per annealing step of 64 chains (measured, 8-24 defects, 1 core)
+ANNEAL_MAX_S = 45.0  # the search stops here; fewer in-window states than wanted -> the nearest ones fill in
+
+
+def estimate_seconds(limits: Limits, n: int, mode: str) -> float:
+    """Rough wall time (s) of a generative design request beyond enumeration: the checks embed every
+    candidate (cost ~ k^3, the encoder's triple term) and the search runs a few hundred steps."""
+    want = math.ceil(n * (1 + ANNEAL_EXTRA))
+    k = limits.max_defects
+    return want * EMBED_S_PER_K3 * k**3 + 300 * STEP_S + (0 if mode == "anneal" else 2 * n * 0.05 * k)
+
+
+def refuse_if_too_long(host, limits: Limits, n: int, mode: str, time_limit_s: float) -> None:
+    """Raise before any work when the request would take longer than ``time_limit_s``."""
+    if limits.max_defects > host.n_sites // 2:
+        raise InvdesignError(
+            f"--max-defects {limits.max_defects} is above half the {host.n_sites} sites of {host.name}; "
+            "beyond that the host is no longer the majority phase: lower --max-defects"
+        )
+    est = estimate_seconds(limits, n, mode)
+    if est > time_limit_s:
+        k_ok = int(((time_limit_s - 300 * STEP_S) / (math.ceil(n * (1 + ANNEAL_EXTRA)) * EMBED_S_PER_K3)) ** (1 / 3))
+        raise InvdesignError(
+            f"design -n {n} with up to {limits.max_defects} defects would take about {est / 60:.0f} min "
+            f"(limit {time_limit_s / 60:.0f} min; each candidate's checks cost ~k^3): lower -n or --max-defects "
+            f"(about {max(k_ok, 1)} defects fit with -n {n})"
+        )
+
+
+def _anneal(req: Request) -> Proposal:
+    """Simulated annealing on the model toward the window (:mod:`invdesign.generate.anneal`), then the checks."""
+    from invdesign.generate.anneal import anneal
+    from invdesign.progress import task
+
+    model, window, limits = req.model, req.window, req.limits
+    want = req.samples or math.ceil(req.n * (1 + ANNEAL_EXTRA))
+    t = time.perf_counter()
+    with task("annealing toward the window", total=want) as advance:
+        res = anneal(model, window, limits, want, exclude=req.exclude, seed=req.seed, progress=advance,
+                     max_seconds=ANNEAL_MAX_S)
+    req.timings["anneal_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if not len(res.occ):
+        raise InvdesignError(f"annealing found no configuration within the limits {limits.as_dict(model.host)}")
+    from invdesign.progress import track
+
+    z = np.concatenate([np.asarray(model.embed(res.occ[s : s + 16]), float)
+                        for s in track(range(0, len(res.occ), 16), "embedding the candidates")])
+    table = check_candidates(res.occ, model, window, limits, z=z, keys=res.keys, prediction=(res.mean, res.std))
+    table["decode_method"] = "anneal"
+    req.timings["check_s"] = time.perf_counter() - t
+    req.counts.update(
+        anneal_steps=res.steps, evaluated=res.evaluations, harvested=len(res.keys),
+        harvested_mean_in_window=res.stats.get("harvested_in_window", 0), chains=res.stats.get("chains"),
+        acceptance=res.stats.get("acceptance"), checked=len(res.keys),
+        in_window=int((table["p_in_window"] >= IN_WINDOW_P).sum()),
+    )
+    return Proposal(res.occ, table, z)
+
+
+def _exhaustive_sampler(req: Request) -> Proposal:
+    return Proposal(*_exhaustive(req.model, req.window, req.limits, req.exclude, req.timings, req.counts, req.n))
+
+
+def _flow_sampler(req: Request) -> Proposal:
+    return Proposal(*_flow(req.model, req.window, req.limits, req.exclude, req.n, req.samples, req.seed, req.timings, req.counts))
+
+
+SAMPLERS = {"exhaustive": _exhaustive_sampler, "flow": _flow_sampler, "anneal": _anneal}
 
 
 # ---------------------------------------------------------------------- reports

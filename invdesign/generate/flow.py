@@ -506,8 +506,7 @@ def attach_flow(model, dataset, seed: int = 0, config: dict | None = None):
         zt, zv = z[: len(tr)], z[len(tr) :]
         flow = fit_flow(zt, y[tr], comp[tr], zv, y[va], comp[va], seed=seed, config=cfg)
     elif cfg["train_set"] == "orbits":
-        from invdesign.generate.decoder import Limits, orbit_index
-        from invdesign.generate.design import orbit_predictions
+        from invdesign.generate.decoder import Limits, orbit_index, orbit_predictions
 
         idx = orbit_index(model, Limits.make(model.host))
         val_keys = set(dataset.subset(va).keys)

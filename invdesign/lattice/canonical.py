@@ -193,11 +193,11 @@ def canonical_keys(occ: np.ndarray, host: HostLattice) -> list[str]:
 
 
 def canonical_key(config, host: HostLattice | None = None) -> str:
-    """Canonical key of one configuration (a :class:`Configuration`, or an occupancy + host)."""
-    from invdesign.lattice.config import Configuration
-
-    if isinstance(config, Configuration):
-        return config.key
+    """Canonical key of one configuration (a :class:`~invdesign.lattice.config.Configuration`, or an
+    occupancy + host). Duck-typed on ``.occ``/``.host`` so this module needs nothing from ``config``
+    (which imports this one)."""
+    if hasattr(config, "occ") and hasattr(config, "host"):
+        return canonical_keys(np.asarray(config.occ)[None], config.host)[0]
     if host is None:
         raise InvdesignError("canonical_key of a bare occupancy array needs its host")
     return canonical_keys(np.asarray(config)[None], host)[0]

@@ -66,6 +66,11 @@ def load_unit_cell(source: str | Path | Structure) -> Structure:
     text = str(source)
     if text.startswith("builtin:"):
         name = text.split(":", 1)[1]
+        pre = resources.files("invdesign.resources") / f"{name}_unit_cell.json"
+        if pre.is_file():  # the same cell, precomputed from the CIF (Structure.as_dict): no CIF parsing
+            import json
+
+            return Structure.from_dict(json.loads(pre.read_text()))
         ref = resources.files("invdesign.resources") / f"{name}_unit_cell.cif"
         if not ref.is_file():
             raise InvdesignError(f"no packaged unit cell {name!r}", source=text)
@@ -250,7 +255,12 @@ class HostLattice:
         """``(G, n_sites)`` int16 site permutations of the supercell's space group (spglib).
 
         Row 0 is the identity. For 8x8 MoS2 (P-6m2) ``G == 768`` (64 translations x 12).
+        Hosts with a packaged table (``resources/symmetry_<fingerprint>.npz``, written by
+        :func:`write_symmetry_table`) load it instead of running spglib.
         """
+        pre = _packaged_symmetry(self)
+        if pre is not None:
+            return pre["perms"]
         from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
         sga = SpacegroupAnalyzer(self.supercell, symprec=self.symprec)
@@ -296,11 +306,18 @@ class HostLattice:
         Two ordered pairs share an index iff one group operation maps the first onto the second.
         Diagonal pairs (i, i) get their own orbits (site orbits).
         """
+        pre = _packaged_symmetry(self)
+        if pre is not None and "pair_orbits" in pre:
+            return pre["pair_orbits"]
         n = self.n_sites
-        p = self.perms.astype(np.int32)
-        # pair (i, j) -> i * n + j; image under g: p[g, i] * n + p[g, j]
-        images = (p[:, :, None] * n + p[:, None, :]).reshape(p.shape[0], n * n)
-        labels = _orbit_labels(images, n * n)
+        p = self.perms.astype(np.int64)
+        # pair (i, j) -> i * n + j; image under g: p[g, i] * n + p[g, j]. The orbit representative is
+        # the smallest image over the group, taken one operation at a time: O(n^2) memory, not O(G n^2)
+        # (16x16 MoS2: 4.7 MB instead of ~7 GB).
+        rep = np.arange(n * n, dtype=np.int64).reshape(n, n)
+        for g in range(p.shape[0]):
+            np.minimum(rep, p[g][:, None] * n + p[g][None, :], out=rep)
+        _, labels = np.unique(rep.ravel(), return_inverse=True)
         return labels.reshape(n, n).astype(np.int32)
 
     @cached_property
@@ -318,6 +335,39 @@ class HostLattice:
 
     def __repr__(self) -> str:
         return f"HostLattice({self.name}, n_sites={self.n_sites}, species={self.species})"
+
+
+def _symmetry_resource(host: HostLattice):
+    return resources.files("invdesign.resources") / f"symmetry_{host.fingerprint}_{host.symprec:g}.npz"
+
+
+def _packaged_symmetry(host: HostLattice) -> dict | None:
+    """The packaged ``perms``/``pair_orbits`` of ``host`` (checked to be permutations), or None."""
+    if "packaged_symmetry" not in host._cache:
+        ref = _symmetry_resource(host)
+        out = None
+        if ref.is_file():
+            with resources.as_file(ref) as path, np.load(path) as f:
+                out = {k: f[k] for k in f.files}
+            perms = out["perms"]
+            ok = perms.shape[1] == host.n_sites and np.array_equal(np.sort(perms, axis=1)[0], np.arange(host.n_sites))
+            ok = ok and np.array_equal(perms[0], np.arange(host.n_sites))
+            if not ok:
+                raise InvdesignError(f"packaged symmetry table {ref.name} does not fit host {host.name}")
+            perms.setflags(write=False)
+            out["pair_orbits"] = out["pair_orbits"].astype(np.int32)
+        host._cache["packaged_symmetry"] = out
+    return host._cache["packaged_symmetry"]
+
+
+def write_symmetry_table(host: HostLattice, folder: str | Path) -> Path:
+    """Write ``symmetry_<fingerprint>_<symprec>.npz`` (perms from spglib, pair orbits) for packaging."""
+    host._cache["packaged_symmetry"] = None  # compute, do not read
+    for attr in ("perms", "pair_orbits"):
+        host.__dict__.pop(attr, None)
+    path = Path(folder) / _symmetry_resource(host).name
+    np.savez_compressed(path, perms=host.perms, pair_orbits=host.pair_orbits.astype(np.int16))
+    return path
 
 
 def _orbit_labels(images: np.ndarray, n: int) -> np.ndarray:

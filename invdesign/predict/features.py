@@ -25,15 +25,16 @@ def cluster_counts(occ: np.ndarray, host: HostLattice) -> np.ndarray:
     cloud = defect_cloud(occ, host)
     T = len(host.defect_types)
     npo = int(host.pair_orbits.max()) + 1
-    X = np.zeros((cloud.n, T + T * T * npo), dtype=np.float32)
+    F = T + T * T * npo
+    flat = []
     for k, (rows, sites, types) in cloud.groups.items():
-        for i in range(k):
-            np.add.at(X, (rows, types[:, i]), 1.0)
+        flat.append((rows[:, None] * F + types).ravel())
         pi, pj = pair_index(k)
         if len(pi):
             col = T + (types[:, pi] * T + types[:, pj]) * npo + host.pair_orbits[sites[:, pi], sites[:, pj]]
-            np.add.at(X, (np.repeat(rows, len(pi)), col.ravel()), 1.0)
-    return X
+            flat.append((rows[:, None] * F + col).ravel())
+    idx = np.concatenate(flat) if flat else np.zeros(0, dtype=np.int64)
+    return np.bincount(idx, minlength=cloud.n * F).astype(np.float32).reshape(cloud.n, F)
 
 
 def poly2(z: np.ndarray) -> np.ndarray:
