@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Low-density CHGNet labels for the CHGNet-vs-DFT study (resumable: rerun to continue).
+#   WORK=/tmp/chgnet_work bash benchmarks/run_chgnet_labels.sh
+# Needs the CIF folders from benchmarks/chgnet_subsets.py. One worker, one thread.
+set -euo pipefail
+WORK=${WORK:?set WORK to the folder written by benchmarks/chgnet_subsets.py}
+OUT=benchmarks/results/chgnet
+export OMP_NUM_THREADS=1
+inv() { python -c "import sys; from invdesign.cli import main; sys.exit(main())" "$@"; }
+inv label "$WORK/test" --oracle chgnet --steps 0 --out $OUT/sp_test.csv --executor process:1
+inv label "$WORK/train" --oracle chgnet --steps 0 --out $OUT/sp_train.csv --executor process:1
+inv label "$WORK/test_p" --oracle chgnet --steps 20 --fmax 0.2 --out $OUT/r20_test.csv --executor process:1
+inv label "$WORK/train_p" --oracle chgnet --steps 20 --fmax 0.2 --out $OUT/r20_train.csv --executor process:1
