@@ -1,7 +1,7 @@
 """Write the low-density structures that the CHGNet-vs-DFT study labels (CIFs, no targets) into a work folder.
 
     python benchmarks/chgnet_subsets.py --data /work/shared/data/2dmd-mos2-low --work /tmp/chgnet_work \
-        --n-test 260 --n-train 600 --n-protocol-test 100 --n-protocol-train 150
+        --n-test 260 --n-train 300 --n-protocol-test 40 --n-protocol-train 80
 
 Writes ``WORK/test``, ``WORK/train`` (single-point study) and ``WORK/test_p``, ``WORK/train_p``
 (subsets of those for the relaxation-protocol comparison). Test = ``split_indices(ids, seed=0)["test"]``,
@@ -25,9 +25,9 @@ def main() -> None:
     ap.add_argument("--data", default="/work/shared/data/2dmd-mos2-low")
     ap.add_argument("--work", required=True)
     ap.add_argument("--n-test", type=int, default=260)
-    ap.add_argument("--n-train", type=int, default=600)
-    ap.add_argument("--n-protocol-test", type=int, default=100)
-    ap.add_argument("--n-protocol-train", type=int, default=150)
+    ap.add_argument("--n-train", type=int, default=300)
+    ap.add_argument("--n-protocol-test", type=int, default=40)
+    ap.add_argument("--n-protocol-train", type=int, default=80)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     ds = load_dataset(a.data)

@@ -56,6 +56,38 @@ def _task(token: str, oracle, occ_row: np.ndarray, cid: str) -> tuple[str, dict,
     return cid, out, time.perf_counter() - t0, err
 
 
+def _token(oracle) -> str:
+    try:
+        return hashlib.sha256(pickle.dumps(oracle)).hexdigest()
+    except Exception:  # noqa: BLE001 - an unpicklable oracle runs inline or in threads: its identity will do
+        return f"id:{id(oracle)}"
+
+
+def _run(ex: cf.Executor, token: str, oracle, occ: np.ndarray, ids: Sequence[str], todo: Sequence[int]):
+    """Yield ``(id, outputs, seconds, error)`` for rows ``todo`` of ``occ`` as their calls finish."""
+    futures = {ex.submit(_task, token, oracle, np.asarray(occ[i]), ids[i]): ids[i] for i in todo}
+    for fut in cf.as_completed(futures):
+        try:
+            yield fut.result()
+        except Exception as exc:  # noqa: BLE001 - e.g. Dask KilledWorker after its retries
+            yield futures[fut], {}, float("nan"), f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+
+
+def evaluate_many(occ: np.ndarray, ids: Sequence[str], oracle, executor: str = "auto",
+                  on_row: Callable[[int], None] | None = None) -> dict[str, tuple[dict, float, str]]:
+    """Like :func:`label` but in memory: ``{id: (outputs, seconds, error)}`` (outputs may hold ``relaxed``)."""
+    from invdesign.campaign.executors import make_executor, resolve
+
+    spec = resolve(executor, oracle)
+    out = {}
+    with make_executor(spec, cheap=getattr(oracle, "cheap", False)) as ex:
+        for cid, res, sec, err in _run(ex, _token(oracle), oracle, occ, [str(i) for i in ids], range(len(ids))):
+            out[cid] = (res, sec, err)
+            if on_row is not None:
+                on_row(1)
+    return out
+
+
 def read_done(out: Path, columns: list[str]) -> set[str]:
     """Ids already in a label file written for these ``columns`` (a torn last line is dropped)."""
     if not out.exists():
@@ -121,10 +153,7 @@ def label(
     else:
         key_of = dict(zip(ids, keys))
     spec = resolve(executor, oracle)
-    try:
-        token = hashlib.sha256(pickle.dumps(oracle)).hexdigest()
-    except Exception:  # noqa: BLE001 - an unpicklable oracle runs inline or in threads: its identity will do
-        token = f"id:{id(oracle)}"
+    token = _token(oracle)
     rdir = Path(relaxed_dir) if relaxed_dir is not None else None
     if rdir is not None:
         rdir.mkdir(parents=True, exist_ok=True)
@@ -141,13 +170,7 @@ def label(
         if new_file:
             w.writerow(columns)
             fh.flush()
-        futures = [ex.submit(_task, token, oracle, np.asarray(occ[i]), ids[i]) for i in todo]
-        for fut in cf.as_completed(futures):
-            try:
-                cid, res, sec, err = fut.result()
-            except Exception as exc:  # noqa: BLE001 - e.g. Dask KilledWorker after its retries
-                cid = ids[todo[futures.index(fut)]]
-                res, sec, err = {}, float("nan"), f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+        for cid, res, sec, err in _run(ex, token, oracle, occ, ids, todo):
             if cid in written:
                 continue
             relaxed = res.pop("relaxed", None)

@@ -195,25 +195,31 @@ class AseOracle:
         """The relaxation protocol, e.g. ``FIRE fmax 0.1 eV/A, <= 50 steps`` or ``single point``."""
         return "single point" if self.steps <= 0 else f"FIRE fmax {self.fmax:g} eV/A, <= {self.steps} steps"
 
-    def relax(self, occ_row: np.ndarray) -> tuple[float, object, float, int]:
-        """Relax one configuration: ``(energy eV, relaxed pymatgen Structure, largest displacement A, steps)``."""
+    def relax(self, occ_row: np.ndarray, steps: int | None = None) -> tuple[float, object, float, int, float]:
+        """Relax one configuration (at most ``steps``, default :attr:`steps`, FIRE steps to :attr:`fmax`).
+
+        Returns ``(energy eV, relaxed pymatgen Structure, largest displacement A, steps taken,
+        single-point energy eV of the ideal host geometry)``.
+        """
         from ase.optimize import FIRE
         from pymatgen.io.ase import AseAtomsAdaptor
 
         from invdesign.lattice.config import config_to_structure
 
+        steps = self.steps if steps is None else steps
         if self._calc is None:
             self._calc = self.calculator()
         atoms = AseAtomsAdaptor.get_atoms(config_to_structure(np.asarray(occ_row), self.host))
         start = atoms.get_positions().copy()
         atoms.calc = self._calc
+        e0 = float(atoms.get_potential_energy())
         n = 0
-        if self.steps > 0:
+        if steps > 0:
             opt = FIRE(atoms, logfile=None)
-            opt.run(fmax=self.fmax, steps=self.steps)
+            opt.run(fmax=self.fmax, steps=steps)
             n = int(opt.get_number_of_steps())
         disp = float(np.linalg.norm(atoms.get_positions() - start, axis=1).max()) if len(atoms) else 0.0
-        return float(atoms.get_potential_energy()), AseAtomsAdaptor.get_structure(atoms), disp, n
+        return float(atoms.get_potential_energy()), AseAtomsAdaptor.get_structure(atoms), disp, n, e0
 
     def energy(self, occ_row: np.ndarray) -> float:
         """Total energy (eV) of one configuration after at most ``steps`` FIRE steps."""
@@ -224,13 +230,26 @@ class AseOracle:
         """Columns of :meth:`label` (besides the relaxed structure)."""
         return ["energy", "raw_energy", "formation_energy_per_site", "max_displacement", "relax_steps"]
 
+    #: structure check only: relax this many steps (at :attr:`check_fmax`) after the energy is taken;
+    #: with ``steps == 0`` the energy stays the single point of the ideal geometry.
+    check_steps: int = 0
+    check_fmax: float = 0.2
+
     def label(self, occ_row: np.ndarray) -> dict:
         """One configuration's outputs: total ``energy`` and ``raw_energy = E - E_pristine`` (eV, same
         protocol), ``formation_energy_per_site`` (eV; NaN without chemical potentials), the largest
         atomic displacement in the relaxation (Angstrom), the optimiser steps, and ``relaxed``
-        (pymatgen Structure)."""
+        (pymatgen Structure). With ``steps == 0`` and :attr:`check_steps` > 0 the energy is the
+        single point and the structure is relaxed afterwards for the structural check only."""
         occ_row = np.asarray(occ_row)
-        e, relaxed, disp, n = self.relax(occ_row)
+        if self.steps == 0 and self.check_steps > 0:
+            fmax, self.fmax = self.fmax, self.check_fmax
+            try:
+                _, relaxed, disp, n, e = self.relax(occ_row, self.check_steps)
+            finally:
+                self.fmax = fmax
+        else:
+            e, relaxed, disp, n, _ = self.relax(occ_row)
         raw = e - self.pristine_energy()
         fe = (formation_energy_per_site(np.array([raw]), occ_row[None], self.host, self.mu)[0]
               if self.mu else float("nan"))
@@ -238,6 +257,7 @@ class AseOracle:
                 "max_displacement": disp, "relax_steps": n, "relaxed": relaxed}
 
     def pristine_energy(self) -> float:
+        """Energy (eV) of the pristine host under the same protocol (cached)."""
         if self._e_pristine is None:
             self._e_pristine = self.energy(self.host.host_code)
         return self._e_pristine
