@@ -82,7 +82,7 @@ def check_configurations(
         out, sec, err = res[cid]
         fe = float(out.get("formation_energy_per_site", np.nan)) if not err else np.nan
         std = float(out.get("formation_energy_per_site_std", np.nan)) if not err else np.nan
-        same, rkey = False, ""
+        same, rkey, note = False, "", ""
         st = out.get("relaxed")
         if st is not None:
             relaxed_by_id[cid] = st
@@ -90,19 +90,19 @@ def check_configurations(
                 r_occ = mapper.map_atoms([s.specie.symbol for s in st], st.frac_coords, source=cid, tol=tol)
                 same = bool(np.array_equal(r_occ, occ[i]))
                 rkey = canonical_keys(r_occ[None], oracle.host)[0]
+                note = "" if same else f"relaxed into another configuration ({rkey})"
             except InvdesignError as exc:
-                err = err or f"relaxed structure maps onto no configuration ({exc.reason})"
+                note = f"relaxed structure maps onto no configuration ({exc.reason})"
         inside = bool(lo <= fe <= hi) if np.isfinite(fe) else False
-        if not np.isfinite(fe) or (st is None and not err):
+        if err or not np.isfinite(fe) or st is None:
             status = "failed"
+            err = err or "the oracle returned no energy or no relaxed structure"
         elif not same:
-            status = "changed_configuration"
+            status, err = "changed_configuration", note
         elif not inside:
             status = "out_of_window"
         else:
             status = "pass"
-        if err and status != "changed_configuration":
-            status = "failed"
         rows.append({"id": cid, "check_formation_energy_per_site": fe, "check_formation_energy_per_site_std": std,
                      "check_in_window": inside, "check_max_displacement": float(out.get("max_displacement", np.nan)),
                      "check_same_configuration": same, "check_relaxed_key": rkey, "check_status": status,
