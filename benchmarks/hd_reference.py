@@ -1,8 +1,7 @@
 """The high-density reference set: 8x8 MoS2 with 4-30 defects, generated reproducibly (seeded).
 
     python benchmarks/hd_reference.py generate --work /tmp/hd_work [--n 440 --seed 11]
-    OMP_NUM_THREADS=1 invdesign label /tmp/hd_work/structures --oracle chgnet+delta \
-        --out benchmarks/results/chgnet/hd_labels.csv --executor process:1      # resumable
+    WORK=/tmp/hd_work bash benchmarks/run_hd_labels.sh     # invdesign label ... --oracle chgnet --steps 0 (resumable)
     python benchmarks/hd_reference.py table --labels benchmarks/results/chgnet/hd_labels.csv \
         --out invdesign/resources/hd_reference.csv.gz
 
@@ -27,7 +26,6 @@ formation_energy_per_site_chgnet,correction,formation_energy_per_site,formation_
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -99,27 +97,35 @@ def generate(work: Path, n: int, seed: int) -> None:
     print(f"{len(df)} configurations -> {work}")
 
 
-def table(labels: Path, manifest: Path, out: Path) -> None:
-    from invdesign.campaign.oracles import species_delta
+def table(labels: Path, manifest: Path, out: Path, correction: Path | None = None) -> None:
+    """Join CHGNet labels (``invdesign label --oracle chgnet --steps 0`` or ``chgnet+delta``) with the
+    manifest and apply the correction (``chgnet+delta`` = raw CHGNet + correction, recomputed from
+    ``raw_energy`` with the packaged or given correction file)."""
+    from invdesign.campaign.oracles import ChgnetDeltaOracle, formation_energy_per_site, species_delta
     from invdesign.lattice.canonical import key_to_occ
 
     host = HostLattice.default()
+    orc = ChgnetDeltaOracle.from_file(correction, host)
     lab = pd.read_csv(labels)
     lab = lab[lab["error"].isna()] if "error" in lab else lab
     man = pd.read_csv(manifest)
-    df = man.merge(lab.drop(columns=["canonical_key"]), on="id", how="inner")
+    df = man.merge(lab[["id", "raw_energy"]], on="id", how="inner")
     occ = np.stack([key_to_occ(k, host) for k in df["canonical_key"]])
     for sub, code in host.defect_types:
         df[host.defect_label(sub, code)] = ((occ == code) & (host.sublattice[None] == sub)).sum(axis=1)
     for el, v in species_delta(occ, host).items():
         df[f"dn_{el}"] = -v
-    meta = json.loads((labels.parent / "hd_protocol.json").read_text()) if (labels.parent / "hd_protocol.json").exists() else {}
-    df["protocol"] = meta.get("protocol", "CHGNet single point")
+    df["formation_energy_per_site_chgnet"] = formation_energy_per_site(df["raw_energy"].to_numpy(), occ, host, orc.mu)
+    df["correction"] = orc.correction(occ)
+    df["formation_energy_per_site"] = df["formation_energy_per_site_chgnet"] + df["correction"]
+    df["formation_energy_per_site_std"] = orc.sigma
+    df["protocol"] = f"CHGNet 0.3.0 {orc.protocol}; chgnet+delta ({Path(orc.name.partition(':')[2]).name})"
     cols = ["id", "canonical_key", "split", "n_defects", *[host.defect_label(*t) for t in host.defect_types], "family",
             "placement", *[c for c in df.columns if c.startswith("dn_")], "raw_energy", "formation_energy_per_site_chgnet",
             "correction", "formation_energy_per_site", "formation_energy_per_site_std", "protocol"]
-    df[cols].to_csv(out, index=False, float_format="%.6f")
-    print(f"{len(df)} labelled of {len(man)} -> {out}")
+    df = df[cols].sort_values("id")
+    df.to_csv(out, index=False, float_format="%.6f")
+    print(f"{len(df)} labelled of {len(man)} ({(df['split'] == 'test').sum()} test) -> {out}")
 
 
 def main() -> None:
@@ -133,11 +139,12 @@ def main() -> None:
     t.add_argument("--labels", required=True, type=Path)
     t.add_argument("--manifest", type=Path, default=Path("benchmarks/results/chgnet/hd_manifest.csv"))
     t.add_argument("--out", required=True, type=Path)
+    t.add_argument("--correction", type=Path, default=None, help="correction JSON (default: the packaged one)")
     a = ap.parse_args()
     if a.cmd == "generate":
         generate(a.work, a.n, a.seed)
     else:
-        table(a.labels, a.manifest, a.out)
+        table(a.labels, a.manifest, a.out, a.correction)
 
 
 if __name__ == "__main__":
