@@ -1,7 +1,7 @@
 """Write the low-density structures that the CHGNet-vs-DFT study labels (CIFs, no targets) into a work folder.
 
     python benchmarks/chgnet_subsets.py --data /work/shared/data/2dmd-mos2-low --work /tmp/chgnet_work \
-        --n-test 260 --n-train 300 --n-protocol-test 40 --n-protocol-train 80
+        --n-test 260 --n-train 300 --n-protocol-test 24 --n-protocol-train 40
 
 Writes ``WORK/test``, ``WORK/train`` (single-point study) and ``WORK/test_p``, ``WORK/train_p``
 (subsets of those for the relaxation-protocol comparison). Test = ``split_indices(ids, seed=0)["test"]``,
@@ -26,8 +26,8 @@ def main() -> None:
     ap.add_argument("--work", required=True)
     ap.add_argument("--n-test", type=int, default=260)
     ap.add_argument("--n-train", type=int, default=300)
-    ap.add_argument("--n-protocol-test", type=int, default=40)
-    ap.add_argument("--n-protocol-train", type=int, default=80)
+    ap.add_argument("--n-protocol-test", type=int, default=24)
+    ap.add_argument("--n-protocol-train", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     ds = load_dataset(a.data)

@@ -12,8 +12,10 @@ only scored. Per protocol it reports the test MAE (meV/site) of
   (``campaign fit-chgnet``'s fit);
 - (one constant per defect type adds nothing: with four defect types and four elements the
   singlet terms span the same space as the chemical potentials, so they are refitted together);
-- ``chgnet+delta``: plus the full correction: ridge on the cluster counts (defects per type and
-  defect pairs per (type, type, pair orbit)), pairs penalised, singlets not; penalty by 5-fold CV.
+- ``chgnet+delta``: plus the full correction, linear in the cluster counts (defects per type and
+  defect pairs per (type, type, pair orbit)) with a hierarchical ridge prior: singlets free, pair
+  terms shrunk toward a shared value per (type pair, distance shell), that value shrunk toward 0;
+  both penalties by 5-fold CV on train.
 
 by defect type (structures containing it) and by defect count, with the cost per structure.
 ``--write-resource`` stores the single-point correction as ``invdesign/resources/chgnet_delta.json``.
@@ -44,23 +46,74 @@ def ridge(X: np.ndarray, y: np.ndarray, pen: np.ndarray, alpha: float) -> np.nda
     return np.linalg.solve(A, X.T @ y)
 
 
-def fit_delta(X: np.ndarray, y: np.ndarray, nd: np.ndarray, n_single: int, seed: int = 0,
-              alphas=(0.1, 0.3, 1, 3, 10, 30, 100)) -> tuple[np.ndarray, float, float, dict]:
-    """Ridge over cluster counts ``X (N, F)`` of the total delta ``y (N,)`` eV; returns
-    ``(weights (F,), alpha, cv rmse per site eV, cv table)``: alpha by 5-fold CV of the per-site MAE."""
-    pen = np.ones(X.shape[1])
-    pen[:n_single] = 0.0
+BIN_EDGES = (0.1, 2.6, 3.3, 4.6, 6.5)  # Angstrom: pair-distance shells of the coarse pair terms
+R_CUT = 6.5  # Angstrom: pairs farther apart get no correction (a far pair term would act as a density-
+#              dependent constant: at 3 defects it is confounded with the singlets, at 30 it is amplified)
+
+
+def pair_distance(host) -> np.ndarray:
+    """``(n_pair_orbits,)`` distance (A) of each pair orbit."""
+    po, D = host.pair_orbits, host.min_image_distance
+    dist = np.zeros(int(po.max()) + 1)
+    for o in range(len(dist)):
+        i, j = np.argwhere(po == o)[0]
+        dist[o] = D[i, j]
+    return dist
+
+
+def short_columns(host, n_single: int) -> np.ndarray:
+    """``(F,)`` bool: singlets and pair columns within :data:`R_CUT`."""
+    dist = pair_distance(host)
+    keep = np.tile((dist > 0.1) & (dist <= R_CUT), n_single * n_single)
+    return np.concatenate([np.ones(n_single, bool), keep])
+
+
+def coarse_map(host, n_single: int) -> np.ndarray:
+    """``(F, n_coarse)`` 0/1 matrix summing the pair columns of :func:`cluster_counts` into coarse
+    terms: unordered (type, type) pair x distance shell (:data:`BIN_EDGES`)."""
+    T = n_single
+    dist = pair_distance(host)
+    npo = len(dist)
+    shell = np.digitize(dist, BIN_EDGES) - 1  # -1 for the zero-distance orbit (never a pair)
+    nb = len(BIN_EDGES) - 1
+    pairs = {(a, b): k for k, (a, b) in enumerate((a, b) for a in range(T) for b in range(a, T))}
+    A = np.zeros((T + T * T * npo, len(pairs) * nb))
+    for ti in range(T):
+        for tj in range(T):
+            for o in range(npo):
+                if 0 <= shell[o] < nb:
+                    A[T + (ti * T + tj) * npo + o, pairs[min(ti, tj), max(ti, tj)] * nb + shell[o]] = 1.0
+    return A
+
+
+def fit_delta(X: np.ndarray, y: np.ndarray, nd: np.ndarray, n_single: int, A: np.ndarray, seed: int = 0,
+              grid=((0.01, 1), (0.01, 3), (0.03, 1), (0.03, 3), (0.03, 10), (0.1, 3), (0.1, 30), (0.3, 3), (0.3, 30), (1, 10), (1, 100), (3, 30), (3, 300), (10, 100))
+              ) -> tuple[np.ndarray, tuple, float, dict]:
+    """Ridge of the total delta ``y (N,)`` eV on cluster counts ``X (N, F)`` with a hierarchical prior:
+    singlets free, coarse pair shells (``X @ A``) penalised by ``a_c``, individual pair orbits by
+    ``a_f`` (> ``a_c``: a pair orbit departs from its shell only where the data says so).
+    Returns ``(weights (F,) on cluster counts, (a_c, a_f), cv rmse per site eV, cv table)``."""
+    Z = np.concatenate([X[:, :n_single], X @ A, X[:, n_single:]], axis=1)
+    nc = A.shape[1]
+
+    def solve(Zs, ys, ac, af):
+        pen = np.concatenate([np.zeros(n_single), np.full(nc, ac), np.full(Z.shape[1] - n_single - nc, af)])
+        return ridge(Zs, ys, pen, 1.0)
+
     folds = np.random.default_rng(seed).permutation(len(y)) % 5
     table = {}
-    for a in alphas:
+    for ac, af in grid:
         err = np.zeros(len(y))
         for f in range(5):
             tr, te = folds != f, folds == f
-            w = ridge(X[tr], y[tr], pen, a)
-            err[te] = (X[te] @ w - y[te]) / nd[te]
-        table[a] = (float(np.mean(np.abs(err))), float(np.sqrt(np.mean(err**2))))
+            err[te] = (Z[te] @ solve(Z[tr], y[tr], ac, af) - y[te]) / nd[te]
+        table[(ac, af)] = (float(np.mean(np.abs(err))), float(np.sqrt(np.mean(err**2))))
     best = min(table, key=lambda a: table[a][0])
-    return ridge(X, y, pen, best), best, table[best][1], {str(k): v for k, v in table.items()}
+    v = solve(Z, y, *best)
+    w = np.concatenate([v[:n_single], np.zeros(X.shape[1] - n_single)])
+    w += A @ v[n_single:n_single + nc]
+    w[n_single:] += v[n_single + nc:]
+    return w, best, table[best][1], {f"{k[0]},{k[1]}": list(v_) for k, v_ in table.items()}
 
 
 def breakdown(err: np.ndarray, comp: np.ndarray, nd: np.ndarray, labels: list[str]) -> dict:
@@ -100,7 +153,10 @@ def study(ds, proto: str) -> dict | None:
     nd = {p: n_defect_sites(ds.occ[idx[p]], host) for p in frames}
     T = len(host.defect_types)
     y = nd["train"] * (fe[idx["train"]] - chg["train"])
-    w, alpha, sigma, cv = fit_delta(X["train"], y, nd["train"], T)
+    keep = short_columns(host, T)
+    wk, alpha, sigma, cv = fit_delta(X["train"][:, keep], y, nd["train"], T, coarse_map(host, T)[keep])
+    w = np.zeros(X["train"].shape[1])
+    w[keep] = wk
     corr = {p: X[p] @ w / nd[p] for p in frames}
     dft = fe[idx["test"]]
     labels = [host.defect_label(*t) for t in host.defect_types]
@@ -109,7 +165,7 @@ def study(ds, proto: str) -> dict | None:
     res = {
         "protocol": desc, "steps": steps, "fmax": fmax, "n_train": len(idx["train"]), "n_test": len(idx["test"]),
         "seconds_per_structure": {"median": float(sec.median()), "mean": float(sec.mean())},
-        "mu": mu, "ridge_alpha": alpha, "cv": cv, "sigma_eV": sigma,
+        "mu": mu, "ridge_alpha": list(alpha), "cv": cv, "sigma_eV": sigma,
         "singlet_weights_eV": dict(zip(labels, map(float, w[:T]))),
         "pair_weights": {"nonzero": int((np.abs(w[T:]) > 1e-6).sum()), "abs_max_eV": float(np.abs(w[T:]).max()),
                          "columns_seen_in_train": int((X["train"][:, T:] > 0).any(axis=0).sum())},
@@ -166,7 +222,7 @@ def main() -> None:
         for k in t["chgnet"]:
             a, c = t["chgnet"][k], t["chgnet+delta"][k]
             lines.append(f"| {k} | {a['n']} | {a['mae_meV']:.1f} | {a['bias_meV']:+.1f} | {c['mae_meV']:.1f} | {c['bias_meV']:+.1f} |")
-        lines += ["", f"Correction: ridge alpha {r['ridge_alpha']} (5-fold CV on train), per-site std {1000 * r['sigma_eV']:.1f} meV "
+        lines += ["", f"Correction: ridge penalties (shell, orbit) {r['ridge_alpha']} (5-fold CV on train), per-site std {1000 * r['sigma_eV']:.1f} meV "
                   f"(CV RMSE), 2-sigma coverage on test {r['coverage_2sigma_test']:.2f}; singlet weights (eV per defect) "
                   + ", ".join(f"{k} {v:+.3f}" for k, v in r["singlet_weights_eV"].items())
                   + f"; {r['pair_weights']['nonzero']} pair weights (largest |w| {1000 * r['pair_weights']['abs_max_eV']:.0f} meV) "
