@@ -88,11 +88,12 @@ def coarse_map(host, n_single: int) -> np.ndarray:
 
 def fit_delta(X: np.ndarray, y: np.ndarray, nd: np.ndarray, n_single: int, A: np.ndarray, seed: int = 0,
               grid=((0.01, 1), (0.01, 3), (0.03, 1), (0.03, 3), (0.03, 10), (0.1, 3), (0.1, 30), (0.3, 3), (0.3, 30), (1, 10), (1, 100), (3, 30), (3, 300), (10, 100))
-              ) -> tuple[np.ndarray, tuple, float, dict]:
+              ) -> tuple[np.ndarray, tuple, float, dict, float, np.ndarray]:
     """Ridge of the total delta ``y (N,)`` eV on cluster counts ``X (N, F)`` with a hierarchical prior:
     singlets free, coarse pair shells (``X @ A``) penalised by ``a_c``, individual pair orbits by
     ``a_f`` (> ``a_c``: a pair orbit departs from its shell only where the data says so).
-    Returns ``(weights (F,) on cluster counts, (a_c, a_f), cv rmse per site eV, cv table)``."""
+    Returns ``(weights (F,) on cluster counts, (a_c, a_f), cv rmse per site eV, cv table,
+    noise variance per defect s2 (eV^2), posterior covariance (F, F) of the weights (eV^2))``."""
     Z = np.concatenate([X[:, :n_single], X @ A, X[:, n_single:]], axis=1)
     nc = A.shape[1]
 
@@ -101,19 +102,28 @@ def fit_delta(X: np.ndarray, y: np.ndarray, nd: np.ndarray, n_single: int, A: np
         return ridge(Zs, ys, pen, 1.0)
 
     folds = np.random.default_rng(seed).permutation(len(y)) % 5
-    table = {}
+    table, errs = {}, {}
     for ac, af in grid:
         err = np.zeros(len(y))
         for f in range(5):
             tr, te = folds != f, folds == f
             err[te] = (Z[te] @ solve(Z[tr], y[tr], ac, af) - y[te]) / nd[te]
         table[(ac, af)] = (float(np.mean(np.abs(err))), float(np.sqrt(np.mean(err**2))))
+        errs[(ac, af)] = err
     best = min(table, key=lambda a: table[a][0])
     v = solve(Z, y, *best)
-    w = np.concatenate([v[:n_single], np.zeros(X.shape[1] - n_single)])
-    w += A @ v[n_single:n_single + nc]
-    w[n_single:] += v[n_single + nc:]
-    return w, best, table[best][1], {f"{k[0]},{k[1]}": list(v_) for k, v_ in table.items()}
+    F, nz = X.shape[1], Z.shape[1]
+    M = np.zeros((F, nz))  # weights on cluster counts = M @ v
+    M[:n_single, :n_single] = np.eye(n_single)
+    M[:, n_single:n_single + nc] = A
+    M[n_single:, n_single + nc:] = np.eye(F - n_single)
+    w = M @ v
+    # Gaussian posterior of the weights (noise variance per defect s2 from the CV residuals):
+    # var(total correction) = x^T C x, C = s2 * M (Z^T Z + Lambda)^-1 M^T; noise per site s2 / n
+    s2 = float(np.mean(errs[best] ** 2 * nd))
+    pen = np.concatenate([np.zeros(n_single), np.full(nc, best[0]), np.full(nz - n_single - nc, best[1])])
+    C = s2 * M @ np.linalg.inv(Z.T @ Z + np.diag(pen) + 1e-9 * np.eye(nz)) @ M.T
+    return w, best, table[best][1], {f"{k[0]},{k[1]}": list(v_) for k, v_ in table.items()}, s2, C
 
 
 def breakdown(err: np.ndarray, comp: np.ndarray, nd: np.ndarray, labels: list[str]) -> dict:
@@ -154,9 +164,14 @@ def study(ds, proto: str) -> dict | None:
     T = len(host.defect_types)
     y = nd["train"] * (fe[idx["train"]] - chg["train"])
     keep = short_columns(host, T)
-    wk, alpha, sigma, cv = fit_delta(X["train"][:, keep], y, nd["train"], T, coarse_map(host, T)[keep])
+    wk, alpha, sigma, cv, s2, C = fit_delta(X["train"][:, keep], y, nd["train"], T, coarse_map(host, T)[keep])
     w = np.zeros(X["train"].shape[1])
     w[keep] = wk
+    kept = np.flatnonzero(keep)
+
+    def std(p: str) -> np.ndarray:
+        xk = X[p][:, keep]
+        return np.sqrt(np.einsum("ij,jk,ik->i", xk, C, xk) + s2 * nd[p]) / nd[p]
     corr = {p: X[p] @ w / nd[p] for p in frames}
     dft = fe[idx["test"]]
     labels = [host.defect_label(*t) for t in host.defect_types]
@@ -175,9 +190,12 @@ def study(ds, proto: str) -> dict | None:
         },
         "train_mae_meV": {"chgnet": 1000 * float(np.mean(np.abs(chg["train"] - fe[idx["train"]]))),
                           "chgnet+delta": 1000 * float(np.mean(np.abs(chg["train"] + corr["train"] - fe[idx["train"]])))},
-        "coverage_2sigma_test": float(np.mean(np.abs(chg["test"] + corr["test"] - dft) <= 2 * sigma)),
+        "coverage_2sigma_test": float(np.mean(np.abs(chg["test"] + corr["test"] - dft) <= 2 * std("test"))),
+        "std_test_meV": {"median": 1000 * float(np.median(std("test"))), "max": 1000 * float(std("test").max())},
+        "noise_per_defect_eV2": s2,
     }
     res["_weights"] = w
+    res["_cov"] = (kept, C, s2)
     return res
 
 
@@ -197,6 +215,10 @@ def main() -> None:
         w = r["_weights"]
         from invdesign.io import atomic_write_json
 
+        kept, C, s2 = r["_cov"]
+        np.savez_compressed("invdesign/resources/chgnet_delta_cov.npz", columns=kept.astype(np.int32),
+                            cov=C.astype(np.float32))
+
         atomic_write_json("invdesign/resources/chgnet_delta.json", {
             "about": "CHGNet (v0.3.0) formation energy per defect site corrected toward 2DMD DFT (PBE) by a ridge fit "
                      "on cluster counts; fitted on the 2DMD MoS2 train split (split_indices seed 0) by "
@@ -204,12 +226,14 @@ def main() -> None:
             "protocol": r["protocol"], "steps": r["steps"], "fmax": r["fmax"], "mu": r["mu"],
             "features": "invdesign.predict.features.cluster_counts", "n_features": len(w),
             "weights": {str(i): round(float(v), 7) for i, v in enumerate(w) if abs(v) > 1e-7},
-            "sigma": r["sigma_eV"], "ridge_alpha": r["ridge_alpha"], "n_train": r["n_train"],
+            "sigma": r["sigma_eV"], "noise_per_defect_eV2": s2, "covariance": "chgnet_delta_cov.npz",
+            "ridge_alpha": r["ridge_alpha"], "n_train": r["n_train"],
             "test_mae_meV": {"chgnet": r["test"]["chgnet"]["all"]["mae_meV"],
                              "chgnet+delta": r["test"]["chgnet+delta"]["all"]["mae_meV"], "n_test": r["n_test"]},
         })
     for r in results.values():
         r.pop("_weights")
+        r.pop("_cov")
     (RES / "chgnet_delta.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = ["# CHGNet vs DFT (2DMD MoS2, 1-3 defects) and the corrected oracle chgnet+delta", "",
              "Formation energy per defect site; MAE and bias (CHGNet - DFT) in meV/site on the TEST split "
@@ -222,8 +246,9 @@ def main() -> None:
         for k in t["chgnet"]:
             a, c = t["chgnet"][k], t["chgnet+delta"][k]
             lines.append(f"| {k} | {a['n']} | {a['mae_meV']:.1f} | {a['bias_meV']:+.1f} | {c['mae_meV']:.1f} | {c['bias_meV']:+.1f} |")
-        lines += ["", f"Correction: ridge penalties (shell, orbit) {r['ridge_alpha']} (5-fold CV on train), per-site std {1000 * r['sigma_eV']:.1f} meV "
-                  f"(CV RMSE), 2-sigma coverage on test {r['coverage_2sigma_test']:.2f}; singlet weights (eV per defect) "
+        lines += ["", f"Correction: ridge penalties (shell, orbit) {r['ridge_alpha']} (5-fold CV on train), CV RMSE {1000 * r['sigma_eV']:.1f} meV/site; "
+                  f"per-configuration std (posterior of the weights + noise) median {r['std_test_meV']['median']:.1f} meV/site "
+                  f"on test, 2-sigma coverage on test {r['coverage_2sigma_test']:.2f}; singlet weights (eV per defect) "
                   + ", ".join(f"{k} {v:+.3f}" for k, v in r["singlet_weights_eV"].items())
                   + f"; {r['pair_weights']['nonzero']} pair weights (largest |w| {1000 * r['pair_weights']['abs_max_eV']:.0f} meV) "
                   f"over {r['pair_weights']['columns_seen_in_train']} pair columns seen in train.", ""]

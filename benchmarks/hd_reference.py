@@ -118,7 +118,7 @@ def table(labels: Path, manifest: Path, out: Path, correction: Path | None = Non
     df["formation_energy_per_site_chgnet"] = formation_energy_per_site(df["raw_energy"].to_numpy(), occ, host, orc.mu)
     df["correction"] = orc.correction(occ)
     df["formation_energy_per_site"] = df["formation_energy_per_site_chgnet"] + df["correction"]
-    df["formation_energy_per_site_std"] = orc.sigma
+    df["formation_energy_per_site_std"] = orc.std(occ)
     df["protocol"] = f"CHGNet 0.3.0 {orc.protocol}; chgnet+delta ({Path(orc.name.partition(':')[2]).name})"
     cols = ["id", "canonical_key", "split", "n_defects", *[host.defect_label(*t) for t in host.defect_types], "family",
             "placement", *[c for c in df.columns if c.startswith("dn_")], "raw_energy", "formation_energy_per_site_chgnet",

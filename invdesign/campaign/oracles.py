@@ -346,15 +346,20 @@ class ChgnetDeltaOracle(ChgnetOracle):
 
     Args:
         mu: chemical potentials (eV/atom) fitted with the same protocol.
-        weights: ``(n_features,)`` eV per count. sigma: per-site std of the corrected value (eV,
+        weights: ``(n_features,)`` eV per count. sigma: per-site RMSE of the corrected value (eV,
             cross-validated on the training split at 1-3 defects).
+        cov: optional ``(columns (K,), covariance (K, K) eV^2, noise per defect eV^2)``: the Gaussian
+            posterior of the weights, giving a per-configuration std that grows with the pair terms
+            a configuration leans on (:meth:`std`); without it the std is ``sigma``.
     """
 
     def __init__(self, mu: dict[str, float], weights: np.ndarray, sigma: float, host: HostLattice | None = None,
-                 fmax: float = 0.1, steps: int = 0, source: str = "chgnet+delta") -> None:
+                 fmax: float = 0.1, steps: int = 0, source: str = "chgnet+delta",
+                 cov: tuple[np.ndarray, np.ndarray, float] | None = None) -> None:
         super().__init__(mu, host, fmax, steps)
         self.weights = np.asarray(weights, dtype=float)
         self.sigma = float(sigma)
+        self.cov = cov
         self.name = source
 
     @classmethod
@@ -374,7 +379,12 @@ class ChgnetDeltaOracle(ChgnetOracle):
             w = np.zeros(int(d["n_features"]))
             for k, v in d["weights"].items():
                 w[int(k)] = float(v)
-            o = cls(d["mu"], w, d["sigma"], host, d.get("fmax", 0.1), d.get("steps", 0), source=f"chgnet+delta:{path}")
+            cov = None
+            if d.get("covariance"):
+                z = np.load(Path(path).parent / d["covariance"])
+                cov = (z["columns"].astype(np.int64), z["cov"].astype(float), float(d["noise_per_defect_eV2"]))
+            o = cls(d["mu"], w, d["sigma"], host, d.get("fmax", 0.1), d.get("steps", 0), source=f"chgnet+delta:{path}",
+                    cov=cov)
         except (OSError, ValueError, KeyError, IndexError) as exc:
             raise InvdesignError(f"cannot read the CHGNet correction ({exc})", source=str(path)) from None
         if len(w) != n_cluster_features(host):
@@ -388,6 +398,20 @@ class ChgnetDeltaOracle(ChgnetOracle):
 
         occ = np.atleast_2d(np.asarray(occ))
         return cluster_counts(occ, self.host).astype(float) @ self.weights / np.maximum(n_defect_sites(occ, self.host), 1)
+
+    def std(self, occ: np.ndarray) -> np.ndarray:
+        """``(N,)`` per-site std (eV) of the corrected formation energy: ``sqrt(x^T C x + s2 n) / n``
+        with ``x`` the cluster counts, ``C`` the weights' posterior covariance, ``s2`` the noise per
+        defect and ``n`` the number of defects (``sigma`` for every configuration without ``cov``)."""
+        occ = np.atleast_2d(np.asarray(occ))
+        if self.cov is None:
+            return np.full(len(occ), self.sigma)
+        from invdesign.predict.features import cluster_counts
+
+        cols, C, s2 = self.cov
+        x = cluster_counts(occ, self.host).astype(float)[:, cols]
+        n = np.maximum(n_defect_sites(occ, self.host), 1)
+        return np.sqrt(np.einsum("ij,jk,ik->i", x, C, x) + s2 * n) / n
 
     def evaluate(self, occ: np.ndarray, ids: Sequence[str]) -> np.ndarray:
         out = super().evaluate(occ, ids)
@@ -405,7 +429,7 @@ class ChgnetDeltaOracle(ChgnetOracle):
         d["formation_energy_per_site_chgnet"] = d["formation_energy_per_site"]
         d["correction"] = corr
         d["formation_energy_per_site"] = d["formation_energy_per_site_chgnet"] + corr
-        d["formation_energy_per_site_std"] = self.sigma
+        d["formation_energy_per_site_std"] = float(self.std(occ_row)[0])
         return d
 
 
