@@ -48,3 +48,22 @@ def test_apply_check_reranks_checked_top_only():
     assert df["rank"].tolist() == [1, 2, 3, 4, 5] and df["model_rank"].tolist() == [2, 4, 3, 1, 5]
     assert df["check_status"].iat[-1] == "unchecked" and o[:, 0].tolist() == [1, 3, 2, 0, 4]
     assert STATUS_ORDER[0] == "pass"
+
+
+def test_packaged_chgnet_delta_correction_and_std():
+    from invdesign.campaign.oracles import ChgnetDeltaOracle, make_oracle
+    from invdesign.predict.features import cluster_counts
+
+    host = HostLattice.default()
+    orc = make_oracle("chgnet+delta", host)
+    assert isinstance(orc, ChgnetDeltaOracle) and orc.steps == 0 and set(orc.mu) == {"Mo", "S", "W", "Se"}
+    far = host.host_code.copy()
+    far[[70, 100, 180]] = 0  # three S vacancies
+    near = host.host_code.copy()
+    near[np.argsort(host.min_image_distance[0])[:12]] = 0  # twelve vacancies around site 0: a hole
+    occ = np.stack([far, near])
+    n = (occ != host.host_code).sum(1)
+    np.testing.assert_allclose(orc.correction(occ), cluster_counts(occ, host).astype(float) @ orc.weights / n)
+    s = orc.std(occ)
+    assert (s > 0).all() and s[1] > s[0]  # a cluster far from the training data is less certain
+    assert 0 < orc.sigma < 0.1
