@@ -9,5 +9,4 @@ export OMP_NUM_THREADS=1
 inv() { python -c "import sys; from invdesign.cli import main; sys.exit(main())" "$@"; }
 inv label "$WORK/test" --oracle chgnet --steps 0 --out $OUT/sp_test.csv --executor process:1
 inv label "$WORK/train" --oracle chgnet --steps 0 --out $OUT/sp_train.csv --executor process:1
-inv label "$WORK/test_p" --oracle chgnet --steps 20 --fmax 0.2 --out $OUT/r20_test.csv --executor process:1
-inv label "$WORK/train_p" --oracle chgnet --steps 20 --fmax 0.2 --out $OUT/r20_train.csv --executor process:1
+bash benchmarks/run_r20_labels.sh
