@@ -53,7 +53,11 @@ def reference_of(oracle) -> str:
     from invdesign.campaign.oracles import ChgnetDeltaOracle
 
     if isinstance(oracle, ChgnetDeltaOracle):
-        return f"corrected CHGNet ({oracle.name}; {oracle.protocol}; correction toward 2DMD DFT, std {oracle.sigma:.4f} eV)"
+        from pathlib import Path
+
+        src = Path(oracle.name.partition(":")[2]).name or "packaged"
+        return (f"corrected CHGNet (chgnet+delta {src}; {oracle.protocol}; correction toward 2DMD DFT; "
+                f"per-configuration std, {1000 * oracle.sigma:.1f} meV/site CV RMSE at 1-3 defects)")
     return f"CHGNet, uncorrected ({oracle.protocol}; chemical potentials from a file)"
 
 
