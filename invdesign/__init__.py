@@ -25,6 +25,7 @@ _LAZY = {
     "design": ("invdesign.generate.design", "design"),
     "decode": ("invdesign.generate.decoder", "decode"),
     "Campaign": ("invdesign.campaign.campaign", "Campaign"),
+    "label": ("invdesign.campaign.label", "label"),
 }
 
 __all__ = sorted(_LAZY)

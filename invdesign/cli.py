@@ -23,9 +23,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from invdesign.commands import campaign, data, design, model
+    from invdesign.commands import campaign, data, design, label, model
 
-    for mod in (data, model, design, campaign):
+    for mod in (data, model, design, campaign, label):
         mod.register(app)
 
 

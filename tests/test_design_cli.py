@@ -188,3 +188,31 @@ def test_decode_cli_round_trip(model_file, dataset, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert msg in err and len(err.splitlines()) == 1
         assert not (tmp_path / "o2").exists()
+
+
+def test_design_cli_check_with_corrected_chgnet(model_file, dataset, tmp_path, capsys):
+    """--check chgnet: the top candidates relaxed (2 FIRE steps here), corrected CHGNet energy, re-ranked."""
+    pytest.importorskip("chgnet")
+    from invdesign.io import write_structure
+
+    te = split_indices(dataset.ids, seed=0)["test"][:4]
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for i in te:
+        write_structure(dataset.occ[i], dataset.host, pool / f"{dataset.ids[i]}.cif")
+    out = tmp_path / "run"
+    args = ["design", "--target", "formation_energy_per_site=0:5", "-n", "3", "--out", str(out), "--model", str(model_file),
+            "--pool", str(pool)]
+    assert main([*args, "--check", "nonsense"]) == 2 and not out.exists()
+    assert "--check 'nonsense'" in capsys.readouterr().err
+    assert main([*args, "--check", "chgnet", "--check-top", "2", "--check-steps", "2", "--check-executor", "inline"]) == 0
+    c = pd.read_csv(out / "candidates.csv", dtype={"id": str})
+    s = json.loads((out / "summary.json").read_text())["check"]
+    top = c[c["check_status"] != "unchecked"]
+    assert len(top) == 2 and s["checked"] == 2 and "corrected CHGNet" in s["reference"]
+    assert top["check_formation_energy_per_site"].between(0, 5).all() == top["check_in_window"].all()
+    assert (top["check_formation_energy_per_site_std"] > 0).all()
+    assert top["check_max_displacement"].between(1e-4, 0.7).all() and top["check_same_configuration"].all()
+    assert (top["check_status"] == "pass").sum() == s["status"]["pass"]
+    assert c["rank"].tolist() == [1, 2, 3] and sorted(c["model_rank"]) == [1, 2, 3]
+    assert sorted(p.stem for p in (out / "relaxed").iterdir()) == sorted(top["id"])

@@ -259,22 +259,74 @@ class AseOracle:
         d["_calc"] = None
         return d
 
-    def energy(self, occ_row: np.ndarray) -> float:
-        """Total energy (eV) of one configuration after at most ``steps`` FIRE steps."""
+    @property
+    def protocol(self) -> str:
+        """The relaxation protocol, e.g. ``FIRE fmax 0.1 eV/A, <= 50 steps`` or ``single point``."""
+        return "single point" if self.steps <= 0 else f"FIRE fmax {self.fmax:g} eV/A, <= {self.steps} steps"
+
+    def relax(self, occ_row: np.ndarray, steps: int | None = None) -> tuple[float, object, float, int, float]:
+        """Relax one configuration (at most ``steps``, default :attr:`steps`, FIRE steps to :attr:`fmax`).
+
+        Returns ``(energy eV, relaxed pymatgen Structure, largest displacement A, steps taken,
+        single-point energy eV of the ideal host geometry)``.
+        """
         from ase.optimize import FIRE
         from pymatgen.io.ase import AseAtomsAdaptor
 
         from invdesign.lattice.config import config_to_structure
 
+        steps = self.steps if steps is None else steps
         if self._calc is None:
             self._calc = self.calculator()
         atoms = AseAtomsAdaptor.get_atoms(config_to_structure(np.asarray(occ_row), self.host))
+        start = atoms.get_positions().copy()
         atoms.calc = self._calc
-        if self.steps > 0:
-            FIRE(atoms, logfile=None).run(fmax=self.fmax, steps=self.steps)
-        return float(atoms.get_potential_energy())
+        e0 = float(atoms.get_potential_energy())
+        n = 0
+        if steps > 0:
+            opt = FIRE(atoms, logfile=None)
+            opt.run(fmax=self.fmax, steps=steps)
+            n = int(opt.get_number_of_steps())
+        disp = float(np.linalg.norm(atoms.get_positions() - start, axis=1).max()) if len(atoms) else 0.0
+        return float(atoms.get_potential_energy()), AseAtomsAdaptor.get_structure(atoms), disp, n, e0
+
+    def energy(self, occ_row: np.ndarray) -> float:
+        """Total energy (eV) of one configuration after at most ``steps`` FIRE steps."""
+        return self.relax(occ_row)[0]
+
+    @property
+    def label_columns(self) -> list[str]:
+        """Columns of :meth:`label` (besides the relaxed structure)."""
+        return ["energy", "raw_energy", "formation_energy_per_site", "max_displacement", "relax_steps"]
+
+    #: structure check only: relax this many steps (at :attr:`check_fmax`) after the energy is taken;
+    #: with ``steps == 0`` the energy stays the single point of the ideal geometry.
+    check_steps: int = 0
+    check_fmax: float = 0.2
+
+    def label(self, occ_row: np.ndarray) -> dict:
+        """One configuration's outputs: total ``energy`` and ``raw_energy = E - E_pristine`` (eV, same
+        protocol), ``formation_energy_per_site`` (eV; NaN without chemical potentials), the largest
+        atomic displacement in the relaxation (Angstrom), the optimiser steps, and ``relaxed``
+        (pymatgen Structure). With ``steps == 0`` and :attr:`check_steps` > 0 the energy is the
+        single point and the structure is relaxed afterwards for the structural check only."""
+        occ_row = np.asarray(occ_row)
+        if self.steps == 0 and self.check_steps > 0:
+            fmax, self.fmax = self.fmax, self.check_fmax
+            try:
+                _, relaxed, disp, n, e = self.relax(occ_row, self.check_steps)
+            finally:
+                self.fmax = fmax
+        else:
+            e, relaxed, disp, n, _ = self.relax(occ_row)
+        raw = e - self.pristine_energy()
+        fe = (formation_energy_per_site(np.array([raw]), occ_row[None], self.host, self.mu)[0]
+              if self.mu else float("nan"))
+        return {"energy": e, "raw_energy": raw, "formation_energy_per_site": float(fe),
+                "max_displacement": disp, "relax_steps": n, "relaxed": relaxed}
 
     def pristine_energy(self) -> float:
+        """Energy (eV) of the pristine host under the same protocol (cached)."""
         if self._e_pristine is None:
             self._e_pristine = self.energy(self.host.host_code)
         return self._e_pristine
@@ -349,11 +401,136 @@ class ChgnetOracle(AseOracle):
         atomic_write_json(path, {"mu": self.mu, "fmax": self.fmax, "steps": self.steps})
 
 
+class ChgnetDeltaOracle(ChgnetOracle):
+    """CHGNet corrected toward DFT (``chgnet+delta``): raw CHGNet formation energy per site plus a
+    learned correction.
+
+    The correction is linear in the exact cluster counts of the configuration
+    (:func:`invdesign.predict.features.cluster_counts`: defects per type and defect pairs per
+    (type, type, pair orbit)), fitted by ridge regression on the *total* energy difference
+    ``n_def * (E_f[DFT] - E_f[CHGNet])`` of training-split structures (``benchmarks/fit_chgnet_delta.py``),
+    so it is extensive and applies at any density. Its singlet weights re-reference each defect
+    type (they absorb the per-type bias of CHGNet and of the fitted chemical potentials); its pair
+    weights correct CHGNet's defect-defect interactions where the training data has them.
+
+    Args:
+        mu: chemical potentials (eV/atom) fitted with the same protocol.
+        weights: ``(n_features,)`` eV per count. sigma: per-site RMSE of the corrected value (eV,
+            cross-validated on the training split at 1-3 defects).
+        cov: optional ``(columns (K,), covariance (K, K) eV^2, noise per defect eV^2)``: the Gaussian
+            posterior of the weights, giving a per-configuration std that grows with the pair terms
+            a configuration leans on (:meth:`std`); without it the std is ``sigma``.
+    """
+
+    def __init__(self, mu: dict[str, float], weights: np.ndarray, sigma: float, host: HostLattice | None = None,
+                 fmax: float = 0.1, steps: int = 0, source: str = "chgnet+delta",
+                 cov: tuple[np.ndarray, np.ndarray, float] | None = None) -> None:
+        super().__init__(mu, host, fmax, steps)
+        self.weights = np.asarray(weights, dtype=float)
+        self.sigma = float(sigma)
+        self.cov = cov
+        self.name = source
+
+    @classmethod
+    def from_file(cls, path: str | Path | None = None, host: HostLattice | None = None) -> ChgnetDeltaOracle:
+        """Read a correction written by ``benchmarks/fit_chgnet_delta.py`` (default: the packaged one)."""
+        from invdesign.predict.features import n_cluster_features
+
+        if path is None:
+            from importlib.resources import files
+
+            path = Path(str(files("invdesign.resources") / "chgnet_delta.json"))
+            if not path.is_file():
+                raise InvdesignError("no packaged CHGNet correction (run benchmarks/fit_chgnet_delta.py)", source=str(path))
+        host = host or HostLattice.default()
+        try:
+            d = json.loads(Path(path).read_text())
+            w = np.zeros(int(d["n_features"]))
+            for k, v in d["weights"].items():
+                w[int(k)] = float(v)
+            cov = None
+            if d.get("covariance"):
+                z = np.load(Path(path).parent / d["covariance"])
+                cov = (z["columns"].astype(np.int64), z["cov"].astype(float), float(d["noise_per_defect_eV2"]))
+            o = cls(d["mu"], w, d["sigma"], host, d.get("fmax", 0.1), d.get("steps", 0), source=f"chgnet+delta:{path}",
+                    cov=cov)
+        except (OSError, ValueError, KeyError, IndexError) as exc:
+            raise InvdesignError(f"cannot read the CHGNet correction ({exc})", source=str(path)) from None
+        if len(w) != n_cluster_features(host):
+            raise InvdesignError(f"the CHGNet correction has {len(w)} features, the host {host.name} needs "
+                                 f"{n_cluster_features(host)}", source=str(path))
+        return o
+
+    def correction(self, occ: np.ndarray) -> np.ndarray:
+        """``(N,)`` per-site correction (eV) added to the raw CHGNet formation energy per site."""
+        from invdesign.predict.features import cluster_counts
+
+        occ = np.atleast_2d(np.asarray(occ))
+        return cluster_counts(occ, self.host).astype(float) @ self.weights / np.maximum(n_defect_sites(occ, self.host), 1)
+
+    def std(self, occ: np.ndarray) -> np.ndarray:
+        """``(N,)`` per-site std (eV) of the corrected formation energy: ``sqrt(x^T C x + s2 n) / n``
+        with ``x`` the cluster counts, ``C`` the weights' posterior covariance, ``s2`` the noise per
+        defect and ``n`` the number of defects (``sigma`` for every configuration without ``cov``)."""
+        occ = np.atleast_2d(np.asarray(occ))
+        if self.cov is None:
+            return np.full(len(occ), self.sigma)
+        from invdesign.predict.features import cluster_counts
+
+        cols, C, s2 = self.cov
+        x = cluster_counts(occ, self.host).astype(float)[:, cols]
+        n = np.maximum(n_defect_sites(occ, self.host), 1)
+        return np.sqrt(np.einsum("ij,jk,ik->i", x, C, x) + s2 * n) / n
+
+    def evaluate(self, occ: np.ndarray, ids: Sequence[str]) -> np.ndarray:
+        out = super().evaluate(occ, ids)
+        out[:, 0] += self.correction(occ)
+        return out
+
+    @property
+    def label_columns(self) -> list[str]:
+        return ["energy", "raw_energy", "formation_energy_per_site_chgnet", "correction", "formation_energy_per_site",
+                "formation_energy_per_site_std", "max_displacement", "relax_steps"]
+
+    def label(self, occ_row: np.ndarray) -> dict:
+        d = super().label(occ_row)
+        corr = float(self.correction(occ_row)[0])
+        d["formation_energy_per_site_chgnet"] = d["formation_energy_per_site"]
+        d["correction"] = corr
+        d["formation_energy_per_site"] = d["formation_energy_per_site_chgnet"] + corr
+        d["formation_energy_per_site_std"] = float(self.std(occ_row)[0])
+        return d
+
+
+def load_callable(path: str, what: str = "oracle"):
+    """``module:function`` -> the function (the module must be importable, also on Dask workers)."""
+    import importlib
+
+    mod, _, fn = path.rpartition(":")
+    if not mod or not fn:
+        raise InvdesignError(f"{what} {path!r} is not of the form module:function")
+    try:
+        obj = getattr(importlib.import_module(mod), fn)
+    except ImportError as exc:
+        raise InvdesignError(f"cannot import {mod!r} for {what} {path!r} ({exc})") from None
+    except AttributeError:
+        raise InvdesignError(f"module {mod!r} has no {fn!r} ({what} {path!r})") from None
+    if not callable(obj):
+        raise InvdesignError(f"{what} {path!r} is not callable")
+    return obj
+
+
+SPECS = ("table:F.csv, surrogate[:MODEL], chgnet:MU.json, chgnet+delta[:FILE], python:module:function "
+         "(fn(Structure) -> (E_f, gap) or dict), ase:module:factory (factory() -> ASE calculator; raw energies, label only)")
+
+
 def make_oracle(spec: str, host: HostLattice | None = None, needed: Sequence[str] = (),
-                allow_failures: bool = False) -> Oracle:
-    """Oracle from a spec string: ``table:F.csv``, ``surrogate[:MODEL]``, ``chgnet:MU.json``.
+                allow_failures: bool = False, need_mu: bool = True) -> Oracle:
+    """Oracle from a spec string (see :data:`SPECS`).
 
     ``needed`` (the campaign's target names) and ``allow_failures`` go to :class:`TableOracle`.
+    ``need_mu=False`` (``invdesign label``) also accepts plain ``chgnet`` (raw energies; no
+    chemical potentials, so no formation energy).
     """
     kind, _, arg = spec.partition(":")
     if kind == "table":
@@ -364,10 +541,22 @@ def make_oracle(spec: str, host: HostLattice | None = None, needed: Sequence[str
         return SurrogateOracle(arg or None)
     if kind == "chgnet":
         if not arg:
-            raise InvdesignError("oracle chgnet:MU.json needs fitted chemical potentials "
-                                 "(`invdesign campaign fit-chgnet --data DIR --out MU.json`)")
+            if need_mu:
+                raise InvdesignError("oracle chgnet:MU.json needs fitted chemical potentials "
+                                     "(`invdesign campaign fit-chgnet --data DIR --out MU.json`), or use chgnet+delta")
+            return ChgnetOracle(host=host)
         return ChgnetOracle.from_file(arg, host)
-    raise InvdesignError(f"unknown oracle {spec!r} (table:F.csv, surrogate[:MODEL], chgnet:MU.json)")
+    if kind == "chgnet+delta":
+        return ChgnetDeltaOracle.from_file(arg or None, host)
+    if kind == "python":
+        fn = load_callable(arg)
+        return CallableOracle(fn, host, per="structure", name=spec)
+    if kind == "ase":
+        factory = load_callable(arg, "ASE calculator factory")
+        if need_mu:
+            raise InvdesignError("oracle ase:module:factory gives raw energies only here; use it with invdesign label")
+        return AseOracle(factory, None, host, name=spec)
+    raise InvdesignError(f"unknown oracle {spec!r} ({SPECS})")
 
 
 def stratified_sample(dataset, n: int, seed: int = 0) -> np.ndarray:

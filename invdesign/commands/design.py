@@ -62,6 +62,12 @@ def design_cmd(
     temperature: float = typer.Option(1000.0, "--temperature", help="Growth temperature (K) for the arrangement populations."),
     export: str = typer.Option(None, "--export", help="Per-candidate inputs for the next tools: any of vasp,qe,json -> export/<id>/."),
     overwrite: bool = OverwriteOpt,
+    check: str = typer.Option(None, "--check", help="Check the top candidates with physics: chgnet (corrected toward DFT, "
+                              "packaged), chgnet+delta:FILE, or chgnet:MU.json (uncorrected)."),
+    check_top: int = typer.Option(10, "--check-top", help="With --check: how many of the top candidates to check."),
+    check_steps: int = typer.Option(20, "--check-steps", help="With --check: FIRE steps of the structural relaxation."),
+    check_executor: str = typer.Option("auto", "--check-executor", help="With --check: auto (process pool), inline, "
+                                       "process[:N], dask-local[:N], dask://host:port."),
 ) -> None:
     """Candidates whose predicted properties lie in the target window: decoded, checked, ranked, exported."""
     from invdesign.generate.design import MODES
@@ -96,12 +102,69 @@ def design_cmd(
     from invdesign.generate.decoder import Limits
 
     Limits.make(m.host, max_defects, min_defects, _parse_types(types))
+    checker = None
+    if check is not None:
+        from invdesign.campaign.check import check_oracle
+        from invdesign.campaign.executors import check_spec
+
+        if check_top < 1 or check_steps < 0:
+            raise InvdesignError("--check-top must be at least 1 and --check-steps at least 0")
+        if chem is not None and chem.name != "reference":
+            raise InvdesignError("--check with --mu is not supported yet: the check's corrected CHGNet energies stand on "
+                                 "the 2DMD reference chemical potentials; drop --mu to check, or --check to re-reference")
+        check_spec(check_executor)
+        checker = check_oracle(check, m.host, steps=check_steps)
     from invdesign.generate.flow import one_thread
 
     with one_thread():  # small batches: one torch thread is fastest and leaves the other cores alone
-        res = _run_design(window, n, m, pool, max_defects, min_defects, types, exclude, seed, mode, samples, diversity, out,
-                          chem, temperature, kinds, overwrite)
+        res = _run_design(window, n, m, pool, max_defects, min_defects, types, exclude, seed, mode, samples, diversity,
+                          None if checker is not None else out, chem, temperature, kinds, overwrite)
+    if checker is not None:
+        _check_and_write(res, checker, check_top, check_executor, out, m, chem, temperature, kinds, overwrite)
     _print_result(res, out)
+
+
+def _check_and_write(res, checker, top: int, executor: str, out: Path, model, chem, temperature: float, kinds,
+                     overwrite: bool) -> None:
+    """Run the physics check on the top candidates, re-rank, then write the design (and relaxed CIFs)."""
+    from invdesign.campaign.check import apply_check, check_configurations, reference_of
+    from invdesign.io import atomic_write_text
+    from invdesign.progress import task
+
+    c = res.candidates
+    k = min(top, len(c))
+    lo, hi = res.window.lo[0], res.window.hi[0]
+    with task(f"checking the top {k} candidates with {checker.name}", total=k) as advance:
+        table, relaxed = check_configurations(res.occ[:k], c["id"].head(k).tolist(), checker, (lo, hi), executor,
+                                              on_row=advance)
+    res.candidates, res.occ = apply_check(c, res.occ, table)
+    st = table["check_status"].value_counts().to_dict()
+    res.summary["check"] = {
+        "oracle": checker.name, "reference": reference_of(checker),
+        "energy_protocol": checker.protocol, "relaxation": f"FIRE fmax {checker.check_fmax:g} eV/A, <= {checker.check_steps} steps",
+        "checked": k, "status": {s: int(st.get(s, 0)) for s in ("pass", "out_of_window", "changed_configuration", "failed")},
+        "share_in_window": float(table["check_in_window"].mean()) if k else None,
+        "formation_energy_window": [lo, hi],
+        "ranking": f"the top {k} by the model were checked and re-ranked: pass (same configuration after relaxation, "
+                   "corrected CHGNet formation energy in the window) first, then out_of_window, changed_configuration, "
+                   "failed, each in model order; the rest follow unchecked in model order; model_rank keeps the model's rank",
+        "gap": "not checked (CHGNet gives no HOMO-LUMO gap)",
+    }
+    from invdesign.synthesis.plan import write_design
+
+    def write_relaxed(tmp: Path) -> None:
+        from pymatgen.io.cif import CifWriter
+
+        for cid, st_ in relaxed.items():
+            (tmp / "relaxed").mkdir(exist_ok=True)
+            atomic_write_text(tmp / "relaxed" / f"{cid}.cif", str(CifWriter(st_)))
+
+    from invdesign.synthesis.chempot import with_mu
+
+    write_design(res, with_mu(model, chem), chem, temperature, kinds, out, overwrite, extra=write_relaxed)
+    s = res.summary["check"]["status"]
+    console.print(f"check ({res.summary['check']['reference']}): {s['pass']} pass, {s['out_of_window']} out of window, "
+                  f"{s['changed_configuration']} changed configuration, {s['failed']} failed of {k}", highlight=False)
 
 
 def _run_design(window, n, m, pool, max_defects, min_defects, types, exclude, seed, mode, samples, diversity, out,

@@ -90,15 +90,32 @@ def plan_design(res, model, mu: ChemicalPotentials | None = None, temperature: f
     if kinds:
         res.summary["export"] = {"kinds": kinds, "folder": "export/<id>/", "settings": "see invdesign.synthesis.export"}
     if out is not None:
-        t = time.perf_counter()
-        res.write(out, overwrite, extra=(lambda tmp: _export_all(res, model, mu, temperature, kinds, tmp)) if kinds else None)
-        res.summary["timings_s"]["write_s"] = round(time.perf_counter() - t, 4)
-        from pathlib import Path
-
-        from invdesign.io import atomic_write_json
-
-        atomic_write_json(Path(out) / "summary.json", res.summary)
+        write_design(res, model, mu, temperature, kinds, out, overwrite)
     return res
+
+
+def write_design(res, model, mu: ChemicalPotentials | None, temperature: float, export, out, overwrite: bool = False,
+                 extra=None) -> None:
+    """Write a planned design to ``out`` (atomically, under the output policy): the design files, the
+    per-candidate exports of ``export`` and whatever ``extra(tmp)`` writes into the staging folder."""
+    import time
+    from pathlib import Path
+
+    from invdesign.io import atomic_write_json
+
+    mu = mu or ChemicalPotentials.reference()
+    kinds = list(export or [])
+
+    def more(tmp) -> None:
+        if kinds:
+            _export_all(res, model, mu, temperature, kinds, tmp)
+        if extra is not None:
+            extra(tmp)
+
+    t = time.perf_counter()
+    res.write(out, overwrite, extra=more)
+    res.summary.setdefault("timings_s", {})["write_s"] = round(time.perf_counter() - t, 4)
+    atomic_write_json(Path(out) / "summary.json", res.summary)
 
 
 def _export_all(res, model, mu: ChemicalPotentials, temperature: float, kinds: list[str], tmp) -> None:

@@ -1,0 +1,190 @@
+"""Label many configurations with an oracle through an executor; resumable, one CSV row per structure.
+
+``label(occ, ids, oracle, out)`` writes ``id,canonical_key,<oracle columns>,seconds,error`` to
+``out``, appending each row as its structure finishes (flushed and synced), so an interrupted run
+loses at most the calls in flight; a rerun reads ``out`` and skips the ids already there. Calls run
+on any executor of :mod:`invdesign.campaign.executors` (a process pool, a Dask ``LocalCluster``,
+or a running Dask scheduler): if a Dask worker dies, the scheduler reruns its calls elsewhere and
+each id is still written once (the writer is this process, and it writes an id at most once).
+
+The oracle is pickled once per call but each worker keeps one live copy per oracle (keyed by a
+hash of its pickle), so a CHGNet model is loaded and the pristine host evaluated once per worker.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import hashlib
+import math
+import os
+import pickle
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from invdesign.data.dataset import TARGETS
+from invdesign.errors import InvdesignError
+from invdesign.lattice.host import HostLattice
+
+_LIVE: dict[str, object] = {}  # per worker process: oracle token -> live oracle
+
+
+def oracle_columns(oracle) -> list[str]:
+    """Output columns of ``oracle`` in a label table (``label_columns`` or the targets)."""
+    return list(getattr(oracle, "label_columns", TARGETS))
+
+
+def label_one(oracle, occ_row: np.ndarray, cid: str) -> dict:
+    """One configuration's outputs (dict by column; ``relaxed`` holds a Structure when the oracle relaxes)."""
+    if hasattr(oracle, "label"):
+        return oracle.label(occ_row)
+    vals = np.asarray(oracle.evaluate(np.asarray(occ_row)[None], [cid]), dtype=float)[0]
+    return dict(zip(TARGETS, vals))
+
+
+def _task(token: str, oracle, occ_row: np.ndarray, cid: str) -> tuple[str, dict, float, str]:
+    """Run in a worker: ``(id, outputs, seconds, error)``; an oracle error is returned, not raised."""
+    live = _LIVE.setdefault(token, oracle)
+    t0 = time.perf_counter()
+    try:
+        out, err = label_one(live, occ_row, cid), ""
+    except Exception as exc:  # noqa: BLE001 - one failed structure is recorded, the run goes on
+        out, err = {}, f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+    return cid, out, time.perf_counter() - t0, err
+
+
+def _token(oracle) -> str:
+    try:
+        return hashlib.sha256(pickle.dumps(oracle)).hexdigest()
+    except Exception:  # noqa: BLE001 - an unpicklable oracle runs inline or in threads: its identity will do
+        return f"id:{id(oracle)}"
+
+
+def _run(ex: cf.Executor, token: str, oracle, occ: np.ndarray, ids: Sequence[str], todo: Sequence[int]):
+    """Yield ``(id, outputs, seconds, error)`` for rows ``todo`` of ``occ`` as their calls finish."""
+    futures = {ex.submit(_task, token, oracle, np.asarray(occ[i]), ids[i]): ids[i] for i in todo}
+    for fut in cf.as_completed(futures):
+        try:
+            yield fut.result()
+        except Exception as exc:  # noqa: BLE001 - e.g. Dask KilledWorker after its retries
+            yield futures[fut], {}, float("nan"), f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+
+
+def evaluate_many(occ: np.ndarray, ids: Sequence[str], oracle, executor: str = "auto",
+                  on_row: Callable[[int], None] | None = None) -> dict[str, tuple[dict, float, str]]:
+    """Like :func:`label` but in memory: ``{id: (outputs, seconds, error)}`` (outputs may hold ``relaxed``)."""
+    from invdesign.campaign.executors import make_executor, resolve
+
+    spec = resolve(executor, oracle)
+    out = {}
+    with make_executor(spec, cheap=getattr(oracle, "cheap", False)) as ex:
+        for cid, res, sec, err in _run(ex, _token(oracle), oracle, occ, [str(i) for i in ids], range(len(ids))):
+            out[cid] = (res, sec, err)
+            if on_row is not None:
+                on_row(1)
+    return out
+
+
+def read_done(out: Path, columns: list[str]) -> set[str]:
+    """Ids already in a label file written for these ``columns`` (a torn last line is dropped)."""
+    if not out.exists():
+        return set()
+    text = out.read_text()
+    if not text:
+        return set()
+    if not text.endswith("\n"):  # killed while writing a row: drop the partial row (this file is ours)
+        text = text[: text.rfind("\n") + 1]
+        out.write_text(text)
+    rows = list(csv.reader(text.splitlines()))
+    if not rows or rows[0] != columns:
+        raise InvdesignError(f"exists with columns {rows[0] if rows else []}, not a label file of this oracle "
+                             f"({columns}); choose another --out", source=str(out))
+    return {r[0] for r in rows[1:] if r}
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (float, np.floating)):
+        return "" if math.isnan(v) else repr(float(v))
+    return str(v)
+
+
+def label(
+    occ: np.ndarray,
+    ids: Sequence[str],
+    oracle,
+    out: str | Path,
+    host: HostLattice,
+    executor: str = "auto",
+    relaxed_dir: str | Path | None = None,
+    keys: Sequence[str] | None = None,
+    on_row: Callable[[int], None] | None = None,
+) -> dict:
+    """Label configurations ``occ (N, n_sites)`` with ``oracle``, appending rows to ``out``.
+
+    Args:
+        ids: ``N`` unique ids (file stems). keys: their canonical keys (computed when None).
+        executor: an executor spec (:func:`invdesign.campaign.executors.resolve`).
+        relaxed_dir: write each relaxed structure as ``<id>.cif`` there (oracles that relax).
+        on_row: called as ``on_row(n)`` with ``n`` structures newly accounted for (first the skipped ones; progress).
+
+    Returns:
+        ``{"total", "skipped", "labelled", "failed", "seconds"}`` for this run.
+    """
+    from invdesign.campaign.executors import make_executor, resolve
+    from invdesign.io import atomic_write_text
+
+    out = Path(out)
+    ids = [str(i) for i in ids]
+    if len(set(ids)) != len(ids):
+        raise InvdesignError("duplicate ids among the structures")
+    columns = ["id", "canonical_key", *oracle_columns(oracle), "seconds", "error"]
+    done = read_done(out, columns)
+    todo = [i for i, cid in enumerate(ids) if cid not in done]
+    if keys is None:
+        from invdesign.lattice.canonical import canonical_keys
+
+        keys = canonical_keys(np.asarray(occ)[todo], host) if todo else []
+        key_of = dict(zip([ids[i] for i in todo], keys))
+    else:
+        key_of = dict(zip(ids, keys))
+    spec = resolve(executor, oracle)
+    token = _token(oracle)
+    rdir = Path(relaxed_dir) if relaxed_dir is not None else None
+    if rdir is not None:
+        rdir.mkdir(parents=True, exist_ok=True)
+    stats = {"total": len(ids), "skipped": len(ids) - len(todo), "labelled": 0, "failed": 0, "seconds": 0.0}
+    if on_row is not None and stats["skipped"]:
+        on_row(stats["skipped"])
+    if not todo:
+        return stats
+    new_file = not out.exists() or out.stat().st_size == 0
+    written: set[str] = set(done)
+    t0 = time.perf_counter()
+    with open(out, "a", newline="") as fh, make_executor(spec, cheap=getattr(oracle, "cheap", False)) as ex:
+        w = csv.writer(fh, lineterminator="\n")
+        if new_file:
+            w.writerow(columns)
+            fh.flush()
+        for cid, res, sec, err in _run(ex, token, oracle, occ, ids, todo):
+            if cid in written:
+                continue
+            relaxed = res.pop("relaxed", None)
+            if rdir is not None and relaxed is not None:
+                from pymatgen.io.cif import CifWriter
+
+                atomic_write_text(rdir / f"{cid}.cif", str(CifWriter(relaxed)))
+            w.writerow([cid, key_of[cid], *(_fmt(res.get(c)) for c in columns[2:-2]), _fmt(sec), err])
+            fh.flush()
+            os.fsync(fh.fileno())
+            written.add(cid)
+            stats["labelled"] += 1
+            stats["failed"] += bool(err)
+            if on_row is not None:
+                on_row(1)
+    stats["seconds"] = time.perf_counter() - t0
+    return stats

@@ -1,0 +1,66 @@
+"""``invdesign label STRUCTURES --oracle SPEC --out F.csv``: many oracle calls, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from invdesign.commands.common import HostOpt, SupercellOpt, TolOpt, check_inputs, check_out_file, resolve_host
+
+console = Console()
+
+
+def label_cmd(
+    structures: list[Path] = typer.Argument(..., help="CIF/POSCAR/JSON files, folders, or 2DMD initial.tar.gz archives."),
+    oracle: str = typer.Option(..., "--oracle", help="chgnet (raw energies), chgnet:MU.json, chgnet+delta[:FILE], "
+                               "table:F.csv, python:module:function, ase:module:factory."),
+    out: Path = typer.Option(..., "--out", help="Output CSV, appended as structures finish; a rerun skips the ids in it."),
+    executor: str = typer.Option("auto", "--executor", help="auto (process pool; inline for tables), inline, thread[:N], "
+                                 "process[:N], dask-local[:N], dask://host:port."),
+    relaxed: Path = typer.Option(None, "--relaxed", help="Write each relaxed structure as DIR/<id>.cif (relaxing oracles)."),
+    steps: int = typer.Option(None, "--steps", min=0, help="chgnet / ase: most FIRE steps (0 = single point; default 50)."),
+    fmax: float = typer.Option(None, "--fmax", min=0.0, help="chgnet / ase: force threshold, eV/Angstrom (default 0.1)."),
+    host: str = HostOpt,
+    supercell: str = SupercellOpt,
+    tol: float = TolOpt,
+) -> None:
+    """Evaluate an oracle on every structure: `id,canonical_key,<oracle outputs>,seconds,error` (eV, Angstrom, s)."""
+    from invdesign.campaign.executors import check_spec
+    from invdesign.campaign.label import label
+    from invdesign.campaign.oracles import AseOracle, make_oracle
+    from invdesign.data.dataset import map_structures
+    from invdesign.errors import InvdesignError
+    from invdesign.progress import task
+
+    check_inputs(structures)
+    # an existing --out is resumed, never replaced: label() appends only to a file with its own header
+    # and refuses (untouched) anything else
+    check_out_file(out, overwrite=True)
+    check_spec(executor)
+    if relaxed is not None and relaxed.exists() and not relaxed.is_dir():
+        raise InvdesignError("exists and is not a folder", source=str(relaxed))
+    h = resolve_host(host, supercell)
+    orc = make_oracle(oracle, h, need_mu=False)
+    if steps is not None or fmax is not None:
+        if not isinstance(orc, AseOracle):
+            raise InvdesignError(f"--steps/--fmax apply to relaxing oracles (chgnet, ase), not {oracle}")
+        if ":" in oracle and oracle.startswith("chgnet"):
+            raise InvdesignError(f"the protocol of {oracle} is fixed by its file (its chemical potentials were fitted with it)")
+        orc.steps = orc.steps if steps is None else steps
+        orc.fmax = orc.fmax if fmax is None else fmax
+    if relaxed is not None and not isinstance(orc, AseOracle):
+        raise InvdesignError(f"--relaxed needs a relaxing oracle (chgnet, ase), not {oracle}")
+    ds = map_structures(structures, h, tol)
+    desc = f"labelling with {getattr(orc, 'name', oracle)}" + (f" ({orc.protocol})" if isinstance(orc, AseOracle) else "")
+    with task(desc, total=len(ds)) as advance:
+        stats = label(ds.occ, list(ds.ids), orc, out, h, executor=executor, relaxed_dir=relaxed,
+                      on_row=advance)
+    console.print(
+        f"{stats['labelled']} labelled ({stats['failed']} failed), {stats['skipped']} already in {out}; "
+        f"{stats['total']} structures, {stats['seconds']:.1f} s", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("label")(label_cmd)
