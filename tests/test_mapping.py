@@ -194,5 +194,6 @@ def test_writers_are_atomic(host, configs, tmp_path):
     assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary sibling
     with atomic_dir(out) as tmp:
         write_structure(configs[0], host, tmp / "a.cif")
-    assert [p.name for p in out.iterdir()] == ["a.cif"]
-    assert np.array_equal(map_structures([out], host).occ[0], configs[0])
+    # the file, plus the manifest of what the command wrote (the output policy, invdesign.outputs)
+    assert sorted(p.name for p in out.iterdir()) == [".invdesign-manifest.json", "a.cif"]
+    assert np.array_equal(map_structures([out], host).occ[0], configs[0])  # hidden files are not structures
