@@ -108,23 +108,43 @@ class Model:
         """
         occ = self._check(occ)
         X = cluster_counts(occ, self.host)
-        mean, std = self.heads["ensemble_ce"].predict(X)
-        serving = self.meta.get("serving", {})
-        if "ridge_ce" in self.heads:
-            rm, rs = self.heads["ridge_ce"].predict(X)
-            for j, t in enumerate(self.targets):
-                if serving.get(t) == "ridge_ce":
-                    mean[:, j], std[:, j] = rm[:, j], rs[:, j]
-        nd = _n_defects(occ, self.host)
-        if "gap_gbt" in self.heads and "homo_lumo_gap" in self.targets:
-            j = self.targets.index("homo_lumo_gap")
-            head = self.heads["gap_gbt"]
-            mean[:, j], std[:, j] = head.predict(X)
-            std[:, j] = np.where(self.gap_validated(occ), std[:, j], np.maximum(std[:, j], unvalidated_std(head.eg_max)))
-        k = np.maximum(nd, 1).astype(float)
-        mean[:, 0] /= k
-        std[:, 0] /= k
+        mean = np.zeros((len(occ), len(self.targets)))
+        std = np.zeros_like(mean)
+        for j, t in enumerate(self.targets):
+            mean[:, j], std[:, j] = self._serve(occ, X, t)
         return mean, std
+
+    def predict_target(self, occ: np.ndarray, target: str) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std ``(N,)`` in eV of one target, exactly as :meth:`predict` serves it (only that
+        target's head runs: e.g. arrangement energies need the formation energy alone)."""
+        if target not in self.targets:
+            raise InvdesignError(f"unknown target {target!r}; the model predicts {list(self.targets)}")
+        occ = self._check(occ)
+        return self._serve(occ, cluster_counts(occ, self.host), target)
+
+    def serving_head(self, target: str) -> str:
+        """The head that serves ``target``: ``gap_gbt`` for the gap where the model has the bounded head,
+        else ``ridge_ce`` where validation chose it (``meta["serving"]``), else ``ensemble_ce``."""
+        if target == "homo_lumo_gap" and "gap_gbt" in self.heads:
+            return "gap_gbt"
+        if self.meta.get("serving", {}).get(target) == "ridge_ce" and "ridge_ce" in self.heads:
+            return "ridge_ce"
+        return "ensemble_ce"
+
+    def _serve(self, occ: np.ndarray, X: np.ndarray, target: str) -> tuple[np.ndarray, np.ndarray]:
+        j = self.targets.index(target)
+        head = self.serving_head(target)
+        if head == "gap_gbt":
+            gh = self.heads["gap_gbt"]
+            mean, std = gh.predict(X)
+            std = np.where(self.gap_validated(occ), std, np.maximum(std, unvalidated_std(gh.eg_max)))
+        else:
+            m_all, s_all = self.heads[head].predict(X)
+            mean, std = np.array(m_all[:, j], dtype=float), np.array(s_all[:, j], dtype=float)
+        if j == 0:  # the formation energy is predicted per cell: per defect site here (pristine cells count as one)
+            k = np.maximum(_n_defects(occ, self.host), 1).astype(float)
+            mean, std = mean / k, std / k
+        return np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
 
     def gap_validated(self, occ: np.ndarray) -> np.ndarray:
         """``(N,)`` bool: the gap prediction is inside what the training data validates.

@@ -57,8 +57,14 @@ def boltzmann(e_cell: np.ndarray, g: np.ndarray, temperature: float) -> np.ndarr
 def _cell_energy(model, occ: np.ndarray) -> np.ndarray:
     from invdesign.synthesis.chempot import n_defect_sites
 
-    mean, _ = model.predict(occ)
-    return np.asarray(mean, float)[:, 0] * n_defect_sites(occ, model.host)
+    # the formation energy alone (its serving head; no gap head runs). Within one composition the
+    # chemical potentials cancel, so the reference energies of a ReferencedModel's base serve as well.
+    base = getattr(model, "base", model)
+    if hasattr(base, "predict_target"):
+        mean, _ = base.predict_target(occ, "formation_energy_per_site")
+    else:  # any predictor with predict() -> (N, 2)
+        mean = np.asarray(model.predict(occ)[0], float)[:, 0]
+    return np.asarray(mean, float) * n_defect_sites(occ, model.host)
 
 
 def exact_table(model, composition: np.ndarray):
@@ -66,8 +72,7 @@ def exact_table(model, composition: np.ndarray):
 
     Returns ``(keys (R,), orbit sizes (R,), E per cell (R,) in eV)`` or None when not enumerated.
     """
-    from invdesign.generate.decoder import BASE_MAX_DEFECTS, Limits, orbit_index
-    from invdesign.generate.design import orbit_predictions
+    from invdesign.generate.decoder import BASE_MAX_DEFECTS, Limits, orbit_index, orbit_predictions
 
     host = model.host
     if int(np.sum(composition)) > BASE_MAX_DEFECTS or int(np.sum(composition)) < 1:
