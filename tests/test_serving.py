@@ -1,4 +1,4 @@
-"""The torch-free serving path of ``predict`` (invdesign.predict.serving) gives the full model's answers."""
+"""The torch-free serving path of ``predict`` (invdesign.predict.serving, invdesign.predictor) gives the full model's answers."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from invdesign.model import load_model
 from invdesign.predict.gap import NUMPY_ROWS
 from invdesign.predict.serving import (
     ServingModel,
-    _write_cache,
     default_model_path,
-    load_predictor,
     prediction_table,
     serving_cache_path,
+    write_cache,
 )
+from invdesign.predictor import load_predictor
 
 
 @pytest.fixture(scope="module")
@@ -124,10 +124,11 @@ def test_cli_predict_same_csv_with_and_without_the_fast_path(model, dataset, den
 
 def test_predict_from_the_cache_imports_neither_torch_nor_sklearn(model, tmp_path, monkeypatch):
     monkeypatch.setenv("INVDESIGN_CACHE_DIR", str(tmp_path))
-    _write_cache(serving_cache_path(default_model_path()), ServingModel.from_model(model))
+    write_cache(serving_cache_path(default_model_path()), ServingModel.from_model(model))
     code = (
         "import sys, numpy as np\n"
-        "from invdesign.predict.serving import load_predictor, ServingModel\n"
+        "from invdesign.predict.serving import ServingModel\n"
+        "from invdesign.predictor import load_predictor\n"
         "sm = load_predictor()\n"
         "assert isinstance(sm, ServingModel)\n"
         "sm.predict(np.repeat(sm.host.host_code[None], 3, axis=0))\n"

@@ -60,7 +60,7 @@ def _inputs(structures: list[Path], out: Path, model_path: Path | None, tol: flo
             serving: bool = False):
     """Check the inputs and ``out`` (before the model loads), load the model, map the structures, warn on extrapolation.
 
-    ``serving``: load only what ``predict`` needs (:func:`invdesign.predict.serving.load_predictor`: cached
+    ``serving``: load only what ``predict`` needs (:func:`invdesign.predictor.load_predictor`: cached
     per model file, no torch import).
     """
     check_inputs(structures)
@@ -68,7 +68,7 @@ def _inputs(structures: list[Path], out: Path, model_path: Path | None, tol: flo
         raise InvdesignError("model not found", source=str(model_path))
     check_out_file(out, overwrite=overwrite)
     if serving:
-        from invdesign.predict.serving import load_predictor
+        from invdesign.predictor import load_predictor
 
         m = load_predictor(model_path)
     else:

@@ -7,8 +7,8 @@ gap-validity mask and the extrapolation reasons, which use training-set statisti
 (:class:`TrainStats`).
 
 :class:`ServingModel` holds only those arrays (no encoder, no flow) and loads without importing
-torch or scikit-learn: :func:`load_predictor` derives it from a model file once (through the full
-model) and caches it in ``$INVDESIGN_CACHE_DIR`` (default ``~/.cache/invdesign``) under the model
+torch or scikit-learn: :func:`invdesign.predictor.load_predictor` derives it from a model file once
+(through the full model) and caches it here (:func:`serving_cache_path`) in ``$INVDESIGN_CACHE_DIR`` (default ``~/.cache/invdesign``) under the model
 file's SHA-256, so the cache can never go stale: a retrained model file has another hash. Its
 predictions are the full model's, bit for bit (``tests/test_serving.py``). ``INVDESIGN_FAST_PREDICT=0``
 switches it off (the full model is loaded instead; the benchmark's "before" figures).
@@ -210,7 +210,7 @@ def host_state(host: HostLattice) -> dict:
 class ServingModel(Predictor):
     """The serving heads, host, metadata and training statistics of a model: what ``predict`` needs.
 
-    Build with :meth:`from_model` or load with :func:`load_predictor`; numpy only.
+    Build with :meth:`from_model` or load with :func:`invdesign.predictor.load_predictor`; numpy only.
     """
 
     def __init__(self, host: HostLattice, heads: dict, meta: dict, stats: TrainStats) -> None:
@@ -300,18 +300,18 @@ def _file_digest(path: Path) -> str:
 
 
 def serving_cache_path(model_path: str | Path) -> Path:
-    """Where :func:`load_predictor` caches the serving part of the model file ``model_path``."""
+    """Where :func:`invdesign.predictor.load_predictor` caches the serving part of the model file ``model_path``."""
     from invdesign.data.dataset import cache_dir
 
     return cache_dir() / f"serving-{_file_digest(Path(model_path))[:32]}-v{CACHE_FORMAT}.npz"
 
 
 def fast_predict_enabled() -> bool:
-    """False when ``INVDESIGN_FAST_PREDICT=0``: :func:`load_predictor` then loads the full model."""
+    """False when ``INVDESIGN_FAST_PREDICT=0``: :func:`invdesign.predictor.load_predictor` then loads the full model."""
     return os.environ.get("INVDESIGN_FAST_PREDICT", "1").strip() not in ("0", "false", "no", "off")
 
 
-def _read_cache(path: Path) -> ServingModel | None:
+def read_cache(path: Path) -> ServingModel | None:
     if not path.is_file():
         return None
     try:
@@ -321,7 +321,7 @@ def _read_cache(path: Path) -> ServingModel | None:
         return None  # unreadable: rebuilt from the model file and rewritten
 
 
-def _write_cache(path: Path, sm: ServingModel) -> None:
+def write_cache(path: Path, sm: ServingModel) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
@@ -334,31 +334,6 @@ def _write_cache(path: Path, sm: ServingModel) -> None:
             raise
     except OSError:
         pass  # a read-only cache only costs time, never results
-
-
-def load_predictor(path: str | Path | None = None) -> Predictor:
-    """What ``predict`` needs of the model file ``path`` (None: the packaged default).
-
-    A :class:`ServingModel` from the cache when there is one for this file's content; else the
-    full model is loaded (:func:`invdesign.model.load_model`, imports torch) and its serving part is
-    cached and returned. The full model itself where a deep ensemble serves, or where
-    ``INVDESIGN_FAST_PREDICT=0``. Errors (missing or foreign file) are :func:`load_model`'s.
-    """
-    p = Path(path) if path is not None else default_model_path()
-    cache = serving_cache_path(p) if fast_predict_enabled() and p.is_file() else None
-    if cache is not None:
-        sm = _read_cache(cache)
-        if sm is not None:
-            return sm
-    from invdesign.model import load_model
-
-    model = load_model(path)  # missing or foreign files: its one-line errors
-    sm = ServingModel.from_model(model) if cache is not None else None
-    if sm is None:
-        return model
-    if serving_cache_path(p) == cache:  # the file did not change while it loaded
-        _write_cache(cache, sm)
-    return sm
 
 
 def prediction_table(model: Predictor, ids, occ: np.ndarray):
