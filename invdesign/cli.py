@@ -11,6 +11,7 @@ import warnings
 
 import typer
 
+from invdesign.commands.common import PlainHelpGroup
 from invdesign.errors import InvdesignError
 
 app = typer.Typer(
@@ -19,6 +20,11 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # plain (click) help: rich's help renderer costs ~0.2 s of imports on every --help (typer.rich_utils pulls in
+    # rich.markdown and rich.traceback) and reads square brackets in help texts as markup ("FILE.json[#LIMIT]" lost
+    # its "[#LIMIT]"); benchmarks/results/toll.md
+    rich_markup_mode=None,
+    cls=PlainHelpGroup,
 )
 
 

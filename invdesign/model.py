@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +23,21 @@ from invdesign.embed.encoder import InvariantEncoder, embed_occ
 from invdesign.embed.train import DEFAULTS as ENCODER_DEFAULTS
 from invdesign.embed.train import nearest_other, train_encoder
 from invdesign.errors import InvdesignError
-from invdesign.lattice.enumerate import compositions, enumerate_orbits
+from invdesign.lattice.enumerate import enumerate_orbits
 from invdesign.lattice.host import HostLattice
 from invdesign.predict.features import cluster_counts, poly2
-from invdesign.predict.gap import EG_MAX, BoundedGapHead, unvalidated_std
+from invdesign.predict.gap import EG_MAX, BoundedGapHead
 from invdesign.predict.heads import EnsembleHead, RidgeHead
+from invdesign.predict.serving import (
+    PRISTINE_NOTE,
+    Predictor,
+    TrainStats,
+    default_model_path,
+    host_from_state,
+    host_state,
+    prediction_table,
+)
+from invdesign.predict.serving import n_defects as _n_defects
 
 FORMAT = "invdesign-model/1"
 
@@ -46,11 +55,10 @@ DEFAULT_CONFIG: dict = {
 }
 
 
-def _n_defects(occ: np.ndarray, host: HostLattice) -> np.ndarray:
-    return (np.asarray(occ) != host.host_code[None, :]).sum(axis=1)
+__all__ = ["PRISTINE_NOTE", "Model", "default_model_path", "embed", "load_model", "predict", "prediction_table", "train_model"]
 
 
-class Model:
+class Model(Predictor):
     """Encoder + heads + metadata. Build with :func:`train_model`, or :meth:`load`.
 
     Attributes:
@@ -76,92 +84,15 @@ class Model:
     def dim(self) -> int:
         return self.encoder.dim
 
-    @property
-    def targets(self) -> tuple[str, ...]:
-        return tuple(self.meta.get("targets", TARGETS))
-
-    def _check(self, occ) -> np.ndarray:
-        occ = np.asarray(occ)
-        if occ.ndim == 1:
-            occ = occ[None]
-        if occ.ndim != 2 or occ.shape[1] != self.host.n_sites:
-            raise InvdesignError(f"configurations must be (N, {self.host.n_sites}) for {self.host.name}; got {occ.shape}")
-        return occ.astype(np.uint8, copy=False)
-
     def embed(self, occ: np.ndarray) -> np.ndarray:
         """``(N, n_sites)`` uint8 -> ``(N, d)`` float64 embedding, exactly invariant under the host group."""
         return embed_occ(self.encoder, self._check(occ), self.host)
 
-    def predict(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and std ``(N, 2)`` in eV (TARGETS order) from the serving head of each target.
-
-        Formation energy: the deep ensemble (``ensemble_ce``; std = calibrated ensemble spread) or
-        ridge (``ridge_ce``; std = its calibrated predictive std) on exact cluster counts, whichever
-        is better on val (``meta["serving"]``); predicted as the total formation energy and divided
-        by the number of defects here (pristine cells count as one).
-
-        Gap: the bounded head (``gap_gbt``, :class:`invdesign.predict.gap.BoundedGapHead`) whenever
-        the model has one: the served gap lies in ``(0, eg_max)`` for any configuration, its std is
-        conformally calibrated on val per defect count, and where the gap is not validated
-        (:meth:`gap_validated`: more defects than trained, or an untrained composition) the std is
-        at least that of a gap known only to lie in the bounds, ``eg_max / sqrt(12)``.
-        """
-        occ = self._check(occ)
-        X = cluster_counts(occ, self.host)
-        mean = np.zeros((len(occ), len(self.targets)))
-        std = np.zeros_like(mean)
-        for j, t in enumerate(self.targets):
-            mean[:, j], std[:, j] = self._serve(occ, X, t)
-        return mean, std
-
-    def predict_target(self, occ: np.ndarray, target: str) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and std ``(N,)`` in eV of one target, exactly as :meth:`predict` serves it (only that
-        target's head runs: e.g. arrangement energies need the formation energy alone)."""
-        if target not in self.targets:
-            raise InvdesignError(f"unknown target {target!r}; the model predicts {list(self.targets)}")
-        occ = self._check(occ)
-        return self._serve(occ, cluster_counts(occ, self.host), target)
-
-    def serving_head(self, target: str) -> str:
-        """The head that serves ``target``: ``gap_gbt`` for the gap where the model has the bounded head,
-        else ``ridge_ce`` where validation chose it (``meta["serving"]``), else ``ensemble_ce``."""
-        if target == "homo_lumo_gap" and "gap_gbt" in self.heads:
-            return "gap_gbt"
-        if self.meta.get("serving", {}).get(target) == "ridge_ce" and "ridge_ce" in self.heads:
-            return "ridge_ce"
-        return "ensemble_ce"
-
-    def _serve(self, occ: np.ndarray, X: np.ndarray, target: str) -> tuple[np.ndarray, np.ndarray]:
-        j = self.targets.index(target)
-        head = self.serving_head(target)
-        if head == "gap_gbt":
-            gh = self.heads["gap_gbt"]
-            mean, std = gh.predict(X)
-            std = np.where(self.gap_validated(occ), std, np.maximum(std, unvalidated_std(gh.eg_max)))
-        else:
-            m_all, s_all = self.heads[head].predict(X)
-            mean, std = np.array(m_all[:, j], dtype=float), np.array(s_all[:, j], dtype=float)
-        if j == 0:  # the formation energy is predicted per cell: per defect site here (pristine cells count as one)
-            k = np.maximum(_n_defects(occ, self.host), 1).astype(float)
-            mean, std = mean / k, std / k
-        return np.asarray(mean, dtype=float), np.asarray(std, dtype=float)
-
-    def gap_validated(self, occ: np.ndarray) -> np.ndarray:
-        """``(N,)`` bool: the gap prediction is inside what the training data validates.
-
-        False for more defects than any training configuration has, or a composition (defect
-        counts per type) no training configuration has. Such gaps are served (bounded, with the
-        uninformed std, see :meth:`predict`) but no data checks them.
-        """
-        occ = self._check(occ)
-        k = _n_defects(occ, self.host)
-        kmax = int(_n_defects(self.train_occ, self.host).max()) if len(self.train_occ) else 0
-        seen = getattr(self, "_seen_compositions", None)
-        if seen is None:
-            seen = {tuple(int(v) for v in c) for c in compositions(self.train_occ, self.host)}
-            self._seen_compositions = seen
-        comp_ok = np.array([tuple(int(v) for v in c) in seen for c in compositions(occ, self.host)], dtype=bool)
-        return (k <= kmax) & comp_ok
+    def train_stats(self) -> TrainStats:
+        """Training-set statistics of the extrapolation flags (computed once per model)."""
+        if getattr(self, "_train_stats", None) is None:
+            self._train_stats = TrainStats.of(self.train_occ, self.host)
+        return self._train_stats
 
     def predict_embedding(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std ``(N, 2)`` in eV from the embedding head (deep ensemble on ``z (N, d)``)."""
@@ -200,54 +131,12 @@ class Model:
             return self.predict_embedding(z)
         raise InvdesignError(f"unknown head {head!r}")
 
-    def unseen_clusters(self, occ: np.ndarray) -> np.ndarray:
-        """``(N,)`` number of cluster features (defect types, defect pairs per pair orbit) of each
-        configuration that no training configuration has.
-
-        The property heads read exact cluster counts; a cluster absent from the training set has no
-        fitted weight (ridge: minimum-norm zero; ensemble: the column is dropped), so its
-        contribution is simply missing from the prediction. ``> 0`` is exactly "the feature vector
-        leaves the span of the training features" (checked on all 13,609 enumerated orbits).
-        """
-        occ = self._check(occ)
-        seen = getattr(self, "_seen_clusters", None)
-        if seen is None:
-            seen = (cluster_counts(self.train_occ, self.host) != 0).any(axis=0)
-            self._seen_clusters = seen
-        return (cluster_counts(occ, self.host)[:, ~seen] != 0).sum(axis=1)
-
-    def extrapolation(self, occ: np.ndarray) -> list[str]:
-        """One reason string per configuration ('' when inside the training domain).
-
-        Flags more defects than any training configuration, compositions never trained on, and
-        defect pairs (type pair x pair orbit) never seen in training (:meth:`unseen_clusters`).
-        """
-        occ = self._check(occ)
-        unseen = self.unseen_clusters(occ)
-        k = _n_defects(occ, self.host)
-        kmax = int(_n_defects(self.train_occ, self.host).max()) if len(self.train_occ) else 0
-        seen = {tuple(c) for c in compositions(self.train_occ, self.host)}
-        labels = [self.host.defect_label(s, c) for s, c in self.host.defect_types]
-        out = []
-        for kk, comp, u in zip(k, compositions(occ, self.host), unseen):
-            why = []
-            if kk > kmax:
-                why.append(f"{kk} defects > {kmax} seen in training")
-            elif tuple(comp) not in seen:
-                desc = "+".join(f"{n}{lab}" for n, lab in zip(comp, labels) if n) or "pristine"
-                why.append(f"composition {desc} not in training")
-            if u:
-                why.append(f"{int(u)} defect pair cluster(s) not in training")
-            out.append("; ".join(why))
-        return out
-
     # ------------------------------------------------------------------ persistence
     def state(self) -> dict:
         return {
             "format": FORMAT,
             "meta": self.meta,
-            "host": {"unit_cell_cif": self.host.unit_cell.to(fmt="cif"), "matrix": self.host.matrix.tolist(),
-                     "substituents": self.host.substituents, "fingerprint": self.host.fingerprint},
+            "host": host_state(self.host),
             "encoder": {"config": self.encoder.config(), "state": self.encoder.state_dict()},
             "heads": {name: head.state() for name, head in self.heads.items()},
             "train_occ": torch.as_tensor(self.train_occ),
@@ -272,13 +161,7 @@ class Model:
         if not isinstance(st, dict) or st.get("format") != FORMAT:
             raise InvdesignError(f"not an invdesign model (expected format {FORMAT})", source=source)
         try:
-            h = st["host"]
-            if h["fingerprint"] == HostLattice.default().fingerprint:
-                host = HostLattice.default()
-            else:
-                from pymatgen.core import Structure
-
-                host = HostLattice.from_unit_cell(Structure.from_str(h["unit_cell_cif"], fmt="cif"), np.array(h["matrix"]), h["substituents"])
+            host = host_from_state(st["host"])
             enc = InvariantEncoder(**st["encoder"]["config"])
             enc.load_state_dict(st["encoder"]["state"])
             enc.eval()
@@ -310,11 +193,6 @@ class Model:
 
 
 _CACHE: dict[str, Model] = {}
-
-
-def default_model_path() -> Path:
-    """Path of the packaged default model (``invdesign/resources/default_model.pt``)."""
-    return Path(str(resources.files("invdesign.resources") / "default_model.pt"))
 
 
 def load_model(path: str | Path | None = None) -> Model:
@@ -479,36 +357,6 @@ def embed(structures, model: Model | str | Path | None = None):
     z = m.embed(occ)
     df = pd.DataFrame(z, columns=[f"z{i}" for i in range(z.shape[1])])
     df.insert(0, "id", ids)
-    return df
-
-
-PRISTINE_NOTE = "no defects: the formation energy per defect site is undefined (NaN)"
-
-
-def prediction_table(model: Model, ids, occ: np.ndarray):
-    """The ``predict`` table: ``id, <targets>, <targets>_std, extrapolation, extrapolation_reason, note,
-    homo_lumo_gap_validated`` (eV).
-
-    ``extrapolation`` is a bool and ``extrapolation_reason`` says why (:meth:`Model.extrapolation`).
-    A pristine configuration (0 defects) has no formation energy per defect site: NaN, with ``note``.
-    """
-    import pandas as pd
-
-    mean, std = model.predict(occ)
-    df = pd.DataFrame({"id": list(ids)})
-    for j, t in enumerate(TARGETS):
-        df[t] = np.asarray(mean, float)[:, j]
-    for j, t in enumerate(TARGETS):
-        df[f"{t}_std"] = np.asarray(std, float)[:, j]
-    reasons = model.extrapolation(occ)
-    df["extrapolation"] = [bool(r) for r in reasons]
-    df["extrapolation_reason"] = reasons
-    pristine = _n_defects(np.asarray(occ), model.host) == 0 if len(occ) else np.zeros(0, bool)
-    if "formation_energy_per_site" in TARGETS:
-        df.loc[pristine, ["formation_energy_per_site", "formation_energy_per_site_std"]] = np.nan
-    df["note"] = np.where(pristine, PRISTINE_NOTE, "")
-    if hasattr(model, "gap_validated"):  # False beyond the trained density or composition (Model.gap_validated)
-        df["homo_lumo_gap_validated"] = np.asarray(model.gap_validated(occ), dtype=bool) if len(occ) else np.zeros(0, bool)
     return df
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from invdesign.data.dataset import TARGETS, split_indices
+from invdesign.errors import InvdesignError
 from invdesign.lattice.canonical import apply_op
 from invdesign.lattice.enumerate import sample_configurations
 from invdesign.predict.baselines import BagOfBonds, KernelRidge, coulomb_matrices
@@ -268,3 +269,19 @@ def test_packaged_gaps_stay_physical_at_any_density(packaged, host):
     assert (s[~val, 1] >= unvalidated_std(eg) - 1e-12).all() and np.median(s[val, 1]) < 0.05
     df = predict(occ[ks == 6][:5], model=packaged)
     assert "homo_lumo_gap_validated" in df and not df["homo_lumo_gap_validated"].any()
+
+
+def test_predict_target_serves_exactly_the_predict_column():
+    """One target alone (only its head runs) equals that column of predict, mean and std, at any density."""
+    from invdesign.lattice.enumerate import sample_configurations
+    from invdesign.model import load_model
+
+    m = load_model()
+    rng = np.random.default_rng(3)
+    occ = np.concatenate([sample_configurations(m.host, c, 20, rng) for c in ({"V_S": 2, "W_Mo": 1}, {"V_Mo": 3, "V_S": 5, "W_Mo": 2})])
+    mean, std = m.predict(occ)
+    for j, t in enumerate(m.targets):
+        mt, st = m.predict_target(occ, t)
+        assert np.array_equal(mt, mean[:, j]) and np.array_equal(st, std[:, j])
+    with pytest.raises(InvdesignError, match="unknown target"):
+        m.predict_target(occ, "band_gap")

@@ -6,14 +6,12 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from invdesign.commands.common import OverwriteOpt
+from invdesign.commands.common import LazyConsole, OverwriteOpt
 from invdesign.errors import InvdesignError
 
-console = Console()
-err_console = Console(stderr=True)
+console = LazyConsole()
+err_console = LazyConsole(stderr=True)
 
 DbOpt = typer.Option(..., "--db", help="The campaign's SQLite file.")
 TargetOpt = typer.Option(None, "--target", help="Window NAME=LO:HI in eV (repeat), e.g. homo_lumo_gap=0.4:0.6.")
@@ -107,6 +105,8 @@ def suggest(
     if len(df) < want:
         err_console.print(f"invdesign: {len(df)} suggestions, not {want}: the budget or the candidates left allow no more",
                           highlight=False, soft_wrap=True)
+    from rich.table import Table
+
     t = Table(title=f"step {int(df['step'].iat[0])}: {len(df)} suggestions")
     for col in ("id", "canonical_key", "acquisition", *(f"{x}_mean" for x in TARGETS)):
         t.add_column(col.replace("formation_energy_per_site", "E_f").replace("homo_lumo_gap", "gap"), justify="right")
@@ -144,6 +144,8 @@ def status(db: Path = DbOpt, as_json: bool = typer.Option(False, "--json", help=
     if as_json:
         print(json.dumps(st, indent=2))
         return
+    from rich.table import Table
+
     t = Table(title=f"campaign {db}: {st['target']}")
     t.add_column("")
     t.add_column("", justify="right")

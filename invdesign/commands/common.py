@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from typer.core import TyperGroup
 
 from invdesign.errors import InvdesignError
 
@@ -18,6 +19,39 @@ SUPERCELL_HELP = "Supercell of the host, e.g. 8x8 (default) or 8x8x1."
 HostOpt = typer.Option("builtin:MoS2", "--host", help=HOST_HELP)
 SupercellOpt = typer.Option("8x8", "--supercell", help=SUPERCELL_HELP)
 TolOpt = typer.Option(0.7, "--tol", help="Largest atom-to-site distance (Angstrom) when mapping structures.")
+
+
+class PlainHelpGroup(TyperGroup):
+    """The ``invdesign`` command group, for plain (click) help: a group called without a command
+    (``invdesign``, ``invdesign campaign``) prints its help on stdout and exits 2, as typer's rich
+    help did, instead of ending in a usage error whose message is the whole help text."""
+
+    def main(self, *args, **kwargs):
+        try:
+            return super().main(*args, **kwargs)
+        except typer.TyperException as exc:
+            if type(exc).__name__ != "NoArgsIsHelpError":  # typer's own test (its class is not public)
+                raise
+            typer.echo(exc.format_message())
+            raise typer.Exit(2) from None
+
+
+class LazyConsole:
+    """A ``rich.console.Console`` made (and rich imported) on first use, so ``--help`` and
+    ``--version`` never import rich's console. ``LazyConsole(stderr=True)`` for stderr."""
+
+    def __init__(self, **kwargs) -> None:
+        self._kwargs = kwargs
+        self._console = None
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._kwargs)
+        return getattr(self._console, name)
 
 
 def resolve_host(host: str, supercell: str) -> HostLattice:

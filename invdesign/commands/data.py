@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from invdesign.commands.common import (
     HostOpt,
+    LazyConsole,
     OverwriteOpt,
     SupercellOpt,
     TolOpt,
@@ -20,7 +19,7 @@ from invdesign.commands.common import (
     resolve_host,
 )
 
-console = Console()
+console = LazyConsole()
 
 
 def data_info(
@@ -35,6 +34,8 @@ def data_info(
     if as_json:
         print(json.dumps(s, indent=2))
         return
+    from rich.table import Table
+
     console.print(f"[bold]{s['name']}[/]: {s['structures']} structures on {s['host']} ({s['spacegroup']}, {s['n_sites']} sites), {s['distinct_classes']} distinct symmetry classes")
     t = Table(title="defects per structure")
     t.add_column("defects")
@@ -112,6 +113,8 @@ def enumerate_cmd(
         df[lab] = tab.composition[:, t]
     comps = df.groupby(labels).size()
     mismatch = 0
+    from rich.table import Table
+
     table = Table(title=f"orbits of {h.name} ({h.n_ops} symmetry operations)")
     for c in ("defects", "orbits", "Burnside", "configurations"):
         table.add_column(c, justify="right")

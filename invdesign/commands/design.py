@@ -8,17 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from invdesign.commands.common import OverwriteOpt, check_out_dir
+from invdesign.commands.common import LazyConsole, OverwriteOpt, check_out_dir
 from invdesign.errors import InvdesignError
 
 if TYPE_CHECKING:  # annotations only: heavy imports stay inside the commands (fast --help)
     import numpy as np
 
-console = Console()
-err_console = Console(stderr=True)
+console = LazyConsole()
+err_console = LazyConsole(stderr=True)
 
 ModelOpt = typer.Option(None, "--model", help="A trained model (invdesign train --out); default: the packaged model.")
 _ID = re.compile(r"^[A-Za-z0-9._+-]+$")
@@ -188,6 +186,8 @@ def _print_result(res, out: Path) -> None:
     for note in res.summary.get("notes", []):
         err_console.print(f"invdesign: {note}", highlight=False, soft_wrap=True)
     c = res.candidates
+    from rich.table import Table
+
     t = Table(title=f"top candidates ({res.summary['request']['mode_used']}; eV)")
     for col in ("rank", "id", "composition", "formation_energy_per_site", "homo_lumo_gap", "p_in_window", "novel", "population"):
         t.add_column(col, justify="right")

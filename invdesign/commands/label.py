@@ -5,11 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from invdesign.commands.common import HostOpt, SupercellOpt, TolOpt, check_inputs, check_out_file, resolve_host
+from invdesign.commands.common import (
+    HostOpt,
+    LazyConsole,
+    SupercellOpt,
+    TolOpt,
+    check_inputs,
+    check_out_file,
+    resolve_host,
+)
 
-console = Console()
+console = LazyConsole()
 
 
 def label_cmd(

@@ -8,16 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 
-from invdesign.commands.common import OverwriteOpt, TolOpt, check_inputs, check_out_dir, check_out_file
+from invdesign.commands.common import LazyConsole, OverwriteOpt, TolOpt, check_inputs, check_out_dir, check_out_file
 from invdesign.errors import InvdesignError
 
 if TYPE_CHECKING:  # annotations only: heavy imports stay inside the commands (fast --help)
     import numpy as np
 
-console = Console()
-err_console = Console(stderr=True)
+console = LazyConsole()
+err_console = LazyConsole(stderr=True)
 
 ModelOpt = typer.Option(None, "--model", help="A trained model (invdesign train --out); default: the packaged model.")
 StructuresArg = typer.Argument(..., help="CIF/POSCAR/JSON files, folders, or 2DMD initial.tar.gz archives.")
@@ -57,13 +56,23 @@ def _structures(paths: list[Path], model, tol: float):
     return map_structures(paths, model.host, tol)
 
 
-def _inputs(structures: list[Path], out: Path, model_path: Path | None, tol: float, overwrite: bool = False):
-    """Check the inputs and ``out`` (before the model loads), load the model, map the structures, warn on extrapolation."""
+def _inputs(structures: list[Path], out: Path, model_path: Path | None, tol: float, overwrite: bool = False,
+            serving: bool = False):
+    """Check the inputs and ``out`` (before the model loads), load the model, map the structures, warn on extrapolation.
+
+    ``serving``: load only what ``predict`` needs (:func:`invdesign.predictor.load_predictor`: cached
+    per model file, no torch import).
+    """
     check_inputs(structures)
     if model_path is not None and not Path(model_path).exists():
         raise InvdesignError("model not found", source=str(model_path))
     check_out_file(out, overwrite=overwrite)
-    m = _model(model_path)
+    if serving:
+        from invdesign.predictor import load_predictor
+
+        m = load_predictor(model_path)
+    else:
+        m = _model(model_path)
     ds = _structures(structures, m, tol)
     _warn_extrapolation(m, ds.occ, ds.ids)
     return m, ds
@@ -176,12 +185,12 @@ def predict_cmd(
     flag and its reason (columns extrapolation, extrapolation_reason; note: why a value is NaN), dn_<El> and
     defects (Kroeger-Vink)."""
     from invdesign.io import write_csv
-    from invdesign.model import prediction_table
+    from invdesign.predict.serving import prediction_table
     from invdesign.synthesis.chempot import read_mu, with_mu
     from invdesign.synthesis.plan import bookkeeping
 
     chem = read_mu(mu)
-    m, ds = _inputs(structures, out, model, tol, overwrite)
+    m, ds = _inputs(structures, out, model, tol, overwrite, serving=True)
     df = bookkeeping(prediction_table(with_mu(m, chem), ds.ids, ds.occ), ds.occ, m.host)
     df["mu"] = chem.name
     pristine = int((df["note"] != "").sum())

@@ -7,14 +7,20 @@ All targets are in eV; ``predict`` returns ``(mean, std)`` arrays of shape ``(N,
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:  # torch is imported where a deep ensemble or a state is used: ridge serving runs without it
+    import torch
+    from torch import nn
 
 ALPHAS = tuple(float(a) for a in np.logspace(-6, 3, 19))
 
 
 def _t(a: np.ndarray) -> torch.Tensor:
+    import torch
+
     return torch.as_tensor(np.asarray(a, dtype=np.float64))
 
 
@@ -90,6 +96,8 @@ class RidgeHead:
 
 
 def _net(n_in: int, width: int, n_out: int) -> nn.Sequential:
+    from torch import nn
+
     return nn.Sequential(nn.Linear(n_in, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, n_out))
 
 
@@ -114,11 +122,16 @@ class EnsembleHead:
         self.batch, self.weight_decay = batch, weight_decay
 
     def _prep(self, X: np.ndarray) -> torch.Tensor:
+        import torch
+
         X = np.asarray(X, dtype=np.float64)[:, self.cols]
         return torch.as_tensor((X - self.mu) / self.sd, dtype=torch.float32)
 
     def fit(self, X: np.ndarray, Y: np.ndarray, Xv: np.ndarray, Yv: np.ndarray, progress=None) -> EnsembleHead:
         """Fit on ``X (N, p)``, ``Y (N, m)`` (eV); calibrate on ``Xv, Yv``. ``progress()`` per epoch."""
+        import torch
+        from torch import nn
+
         X = np.asarray(X, dtype=np.float64)
         self.cols = np.flatnonzero(X.std(0) > 0)
         self.mu = X[:, self.cols].mean(0)
@@ -157,6 +170,8 @@ class EnsembleHead:
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(N, m)`` mean and standard deviation in target units (eV)."""
+        import torch
+
         Xt = self._prep(X)
         with torch.no_grad():
             P = torch.stack([net(Xt) for net in self.nets]).double().numpy() * self.ys + self.ym  # (M, N, m)
@@ -164,6 +179,8 @@ class EnsembleHead:
         return P.mean(0), std * self.calibration
 
     def state(self) -> dict:
+        import torch
+
         return {
             "config": {"members": self.members, "width": self.width, "epochs": self.epochs, "lr": self.lr, "seed": self.seed},
             "cols": torch.as_tensor(self.cols),

@@ -1,0 +1,387 @@
+"""What ``predict`` serves, and a torch-free way to load just that.
+
+:class:`Predictor` is the serving logic shared by the full :class:`invdesign.model.Model` and by
+:class:`ServingModel`: property means and stds from the serving head of each target (a ridge on
+exact cluster counts and/or the bounded gap head; the deep ensemble only where it serves), the
+gap-validity mask and the extrapolation reasons, which use training-set statistics
+(:class:`TrainStats`).
+
+:class:`ServingModel` holds only those arrays (no encoder, no flow) and loads without importing
+torch or scikit-learn: :func:`invdesign.predictor.load_predictor` derives it from a model file once
+(through the full model) and caches it here (:func:`serving_cache_path`) in ``$INVDESIGN_CACHE_DIR`` (default ``~/.cache/invdesign``) under the model
+file's SHA-256, so the cache can never go stale: a retrained model file has another hash. Its
+predictions are the full model's, bit for bit (``tests/test_serving.py``). ``INVDESIGN_FAST_PREDICT=0``
+switches it off (the full model is loaded instead; the benchmark's "before" figures).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from invdesign.errors import InvdesignError
+from invdesign.lattice.enumerate import compositions
+from invdesign.lattice.host import HostLattice
+from invdesign.predict.features import cluster_counts
+from invdesign.predict.gap import BoundedGapHead, _Forest, unvalidated_std
+from invdesign.predict.heads import RidgeHead
+
+#: Version of the cached serving file's layout (part of its name).
+CACHE_FORMAT = 1
+
+PRISTINE_NOTE = "no defects: the formation energy per defect site is undefined (NaN)"
+
+
+def n_defects(occ: np.ndarray, host: HostLattice) -> np.ndarray:
+    """``(N,)`` number of sites of ``(N, n_sites)`` occupancies that differ from the host."""
+    return (np.asarray(occ) != host.host_code[None, :]).sum(axis=1)
+
+
+@dataclass
+class TrainStats:
+    """What the extrapolation flags need of the training set.
+
+    Attributes:
+        kmax: most defects in one training configuration.
+        compositions: ``(C, T)`` int64 distinct defect-type counts of the training configurations.
+        seen_clusters: ``(F,)`` bool, cluster-count columns nonzero in some training configuration.
+    """
+
+    kmax: int
+    compositions: np.ndarray
+    seen_clusters: np.ndarray
+
+    @classmethod
+    def of(cls, train_occ: np.ndarray, host: HostLattice) -> TrainStats:
+        occ = np.asarray(train_occ)
+        kmax = int(n_defects(occ, host).max()) if len(occ) else 0
+        comps = np.unique(compositions(occ, host), axis=0).astype(np.int64) if len(occ) else np.zeros((0, len(host.defect_types)), np.int64)
+        return cls(kmax, comps, (cluster_counts(occ, host) != 0).any(axis=0))
+
+    def composition_set(self) -> set[tuple[int, ...]]:
+        return {tuple(int(v) for v in c) for c in self.compositions}
+
+
+class Predictor:
+    """The serving logic; subclasses provide ``host``, ``heads``, ``meta`` and :meth:`train_stats`."""
+
+    host: HostLattice
+    heads: dict
+    meta: dict
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        from invdesign.data.dataset import TARGETS
+
+        return tuple(self.meta.get("targets", TARGETS))
+
+    def train_stats(self) -> TrainStats:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check(self, occ) -> np.ndarray:
+        occ = np.asarray(occ)
+        if occ.ndim == 1:
+            occ = occ[None]
+        if occ.ndim != 2 or occ.shape[1] != self.host.n_sites:
+            raise InvdesignError(f"configurations must be (N, {self.host.n_sites}) for {self.host.name}; got {occ.shape}")
+        return occ.astype(np.uint8, copy=False)
+
+    def serving_heads(self) -> dict[str, str]:
+        """``{target: head}``: the head whose column :meth:`predict` serves for each target."""
+        serving = self.meta.get("serving", {})
+        out = {}
+        for t in self.targets:
+            if t == "homo_lumo_gap" and "gap_gbt" in self.heads:
+                out[t] = "gap_gbt"
+            elif serving.get(t) == "ridge_ce" and "ridge_ce" in self.heads:
+                out[t] = "ridge_ce"
+            else:
+                out[t] = "ensemble_ce"
+        return out
+
+    def predict(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std ``(N, 2)`` in eV (TARGETS order) from the serving head of each target.
+
+        Formation energy: the deep ensemble (``ensemble_ce``; std = calibrated ensemble spread) or
+        ridge (``ridge_ce``; std = its calibrated predictive std) on exact cluster counts, whichever
+        is better on val (``meta["serving"]``); predicted as the total formation energy and divided
+        by the number of defects here (pristine cells count as one).
+
+        Gap: the bounded head (``gap_gbt``, :class:`invdesign.predict.gap.BoundedGapHead`) whenever
+        the model has one: the served gap lies in ``(0, eg_max)`` for any configuration, its std is
+        conformally calibrated on val per defect count, and where the gap is not validated
+        (:meth:`gap_validated`: more defects than trained, or an untrained composition) the std is
+        at least that of a gap known only to lie in the bounds, ``eg_max / sqrt(12)``.
+        A head whose columns are all served by others is not evaluated.
+        """
+        occ = self._check(occ)
+        X = cluster_counts(occ, self.host)
+        which = self.serving_heads()
+        mean = np.zeros((len(occ), len(self.targets)))
+        std = np.zeros_like(mean)
+        for head in ("ensemble_ce", "ridge_ce"):
+            cols = [j for j, t in enumerate(self.targets) if which[t] == head]
+            if cols:
+                m, s = self.heads[head].predict(X)
+                mean[:, cols], std[:, cols] = m[:, cols], s[:, cols]
+        if "gap_gbt" in which.values():
+            j = self.targets.index("homo_lumo_gap")
+            head = self.heads["gap_gbt"]
+            mean[:, j], std[:, j] = head.predict(X)
+            std[:, j] = np.where(self.gap_validated(occ), std[:, j], np.maximum(std[:, j], unvalidated_std(head.eg_max)))
+        k = np.maximum(n_defects(occ, self.host), 1).astype(float)
+        mean[:, 0] /= k
+        std[:, 0] /= k
+        return mean, std
+
+    def predict_target(self, occ: np.ndarray, target: str) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std ``(N,)`` in eV of one target, exactly as :meth:`predict` serves it; only that
+        target's head runs (arrangement energies need the formation energy alone)."""
+        if target not in self.targets:
+            raise InvdesignError(f"unknown target {target!r}; the model predicts {list(self.targets)}")
+        occ = self._check(occ)
+        X = cluster_counts(occ, self.host)
+        j = self.targets.index(target)
+        head = self.serving_heads()[target]
+        if head == "gap_gbt":
+            gh = self.heads["gap_gbt"]
+            mean, std = gh.predict(X)
+            std = np.where(self.gap_validated(occ), std, np.maximum(std, unvalidated_std(gh.eg_max)))
+        else:
+            m, s = self.heads[head].predict(X)
+            mean, std = m[:, j], s[:, j]
+        mean, std = np.array(mean, dtype=float), np.array(std, dtype=float)
+        if j == 0:  # formation energy: predicted per cell, served per defect site (pristine cells count as one)
+            k = np.maximum(n_defects(occ, self.host), 1).astype(float)
+            mean, std = mean / k, std / k
+        return mean, std
+
+    def gap_validated(self, occ: np.ndarray) -> np.ndarray:
+        """``(N,)`` bool: the gap prediction is inside what the training data validates.
+
+        False for more defects than any training configuration has, or a composition (defect
+        counts per type) no training configuration has. Such gaps are served (bounded, with the
+        uninformed std, see :meth:`predict`) but no data checks them.
+        """
+        occ = self._check(occ)
+        stats = self.train_stats()
+        seen = stats.composition_set()
+        comp_ok = np.array([tuple(int(v) for v in c) in seen for c in compositions(occ, self.host)], dtype=bool)
+        return (n_defects(occ, self.host) <= stats.kmax) & comp_ok
+
+    def unseen_clusters(self, occ: np.ndarray) -> np.ndarray:
+        """``(N,)`` number of cluster features (defect types, defect pairs per pair orbit) of each
+        configuration that no training configuration has.
+
+        The property heads read exact cluster counts; a cluster absent from the training set has no
+        fitted weight (ridge: minimum-norm zero; ensemble: the column is dropped), so its
+        contribution is simply missing from the prediction. ``> 0`` is exactly "the feature vector
+        leaves the span of the training features" (checked on all 13,609 enumerated orbits).
+        """
+        occ = self._check(occ)
+        seen = self.train_stats().seen_clusters
+        return (cluster_counts(occ, self.host)[:, ~seen] != 0).sum(axis=1)
+
+    def extrapolation(self, occ: np.ndarray) -> list[str]:
+        """One reason string per configuration ('' when inside the training domain).
+
+        Flags more defects than any training configuration, compositions never trained on, and
+        defect pairs (type pair x pair orbit) never seen in training (:meth:`unseen_clusters`).
+        """
+        occ = self._check(occ)
+        unseen = self.unseen_clusters(occ)
+        k = n_defects(occ, self.host)
+        stats = self.train_stats()
+        seen = stats.composition_set()
+        labels = [self.host.defect_label(s, c) for s, c in self.host.defect_types]
+        out = []
+        for kk, comp, u in zip(k, compositions(occ, self.host), unseen):
+            why = []
+            if kk > stats.kmax:
+                why.append(f"{kk} defects > {stats.kmax} seen in training")
+            elif tuple(int(v) for v in comp) not in seen:
+                desc = "+".join(f"{n}{lab}" for n, lab in zip(comp, labels) if n) or "pristine"
+                why.append(f"composition {desc} not in training")
+            if u:
+                why.append(f"{int(u)} defect pair cluster(s) not in training")
+            out.append("; ".join(why))
+        return out
+
+
+def host_from_state(h: dict) -> HostLattice:
+    """The host of a saved model: the packaged default when the fingerprints match, else rebuilt from its unit cell."""
+    if h["fingerprint"] == HostLattice.default().fingerprint:
+        return HostLattice.default()
+    from pymatgen.core import Structure
+
+    return HostLattice.from_unit_cell(Structure.from_str(h["unit_cell_cif"], fmt="cif"), np.array(h["matrix"]), h["substituents"])
+
+
+def host_state(host: HostLattice) -> dict:
+    """What :func:`host_from_state` needs (plain containers)."""
+    return {"unit_cell_cif": host.unit_cell.to(fmt="cif"), "matrix": np.asarray(host.matrix).tolist(),
+            "substituents": host.substituents, "fingerprint": host.fingerprint}
+
+
+class ServingModel(Predictor):
+    """The serving heads, host, metadata and training statistics of a model: what ``predict`` needs.
+
+    Build with :meth:`from_model` or load with :func:`invdesign.predictor.load_predictor`; numpy only.
+    """
+
+    def __init__(self, host: HostLattice, heads: dict, meta: dict, stats: TrainStats) -> None:
+        self.host, self.heads, self.meta, self._stats = host, heads, meta, stats
+
+    def train_stats(self) -> TrainStats:
+        return self._stats
+
+    @classmethod
+    def from_model(cls, model) -> ServingModel | None:
+        """The serving part of a full model, or None where a deep ensemble serves (needs torch)."""
+        if not isinstance(model, Predictor):
+            return None
+        which = model.serving_heads()
+        if "ensemble_ce" in which.values():
+            return None
+        heads = {h: model.heads[h] for h in sorted(set(which.values()))}
+        return cls(model.host, heads, model.meta, model.train_stats())
+
+    # ------------------------------------------------------------------ plain arrays
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Everything as named numpy arrays (strings as 0-d unicode arrays): no pickles."""
+        st = self._stats
+        out = {
+            "meta": np.array(json.dumps(self.meta)),
+            "host": np.array(json.dumps(host_state(self.host))),
+            "stats/kmax": np.array(st.kmax),
+            "stats/compositions": st.compositions,
+            "stats/seen_clusters": st.seen_clusters,
+        }
+        if "ridge_ce" in self.heads:
+            r = self.heads["ridge_ce"]
+            for k in ("mu", "sd", "ym", "W", "alpha", "rmse", "basis", "sv", "sigma"):
+                if getattr(r, k, None) is not None:
+                    out[f"ridge_ce/{k}"] = np.asarray(getattr(r, k), dtype=np.float64)
+        if "gap_gbt" in self.heads:
+            g = self.heads["gap_gbt"]
+            out["gap_gbt/config"] = np.array(json.dumps(g.config()))
+            out["gap_gbt/scale"] = np.array(float(g.scale))
+            out["gap_gbt/scale_b"] = np.asarray(g.scale_b, dtype=np.float64)
+            out["gap_gbt/s0"] = np.array(float(g.s0))
+            for i, f in enumerate(g.forests):
+                for k in (*_Forest.FIELDS, "roots"):
+                    out[f"gap_gbt/{i}/{k}"] = getattr(f, k)
+                out[f"gap_gbt/{i}/baseline"] = np.array(f.baseline)
+        return out
+
+    @classmethod
+    def from_arrays(cls, a) -> ServingModel:
+        """Inverse of :meth:`arrays` (``a``: a mapping such as an open ``np.load`` file)."""
+        meta = json.loads(str(a["meta"]))
+        heads: dict = {}
+        if "ridge_ce/W" in a:
+            r = RidgeHead()
+            for k in ("mu", "sd", "ym", "W", "alpha", "rmse", "basis", "sv", "sigma"):
+                if f"ridge_ce/{k}" in a:
+                    setattr(r, k, a[f"ridge_ce/{k}"])
+            heads["ridge_ce"] = r
+        if "gap_gbt/config" in a:
+            g = BoundedGapHead(**json.loads(str(a["gap_gbt/config"])))
+            g.scale, g.scale_b, g.s0 = float(a["gap_gbt/scale"]), a["gap_gbt/scale_b"], float(a["gap_gbt/s0"])
+            g.forests = []
+            i = 0
+            while f"gap_gbt/{i}/roots" in a:
+                p = f"gap_gbt/{i}/"
+                g.forests.append(_Forest(*(a[p + k] for k in _Forest.FIELDS), roots=a[p + "roots"], baseline=float(a[p + "baseline"])))
+                i += 1
+            heads["gap_gbt"] = g
+        stats = TrainStats(int(a["stats/kmax"]), a["stats/compositions"], a["stats/seen_clusters"])
+        return cls(host_from_state(json.loads(str(a["host"]))), heads, meta, stats)
+
+
+# ---------------------------------------------------------------------- loading
+def default_model_path() -> Path:
+    """Path of the packaged default model (``invdesign/resources/default_model.pt``)."""
+    from importlib import resources
+
+    return Path(str(resources.files("invdesign.resources") / "default_model.pt"))
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def serving_cache_path(model_path: str | Path) -> Path:
+    """Where :func:`invdesign.predictor.load_predictor` caches the serving part of the model file ``model_path``."""
+    from invdesign.data.dataset import cache_dir
+
+    return cache_dir() / f"serving-{_file_digest(Path(model_path))[:32]}-v{CACHE_FORMAT}.npz"
+
+
+def fast_predict_enabled() -> bool:
+    """False when ``INVDESIGN_FAST_PREDICT=0``: :func:`invdesign.predictor.load_predictor` then loads the full model."""
+    return os.environ.get("INVDESIGN_FAST_PREDICT", "1").strip() not in ("0", "false", "no", "off")
+
+
+def read_cache(path: Path) -> ServingModel | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return ServingModel.from_arrays(z)
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+        return None  # unreadable: rebuilt from the model file and rewritten
+
+
+def write_cache(path: Path, sm: ServingModel) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **sm.arrays())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError:
+        pass  # a read-only cache only costs time, never results
+
+
+def prediction_table(model: Predictor, ids, occ: np.ndarray):
+    """The ``predict`` table: ``id, <targets>, <targets>_std, extrapolation, extrapolation_reason, note,
+    homo_lumo_gap_validated`` (eV).
+
+    ``extrapolation`` is a bool and ``extrapolation_reason`` says why (:meth:`Predictor.extrapolation`).
+    A pristine configuration (0 defects) has no formation energy per defect site: NaN, with ``note``.
+    """
+    import pandas as pd
+
+    from invdesign.data.dataset import TARGETS
+
+    mean, std = model.predict(occ)
+    df = pd.DataFrame({"id": list(ids)})
+    for j, t in enumerate(TARGETS):
+        df[t] = np.asarray(mean, float)[:, j]
+    for j, t in enumerate(TARGETS):
+        df[f"{t}_std"] = np.asarray(std, float)[:, j]
+    reasons = model.extrapolation(occ)
+    df["extrapolation"] = [bool(r) for r in reasons]
+    df["extrapolation_reason"] = reasons
+    pristine = n_defects(np.asarray(occ), model.host) == 0 if len(occ) else np.zeros(0, bool)
+    if "formation_energy_per_site" in TARGETS:
+        df.loc[pristine, ["formation_energy_per_site", "formation_energy_per_site_std"]] = np.nan
+    df["note"] = np.where(pristine, PRISTINE_NOTE, "")
+    if hasattr(model, "gap_validated"):  # False beyond the trained density or composition (Predictor.gap_validated)
+        df["homo_lumo_gap_validated"] = np.asarray(model.gap_validated(occ), dtype=bool) if len(occ) else np.zeros(0, bool)
+    return df
