@@ -36,20 +36,14 @@ def data():
     return ds, X, ds.y(TARGETS)[:, 1]
 
 
-def stage_trees(seeds, cache: Path, triplets: float = 0.0) -> None:
-    """Fit the trees per split; ``triplets > 0`` adds :func:`triplet_counts` with that cutoff (Angstrom)."""
+def stage_trees(seeds, cache: Path) -> None:
+    """Fit the packaged recipe's trees (one loss, as before this study) per split; cache val/test member outputs."""
     ds, X, g = data()
     tag = ""
-    if triplets > 0:
-        from invdesign.predict.features import triplet_counts
-
-        X3 = triplet_counts(ds.occ, ds.host, triplets).astype(np.float64)
-        print(f"triplets (cutoff {triplets} A): {X3.shape[1]} columns, rows with one: {(X3.sum(1) > 0).mean():.3f}", flush=True)
-        X, tag = np.concatenate([X, X3], axis=1), f"_t{triplets}"
     for s in seeds:
         sp = split_indices(ds.ids, seed=s)
         t0 = time.time()
-        h = BoundedGapHead(seed=0).fit(X[sp["train"]], g[sp["train"]], X[sp["val"]], g[sp["val"]])
+        h = BoundedGapHead(seed=0, losses=("squared_error",)).fit(X[sp["train"]], g[sp["train"]], X[sp["val"]], g[sp["val"]])
         Uv = np.stack([f.predict(X[sp["val"]]) for f in h.forests])
         Ut = np.stack([f.predict(X[sp["test"]]) for f in h.forests])
         np.savez(cache / f"trees{tag}_{s}.npz", Uv=Uv, Ut=Ut, fit_s=time.time() - t0)
@@ -58,8 +52,8 @@ def stage_trees(seeds, cache: Path, triplets: float = 0.0) -> None:
         print(f"split {s}{tag}: trees fitted in {time.time() - t0:.0f} s; val MAE {mv:.3f} meV, test MAE {mt:.3f} meV", flush=True)
 
 
-VARIANTS = {"abs": {"loss": "absolute_error"}, "full": {"bootstrap": False, "members": 1},
-            "fullmf": {"bootstrap": False, "max_features": 0.5}, "absfullmf": {"bootstrap": False, "max_features": 0.5, "loss": "absolute_error"}}
+VARIANTS = {"abs": {"losses": ("absolute_error",)}, "sqabs": {"losses": ("squared_error", "absolute_error")}, "full": {"bootstrap": False, "members": 1},
+            "fullmf": {"bootstrap": False, "max_features": 0.5}, "absfullmf": {"bootstrap": False, "max_features": 0.5, "losses": ("absolute_error",)}}
 
 
 def stage_variant(seeds, variant: str) -> None:
@@ -79,7 +73,7 @@ def stage_variant(seeds, variant: str) -> None:
             from invdesign.predict.gap import _sigmoid
             pv, pt = _sigmoid(z["Uv"].mean(0), EG_MAX), _sigmoid(z["Ut"].mean(0), EG_MAX)
             ftr = tr[fam[tr]]
-            h = BoundedGapHead(seed=0).fit(X[ftr], g[ftr], X[va][fam[va]], g[va][fam[va]])
+            h = BoundedGapHead(seed=0, losses=("squared_error",)).fit(X[ftr], g[ftr], X[va][fam[va]], g[va][fam[va]])
             pv, pt = pv.copy(), pt.copy()
             pv[fam[va]], pt[fam[te]] = h.predict(X[va][fam[va]])[0], h.predict(X[te][fam[te]])[0]
         print(json.dumps({"variant": variant, "split_seed": s, "fit_s": round(time.time() - t0),
@@ -169,11 +163,10 @@ if __name__ == "__main__":
     ap.add_argument("--stage", choices=["trees", "blend", "spec", *VARIANTS], required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--cache", default="/tmp/g12b")
-    ap.add_argument("--triplets", type=float, default=0.0, help="add triplet counts with this cutoff (Angstrom)")
     a = ap.parse_args()
     Path(a.cache).mkdir(parents=True, exist_ok=True)
     if a.stage == "trees":
-        stage_trees(a.seeds, Path(a.cache), a.triplets)
+        stage_trees(a.seeds, Path(a.cache))
     elif a.stage in ("spec", *VARIANTS):
         stage_variant(a.seeds, a.stage)
     else:
