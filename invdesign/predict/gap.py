@@ -10,7 +10,11 @@ Physical bound by construction: the trees regress ``u = logit(g / eg_max)`` and 
 ``eg_max * sigmoid(u)``, strictly inside ``(0, eg_max)`` for any input, at any density.
 ``eg_max`` (eV) is the widest host gap of the allowed chemistries (:data:`EG_MAX`).
 
-Uncertainty: ``members`` models fitted on bootstrap resamples of the training set; their spread
+Mean: ``members`` models per loss (squared and absolute error; :data:`invdesign.model.DEFAULT_CONFIG`
+ships both), each fitted on a bootstrap resample, averaged in logit space (the two losses together
+are more accurate than either: benchmarks/results/gap_blend_study.md).
+
+Uncertainty: the spread of all those models
 ``s(x)`` (eV) is turned into a calibrated std by split-conformal calibration on validation,
 ``std = c_b (s(x) + s0)`` with ``c_b`` the conformal 95.45 % quantile of ``|g - mean| / (s + s0)``
 divided by 2 (so mean +- 2 std covers 95.45 % of validation), per regime ``b`` of the predicted
