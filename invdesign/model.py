@@ -50,8 +50,9 @@ DEFAULT_CONFIG: dict = {
     "z_members": 4,
     "z_width": 128,
     "z_epochs": 100,
-    "gap_members": 3,  # bounded gap head: bootstrap members of boosted trees
+    "gap_members": 3,  # bounded gap head: bootstrap members of boosted trees, per loss
     "gap_iter": 500,
+    "gap_losses": ("squared_error", "absolute_error"),
 }
 
 
@@ -282,7 +283,7 @@ def train_model(dataset: Dataset, seed: int = 0, config: dict | None = None, spl
     timings["ridge_ce_s"] = time.time() - t1
     t1 = time.time()
     heads["gap_gbt"] = fit_gap_head(X, Y[:, TARGETS.index("homo_lumo_gap")], tr, va, cfg, seed,
-                                    stage("bounded gap head", cfg["gap_members"]))
+                                    stage("bounded gap head", cfg["gap_members"] * len(cfg["gap_losses"])))
     timings["gap_gbt_s"] = time.time() - t1
     meta = {
         "version": __version__,
@@ -378,7 +379,8 @@ def fit_gap_head(X: np.ndarray, gap: np.ndarray, tr: np.ndarray, va: np.ndarray,
         raise InvdesignError(f"training data has negative band gaps (lowest {gap[tr].min():.4f} eV); a gap is >= 0")
     # the widest host gap of the 2DMD chemistries; a host with a wider gap (e.g. hBN) sets its own bound
     eg_max = EG_MAX if gap[tr].max() < 0.95 * EG_MAX else float(np.ceil(gap[tr].max() * 1.1 * 10) / 10)
-    return BoundedGapHead(eg_max=eg_max, members=cfg["gap_members"], max_iter=cfg["gap_iter"], seed=seed).fit(
+    return BoundedGapHead(eg_max=eg_max, members=cfg["gap_members"], max_iter=cfg["gap_iter"], seed=seed,
+                          losses=tuple(cfg["gap_losses"])).fit(
         X[tr], np.maximum(gap[tr], 1e-4), X[va], gap[va], progress)
 
 
@@ -394,7 +396,7 @@ def attach_gap_head(model: Model, dataset: Dataset, progress=None) -> Model:
     model.heads["gap_gbt"] = fit_gap_head(X, Y[:, TARGETS.index("homo_lumo_gap")], tr, va, cfg,
                                           int(model.meta.get("seed", 0)), progress)
     model.meta.setdefault("timings", {})["gap_gbt_s"] = time.time() - t0
-    model.meta["config"] = {**cfg, **{k: cfg[k] for k in ("gap_members", "gap_iter")}}
+    model.meta["config"] = {**cfg, **{k: cfg[k] for k in ("gap_members", "gap_iter", "gap_losses")}}
     model.meta.setdefault("serving", {})["homo_lumo_gap"] = "gap_gbt"
     for split, idx in (("val", va), ("test", te)):
         for head in ("gap_gbt", "best"):

@@ -246,6 +246,31 @@ def test_bounded_gap_head_trees_bounds_conformal_and_roundtrip(tmp_path):
         BoundedGapHead(members=1, max_iter=5).fit(X[:50], np.full(50, 2.5), X[50:60], g[50:60])
 
 
+def test_bounded_gap_head_two_losses_average_all_members_and_stay_bounded(tmp_path):
+    """members per loss are fitted (squared and absolute error in logit space), all averaged; the bound,
+    the conformal std and the state round trip hold; the squared-error half equals the one-loss head."""
+    from invdesign.predict.gap import BoundedGapHead
+
+    rng = np.random.default_rng(1)
+    X = rng.integers(0, 4, (500, 8)).astype(float)
+    g = np.where(X[:, 0] > 1, 0.35, 1.8) - 0.05 * X[:, 1] + rng.standard_t(2, size=500) * 0.01
+    g = np.clip(g, 0.05, 1.9)
+    h = BoundedGapHead(members=2, max_iter=40, seed=0, losses=("squared_error", "absolute_error"))
+    h.fit(X[:350], g[:350], X[350:430], g[350:430])
+    assert len(h.forests) == 4
+    one = BoundedGapHead(members=2, max_iter=40, seed=0).fit(X[:350], g[:350], X[350:430], g[350:430])
+    assert all(np.array_equal(a.predict(X[430:]), b.predict(X[430:])) for a, b in zip(h.forests[:2], one.forests))
+    m, s = h.predict(X[430:])
+    assert np.abs(m - g[430:]).mean() < 0.05 and (s > 0).all()
+    mv, sv = h.predict(X[350:430])
+    assert (np.abs(mv - g[350:430]) <= 2 * sv + 1e-12).mean() >= 0.95
+    mw, _ = h.predict(rng.normal(scale=1e3, size=(200, 8)))
+    assert (mw > 0).all() and (mw < h.eg_max).all()
+    torch.save(h.state(), tmp_path / "h.pt")
+    h2 = BoundedGapHead.from_state(torch.load(tmp_path / "h.pt", weights_only=True))
+    assert h2.losses == h.losses and np.array_equal(h2.predict(X[430:])[0], m)
+
+
 def test_packaged_gaps_stay_physical_at_any_density(packaged, host):
     """Issue 11: no served gap outside (0, eg_max) on 2,100 random configurations at 1-48 defects;
     beyond the trained density or composition the gap is marked unvalidated with the uninformed std."""

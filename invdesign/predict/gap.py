@@ -10,7 +10,11 @@ Physical bound by construction: the trees regress ``u = logit(g / eg_max)`` and 
 ``eg_max * sigmoid(u)``, strictly inside ``(0, eg_max)`` for any input, at any density.
 ``eg_max`` (eV) is the widest host gap of the allowed chemistries (:data:`EG_MAX`).
 
-Uncertainty: ``members`` models fitted on bootstrap resamples of the training set; their spread
+Mean: ``members`` models per loss (squared and absolute error; :data:`invdesign.model.DEFAULT_CONFIG`
+ships both), each fitted on a bootstrap resample, averaged in logit space (the two losses together
+are more accurate than either: benchmarks/results/gap_blend_study.md).
+
+Uncertainty: the spread of all those models
 ``s(x)`` (eV) is turned into a calibrated std by split-conformal calibration on validation,
 ``std = c_b (s(x) + s0)`` with ``c_b`` the conformal 95.45 % quantile of ``|g - mean| / (s + s0)``
 divided by 2 (so mean +- 2 std covers 95.45 % of validation), per regime ``b`` of the predicted
@@ -172,21 +176,29 @@ class BoundedGapHead:
         max_iter, learning_rate, max_leaf_nodes, min_samples_leaf: the boosted trees' settings
             (scikit-learn ``HistGradientBoostingRegressor``; squared error in logit space).
         seed: seed of the resamples and of the trees.
+        losses: the trees' losses in logit space (``squared_error``, ``absolute_error``); ``members``
+            models are fitted per loss and all are averaged (an ensemble of the two losses is more
+            accurate than either: benchmarks/results/gap_blend_study.md).
+        bootstrap: members fitted on bootstrap resamples (else all on the full training set, their
+            diversity then coming from ``max_features < 1``, the share of features tried per split).
     """
 
     def __init__(self, eg_max: float = EG_MAX, members: int = 3, max_iter: int = 500, learning_rate: float = 0.1,
-                 max_leaf_nodes: int = 31, min_samples_leaf: int = 5, seed: int = 0) -> None:
+                 max_leaf_nodes: int = 31, min_samples_leaf: int = 5, seed: int = 0, losses: tuple[str, ...] | list[str] = ("squared_error",),
+                 bootstrap: bool = True, max_features: float = 1.0) -> None:
         self.eg_max, self.members, self.max_iter, self.learning_rate = float(eg_max), members, max_iter, learning_rate
+        self.losses, self.bootstrap, self.max_features = tuple(losses), bootstrap, max_features
         self.max_leaf_nodes, self.min_samples_leaf, self.seed = max_leaf_nodes, min_samples_leaf, seed
 
     def config(self) -> dict:
         return {"eg_max": self.eg_max, "members": self.members, "max_iter": self.max_iter, "learning_rate": self.learning_rate,
-                "max_leaf_nodes": self.max_leaf_nodes, "min_samples_leaf": self.min_samples_leaf, "seed": self.seed}
+                "max_leaf_nodes": self.max_leaf_nodes, "min_samples_leaf": self.min_samples_leaf, "seed": self.seed, "losses": list(self.losses),
+                "bootstrap": self.bootstrap, "max_features": self.max_features}
 
     def fit(self, X: np.ndarray, g: np.ndarray, Xv: np.ndarray, gv: np.ndarray, progress=None) -> BoundedGapHead:
         """Fit on ``X (N, p)``, gaps ``g (N,)`` (eV); calibrate the std on ``Xv (Nv, p), gv (Nv,)``.
 
-        ``progress()`` is called once per member.
+        ``progress()`` is called once per fitted model (``members * len(losses)``).
         """
         from sklearn.ensemble import HistGradientBoostingRegressor
 
@@ -198,17 +210,19 @@ class BoundedGapHead:
         rng = np.random.default_rng(self.seed)
         cols = np.flatnonzero(X.std(0) > 0)  # constant columns cost binning time and carry nothing
         self.forests = []
-        for m in range(self.members):
-            rows = rng.integers(0, len(X), len(X)) if self.members > 1 else np.arange(len(X))
-            est = HistGradientBoostingRegressor(
-                learning_rate=self.learning_rate, max_iter=self.max_iter, max_leaf_nodes=self.max_leaf_nodes,
-                min_samples_leaf=self.min_samples_leaf, early_stopping=False, random_state=self.seed * 1000 + m,
-            ).fit(X[rows][:, cols], u[rows])
-            forest = _Forest.from_sklearn(est)
-            forest.feature = cols[forest.feature]  # back to the caller's column numbers
-            self.forests.append(forest)
-            if progress is not None:
-                progress()
+        for li, loss in enumerate(self.losses):
+            for m in range(self.members):
+                rows = rng.integers(0, len(X), len(X)) if self.members > 1 and self.bootstrap else np.arange(len(X))
+                est = HistGradientBoostingRegressor(
+                    loss=loss, max_features=self.max_features, learning_rate=self.learning_rate,
+                    max_iter=self.max_iter, max_leaf_nodes=self.max_leaf_nodes, min_samples_leaf=self.min_samples_leaf,
+                    early_stopping=False, random_state=self.seed * 1000 + 100 * li + m,
+                ).fit(X[rows][:, cols], u[rows])
+                forest = _Forest.from_sklearn(est)
+                forest.feature = cols[forest.feature]  # back to the caller's column numbers
+                self.forests.append(forest)
+                if progress is not None:
+                    progress()
         mean, spread = self.raw(Xv)
         self.s0 = float(np.median(spread)) if len(spread) else 0.0
         self.s0 = self.s0 if self.s0 > 0 else 1e-3  # single member: the std is the band's conformal scale x 1 meV
