@@ -16,7 +16,7 @@ only with ``--overwrite``; a folder or special file at that path is refused.
 
 Writes are atomic: a folder is filled in a hidden staging folder and then renamed into place (or,
 for an existing folder, each file is renamed in); a file is written to a hidden temporary sibling
-and renamed. Staging names carry the host and the process id (``.NAME.HOST-PID.XXXX.tmp``), so the
+and renamed. Staging names carry the host and the process id (``.NAME.HOST-PID.RAND.tmp``), so the
 next run removes those of processes that no longer exist (a SIGKILLed run leaves nothing forever).
 Outputs honour the umask (``0644`` files and ``0755`` folders under the usual ``022``).
 
@@ -76,7 +76,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _stale(tag_and_rand: str) -> bool:
-    """True for a staging name ``HOST-PID.XXXX`` of this host whose process no longer exists."""
+    """True for a staging name ``HOST-PID.RAND`` of this host whose process no longer exists."""
     tag, _, _ = tag_and_rand.rpartition(".")
     host, _, pid = tag.rpartition("-")
     if not pid.isdigit() or host != _tag().rpartition("-")[0]:
@@ -92,8 +92,8 @@ def _remove(p: Path) -> None:
 
 
 def clean_stale(path: str | Path) -> list[Path]:
-    """Remove staging files/folders of ``path`` left by killed runs (``.NAME.HOST-PID.XXXX.tmp``
-    next to it and ``.invdesign-tmp.HOST-PID.XXXX`` inside it). Returns what was removed."""
+    """Remove staging files/folders of ``path`` left by killed runs (``.NAME.HOST-PID.RAND.tmp``
+    next to it and ``.invdesign-tmp.HOST-PID.RAND`` inside it). Returns what was removed."""
     path = Path(path).absolute()
     removed: list[Path] = []
     parent = path.parent

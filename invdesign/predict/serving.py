@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import tempfile
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,7 @@ class TrainStats:
         return {tuple(int(v) for v in c) for c in self.compositions}
 
 
-class Predictor:
+class Predictor(ABC):
     """The serving logic; subclasses provide ``host``, ``heads``, ``meta`` and :meth:`train_stats`."""
 
     host: HostLattice
@@ -81,8 +82,9 @@ class Predictor:
 
         return tuple(self.meta.get("targets", TARGETS))
 
-    def train_stats(self) -> TrainStats:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def train_stats(self) -> TrainStats:
+        """Training-set statistics of the extrapolation flags (:class:`TrainStats`)."""
 
     def _check(self, occ) -> np.ndarray:
         occ = np.asarray(occ)
