@@ -66,9 +66,10 @@ def ranking() -> dict:
 
 def old_rule(r: dict) -> None:
     """Top 50 under the old rule (p from the model's std) among the same checked candidates."""
-    from invdesign.generate.checks import Window, check_candidates
+    from invdesign.generate.checks import check_candidates
     from invdesign.generate.decoder import Limits
     from invdesign.generate.design import orbit_index, orbit_predictions
+    from invdesign.generate.window import Window
     from invdesign.model import load_model
 
     m = load_model(None)

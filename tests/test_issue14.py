@@ -275,8 +275,9 @@ def test_pool_smaller_than_n_is_said(tmp_path, capsys, pool):
 
 # ---------------------------------------------------------------------- row 8: extrapolation counts
 def test_extrapolation_inflates_p_in_window_and_says_why(host):
-    from invdesign.generate.checks import Window, check_candidates, train_spread
+    from invdesign.generate.checks import check_candidates, train_spread
     from invdesign.generate.decoder import Limits
+    from invdesign.generate.window import Window
     from invdesign.lattice.enumerate import sample_configurations
     from invdesign.model import load_model
 
