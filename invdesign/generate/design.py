@@ -104,9 +104,9 @@ class DesignResult:
             for i, cid in track(list(enumerate(self.candidates["id"])), "writing structures"):
                 write_structure(self.occ[i], self.host, [tmp / "structures" / f"{cid}.cif", tmp / "poscar" / f"{cid}.vasp"])
             plot_candidates(self, tmp / "candidates.png")
-            self.summary.setdefault("timings_s", {})["write_s"] = round(time.perf_counter() - t0, 4)
             if extra is not None:
                 extra(tmp)
+            self.summary.setdefault("timings_s", {})["write_s"] = round(time.perf_counter() - t0, 4)
             atomic_write_json(tmp / "summary.json", self.summary)
         return out
 

@@ -98,11 +98,6 @@ def write_design(res, model, mu: ChemicalPotentials | None, temperature: float, 
                  extra=None) -> None:
     """Write a planned design to ``out`` (atomically, under the output policy): the design files, the
     per-candidate exports of ``export`` and whatever ``extra(tmp)`` writes into the staging folder."""
-    import time
-    from pathlib import Path
-
-    from invdesign.io import atomic_write_json
-
     mu = mu or ChemicalPotentials.reference()
     kinds = list(export or [])
 
@@ -112,10 +107,7 @@ def write_design(res, model, mu: ChemicalPotentials | None, temperature: float, 
         if extra is not None:
             extra(tmp)
 
-    t = time.perf_counter()
-    res.write(out, overwrite, extra=more)
-    res.summary.setdefault("timings_s", {})["write_s"] = round(time.perf_counter() - t, 4)
-    atomic_write_json(Path(out) / "summary.json", res.summary)
+    res.write(out, overwrite, extra=more)  # write_s (exports included) is timed and saved inside
 
 
 def _export_all(res, model, mu: ChemicalPotentials, temperature: float, kinds: list[str], tmp) -> None:
