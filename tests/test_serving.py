@@ -137,3 +137,19 @@ def test_predict_from_the_cache_imports_neither_torch_nor_sklearn(model, tmp_pat
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_mean_only_formation_energy_equals_the_served_mean(model, dense, host):
+    """The mean-only path (Monte Carlo arrangement energies) sums the ridge's folded weights over each
+    configuration's clusters without a count matrix: the served mean up to round-off, at any density."""
+    from invdesign.predict.features import cluster_counts, cluster_dot
+
+    occ = np.concatenate([dense, host.host_code[None]])
+    coef = np.random.default_rng(0).normal(size=(cluster_counts(occ[:1], host).shape[1], 2))
+    np.testing.assert_allclose(cluster_dot(occ, host, coef), cluster_counts(occ, host).astype(float) @ coef,
+                               rtol=1e-12, atol=1e-9)
+    for target in model.targets:
+        mean, std = model.predict_target(occ, target)
+        fast, none = model.predict_target(occ, target, with_std=False)
+        assert none is None
+        np.testing.assert_allclose(fast, mean, rtol=0, atol=1e-12)

@@ -186,6 +186,23 @@ def test_monte_carlo_agrees_with_exact(model, host):
         assert de * 1e3 <= ex.e_above_min_meV[0] + 1e-6  # sampled minimum can only be above the true one
 
 
+def test_monte_carlo_shares_one_draw_per_composition(model, host):
+    """Beyond the orbit table, candidates of one composition share the composition's draws:
+    their population ratio is exactly the Boltzmann ratio, and the answer ignores candidate order."""
+    from invdesign.lattice.enumerate import sample_configurations
+    from invdesign.synthesis.arrangements import K_B, _cell_energy, arrangement_stats, orbit_size
+
+    occ = sample_configurations(host, {"V_S": 3, "W_Mo": 2}, 3, rng=5)
+    st = arrangement_stats(model, occ, temperature=1000.0, samples=500, seed=3)
+    assert all(m == "mc:500" for m in st.method)
+    e = _cell_energy(model, occ)
+    g = np.array([orbit_size(o, host) for o in occ], float)
+    ratio = (g[0] * np.exp(-(e[0] - e[1]) / (K_B * 1000.0))) / g[1]
+    assert st.population[0] / st.population[1] == pytest.approx(ratio, rel=1e-9)
+    rev = arrangement_stats(model, occ[::-1], temperature=1000.0, samples=500, seed=3)
+    np.testing.assert_allclose(rev.population[::-1], st.population, rtol=1e-12)
+
+
 def test_arrangement_population_falls_with_energy_and_temperature_flattens(model, host):
     from invdesign.generate.decoder import Limits, orbit_index
     from invdesign.synthesis.arrangements import arrangement_stats

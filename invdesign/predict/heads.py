@@ -70,6 +70,11 @@ class RidgeHead:
     def _mean(self, X: np.ndarray) -> np.ndarray:
         return ((np.asarray(X, dtype=np.float64) - self.mu) / self.sd) @ self.W + self.ym
 
+    def folded(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(coef (p, m), b (m,))`` with mean ``= X @ coef + b``: the standardisation folded into the weights."""
+        coef = self.W / self.sd[:, None]
+        return coef, self.ym - self.mu @ coef
+
     def leverage(self, X: np.ndarray) -> np.ndarray:
         """``(N, m)`` leverage ``h_j(x)`` of each row per target, within the training span."""
         proj = (((np.asarray(X, dtype=np.float64) - self.mu) / self.sd) @ self.basis.T) ** 2  # (N, r)

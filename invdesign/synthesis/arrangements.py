@@ -11,7 +11,8 @@ For a candidate of composition ``c`` (defect counts per type) at temperature ``T
   is this one. Configurational entropy only; vibrations are not included.
 
 Exact by enumeration where the host's orbit table covers the composition (every 1-3-defect class of
-8x8 MoS2); otherwise Monte Carlo: ``M`` labelled arrangements drawn uniformly, ``Z / N = mean(w)``,
+8x8 MoS2); otherwise Monte Carlo: ``M`` labelled arrangements drawn uniformly (one draw per composition,
+shared by all its candidates, seeded by the composition), ``Z / N = mean(w)``,
 ``w = exp(-(E - E_c)/kT)``, population ``g_c / (N mean(w))`` with its delta-method standard error,
 and the minimum over the samples (so ``e_above_arrangement_min`` is then a lower bound).
 Energies are the model's predictions (eV, DFT-trained).
@@ -61,7 +62,7 @@ def _cell_energy(model, occ: np.ndarray) -> np.ndarray:
     # chemical potentials cancel, so the reference energies of a ReferencedModel's base serve as well.
     base = getattr(model, "base", model)
     if hasattr(base, "predict_target"):
-        mean, _ = base.predict_target(occ, "formation_energy_per_site")
+        mean, _ = base.predict_target(occ, "formation_energy_per_site", with_std=False)
     else:  # any predictor with predict() -> (N, 2)
         mean = np.asarray(model.predict(occ)[0], float)[:, 0]
     return np.asarray(mean, float) * n_defect_sites(occ, model.host)
@@ -86,16 +87,37 @@ def exact_table(model, composition: np.ndarray):
     return idx.keys[rows], idx.orbit_size[rows].astype(float), mean[rows, 0] * n
 
 
-def monte_carlo(model, occ: np.ndarray, temperature: float, samples: int = 4000, seed: int = 0) -> tuple[float, float, float]:
-    """``(population, its standard error, E_c - min sampled E in eV)`` for one configuration by uniform sampling."""
-    from invdesign.lattice.enumerate import compositions, sample_configurations
+def sampled_energies(model, composition: np.ndarray, samples: int = 4000, seed: int = 0) -> np.ndarray:
+    """``(M,)`` predicted cell energies (eV) of ``M`` labelled arrangements of one composition, drawn uniformly.
+
+    One draw serves every candidate of that composition (the partition function is a property of
+    the composition), so a design with many candidates of few compositions pays once per composition.
+    """
+    from invdesign.lattice.enumerate import sample_configurations
+
+    host = model.host
+    labels = [host.defect_label(*t) for t in host.defect_types]
+    want = {labels[t]: int(c) for t, c in enumerate(composition) if c}
+    draws = sample_configurations(host, want, samples, rng=seed, uniform="placement")
+    return _cell_energy(model, draws)
+
+
+def _composition_seed(seed: int, composition: np.ndarray) -> int:
+    """Deterministic seed of one composition's draws (independent of the candidates' order)."""
+    return int(np.random.SeedSequence([int(seed), *(int(c) for c in composition)]).generate_state(1)[0])
+
+
+def monte_carlo(model, occ: np.ndarray, temperature: float, samples: int = 4000, seed: int = 0,
+                energies: np.ndarray | None = None) -> tuple[float, float, float]:
+    """``(population, its standard error, E_c - min sampled E in eV)`` for one configuration by uniform sampling.
+
+    ``energies``: the composition's sampled cell energies (:func:`sampled_energies`), drawn here if None.
+    """
+    from invdesign.lattice.enumerate import compositions
 
     host = model.host
     comp = compositions(np.asarray(occ)[None], host)[0]
-    labels = [host.defect_label(*t) for t in host.defect_types]
-    want = {labels[t]: int(c) for t, c in enumerate(comp) if c}
-    draws = sample_configurations(host, want, samples, rng=seed, uniform="placement")
-    e = _cell_energy(model, draws)
+    e = sampled_energies(model, comp, samples, seed) if energies is None else np.asarray(energies, float)
     e_c = float(_cell_energy(model, np.asarray(occ)[None])[0])
     w = np.exp(-(e - e_c) / (K_B * temperature))
     n_lab = _n_labelled(host, comp)
@@ -134,6 +156,7 @@ def arrangement_stats(model, occ: np.ndarray, temperature: float = 1000.0, sampl
     e_above, pop, pop_sd = np.zeros(n), np.zeros(n), np.zeros(n)
     method = [""] * n
     tables: dict[tuple, object] = {}
+    sampled: dict[tuple, np.ndarray] = {}
     from invdesign.progress import track
 
     for i in track(range(n), "arrangement populations", total=n):
@@ -149,6 +172,8 @@ def arrangement_stats(model, occ: np.ndarray, temperature: float = 1000.0, sampl
         elif sum(c) == 0:
             e_above[i], pop[i], method[i] = 0.0, 1.0, "exact:1"
         else:
-            p, sd, de = monte_carlo(model, occ[i], temperature, samples, seed + i)
+            if c not in sampled:  # one draw per composition, shared by its candidates
+                sampled[c] = sampled_energies(model, np.array(c), samples, _composition_seed(seed, np.array(c)))
+            p, sd, de = monte_carlo(model, occ[i], temperature, samples, energies=sampled[c])
             e_above[i], pop[i], pop_sd[i], method[i] = de * 1e3, p, sd, f"mc:{samples}"
     return ArrangementStats(e_above, pop, pop_sd, method)
