@@ -1,8 +1,8 @@
 """Write the low-density structures that the CHGNet-vs-DFT study labels (CIFs, no targets) into a work folder.
 
     python benchmarks/chgnet_subsets.py --data /work/shared/data/2dmd-mos2-low --work /tmp/chgnet_work \
-        --n-test 260 --n-train 300 --n-protocol-test 200 --n-protocol-train 100 \
-        --n-long-test 100 --n-long-train 60
+        --n-test 260 --n-train 300 --n-protocol-test 120 --n-protocol-train 100 \
+        --n-long-test 50 --n-long-train 30
 
 Writes ``WORK/test``, ``WORK/train`` (single-point study), ``WORK/test_p``, ``WORK/train_p``
 (prefixes of those for the short relaxation protocol) and ``WORK/test_l``, ``WORK/train_l`` (shorter
@@ -28,10 +28,10 @@ def main() -> None:
     ap.add_argument("--work", required=True)
     ap.add_argument("--n-test", type=int, default=260)
     ap.add_argument("--n-train", type=int, default=300)
-    ap.add_argument("--n-protocol-test", type=int, default=200)
+    ap.add_argument("--n-protocol-test", type=int, default=120)
     ap.add_argument("--n-protocol-train", type=int, default=100)
-    ap.add_argument("--n-long-test", type=int, default=100)
-    ap.add_argument("--n-long-train", type=int, default=60)
+    ap.add_argument("--n-long-test", type=int, default=50)
+    ap.add_argument("--n-long-train", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     ds = load_dataset(a.data)
