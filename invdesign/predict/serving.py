@@ -86,6 +86,11 @@ class Predictor(ABC):
     def train_stats(self) -> TrainStats:
         """Training-set statistics of the extrapolation flags (:class:`TrainStats`)."""
 
+    def cluster_features(self, occ: np.ndarray) -> np.ndarray:
+        """``(N, F)`` the heads' input: exact cluster counts on :attr:`host` (a model moved to a larger
+        cell maps them onto the trained cell's, :mod:`invdesign.predict.transfer`)."""
+        return cluster_counts(occ, self.host)
+
     def _check(self, occ) -> np.ndarray:
         occ = np.asarray(occ)
         if occ.ndim == 1:
@@ -123,7 +128,7 @@ class Predictor(ABC):
         A head whose columns are all served by others is not evaluated.
         """
         occ = self._check(occ)
-        X = cluster_counts(occ, self.host)
+        X = self.cluster_features(occ)
         which = self.serving_heads()
         mean = np.zeros((len(occ), len(self.targets)))
         std = np.zeros_like(mean)
@@ -148,7 +153,7 @@ class Predictor(ABC):
         if target not in self.targets:
             raise InvdesignError(f"unknown target {target!r}; the model predicts {list(self.targets)}")
         occ = self._check(occ)
-        X = cluster_counts(occ, self.host)
+        X = self.cluster_features(occ)
         j = self.targets.index(target)
         head = self.serving_heads()[target]
         if head == "gap_gbt":
@@ -188,7 +193,7 @@ class Predictor(ABC):
         """
         occ = self._check(occ)
         seen = self.train_stats().seen_clusters
-        return (cluster_counts(occ, self.host)[:, ~seen] != 0).sum(axis=1)
+        return (self.cluster_features(occ)[:, ~seen] != 0).sum(axis=1)
 
     def extrapolation(self, occ: np.ndarray) -> list[str]:
         """One reason string per configuration ('' when inside the training domain).
