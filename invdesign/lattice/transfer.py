@@ -80,6 +80,32 @@ def site_index(host: HostLattice) -> np.ndarray:
     return cached
 
 
+def _class_min_images(host: HostLattice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Minimum images per translation class ``(basis i, basis j, cell displacement mod N)``.
+
+    Returns ``shift (B, B, N1, N2, 2)`` int64, ``dist (B, B, N1, N2)`` float64, ``unique`` bool (see :func:`min_images`).
+    """
+    n = _diag(host)[:2]
+    uc = host.unit_cell
+    basis_f = np.mod(uc.frac_coords, 1.0)
+    A = uc.lattice.matrix
+    B = len(uc)
+    dc = np.stack(np.meshgrid(np.arange(n[0]), np.arange(n[1]), indexing="ij"), axis=-1).reshape(-1, 2)  # (N1 N2, 2)
+    images = np.array([(s1, s2) for s1 in (-1, 0, 1) for s2 in (-1, 0, 1)], dtype=np.int64) * n
+    cand = dc[:, None, :] + images[None]  # (M, 9, 2)
+    f = np.zeros((B, B) + cand.shape[:2] + (3,))
+    f[..., :2] = cand
+    f += (basis_f[None, :, :] - basis_f[:, None, :])[:, :, None, None, :]
+    f[..., 2] -= np.round(f[..., 2])
+    length = np.linalg.norm(f @ A, axis=-1)  # (B, B, M, 9)
+    order = np.argsort(length, axis=-1, kind="stable")
+    first = np.take_along_axis(length, order[..., :1], axis=-1)[..., 0]
+    second = np.take_along_axis(length, order[..., 1:2], axis=-1)[..., 0]
+    shift = cand[np.arange(len(dc))[None, None, :], order[..., 0]]  # (B, B, M, 2)
+    shape = (B, B, n[0], n[1])
+    return shift.reshape(shape + (2,)), first.reshape(shape), (second > first + TOL).reshape(shape)
+
+
 def min_images(host: HostLattice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Minimum-image displacement of every ordered site pair, in whole unit cells.
 
@@ -91,30 +117,11 @@ def min_images(host: HostLattice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     cached = host._cache.get("transfer_min_images")
     if cached is None:
         b, cell = cell_coords(host)
-        n = _diag(host)
-        uc = host.unit_cell
-        basis_f = np.mod(uc.frac_coords, 1.0)
-        A = uc.lattice.matrix
-        N = host.n_sites
-        shift = np.zeros((N, N, 2), dtype=np.int64)
-        dist = np.zeros((N, N))
-        unique = np.zeros((N, N), dtype=bool)
-        images = np.array([(s1, s2) for s1 in (-1, 0, 1) for s2 in (-1, 0, 1)], dtype=np.int64) * n[:2]  # (9, 2)
-        for i in range(N):
-            dc = np.mod(cell - cell[i], n[:2])  # (N, 2) in [0, n)
-            cand = dc[:, None, :] + images[None]  # (N, 9, 2) cell displacements of the images
-            f = np.zeros(cand.shape[:2] + (3,))
-            f[..., :2] = cand
-            f += (basis_f[b] - basis_f[b[i]])[:, None, :]
-            f[..., 2] -= np.round(f[..., 2])
-            length = np.linalg.norm(f @ A, axis=-1)  # (N, 9)
-            order = np.argsort(length, axis=1, kind="stable")
-            best = order[:, 0]
-            rows = np.arange(N)
-            shift[i] = cand[rows, best]
-            dist[i] = length[rows, best]
-            unique[i] = length[rows, order[:, 1]] > dist[i] + TOL
-        cached = (shift, dist, unique)
+        n = _diag(host)[:2]
+        shift_c, dist_c, uniq_c = _class_min_images(host)
+        dc = np.mod(cell[None, :, :] - cell[:, None, :], n)  # (n, n, 2)
+        at = (b[:, None], b[None, :], dc[..., 0], dc[..., 1])
+        cached = (shift_c[at], dist_c[at], uniq_c[at])
         host._cache["transfer_min_images"] = cached
     return cached
 
@@ -205,31 +212,33 @@ def cell_map(big: HostLattice, small: HostLattice) -> CellMap:
                              "(or allows other substituents); the model cannot transfer to it")
     if big.defect_types != small.defect_types or big.species != small.species:
         raise InvdesignError(f"host {big.name} has other defect types than the trained host {small.name}")
-    bb, _ = cell_coords(big)
-    shift_b, dist_b, uniq_b = min_images(big)
+    bb, cell = cell_coords(big)
+    shift_c, dist_c, uniq_c = _class_min_images(big)  # (B, B, N1, N2, ...)
     n_s = _diag(small)[:2]
     idx_s = site_index(small)
     uc = small.unit_cell
     basis_f = np.mod(uc.frac_coords, 1.0)
     A = uc.lattice.matrix
-    n = big.n_sites
-    small_i = np.full((n, n), -1, dtype=np.int32)
-    small_j = np.full((n, n), -1, dtype=np.int32)
     # the small cell represents D when D + L s is longer than D for every small lattice vector L s != 0
-    vec = np.array([(s1, s2) for s1 in range(-2, 3) for s2 in range(-2, 3) if (s1, s2) != (0, 0)], dtype=float) * n_s
-    for i in range(n):
-        D = np.zeros((n, 3))
-        D[:, :2] = shift_b[i]
-        D += basis_f[bb] - basis_f[bb[i]]
-        D[:, 2] -= np.round(D[:, 2])
-        img = np.zeros((len(vec), 3))
-        img[:, :2] = vec
-        longer = np.linalg.norm((D[:, None, :] + img[None]) @ A, axis=-1)  # (n, 24)
-        ok = uniq_b[i] & (longer.min(axis=1) > dist_b[i] + 1e-4)
-        ok[i] = False
-        j_cells = np.mod(shift_b[i], n_s)
-        small_i[i, ok] = idx_s[bb[i], 0, 0]
-        small_j[i, ok] = idx_s[bb[ok], j_cells[ok, 0], j_cells[ok, 1]]
+    vec = np.zeros((24, 3))
+    vec[:, :2] = np.array([(s1, s2) for s1 in range(-2, 3) for s2 in range(-2, 3) if (s1, s2) != (0, 0)]) * n_s
+    D = np.zeros(shift_c.shape[:-1] + (3,))
+    D[..., :2] = shift_c
+    D += (basis_f[None, :, :] - basis_f[:, None, :])[:, :, None, None, :]
+    D[..., 2] -= np.round(D[..., 2])
+    longer = np.linalg.norm((D[..., None, :] + vec) @ A, axis=-1).min(axis=-1)
+    ok_c = uniq_c & (longer > dist_c + TOL)
+    Bn = len(uc)
+    j_cells = np.mod(shift_c, n_s)
+    small_j_c = idx_s[np.arange(Bn)[None, :, None, None], j_cells[..., 0], j_cells[..., 1]]
+    small_j_c = np.where(ok_c, small_j_c, -1)
+    nb = _diag(big)[:2]
+    dc = np.mod(cell[None, :, :] - cell[:, None, :], nb)
+    at = (bb[:, None], bb[None, :], dc[..., 0], dc[..., 1])
+    small_j = small_j_c[at].astype(np.int32)
+    np.fill_diagonal(small_j, -1)
+    small_i = np.where(small_j >= 0, idx_s[bb, 0, 0][:, None], -1).astype(np.int32)
+    dist_b = dist_c[at]
     reach = small_j >= 0
     rng = float(dist_b[reach].max()) if reach.any() else 0.0
     out = CellMap(big, small, small_i, small_j, reach, rng)

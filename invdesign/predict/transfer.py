@@ -125,19 +125,19 @@ class TransferredModel(Predictor):
     Attributes not listed are not forwarded: what has no meaning on the larger cell is absent.
     """
 
-    def __init__(self, base: Predictor, host: HostLattice) -> None:
-        small = base.host
+    def __init__(self, trained: Predictor, host: HostLattice) -> None:
+        small = trained.host
         nb, ns = np.diag(np.asarray(host.matrix)), np.diag(np.asarray(small.matrix))
         self.cell_map = cell_map(host, small)
         if (nb[:2] < ns[:2]).any():
             raise InvdesignError(f"host {host.name} is smaller than the trained {small.name}; only larger cells are served")
-        self.base, self.host = base, host
-        self.heads, self.meta = base.heads, base.meta
+        self.trained, self.host = trained, host
+        self.heads, self.meta = trained.heads, trained.meta
         self._train_occ = None
 
     # ------------------------------------------------------------------ the Predictor contract
     def train_stats(self) -> TrainStats:
-        return self.base.train_stats()
+        return self.trained.train_stats()
 
     def cluster_features(self, occ: np.ndarray) -> np.ndarray:
         return mapped_cluster_counts(occ, self.cell_map)
@@ -148,7 +148,7 @@ class TransferredModel(Predictor):
 
     def _inflate(self, occ: np.ndarray, std: np.ndarray, j: int) -> np.ndarray:
         """Std ``(N,)`` of target column ``j`` widened by the beyond-range pairs (per defect site for formation energy)."""
-        w = far_term_magnitudes(self.base)[j]
+        w = far_term_magnitudes(self.trained)[j]
         extra = self.beyond_pairs(occ) * w
         if j == 0:
             from invdesign.predict.serving import n_defects
@@ -173,7 +173,7 @@ class TransferredModel(Predictor):
         """Every configuration is flagged: the cell, how many pairs lie beyond the trained range, then the
         trained model's own reasons (density, composition, unseen clusters)."""
         occ = self._check(occ)
-        head = f"cell {cell_tag(self.host)} larger than trained {cell_tag(self.base.host)}"
+        head = f"cell {cell_tag(self.host)} larger than trained {cell_tag(self.trained.host)}"
         out = []
         for nb, why in zip(self.beyond_pairs(occ), super().extrapolation(occ)):
             r = f"{head}; {int(nb)} pair(s) beyond the trained range ({self.cell_map.range_A:.1f} A)"
@@ -183,20 +183,20 @@ class TransferredModel(Predictor):
     # ------------------------------------------------------------------ what design and campaigns read
     def embed(self, occ: np.ndarray) -> np.ndarray:
         """``(N, n_big)`` -> ``(N, d)`` embeddings by the trained encoder (:mod:`invdesign.embed.transfer`)."""
-        enc = getattr(self.base, "encoder", None)
+        enc = getattr(self.trained, "encoder", None)
         if enc is None:
             raise InvdesignError("embedding needs the full model (this one was loaded for predictions only)")
         from invdesign.embed.transfer import transferred_tables
 
-        return transferred_tables(enc, self.base.host, self.host).embed(self._check(occ))
+        return transferred_tables(enc, self.trained.host, self.host).embed(self._check(occ))
 
     @property
     def encoder(self):
-        return self.base.encoder
+        return self.trained.encoder
 
     @property
     def dim(self) -> int:
-        return self.base.dim
+        return self.trained.dim
 
     @property
     def extras(self) -> dict:
@@ -204,18 +204,18 @@ class TransferredModel(Predictor):
 
     @property
     def train_y(self) -> np.ndarray:
-        return self.base.train_y
+        return self.trained.train_y
 
     @property
     def train_occ(self) -> np.ndarray:
         """The training configurations, each unwrapped into the larger cell (:meth:`CellMap.unwrap`): novelty and
         nearest-known checks then mean "the same local cluster as a training configuration"."""
         if self._train_occ is None:
-            self._train_occ = self.cell_map.unwrap(self.base.train_occ)
+            self._train_occ = self.cell_map.unwrap(self.trained.train_occ)
         return self._train_occ
 
     def predict_embedding(self, z: np.ndarray):
-        return self.base.predict_embedding(z)
+        return self.trained.predict_embedding(z)
 
 
 def on_host(model, host: HostLattice | None):
@@ -223,5 +223,5 @@ def on_host(model, host: HostLattice | None):
     if host is None or host.fingerprint == model.host.fingerprint:
         return model
     if isinstance(model, TransferredModel):
-        model = model.base
+        model = model.trained
     return TransferredModel(model, host)
