@@ -155,13 +155,16 @@ class CellMap:
         """``(N,)`` int64 number of unordered defect pairs of ``(N, n_big)`` configurations beyond the trained range."""
         occ = np.atleast_2d(np.asarray(occ))
         mask = occ != self.big.host_code[None, :]
+        counts = mask.sum(axis=1)
         out = np.zeros(len(occ), dtype=np.int64)
         far = ~self.reach
         np.fill_diagonal(far, False)
-        for r in range(len(occ)):
-            s = np.flatnonzero(mask[r])
-            if len(s) > 1:
-                out[r] = int(far[np.ix_(s, s)].sum()) // 2
+        for k in np.unique(counts):
+            if k < 2:
+                continue
+            rows = np.flatnonzero(counts == k)
+            sites = np.nonzero(mask[rows])[1].reshape(len(rows), int(k))
+            out[rows] = far[sites[:, :, None], sites[:, None, :]].sum(axis=(1, 2)) // 2
         return out
 
     def unwrap(self, occ_small: np.ndarray) -> np.ndarray:

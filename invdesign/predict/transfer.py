@@ -128,9 +128,9 @@ class TransferredModel(Predictor):
     def __init__(self, trained: Predictor, host: HostLattice) -> None:
         small = trained.host
         nb, ns = np.diag(np.asarray(host.matrix)), np.diag(np.asarray(small.matrix))
-        self.cell_map = cell_map(host, small)
         if (nb[:2] < ns[:2]).any():
             raise InvdesignError(f"host {host.name} is smaller than the trained {small.name}; only larger cells are served")
+        self.cell_map = cell_map(host, small)
         self.trained, self.host = trained, host
         self.heads, self.meta = trained.heads, trained.meta
         self._train_occ = None
