@@ -173,3 +173,26 @@ def test_cli_refusals(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "smaller than the trained" in err and err.count("\n") == 1
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_campaign_on_12x12_pool(tmp_path, big, moved):
+    """A campaign over 12x12 structures: model features (the embedding on 12x12) and the surrogate oracle
+    predict with the model served on the campaign's host."""
+    from invdesign.campaign.campaign import Campaign
+    from invdesign.campaign.target import Target
+    from invdesign.io import write_structure
+
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    occ = _random(big, 6, 1, 4, seed=11)
+    for i, o in enumerate(occ):
+        write_structure(o, big, folder / f"p{i}.cif")
+    mean, _ = moved.predict(occ)
+    lo, hi = float(np.sort(mean[:, 0])[1]) - 1e-6, float(np.sort(mean[:, 0])[3]) + 1e-6  # 3 of the 6 inside
+    target = Target(window={"formation_energy_per_site": (lo, hi)})
+    with Campaign.create(tmp_path / "c.db", target, [folder], supercell="12x12", oracle="surrogate", batch=2,
+                         budget=4, seed=0) as c:
+        st = c.run(executor="inline", progress=False)
+        assert c.host.name == "MoS2-12x12"
+    assert st["evaluations"] == 4 and st["hits"] >= 1
+    assert st["best"]["canonical_key"].startswith("MoS2-12x12:")
