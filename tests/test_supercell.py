@@ -160,6 +160,7 @@ def test_cli_predict_embed_design_12x12(tmp_path, big, capsys):
     c = pd.read_csv(out / "candidates.csv")
     assert len(c) == 3 and c["canonical_key"].str.startswith("MoS2-12x12:").all()
     assert c["n_defects"].between(4, 5).all() and c["extrapolation"].all()
+    assert c["extrapolation_reason"].str.startswith("cell 12x12 larger than trained 8x8; ").all()
     assert len(list((out / "structures").glob("*.cif"))) == 3
 
 

@@ -169,16 +169,18 @@ class TransferredModel(Predictor):
         mean, std = super().predict_target(occ, target)
         return mean, self._inflate(occ, std, self.targets.index(target))
 
-    def extrapolation(self, occ: np.ndarray) -> list[str]:
-        """Every configuration is flagged: the cell, how many pairs lie beyond the trained range, then the
-        trained model's own reasons (density, composition, unseen clusters)."""
-        occ = self._check(occ)
+    def cell_reasons(self, occ: np.ndarray) -> list[str]:
+        """Why every configuration on this cell is an extrapolation: ``cell 12x12 larger than trained 8x8; N pair(s)
+        beyond the trained range (13.0 A)`` (design's checks prepend it to their own reasons)."""
         head = f"cell {cell_tag(self.host)} larger than trained {cell_tag(self.trained.host)}"
-        out = []
-        for nb, why in zip(self.beyond_pairs(occ), super().extrapolation(occ)):
-            r = f"{head}; {int(nb)} pair(s) beyond the trained range ({self.cell_map.range_A:.1f} A)"
-            out.append(f"{r}; {why}" if why else r)
-        return out
+        return [f"{head}; {int(nb)} pair(s) beyond the trained range ({self.cell_map.range_A:.1f} A)"
+                for nb in self.beyond_pairs(occ)]
+
+    def extrapolation(self, occ: np.ndarray) -> list[str]:
+        """Every configuration is flagged: :meth:`cell_reasons`, then the trained model's own reasons (density,
+        composition, unseen clusters)."""
+        occ = self._check(occ)
+        return [f"{c}; {why}" if why else c for c, why in zip(self.cell_reasons(occ), super().extrapolation(occ))]
 
     # ------------------------------------------------------------------ what design and campaigns read
     def embed(self, occ: np.ndarray) -> np.ndarray:
