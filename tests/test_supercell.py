@@ -149,6 +149,12 @@ def test_cli_predict_embed_design_12x12(tmp_path, big, capsys):
     assert df["extrapolation_reason"].str.startswith("cell 12x12 larger than trained 8x8").all()
     assert ((df["homo_lumo_gap"] > 0) & (df["homo_lumo_gap"] < 2.0)).all()
     assert (df["formation_energy_per_site_std"] > 0).all()
+    from importlib import resources
+
+    cif = str(resources.files("invdesign.resources") / "MoS2_unit_cell.cif")  # the documented spelling: --host CIF
+    pred2 = tmp_path / "p2.csv"
+    assert main(["predict", str(folder), "--host", cif, "--supercell", "12x12", "--out", str(pred2)]) == 0
+    assert pred2.read_bytes() == pred.read_bytes()
     assert main(["embed", str(folder), "--supercell", "12x12", "--out", str(emb)]) == 0
     assert pd.read_csv(emb).shape == (3, 13)
     assert main(["canon", str(folder), "--supercell", "12x12", "--out", str(keys)]) == 0
