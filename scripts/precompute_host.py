@@ -1,5 +1,6 @@
 """Precompute the packaged default host: its unit cell as JSON (no CIF parsing at start-up) and its
-symmetry tables (site permutations from spglib, pair orbits) as ``resources/symmetry_<fingerprint>_<symprec>.npz``.
+symmetry tables (site permutations from spglib, pair orbits) as ``resources/symmetry_<fingerprint>_<symprec>.npz``;
+the same tables for the larger MoS2 cells the 8x8-trained model serves (12x12, 16x16).
 
     python scripts/precompute_host.py   # rerun whenever the packaged CIF or the default supercell changes
 """
@@ -26,6 +27,13 @@ def main() -> None:
     p = write_symmetry_table(host, RES)
     print(p, host.perms.shape, int(host.pair_orbits.max()) + 1, "pair orbits")
     assert np.array_equal(host.perms[0], np.arange(host.n_sites))
+    for n in LARGER:
+        big = HostLattice.from_unit_cell("builtin:MoS2", (n, n))
+        p = write_symmetry_table(big, RES)
+        print(p, big.perms.shape, int(big.pair_orbits.max()) + 1, "pair orbits")
+
+
+LARGER = (12, 16)  # supercells served by local geometry (invdesign.predict.transfer)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,9 @@ def _featurizer(config: dict, host: HostLattice):
         from invdesign.model import load_model
     except ImportError:
         raise InvdesignError("no model is available in this install; use features='pairs' (--features pairs)") from None
-    return ModelFeatures(load_model(config.get("model")))
+    from invdesign.predict.transfer import on_host
+
+    return ModelFeatures(on_host(load_model(config.get("model")), host))
 
 
 class Campaign:
@@ -170,6 +172,12 @@ class Campaign:
                 raise InvdesignError("give a pool or generate candidates from the flow, not both")
             if target.objective:
                 raise InvdesignError("flow candidates need a target window (the flow samples for a window)")
+            from invdesign.model import load_model
+
+            trained = load_model(model).host
+            if h.fingerprint != trained.fingerprint:
+                raise InvdesignError(f"--generate samples the flow trained on {trained.name}, not on {h.name}; give a pool "
+                                     "or let the campaign enumerate")
             cands, occ, source_desc = _flow_candidates(target, generate, model, max_defects, min_defects, defect_types, seed)
         else:
             cands, occ, source_desc = _candidate_set(h, pool, max_defects, min_defects, defect_types)

@@ -163,19 +163,21 @@ class SurrogateOracle:
 
     cheap = True
 
-    def __init__(self, model_path: str | None = None) -> None:
+    def __init__(self, model_path: str | None = None, host: HostLattice | None = None) -> None:
         self.model_path = model_path
+        self.host = host  # the campaign's host: a larger cell of the model's is served by local geometry
         self.name = f"surrogate:{model_path}" if model_path else "surrogate"
         self._model = None
 
     def __getstate__(self) -> dict:
-        return {"model_path": self.model_path, "name": self.name, "_model": None}
+        return {"model_path": self.model_path, "host": self.host, "name": self.name, "_model": None}
 
     def evaluate(self, occ: np.ndarray, ids: Sequence[str]) -> np.ndarray:
         if self._model is None:
             from invdesign.model import load_model
+            from invdesign.predict.transfer import on_host
 
-            self._model = load_model(self.model_path)
+            self._model = on_host(load_model(self.model_path), self.host)
         mean, _ = self._model.predict(np.asarray(occ, dtype=np.uint8))
         return np.asarray(mean, dtype=float)
 
@@ -538,7 +540,7 @@ def make_oracle(spec: str, host: HostLattice | None = None, needed: Sequence[str
             raise InvdesignError("oracle table:F.csv needs a file")
         return TableOracle(arg, host, needed=needed, allow_failures=allow_failures)
     if kind == "surrogate":
-        return SurrogateOracle(arg or None)
+        return SurrogateOracle(arg or None, host)
     if kind == "chgnet":
         if not arg:
             if need_mu:

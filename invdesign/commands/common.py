@@ -64,6 +64,42 @@ def resolve_host(host: str, supercell: str) -> HostLattice:
     return HostLattice.from_unit_cell(host, supercell)
 
 
+ModelHostOpt = typer.Option(
+    None, "--host", help="Host of the structures: a pristine unit-cell CIF, a host config TOML, or builtin:MoS2; "
+                         "default: the model's own (8x8 MoS2 for the packaged model).")
+ModelSupercellOpt = typer.Option(
+    None, "--supercell", help="Supercell of the host, e.g. 12x12 (default: the model's). A model trained on 8x8 serves "
+                              "larger cells of its host by local geometry; every such prediction is flagged as extrapolation.")
+
+
+def requested_host(host: str | None, supercell: str | None):
+    """What ``--host``/``--supercell`` ask for, checked before any model loads: a HostLattice (``--host``
+    given), the supercell text (only ``--supercell``: the model's unit cell), or None (the model's host)."""
+    if host is None and supercell is None:
+        return None
+    if host is None:
+        from invdesign.lattice.host import _as_matrix
+
+        _as_matrix(supercell)
+        return supercell
+    if not host.startswith("builtin:") and not Path(host).exists():
+        raise InvdesignError("host unit cell or config not found", source=host)
+    return resolve_host(host, supercell or "8x8")
+
+
+def place_model(model, request):
+    """``model`` on the host of :func:`requested_host` (itself on its own host; a larger cell of its
+    host: :class:`invdesign.predict.transfer.TransferredModel`)."""
+    if request is None:
+        return model
+    from invdesign.lattice.host import HostLattice
+    from invdesign.predict.transfer import on_host
+
+    if isinstance(request, str):
+        request = HostLattice.from_unit_cell(model.host.unit_cell, request, model.host.substituents)
+    return on_host(model, request)
+
+
 OverwriteOpt = typer.Option(
     False, "--overwrite",
     help="Replace an existing output: a file, or a folder holding a previous output of this command "

@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from invdesign.commands.common import LazyConsole, OverwriteOpt, check_out_dir
+from invdesign.commands.common import (
+    LazyConsole,
+    ModelHostOpt,
+    ModelSupercellOpt,
+    OverwriteOpt,
+    check_out_dir,
+    place_model,
+    requested_host,
+)
 from invdesign.errors import InvdesignError
 
 if TYPE_CHECKING:  # annotations only: heavy imports stay inside the commands (fast --help)
@@ -66,6 +74,8 @@ def design_cmd(
     check_steps: int = typer.Option(20, "--check-steps", help="With --check: FIRE steps of the structural relaxation."),
     check_executor: str = typer.Option("auto", "--check-executor", help="With --check: auto (process pool), inline, "
                                        "process[:N], dask-local[:N], dask://host:port."),
+    host: str = ModelHostOpt,
+    supercell: str = ModelSupercellOpt,
 ) -> None:
     """Candidates whose predicted properties lie in the target window: decoded, checked, ranked, exported."""
     from invdesign.generate.design import MODES
@@ -96,7 +106,11 @@ def design_cmd(
     if not (temperature > 0 and math.isfinite(temperature)):
         raise InvdesignError(f"--temperature must be a positive number of kelvin, not {temperature}")
     check_out_dir(out, "design", overwrite)
-    m = _load_model(model)
+    request = requested_host(host, supercell)
+    m = place_model(_load_model(model), request)
+    if mode == "flow" and hasattr(m, "cell_map"):
+        raise InvdesignError(f"--mode flow samples the flow trained on {m.trained.host.name}; on {m.host.name} use "
+                             "--mode anneal, exhaustive or auto")
     from invdesign.generate.decoder import Limits
 
     Limits.make(m.host, max_defects, min_defects, _parse_types(types))

@@ -9,7 +9,18 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from invdesign.commands.common import LazyConsole, OverwriteOpt, TolOpt, check_inputs, check_out_dir, check_out_file
+from invdesign.commands.common import (
+    LazyConsole,
+    ModelHostOpt,
+    ModelSupercellOpt,
+    OverwriteOpt,
+    TolOpt,
+    check_inputs,
+    check_out_dir,
+    check_out_file,
+    place_model,
+    requested_host,
+)
 from invdesign.errors import InvdesignError
 
 if TYPE_CHECKING:  # annotations only: heavy imports stay inside the commands (fast --help)
@@ -57,22 +68,25 @@ def _structures(paths: list[Path], model, tol: float):
 
 
 def _inputs(structures: list[Path], out: Path, model_path: Path | None, tol: float, overwrite: bool = False,
-            serving: bool = False):
+            serving: bool = False, host: str | None = None, supercell: str | None = None):
     """Check the inputs and ``out`` (before the model loads), load the model, map the structures, warn on extrapolation.
 
     ``serving``: load only what ``predict`` needs (:func:`invdesign.predictor.load_predictor`: cached
-    per model file, no torch import).
+    per model file, no torch import). ``host``/``supercell``: the structures' host when it is not the
+    model's (a larger cell of it; :func:`invdesign.commands.common.place_model`).
     """
     check_inputs(structures)
     if model_path is not None and not Path(model_path).exists():
         raise InvdesignError("model not found", source=str(model_path))
     check_out_file(out, overwrite=overwrite)
+    request = requested_host(host, supercell)
     if serving:
         from invdesign.predictor import load_predictor
 
         m = load_predictor(model_path)
     else:
         m = _model(model_path)
+    m = place_model(m, request)
     ds = _structures(structures, m, tol)
     _warn_extrapolation(m, ds.occ, ds.ids)
     return m, ds
@@ -157,6 +171,8 @@ def embed_cmd(
     out: Path = typer.Option(..., "--out", help="Output CSV: id,z0..z{d-1}."),
     model: Path = ModelOpt,
     tol: float = TolOpt,
+    host: str = ModelHostOpt,
+    supercell: str = ModelSupercellOpt,
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Symmetry-invariant embeddings of structures."""
@@ -164,7 +180,7 @@ def embed_cmd(
 
     from invdesign.io import write_csv
 
-    m, ds = _inputs(structures, out, model, tol, overwrite)
+    m, ds = _inputs(structures, out, model, tol, overwrite, host=host, supercell=supercell)
     z = m.embed(ds.occ)
     df = pd.DataFrame(z, columns=[f"z{i}" for i in range(z.shape[1])])
     df.insert(0, "id", ds.ids)
@@ -179,6 +195,8 @@ def predict_cmd(
     tol: float = TolOpt,
     mu: str = typer.Option(None, "--mu", help="Chemical potentials for the formation energy: S-rich, Mo-rich or FILE.json "
                            "(eV/atom in the model's 2DMD reference, or doped's format as FILE.json[#LIMIT]); default: the reference."),
+    host: str = ModelHostOpt,
+    supercell: str = ModelSupercellOpt,
     overwrite: bool = OverwriteOpt,
 ) -> None:
     """Formation energy per defect site and HOMO-LUMO gap (eV) with one-sigma uncertainties, an extrapolation
@@ -190,7 +208,7 @@ def predict_cmd(
     from invdesign.synthesis.plan import bookkeeping
 
     chem = read_mu(mu)
-    m, ds = _inputs(structures, out, model, tol, overwrite, serving=True)
+    m, ds = _inputs(structures, out, model, tol, overwrite, serving=True, host=host, supercell=supercell)
     df = bookkeeping(prediction_table(with_mu(m, chem), ds.ids, ds.occ), ds.occ, m.host)
     df["mu"] = chem.name
     pristine = int((df["note"] != "").sum())

@@ -182,9 +182,12 @@ def check_candidates(
         df["unseen_clusters"] = 0
     far = nd > ks.far_threshold
     flag = unseen | far | (df["unseen_clusters"].to_numpy() > 0)
+    reasons = _reasons(comp.sum(axis=1), df["composition"].tolist(), unseen, df["unseen_clusters"].to_numpy(), far, nd, ks)
+    if hasattr(model, "cell_reasons") and len(occ):  # served on a larger cell than trained: always an extrapolation
+        reasons = [f"{c}; {r}" if r else c for c, r in zip(model.cell_reasons(occ), reasons)]
+        flag = np.ones(len(occ), dtype=bool)
     df["extrapolation"] = flag
-    df["extrapolation_reason"] = _reasons(comp.sum(axis=1), df["composition"].tolist(), unseen,
-                                          df["unseen_clusters"].to_numpy(), far, nd, ks)
+    df["extrapolation_reason"] = reasons
     # flagged: p_in_window with each std inflated in quadrature by the training spread (EXTRAPOLATION_POLICY)
     spread = train_spread(model)
     eff = np.where(flag[:, None], np.sqrt(std**2 + spread[None, :] ** 2), std) if len(std) else std

@@ -261,6 +261,9 @@ class HostLattice:
         pre = _packaged_symmetry(self)
         if pre is not None:
             return pre["perms"]
+        cached = _read_user_symmetry(self, "perms")
+        if cached is not None:
+            return cached
         from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
         sga = SpacegroupAnalyzer(self.supercell, symprec=self.symprec)
@@ -281,6 +284,7 @@ class HostLattice:
         rest = arr[~np.all(arr == ident, axis=1)]
         out = np.vstack([ident[None], rest])
         out.setflags(write=False)
+        _write_user_symmetry(self, "perms", out)
         return out
 
     @cached_property
@@ -309,6 +313,9 @@ class HostLattice:
         pre = _packaged_symmetry(self)
         if pre is not None and "pair_orbits" in pre:
             return pre["pair_orbits"]
+        cached = _read_user_symmetry(self, "pair_orbits")
+        if cached is not None:
+            return cached
         n = self.n_sites
         p = self.perms.astype(np.int64)
         # pair (i, j) -> i * n + j; image under g: p[g, i] * n + p[g, j]. The orbit representative is
@@ -318,7 +325,9 @@ class HostLattice:
         for g in range(p.shape[0]):
             np.minimum(rep, p[g][:, None] * n + p[g][None, :], out=rep)
         _, labels = np.unique(rep.ravel(), return_inverse=True)
-        return labels.reshape(n, n).astype(np.int32)
+        out = labels.reshape(n, n).astype(np.int32)
+        _write_user_symmetry(self, "pair_orbits", out)
+        return out
 
     @cached_property
     def min_image_distance(self) -> np.ndarray:
@@ -360,9 +369,59 @@ def _packaged_symmetry(host: HostLattice) -> dict | None:
     return host._cache["packaged_symmetry"]
 
 
+def _user_symmetry_path(host: HostLattice, what: str) -> Path:
+    """Where hosts without a packaged table cache ``perms``/``pair_orbits`` (``$INVDESIGN_CACHE_DIR``, default
+    ``~/.cache/invdesign``, as :func:`invdesign.data.dataset.cache_dir`; keyed by the host's content hash)."""
+    import os
+
+    root = Path(os.environ.get("INVDESIGN_CACHE_DIR", Path.home() / ".cache" / "invdesign"))
+    return root / f"host-{host.fingerprint}-{host.symprec:g}-{what}.npy"
+
+
+def _read_user_symmetry(host: HostLattice, what: str) -> np.ndarray | None:
+    """The cached ``perms`` (checked: identity first, every row a permutation) or ``pair_orbits``, or None."""
+    path = _user_symmetry_path(host, what)
+    if host._cache.get("compute_symmetry") or not path.is_file():
+        return None
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    n = host.n_sites
+    if what == "perms":
+        ok = arr.ndim == 2 and arr.shape[1] == n and np.array_equal(arr[0], np.arange(n))
+        ok = ok and bool((np.sort(arr, axis=1) == np.arange(n)[None]).all())
+    else:
+        ok = arr.shape == (n, n) and arr.dtype == np.int32
+    if not ok:
+        return None  # recomputed and rewritten
+    arr.setflags(write=False)
+    return arr
+
+
+def _write_user_symmetry(host: HostLattice, what: str, arr: np.ndarray) -> None:
+    import os
+    import tempfile
+
+    path = _user_symmetry_path(host, what)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy.tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.save(fh, np.asarray(arr))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError:
+        pass  # a read-only cache only costs time
+
+
 def write_symmetry_table(host: HostLattice, folder: str | Path) -> Path:
     """Write ``symmetry_<fingerprint>_<symprec>.npz`` (perms from spglib, pair orbits) for packaging."""
     host._cache["packaged_symmetry"] = None  # compute, do not read
+    host._cache["compute_symmetry"] = True
     for attr in ("perms", "pair_orbits"):
         host.__dict__.pop(attr, None)
     path = Path(folder) / _symmetry_resource(host).name

@@ -86,6 +86,15 @@ class Predictor(ABC):
     def train_stats(self) -> TrainStats:
         """Training-set statistics of the extrapolation flags (:class:`TrainStats`)."""
 
+    def cluster_features(self, occ: np.ndarray) -> np.ndarray:
+        """``(N, F)`` the heads' input: exact cluster counts on :attr:`host` (a model moved to a larger
+        cell maps them onto the trained cell's, :mod:`invdesign.predict.transfer`)."""
+        return cluster_counts(occ, self.host)
+
+    def cluster_linear(self, occ: np.ndarray, coef: np.ndarray) -> np.ndarray:
+        """``cluster_features(occ) @ coef`` ``(N, m)``, summed over the clusters without the count matrix."""
+        return cluster_dot(occ, self.host, coef)
+
     def _check(self, occ) -> np.ndarray:
         occ = np.asarray(occ)
         if occ.ndim == 1:
@@ -123,7 +132,7 @@ class Predictor(ABC):
         A head whose columns are all served by others is not evaluated.
         """
         occ = self._check(occ)
-        X = cluster_counts(occ, self.host)
+        X = self.cluster_features(occ)
         which = self.serving_heads()
         mean = np.zeros((len(occ), len(self.targets)))
         std = np.zeros_like(mean)
@@ -155,10 +164,10 @@ class Predictor(ABC):
         j = self.targets.index(target)
         head = self.serving_heads()[target]
         fast = not with_std and hasattr(self.heads[head], "folded")
-        X = None if fast else cluster_counts(occ, self.host)
+        X = None if fast else self.cluster_features(occ)
         if fast:  # a linear head's mean straight from the clusters (no count matrix)
             coef, b = self.heads[head].folded()
-            mean, std = cluster_dot(occ, self.host, coef[:, j : j + 1])[:, 0] + b[j], None
+            mean, std = self.cluster_linear(occ, coef[:, j : j + 1])[:, 0] + b[j], None
         elif head == "gap_gbt":
             gh = self.heads["gap_gbt"]
             mean, std = gh.predict(X)
@@ -198,7 +207,7 @@ class Predictor(ABC):
         """
         occ = self._check(occ)
         seen = self.train_stats().seen_clusters
-        return (cluster_counts(occ, self.host)[:, ~seen] != 0).sum(axis=1)
+        return (self.cluster_features(occ)[:, ~seen] != 0).sum(axis=1)
 
     def extrapolation(self, occ: np.ndarray) -> list[str]:
         """One reason string per configuration ('' when inside the training domain).
