@@ -53,6 +53,12 @@ def _same(a: ServingModel, b, occ: np.ndarray) -> None:
     X = cluster_counts(occ, b.host)
     k = np.maximum((occ != b.host.host_code).sum(1), 1)
     fm, fs = b.heads["ridge_ce"].predict(X)
+    prior, corr, _ = b.fe_terms()  # the pair prior (unseen pair classes) and the high-density correction
+    pm, ps = prior.contribution(X)
+    cm, cs = corr.predict(X)
+    fm[:, 0], fs[:, 0] = (fm[:, 0] + pm) / k + cm, np.sqrt(fs[:, 0] ** 2 + ps**2) / k
+    fs[:, 0] = np.sqrt(fs[:, 0] ** 2 + cs**2)
+    k = 1
     gm, gs = b.heads["gap_gbt"].predict(X)
     gs = np.where(b.gap_validated(occ), gs, np.maximum(gs, unvalidated_std(b.heads["gap_gbt"].eg_max)))
     np.testing.assert_allclose(ma, np.stack([fm[:, 0] / k, gm], 1), rtol=0, atol=1e-12)

@@ -328,7 +328,7 @@ class ServingModel(Predictor):
             return None
         heads = {h: model.heads[h] for h in sorted(set(which.values()))}
         sm = cls(model.host, heads, model.meta, model.train_stats())
-        sm._fe_terms = model.fe_terms()
+        sm._fe_terms = derive_fe_terms(sm)  # from the resource as it is now (the model object may be older)
         return sm
 
     # ------------------------------------------------------------------ plain arrays
@@ -454,7 +454,7 @@ def write_cache(path: Path, sm: ServingModel) -> None:
 
 def prediction_table(model: Predictor, ids, occ: np.ndarray):
     """The ``predict`` table: ``id, <targets>, <targets>_std, extrapolation, extrapolation_reason, note,
-    homo_lumo_gap_validated`` (eV).
+    homo_lumo_gap_validated, formation_energy_reference`` (eV).
 
     ``extrapolation`` is a bool and ``extrapolation_reason`` says why (:meth:`Predictor.extrapolation`).
     A pristine configuration (0 defects) has no formation energy per defect site: NaN, with ``note``.
@@ -476,8 +476,8 @@ def prediction_table(model: Predictor, ids, occ: np.ndarray):
     if "formation_energy_per_site" in TARGETS:
         df.loc[pristine, ["formation_energy_per_site", "formation_energy_per_site_std"]] = np.nan
     df["note"] = np.where(pristine, PRISTINE_NOTE, "")
-    if hasattr(model, "fe_reference"):  # DFT-trained model, or + the high-density correction toward corrected CHGNet
-        df["formation_energy_reference"] = model.fe_reference(occ) if len(occ) else []
     if hasattr(model, "gap_validated"):  # False beyond the trained density or composition (Predictor.gap_validated)
         df["homo_lumo_gap_validated"] = np.asarray(model.gap_validated(occ), dtype=bool) if len(occ) else np.zeros(0, bool)
+    if hasattr(model, "fe_reference"):  # DFT-trained model, or + the high-density correction toward corrected CHGNet
+        df["formation_energy_reference"] = model.fe_reference(occ) if len(occ) else []
     return df
