@@ -10,12 +10,13 @@ contribution and an uncertainty learned from the seen pair weights of the same h
   increments both ordered columns ``(a, b, o)`` and ``(b, a, o^T)`` by one (the same column by two
   when they coincide), so the two are always seen or unseen together and their weights act only as
   a sum ``J``, the energy (eV) of one such pair.
-- Per unordered species pair ``(a, b)`` with seen classes, ``J(d) = A_ab exp(-d / LAMBDA)`` is fitted
-  by least squares to the seen ``J`` (``d``: pair distance, A); species pairs with no seen class
-  get ``A_ab = 0``.
-- The prior std is the residual scatter of the seen ``J`` around that fit as a function of distance,
-  ``s(d) = s0 exp(-d / lambda_s)`` (log-linear least squares on the squared residuals, pooled over
-  species pairs).
+- Per unordered species pair ``(a, b)`` with seen classes, ``J(d) = beta A_ab exp(-d / lambda)`` is
+  fitted by least squares to the seen ``J`` (``d``: pair distance, A); species pairs with no seen
+  class get ``A_ab = 0``. The decay length ``lambda`` (:data:`LAMBDAS`) and the shrinkage ``beta``
+  (:data:`BETAS`; 0 = the fit predicts nothing, mean 0) are chosen by leave-one-class-out error.
+- The prior std is the leave-one-class-out scatter of the seen ``J`` around that fit as a function
+  of distance, ``s(d) = s0 exp(-d / lambda_s)`` (log-linear least squares on the squared residuals,
+  pooled over species pairs, rescaled to their mean square).
 
 An unseen class then contributes ``u * J_prior`` (``u``: number of such unordered pairs) with std
 ``u * s(d)``; classes are taken as independent (stds add in quadrature). Seen columns get nothing:
@@ -31,8 +32,10 @@ from invdesign.lattice.host import HostLattice
 
 #: Candidate decay lengths (A) of the prior mean; the one with the lowest leave-one-class-out error serves.
 LAMBDAS = (0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+#: Candidate shrinkage factors of the prior mean (chosen with the decay length).
+BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: Version of the prior's recipe (part of the serving cache's key and the HD correction's fingerprint).
-PRIOR_VERSION = 1
+PRIOR_VERSION = 2
 
 
 def pair_orbit_distance(host: HostLattice) -> np.ndarray:
@@ -92,15 +95,16 @@ def _amplitudes(J: np.ndarray, basis: np.ndarray, gs: np.ndarray, gseen: np.ndar
     return A
 
 
-def _loo_error(J: np.ndarray, gd: np.ndarray, gs: np.ndarray, gseen: np.ndarray, lam: float) -> float:
-    """Mean squared leave-one-class-out error of the decay fit with length ``lam`` (seen classes)."""
+def _loo_predictions(J: np.ndarray, gd: np.ndarray, gs: np.ndarray, gseen: np.ndarray, lam: float) -> np.ndarray:
+    """``(G,)`` leave-one-class-out prediction of each seen class's ``J`` by the decay fit of length
+    ``lam`` on the other seen classes of its species pair (NaN for unseen classes)."""
     basis = np.exp(-gd / lam)
-    err = []
+    out = np.full(len(J), np.nan)
     for g in np.flatnonzero(gseen):
         m = gseen.copy()
         m[g] = False
-        err.append((J[g] - _amplitudes(J, basis, gs, m)[gs[g]] * basis[g]) ** 2)
-    return float(np.mean(err))
+        out[g] = _amplitudes(J, basis, gs, m)[gs[g]] * basis[g]
+    return out
 
 
 class PairPrior:
@@ -125,11 +129,15 @@ class PairPrior:
         np.add.at(J, group[group >= 0], (w * per_pair)[group >= 0])  # energy of one unordered pair
         gseen = np.zeros(G, bool)
         gseen[group[(group >= 0) & seen]] = True
-        lam = min(LAMBDAS, key=lambda lam_: _loo_error(J, gd, gs, gseen, lam_))
-        A = _amplitudes(J, np.exp(-gd / lam), gs, gseen)
+        # decay length and shrinkage of the mean by leave-one-class-out error over the seen classes
+        # (beta = 0: the distance fit predicts nothing and the prior mean is 0, its std only)
+        loo = {lam_: _loo_predictions(J, gd, gs, gseen, lam_) for lam_ in LAMBDAS}
+        lam, beta = min(((lam_, b) for lam_ in LAMBDAS for b in BETAS),
+                        key=lambda lb: float(np.mean((J[gseen] - lb[1] * loo[lb[0]][gseen]) ** 2)))
         basis = np.exp(-gd / lam)
+        A = beta * _amplitudes(J, basis, gs, gseen)
         mean = A[gs] * basis
-        r2 = (J - mean)[gseen] ** 2 + 1e-10
+        r2 = (J - beta * loo[lam])[gseen] ** 2 + 1e-10  # out-of-sample residuals: the std is not optimistic
         slope, icpt = np.polyfit(gd[gseen], np.log(r2), 1)  # log r^2 = icpt + slope d
         lam_s = -2.0 / slope if slope < 0 else np.inf
         scale = float(np.mean(r2 / np.exp(icpt + slope * gd[gseen])))  # log-fit trend rescaled to the mean square
@@ -139,7 +147,7 @@ class PairPrior:
         cols = np.flatnonzero((group >= 0) & ~seen)
         wcol[cols] = mean[group[cols]] / 2.0  # each column counts an unordered pair 2x in all (twins or a 2)
         scol[cols] = s_d[group[cols]] / 2.0
-        info = {"version": PRIOR_VERSION, "lambda_A": lam, "lambda_std_A": float(lam_s),
+        info = {"version": PRIOR_VERSION, "lambda_A": lam, "shrinkage": beta, "lambda_std_A": float(lam_s),
                 "std_at_3A_eV": float(np.sqrt(scale * np.exp(icpt + slope * 3.0))), "n_seen_classes": int(gseen.sum()),
                 "n_unseen_classes": int((~gseen).sum()),
                 "amplitude_eV": {f"{s // len(host.defect_types)},{s % len(host.defect_types)}": float(A[s]) for s in np.unique(gs)}}
