@@ -118,7 +118,7 @@ class HDCorrection:
             Zb = (hd_features(X[on], self.host, self._M) - self.mu) / self.sd
             K = self._kernel(Zb, self.Z)
             kss = self.c1 + self.c2 * (self.s0**2 + (Zb**2).sum(1)) + self.noise
-            var = np.maximum(kss - np.einsum("ij,jk,ik->i", K, self.Kinv, K), 0.0)
+            var = np.maximum(kss - ((K @ self.Kinv) * K).sum(1), 0.0)
             mean[on] = K @ self.alpha * self.y_std + self.y_mean
             std[on] = np.sqrt(var) * self.y_std
         return mean, std
