@@ -125,6 +125,9 @@ def test_packaged_unseen_pairs_are_served_with_the_prior_std(pred, host):
     hm, hs = _head_only(pred, occ[None])
     assert s[0, 0] > 1.5 * hs[0]
     assert "pair prior" in pred.extrapolation(occ[None])[0]
+    # the gap head (trees) has no additive pair term to fill: such a configuration's composition is unseen
+    # too (no training configuration has two Mo-site defects), so its gap is served as unvalidated
+    assert not pred.gap_validated(occ[None])[0]
 
 
 def test_another_head_gets_no_correction_and_says_so(pred, host):
