@@ -56,6 +56,7 @@ def _same(a: ServingModel, b, occ: np.ndarray) -> None:
     prior, corr, _ = b.fe_terms()  # the pair prior (unseen pair classes) and the high-density correction
     pm, ps = prior.contribution(X)
     cm, cs = corr.predict(X)
+    ps = np.where(cs > 0, 0.0, ps)  # where the correction applies its std stands for the prior's
     fm[:, 0], fs[:, 0] = (fm[:, 0] + pm) / k + cm, np.sqrt(fs[:, 0] ** 2 + ps**2) / k
     fs[:, 0] = np.sqrt(fs[:, 0] ** 2 + cs**2)
     k = 1

@@ -19,7 +19,9 @@ contribution and an uncertainty learned from the seen pair weights of the same h
   pooled over species pairs, rescaled to their mean square).
 
 An unseen class then contributes ``u * J_prior`` (``u``: number of such unordered pairs) with std
-``u * s(d)``; classes are taken as independent (stds add in quadrature). Seen columns get nothing:
+``u * s(d)``; classes are taken as independent (stds add in quadrature). Above 3 defects, where the high-density
+correction applies, serving keeps the prior's mean but not its std (the correction's std, fitted on
+those residuals, stands for it; :meth:`invdesign.predict.serving.Predictor._fe_served`). Seen columns get nothing:
 for a configuration whose pairs are all seen the prediction is unchanged, bit for bit.
 The prior is derived from the head at load time (no data needed), so any ridge-served model has one.
 """

@@ -104,21 +104,21 @@ class Predictor(ABC):
     def _fe_served(self, X: np.ndarray, mean: np.ndarray, std: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per-site formation energy and std ``(N,)`` from the head's total ``mean, std (N,)`` (eV per cell):
         plus the pair prior of unseen pair classes (total), divided by ``k`` defects, plus the
-        high-density correction (per site, from its ``min_defects`` on); stds in quadrature. Rows the
-        extra terms do not touch are returned bit for bit."""
+        high-density correction (per site, from its ``min_defects`` on); stds in quadrature. Where the
+        correction applies, the prior adds its mean but not its std: the correction was fitted on the
+        residuals of exactly that mean and its std (validated by cross-validation there) covers what the
+        unseen pairs leave. Rows the extra terms do not touch are returned bit for bit."""
         prior, corr, _ = self.fe_terms() if self.serving_heads().get(self.targets[0]) == "ridge_ce" else (None, None, "")
         mean, std = np.array(mean, dtype=float), np.array(std, dtype=float)
+        cm, cs = corr.predict(X) if corr is not None else (np.zeros(len(mean)), np.zeros(len(mean)))
         if prior is not None:
             pm, ps = prior.contribution(X)
-            on = ps > 0
-            mean = np.where(on, mean + pm, mean)
-            std = np.where(on, np.hypot(std, ps), std)
+            mean = np.where(pm != 0, mean + pm, mean)
+            std = np.where((ps > 0) & (cs == 0), np.hypot(std, ps), std)
         mean, std = mean / k, std / k
-        if corr is not None:
-            cm, cs = corr.predict(X)
-            on = cs > 0
-            mean = np.where(on, mean + cm, mean)
-            std = np.where(on, np.hypot(std, cs), std)
+        on = cs > 0
+        mean = np.where(on, mean + cm, mean)
+        std = np.where(on, np.hypot(std, cs), std)
         return mean, std
 
     def _check(self, occ) -> np.ndarray:
@@ -151,7 +151,8 @@ class Predictor(ABC):
         by the number of defects here (pristine cells count as one). Where the ridge head serves, pair
         classes no training configuration has get the distance-decaying prior of :mod:`invdesign.predict.pair_prior`
         (mean added, std in quadrature), and configurations with more than 3 defects the high-density
-        correction toward corrected CHGNet (:mod:`invdesign.predict.hd_correction`; :meth:`fe_terms`).
+        correction toward corrected CHGNet (:mod:`invdesign.predict.hd_correction`; :meth:`fe_terms`;
+        its std in quadrature replaces the prior's there, see :meth:`_fe_served`).
 
         Gap: the bounded head (``gap_gbt``, :class:`invdesign.predict.gap.BoundedGapHead`) whenever
         the model has one: the served gap lies in ``(0, eg_max)`` for any configuration, its std is
