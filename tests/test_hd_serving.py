@@ -167,3 +167,19 @@ def test_cache_key_and_predictions_follow_the_resource(pred, host, tmp_path, mon
     low = _random(host, np.random.default_rng(12), 20, 1, 3)
     assert (shifted.predict(low)[0] == pred.predict(low)[0]).all()
     assert serving_cache_path(default_model_path()).is_file()  # written under the new key
+
+
+def test_too_few_seen_pairs_give_no_prior_and_still_predict(pred, host):
+    st = copy.deepcopy(pred.train_stats())
+    T = len(host.defect_types)
+    st.seen_clusters = st.seen_clusters.copy()
+    st.seen_clusters[T:] = False  # as if trained on single defects only
+    with pytest.raises(ValueError, match="too few"):
+        PairPrior.fit(pred.heads["ridge_ce"].W[:, 0] / pred.heads["ridge_ce"].sd, st.seen_clusters, host)
+    other = ServingModel(host, pred.heads, pred.meta, st)
+    prior, corr, status = other.fe_terms()
+    assert prior is None and corr is None and "another" in status  # the fingerprint covers the seen columns
+    occ = _random(host, np.random.default_rng(13), 10, 1, 3)
+    m, s = other.predict(occ)
+    hm, hs = _head_only(pred, occ)
+    assert (m[:, 0] == hm).all() and (s[:, 0] == hs).all()

@@ -36,6 +36,8 @@ from invdesign.lattice.host import HostLattice
 LAMBDAS = (0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
 #: Candidate shrinkage factors of the prior mean (chosen with the decay length).
 BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Fewest seen pair classes a prior is learned from.
+MIN_SEEN = 5
 #: Version of the prior's recipe (part of the serving cache's key and the HD correction's fingerprint).
 PRIOR_VERSION = 2
 
@@ -124,13 +126,16 @@ class PairPrior:
     @classmethod
     def fit(cls, w: np.ndarray, seen: np.ndarray, host: HostLattice) -> PairPrior:
         """From ``w (F,)`` eV per count (the head's weights on raw cluster counts of one target) and
-        ``seen (F,)`` bool (columns nonzero in some training configuration)."""
+        ``seen (F,)`` bool (columns nonzero in some training configuration). ValueError with fewer than
+        :data:`MIN_SEEN` seen pair classes."""
         group, per_pair, gd, gs = pair_classes(host)
         G = len(gd)
         J = np.zeros(G)
         np.add.at(J, group[group >= 0], (w * per_pair)[group >= 0])  # energy of one unordered pair
         gseen = np.zeros(G, bool)
         gseen[group[(group >= 0) & seen]] = True
+        if gseen.sum() < MIN_SEEN:
+            raise ValueError(f"{int(gseen.sum())} seen pair classes: too few to learn a pair prior (needs {MIN_SEEN})")
         # decay length and shrinkage of the mean by leave-one-class-out error over the seen classes
         # (beta = 0: the distance fit predicts nothing and the prior mean is 0, its std only)
         loo = {lam_: _loo_predictions(J, gd, gs, gseen, lam_) for lam_ in LAMBDAS}

@@ -283,7 +283,10 @@ def derive_fe_terms(pred: Predictor) -> tuple[PairPrior | None, HDCorrection | N
         return None, None, "the formation energy is not served by the ridge head"
     head = pred.heads["ridge_ce"]
     seen = np.asarray(pred.train_stats().seen_clusters, bool)
-    prior = PairPrior.fit(np.asarray(head.W, dtype=float)[:, 0] / np.asarray(head.sd, dtype=float), seen, pred.host)
+    try:
+        prior = PairPrior.fit(np.asarray(head.W, dtype=float)[:, 0] / np.asarray(head.sd, dtype=float), seen, pred.host)
+    except ValueError:  # a model trained on too few pair classes: unseen pairs stay flagged, without a prior
+        prior = None
     corr = HDCorrection.load(pred.host)
     if corr is None:
         return prior, None, "no high-density correction is packaged"
