@@ -216,3 +216,11 @@ def test_mean_only_path_on_a_larger_cell(moved, big):
     np.testing.assert_allclose(fast, mean, rtol=0, atol=1e-12)
     st = arrangement_stats(moved, occ[:2], temperature=1000.0, samples=200)
     assert np.isfinite(st.population).all() and (st.population > 0).all()
+
+
+def test_no_high_density_correction_on_a_larger_cell(moved, big):
+    """The correction toward the 8x8 high-density reference is not applied on 12x12 (other densities), and says so."""
+    prior, corr, status = moved.fe_terms()
+    assert corr is None and "not applied on 12x12" in status
+    occ = _random(big, 3, 5, 8, seed=11)
+    assert not any("correction toward" in r for r in moved.fe_reference(occ))

@@ -220,6 +220,12 @@ def predict_cmd(
         console.print(f"{int((~df['homo_lumo_gap_validated']).sum())} of {len(df)} gap predictions lie beyond the trained "
                       "density or composition: bounded but unvalidated (homo_lumo_gap_validated = False; their std is the "
                       "uninformed one)", highlight=False)
+    if "formation_energy_reference" in df:
+        corrected = df["formation_energy_reference"].str.contains("corrected CHGNet")
+        if corrected.any():
+            console.print(f"{int(corrected.sum())} of {len(df)} formation energies lie beyond the DFT data (> 3 defects): "
+                          "DFT-trained model + correction toward corrected CHGNet, its std included "
+                          "(formation_energy_reference)", highlight=False)
     write_csv(out, df)
     heads = ", ".join(f"{t}: {h}" for t, h in m.meta.get("serving", {}).items()) or m.meta.get("serving_head", "?")
     console.print(f"{len(df)} predictions (heads {heads}) -> {out}", highlight=False)

@@ -139,11 +139,13 @@ def check_candidates(
         DataFrame with ``canonical_key``, the predictions and stds (eV), ``p_in_window``,
         ``window_distance`` (eV), ``n_defects``, ``composition``, ``within_limits``,
         ``reembed_distance``, ``novel``, ``nearest_known_distance``, ``nearest_known_key``,
-        ``unseen_clusters`` (defect pairs with no training example: their contribution is missing
-        from the prediction), ``extrapolation`` (composition never trained on, far from every known
+        ``unseen_clusters`` (defect pairs with no training example: the ridge head serves their
+        contribution from the distance-decaying pair prior, its std included), ``extrapolation`` (composition never trained on, far from every known
         configuration in embedding space, or an unseen cluster), ``homo_lumo_gap_validated`` (False
         beyond the trained density or composition: the gap is bounded but unvalidated, its std the
-        uninformed one; models with a ``gap_validated`` method).
+        uninformed one; models with a ``gap_validated`` method), ``formation_energy_reference`` (what the
+        formation energy is: the DFT-trained model, or above 3 defects that plus the correction toward
+        corrected CHGNet; models with a ``fe_reference`` method).
     """
     host = model.host
     occ = np.asarray(occ)
@@ -196,6 +198,8 @@ def check_candidates(
     df["p_in_window"] = window.p_in(mean, eff) if len(eff) else np.zeros(0)
     if hasattr(model, "gap_validated"):  # False: more defects or a composition than trained (the gap std says how much)
         df["homo_lumo_gap_validated"] = np.asarray(model.gap_validated(occ), dtype=bool) if len(occ) else np.zeros(0, bool)
+    if hasattr(model, "fe_reference"):  # DFT-trained model, or + the high-density correction toward corrected CHGNet
+        df["formation_energy_reference"] = model.fe_reference(occ) if len(occ) else []
     return df
 
 

@@ -293,6 +293,8 @@ def design(
     counts["returned_extrapolation"] = int(cand["extrapolation"].sum())
     if "homo_lumo_gap_validated" in cand:
         counts["returned_gap_unvalidated"] = int((~cand["homo_lumo_gap_validated"].astype(bool)).sum())
+    if "formation_energy_reference" in cand:  # above 3 defects: DFT-trained model + correction toward corrected CHGNet
+        counts["returned_fe_corrected_toward_chgnet"] = int(cand["formation_energy_reference"].str.contains("corrected CHGNet").sum())
     timings["total_s"] = time.perf_counter() - t0
     from invdesign import __version__
 

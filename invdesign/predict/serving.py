@@ -29,12 +29,15 @@ import numpy as np
 from invdesign.errors import InvdesignError
 from invdesign.lattice.enumerate import compositions
 from invdesign.lattice.host import HostLattice
-from invdesign.predict.features import cluster_counts, cluster_dot
+from invdesign.predict.features import cluster_counts
 from invdesign.predict.gap import BoundedGapHead, _Forest, unvalidated_std
+from invdesign.predict.hd_correction import REFERENCE, HDCorrection, fe_head_fingerprint
+from invdesign.predict.hd_correction import resource_path as hd_resource_path
 from invdesign.predict.heads import RidgeHead
+from invdesign.predict.pair_prior import PRIOR_VERSION, PairPrior
 
 #: Version of the cached serving file's layout (part of its name).
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 PRISTINE_NOTE = "no defects: the formation energy per defect site is undefined (NaN)"
 
@@ -91,9 +94,48 @@ class Predictor(ABC):
         cell maps them onto the trained cell's, :mod:`invdesign.predict.transfer`)."""
         return cluster_counts(occ, self.host)
 
-    def cluster_linear(self, occ: np.ndarray, coef: np.ndarray) -> np.ndarray:
-        """``cluster_features(occ) @ coef`` ``(N, m)``, summed over the clusters without the count matrix."""
-        return cluster_dot(occ, self.host, coef)
+    def fe_terms(self) -> tuple[PairPrior | None, HDCorrection | None, str]:
+        """``(pair prior, high-density correction, status)`` of the served formation energy.
+
+        Both exist only where the ridge head serves the formation energy: the prior is derived from
+        that head (:meth:`PairPrior.fit`); the correction is the packaged one
+        (:func:`invdesign.predict.hd_correction.resource_path`) when it was fitted on this very head
+        (:func:`fe_head_fingerprint`), else None and ``status`` says why. Computed once per object.
+        """
+        if getattr(self, "_fe_terms", None) is None:
+            self._fe_terms = derive_fe_terms(self)
+        return self._fe_terms
+
+    def _fe_served(self, X: np.ndarray, mean: np.ndarray, std: np.ndarray | None, k: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per-site formation energy and std ``(N,)`` from the head's total ``mean, std (N,)`` (eV per cell):
+        plus the pair prior of unseen pair classes (total), divided by ``k`` defects, plus the
+        high-density correction (per site, from its ``min_defects`` on); stds in quadrature. Where the
+        correction applies, the prior adds its mean but not its std: the correction was fitted on the
+        residuals of exactly that mean and its std (validated by cross-validation there) covers what the
+        unseen pairs leave. Rows the extra terms do not touch are returned bit for bit. ``std`` None:
+        the mean alone (same value), std None."""
+        prior, corr, _ = self.fe_terms() if self.serving_heads().get(self.targets[0]) == "ridge_ce" else (None, None, "")
+        if std is None:  # the mean alone: the same terms, no variances
+            mean = np.array(mean, dtype=float)
+            if prior is not None:
+                pm, _ = prior.contribution(X)
+                mean = np.where(pm != 0, mean + pm, mean)
+            mean = mean / k
+            if corr is not None:
+                cm, on = corr.predict_mean(X)
+                mean = np.where(on, mean + cm, mean)
+            return mean, None
+        mean, std = np.array(mean, dtype=float), np.array(std, dtype=float)
+        cm, cs = corr.predict(X) if corr is not None else (np.zeros(len(mean)), np.zeros(len(mean)))
+        if prior is not None:
+            pm, ps = prior.contribution(X)
+            mean = np.where(pm != 0, mean + pm, mean)
+            std = np.where((ps > 0) & (cs == 0), np.hypot(std, ps), std)
+        mean, std = mean / k, std / k
+        on = cs > 0
+        mean = np.where(on, mean + cm, mean)
+        std = np.where(on, np.hypot(std, cs), std)
+        return mean, std
 
     def _check(self, occ) -> np.ndarray:
         occ = np.asarray(occ)
@@ -122,7 +164,11 @@ class Predictor(ABC):
         Formation energy: the deep ensemble (``ensemble_ce``; std = calibrated ensemble spread) or
         ridge (``ridge_ce``; std = its calibrated predictive std) on exact cluster counts, whichever
         is better on val (``meta["serving"]``); predicted as the total formation energy and divided
-        by the number of defects here (pristine cells count as one).
+        by the number of defects here (pristine cells count as one). Where the ridge head serves, pair
+        classes no training configuration has get the distance-decaying prior of :mod:`invdesign.predict.pair_prior`
+        (mean added, std in quadrature), and configurations with more than 3 defects the high-density
+        correction toward corrected CHGNet (:mod:`invdesign.predict.hd_correction`; :meth:`fe_terms`;
+        its std in quadrature replaces the prior's there, see :meth:`_fe_served`).
 
         Gap: the bounded head (``gap_gbt``, :class:`invdesign.predict.gap.BoundedGapHead`) whenever
         the model has one: the served gap lies in ``(0, eg_max)`` for any configuration, its std is
@@ -147,8 +193,7 @@ class Predictor(ABC):
             mean[:, j], std[:, j] = head.predict(X)
             std[:, j] = np.where(self.gap_validated(occ), std[:, j], np.maximum(std[:, j], unvalidated_std(head.eg_max)))
         k = np.maximum(n_defects(occ, self.host), 1).astype(float)
-        mean[:, 0] /= k
-        std[:, 0] /= k
+        mean[:, 0], std[:, 0] = self._fe_served(X, mean[:, 0], std[:, 0], k)
         return mean, std
 
     def predict_target(self, occ: np.ndarray, target: str, with_std: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -163,11 +208,10 @@ class Predictor(ABC):
         occ = self._check(occ)
         j = self.targets.index(target)
         head = self.serving_heads()[target]
-        fast = not with_std and hasattr(self.heads[head], "folded")
-        X = None if fast else self.cluster_features(occ)
-        if fast:  # a linear head's mean straight from the clusters (no count matrix)
+        X = self.cluster_features(occ)
+        if not with_std and hasattr(self.heads[head], "folded"):  # a linear head's mean alone (no leverage)
             coef, b = self.heads[head].folded()
-            mean, std = self.cluster_linear(occ, coef[:, j : j + 1])[:, 0] + b[j], None
+            mean, std = X.astype(np.float64) @ coef[:, j] + b[j], None
         elif head == "gap_gbt":
             gh = self.heads["gap_gbt"]
             mean, std = gh.predict(X)
@@ -179,8 +223,7 @@ class Predictor(ABC):
         std = np.array(std, dtype=float) if with_std else None
         if j == 0:  # formation energy: predicted per cell, served per defect site (pristine cells count as one)
             k = np.maximum(n_defects(occ, self.host), 1).astype(float)
-            mean = mean / k
-            std = std / k if with_std else None
+            mean, std = self._fe_served(X, mean, std, k)
         return mean, std
 
     def gap_validated(self, occ: np.ndarray) -> np.ndarray:
@@ -221,18 +264,59 @@ class Predictor(ABC):
         stats = self.train_stats()
         seen = stats.composition_set()
         labels = [self.host.defect_label(s, c) for s, c in self.host.defect_types]
+        served = self.serving_heads().get(self.targets[0]) == "ridge_ce"
+        prior, corr, _ = self.fe_terms() if served else (None, None, "")
         out = []
         for kk, comp, u in zip(k, compositions(occ, self.host), unseen):
             why = []
             if kk > stats.kmax:
-                why.append(f"{kk} defects > {stats.kmax} seen in training")
+                why.append(f"{kk} defects > {stats.kmax} seen in training"
+                           + (f" (formation energy: {REFERENCE}, validated on the high-density reference)"
+                              if corr is not None and kk >= corr.min_defects else ""))
             elif tuple(int(v) for v in comp) not in seen:
                 desc = "+".join(f"{n}{lab}" for n, lab in zip(comp, labels) if n) or "pristine"
                 why.append(f"composition {desc} not in training")
             if u:
-                why.append(f"{int(u)} defect pair cluster(s) not in training")
+                why.append(f"{int(u)} defect pair cluster(s) not in training"
+                           + (" (formation energy: distance-decaying pair prior, its std included)" if prior is not None else ""))
             out.append("; ".join(why))
         return out
+
+    def fe_reference(self, occ: np.ndarray) -> list[str]:
+        """What each served ``formation_energy_per_site`` is, in words: the DFT-trained model, or
+        :data:`invdesign.predict.hd_correction.REFERENCE` where the high-density correction applies."""
+        occ = self._check(occ)
+        k = n_defects(occ, self.host)
+        served = self.serving_heads().get(self.targets[0]) == "ridge_ce"
+        _, corr, status = self.fe_terms() if served else (None, None, "")
+        kmax = self.train_stats().kmax
+        out = []
+        for kk in k:
+            if corr is not None and kk >= corr.min_defects:
+                out.append(REFERENCE)
+            elif kk > kmax:
+                out.append(f"DFT-trained model, extrapolated beyond {kmax} defects (no correction: {status or 'not a ridge head'})")
+            else:
+                out.append("DFT-trained model (2DMD, PBE)")
+        return out
+
+
+def derive_fe_terms(pred: Predictor) -> tuple[PairPrior | None, HDCorrection | None, str]:
+    """:meth:`Predictor.fe_terms` computed from the predictor's ridge head and the packaged correction."""
+    if pred.serving_heads().get(pred.targets[0]) != "ridge_ce" or "ridge_ce" not in pred.heads:
+        return None, None, "the formation energy is not served by the ridge head"
+    head = pred.heads["ridge_ce"]
+    seen = np.asarray(pred.train_stats().seen_clusters, bool)
+    try:
+        prior = PairPrior.fit(np.asarray(head.W, dtype=float)[:, 0] / np.asarray(head.sd, dtype=float), seen, pred.host)
+    except ValueError:  # a model trained on too few pair classes: unseen pairs stay flagged, without a prior
+        prior = None
+    corr = HDCorrection.load(pred.host)
+    if corr is None:
+        return prior, None, "no high-density correction is packaged"
+    if corr.fingerprint != fe_head_fingerprint(head, seen):
+        return prior, None, "the packaged high-density correction was fitted on another formation-energy head"
+    return prior, corr, "applied"
 
 
 def host_from_state(h: dict) -> HostLattice:
@@ -271,7 +355,9 @@ class ServingModel(Predictor):
         if "ensemble_ce" in which.values():
             return None
         heads = {h: model.heads[h] for h in sorted(set(which.values()))}
-        return cls(model.host, heads, model.meta, model.train_stats())
+        sm = cls(model.host, heads, model.meta, model.train_stats())
+        sm._fe_terms = derive_fe_terms(sm)  # from the resource as it is now (the model object may be older)
+        return sm
 
     # ------------------------------------------------------------------ plain arrays
     def arrays(self) -> dict[str, np.ndarray]:
@@ -284,6 +370,12 @@ class ServingModel(Predictor):
             "stats/compositions": st.compositions,
             "stats/seen_clusters": st.seen_clusters,
         }
+        prior, corr, status = self.fe_terms()
+        out["fe_terms/status"] = np.array(status)
+        if prior is not None:
+            out.update(prior.arrays("pair_prior/"))
+        if corr is not None:
+            out.update(corr.arrays("hd_correction/"))
         if "ridge_ce" in self.heads:
             r = self.heads["ridge_ce"]
             for k in ("mu", "sd", "ym", "W", "alpha", "rmse", "basis", "sv", "sigma"):
@@ -323,7 +415,11 @@ class ServingModel(Predictor):
                 i += 1
             heads["gap_gbt"] = g
         stats = TrainStats(int(a["stats/kmax"]), a["stats/compositions"], a["stats/seen_clusters"])
-        return cls(host_from_state(json.loads(str(a["host"]))), heads, meta, stats)
+        sm = cls(host_from_state(json.loads(str(a["host"]))), heads, meta, stats)
+        prior = PairPrior.from_arrays(a, "pair_prior/") if "pair_prior/wcol" in a else None
+        corr = HDCorrection.from_arrays(a, sm.host, "hd_correction/") if "hd_correction/meta" in a else None
+        sm._fe_terms = (prior, corr, str(a["fe_terms/status"]))
+        return sm
 
 
 # ---------------------------------------------------------------------- loading
@@ -343,10 +439,15 @@ def _file_digest(path: Path) -> str:
 
 
 def serving_cache_path(model_path: str | Path) -> Path:
-    """Where :func:`invdesign.predictor.load_predictor` caches the serving part of the model file ``model_path``."""
+    """Where :func:`invdesign.predictor.load_predictor` caches the serving part of the model file ``model_path``:
+    keyed by the SHA-256 of the model file, of the packaged high-density correction
+    (``invdesign/resources/hd_correction.npz``) and the pair prior's version, so a change of any of
+    them gives another file."""
     from invdesign.data.dataset import cache_dir
 
-    return cache_dir() / f"serving-{_file_digest(Path(model_path))[:32]}-v{CACHE_FORMAT}.npz"
+    res = hd_resource_path()
+    key = f"{_file_digest(Path(model_path))}:{_file_digest(res) if res.is_file() else 'none'}:prior{PRIOR_VERSION}"
+    return cache_dir() / f"serving-{hashlib.sha256(key.encode()).hexdigest()[:32]}-v{CACHE_FORMAT}.npz"
 
 
 def fast_predict_enabled() -> bool:
@@ -360,7 +461,7 @@ def read_cache(path: Path) -> ServingModel | None:
     try:
         with np.load(path, allow_pickle=False) as z:
             return ServingModel.from_arrays(z)
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, InvdesignError):
         return None  # unreadable: rebuilt from the model file and rewritten
 
 
@@ -381,7 +482,7 @@ def write_cache(path: Path, sm: ServingModel) -> None:
 
 def prediction_table(model: Predictor, ids, occ: np.ndarray):
     """The ``predict`` table: ``id, <targets>, <targets>_std, extrapolation, extrapolation_reason, note,
-    homo_lumo_gap_validated`` (eV).
+    homo_lumo_gap_validated, formation_energy_reference`` (eV).
 
     ``extrapolation`` is a bool and ``extrapolation_reason`` says why (:meth:`Predictor.extrapolation`).
     A pristine configuration (0 defects) has no formation energy per defect site: NaN, with ``note``.
@@ -405,4 +506,6 @@ def prediction_table(model: Predictor, ids, occ: np.ndarray):
     df["note"] = np.where(pristine, PRISTINE_NOTE, "")
     if hasattr(model, "gap_validated"):  # False beyond the trained density or composition (Predictor.gap_validated)
         df["homo_lumo_gap_validated"] = np.asarray(model.gap_validated(occ), dtype=bool) if len(occ) else np.zeros(0, bool)
+    if hasattr(model, "fe_reference"):  # DFT-trained model, or + the high-density correction toward corrected CHGNet
+        df["formation_energy_reference"] = model.fe_reference(occ) if len(occ) else []
     return df

@@ -142,6 +142,16 @@ class TransferredModel(Predictor):
     def cluster_features(self, occ: np.ndarray) -> np.ndarray:
         return mapped_cluster_counts(occ, self.cell_map)
 
+    def fe_terms(self):
+        """The trained model's pair prior (it reads the mapped counts, i.e. the trained cell's columns); no
+        high-density correction: it was fitted on the trained cell's densities (defects per site), which a
+        larger cell does not share."""
+        prior, corr, status = self.trained.fe_terms()
+        if corr is not None:
+            status = (f"the high-density correction was fitted on {cell_tag(self.trained.host)} cells; "
+                      f"not applied on {cell_tag(self.host)}")
+        return prior, None, status
+
     def beyond_pairs(self, occ: np.ndarray) -> np.ndarray:
         """``(N,)`` unordered defect pairs beyond the trained range (no trained term)."""
         return self.cell_map.beyond_pairs(self._check(occ))
@@ -163,9 +173,6 @@ class TransferredModel(Predictor):
         for j in range(std.shape[1]):
             std[:, j] = self._inflate(occ, std[:, j], j)
         return mean, std
-
-    def cluster_linear(self, occ: np.ndarray, coef: np.ndarray) -> np.ndarray:
-        return self.cluster_features(occ).astype(np.float64) @ np.asarray(coef, dtype=np.float64)
 
     def predict_target(self, occ: np.ndarray, target: str, with_std: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         occ = self._check(occ)
