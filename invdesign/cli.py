@@ -55,9 +55,12 @@ def _version_line() -> str:
         except metadata.PackageNotFoundError:
             return "not installed"
 
-    model = resources.files("invdesign.resources") / "default_model.pt"
-    digest = hashlib.sha256(model.read_bytes()).hexdigest()[:12]
-    return (f"invdesign {__version__} (model default sha256:{digest}) torch {dist('torch')} "
+    def digest(name: str) -> str:
+        f = resources.files("invdesign.resources") / name
+        return hashlib.sha256(f.read_bytes()).hexdigest()[:12] if f.is_file() else "absent"
+
+    return (f"invdesign {__version__} (model default sha256:{digest('default_model.pt')}, "
+            f"hd correction sha256:{digest('hd_correction.npz')}) torch {dist('torch')} "
             f"pymatgen {dist('pymatgen')} python {platform.python_version()}")
 
 

@@ -52,7 +52,7 @@ def test_version_is_one_line():
     assert len(lines) == 1
     from invdesign import __version__
 
-    for part in (f"invdesign {__version__}", "model default sha256:", "torch ", "pymatgen ", "python "):
+    for part in (f"invdesign {__version__}", "model default sha256:", "hd correction sha256:", "torch ", "pymatgen ", "python "):
         assert part in lines[0]
 
 
