@@ -452,6 +452,10 @@ def test_design_anneal_mode_and_refusal(toy, host, tmp_path):
     assert not (tmp_path / "never").exists()
     with pytest.raises(InvdesignError, match="half"):
         design(w, 5, model=toy, mode="anneal", max_defects=150)
+    # flow + local-search decoder at 12 defects: hours by the measured per-sample cost, refused up front
+    with pytest.raises(InvdesignError, match="use --mode flow-anneal or --mode auto"):
+        design(w, 50, model=toy, mode="flow", min_defects=8, max_defects=12, out=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
 
 
 # ---------------------------------------------------------------------- the high-density flow and flow-seeded annealing
