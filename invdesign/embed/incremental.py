@@ -93,6 +93,7 @@ class IncrementalEmbedding:
         self.Pr = torch.zeros((P, W), dtype=dt)
         self.H = torch.zeros((P, W), dtype=dt)
         self._z: np.ndarray | None = None
+        self._field: torch.Tensor | None = None
 
     @property
     def k(self) -> int:
@@ -119,11 +120,11 @@ class IncrementalEmbedding:
     def copy_state(self) -> tuple:
         """A snapshot for :meth:`restore` (tensors are never modified in place, so this is cheap)."""
         return (self.sites.copy(), self.types.copy(), self.A, self.B, self.node_m, self.pair_m, self.S,
-                self.N, self.Pr, self.H, self._z)
+                self.N, self.Pr, self.H, self._z, self._field)
 
     def restore(self, snap: tuple) -> None:
         (self.sites, self.types, self.A, self.B, self.node_m, self.pair_m, self.S,
-         self.N, self.Pr, self.H, self._z) = snap
+         self.N, self.Pr, self.H, self._z, self._field) = snap
         self.sites, self.types = self.sites.copy(), self.types.copy()
 
     def u(self) -> torch.Tensor:
@@ -231,6 +232,11 @@ class IncrementalEmbedding:
     def apply(self, move) -> None:
         """Make one move ``(m, x, t)`` on the state."""
         m, x, t = (int(v) for v in move)
+        if self._field is not None:
+            if m >= 0:
+                self._field = self._field - self._field_of(int(self.sites[m]), int(self.types[m]))
+            if x >= 0:
+                self._field = self._field + self._field_of(x, t)
         if m >= 0:
             others, N, Pr, H, A_O, B_O = self._removed(m)
             kO = len(others)
@@ -282,47 +288,61 @@ class IncrementalEmbedding:
         moves = np.asarray(moves, dtype=np.int64).reshape(-1, 3)
         if field is None:
             field = self.pair_field()
-        k = self.k
+        k, M = self.k, len(moves)
         m, x, t = (torch.as_tensor(moves[:, i]) for i in range(3))
         has_m, has_x = m >= 0, x >= 0
-        mm = torch.where(has_m, m, torch.zeros_like(m))
-        xx = torch.where(has_x, x, torch.zeros_like(x))
-        hm = has_m.to(self.dtype)[:, None, None]
-        hx = has_x.to(self.dtype)[:, None, None]
-        if k:
-            N = self.N - hm * self.node_m[mm]
-            Pr = self.Pr - hm * self.pair_m[mm]
-            S_m = self.S[mm]
-        else:
-            N, Pr, S_m = self.N.expand(len(moves), -1, -1), self.Pr.expand(len(moves), -1, -1), torch.zeros((len(moves), self.P, self.W), dtype=self.dtype)
         kO = k - has_m.to(torch.int64)
-        # the new defect's pairs: the field of all present defects at x, minus its pair with m
-        new_pairs = field[:, xx, t].permute(1, 0, 2)  # (M, P, W)
-        if k:
-            ms, mt = torch.as_tensor(self.sites)[mm], torch.as_tensor(self.types)[mm]
-            ix, im = self.img[:, xx].T, self.img[:, ms].T  # (M, P)
-            c1, c2 = self.cls[ix, im], self.cls[im, ix]
-            with_m = self.pair_tab[c1, t[:, None], mt[:, None]] + self.pair_tab[c2, mt[:, None], t[:, None]]
-            new_pairs = new_pairs - hm * with_m
-        mean_share = self.S.mean(0) if k else torch.zeros((self.P, self.W), dtype=self.dtype)
-        # triples containing a new defect among kO others: 3 kO (kO-1); a present defect's share: 3 (k-1)(k-2)
-        ratio = (kO * (kO - 1)).to(self.dtype) / max(1, (k - 1) * (k - 2)) if k >= 3 else torch.zeros(len(moves), dtype=self.dtype)
-        s_x = torch.where(has_m[:, None, None], S_m, ratio[:, None, None] * mean_share)
-        H = self.H - hm * S_m + hx * s_x
         k_new = kO + has_x.to(torch.int64)
-        n_t = (k_new * (k_new - 1) * (k_new - 2)).to(self.dtype)[:, None, None]
-        u = N + hx * self._node(xx, t) + Pr + hx * new_pairs + H @ self.w3.T + n_t * self.b3
+        n_t = (k_new * (k_new - 1) * (k_new - 2)).to(self.dtype)
+        u = (self.N + self.Pr + self.H @ self.w3.T).expand(M, -1, -1) + n_t[:, None, None] * self.b3
+        if k:
+            # a removed (or moved) defect takes its node and pair terms; a removal also its triples
+            rem = torch.nonzero(has_m).ravel()
+            if len(rem):
+                mm = m[rem]
+                gone = self.node_m[mm] + self.pair_m[mm]
+                only = (~has_x[rem]).to(self.dtype)[:, None, None]
+                gone = gone + only * (self.S[mm] @ self.w3.T)
+                u = u.index_add(0, rem, -gone)
+        add = torch.nonzero(has_x).ravel()
+        if len(add):
+            xx, tx = x[add], t[add]
+            new = self._node(xx, tx) + field[:, xx, tx].permute(1, 0, 2)  # (A, P, W)
+            ma = m[add]
+            moved = torch.nonzero(ma >= 0).ravel()
+            if len(moved):  # the new defect has no pair with the one it replaces
+                mi = ma[moved]
+                ms, mt = torch.as_tensor(self.sites)[mi], torch.as_tensor(self.types)[mi]
+                ix, im = self.img[:, xx[moved]].T, self.img[:, ms].T  # (A', P)
+                tm_, tx_ = mt[:, None], tx[moved][:, None]
+                with_m = self.pair_tab[self.cls[ix, im], tx_, tm_] + self.pair_tab[self.cls[im, ix], tm_, tx_]
+                new = new.index_add(0, moved, -with_m)
+            pure = torch.nonzero(ma < 0).ravel()
+            if len(pure) and k >= 3:  # an added defect: the mean triple share of the present ones, scaled
+                share = self.S.mean(0) @ self.w3.T  # (P, W)
+                ratio = (k * (k - 1)) / ((k - 1) * (k - 2))
+                new = new.index_add(0, pure, (ratio * share).expand(len(pure), -1, -1))
+            u = u.index_add(0, add, new)
         return self._phi(u)
 
     @torch.no_grad()
+    def _field_of(self, s: int, ty: int) -> torch.Tensor:
+        """``(P, n_sites, T, W)`` pair terms of a defect of type ``ty`` on ``s`` with a defect on every site / type."""
+        allx = torch.arange(self.host.n_sites)
+        tt = torch.arange(self.n_types)
+        c1 = self.cls[self.img[:, allx], self.img[:, [s]]]  # (P, n): class of (x, s)
+        c2 = self.cls[self.img[:, [s]], self.img[:, allx]]
+        return self.pair_tab[c1[:, :, None], tt[None, None, :], ty] + self.pair_tab[c2[:, :, None], ty, tt[None, None, :]]
+
+    @torch.no_grad()
     def pair_field(self) -> torch.Tensor:
-        """``(P, n_sites, T, W)``: for a defect of type ``t`` on site ``x``, its pair terms with every present defect."""
-        n, T = self.host.n_sites, self.n_types
-        out = torch.zeros((self.P, n, T, self.W), dtype=self.dtype)
-        allx = torch.arange(n)
-        tt = torch.arange(T)
-        for s, ty in zip(self.sites, self.types):
-            c1 = self.cls[self.img[:, allx], self.img[:, [int(s)]]]  # (P, n): class of (x, s)
-            c2 = self.cls[self.img[:, [int(s)]], self.img[:, allx]]
-            out += self.pair_tab[c1[:, :, None], tt[None, None, :], int(ty)] + self.pair_tab[c2[:, :, None], int(ty), tt[None, None, :]]
-        return out
+        """``(P, n_sites, T, W)``: for a defect of type ``t`` on site ``x``, its pair terms with every present defect.
+
+        Computed once, then kept up to date by :meth:`apply` (``O(P n_sites T W)`` per move).
+        """
+        if self._field is None:
+            out = torch.zeros((self.P, self.host.n_sites, self.n_types, self.W), dtype=self.dtype)
+            for s, ty in zip(self.sites, self.types):
+                out += self._field_of(int(s), int(ty))
+            self._field = out
+        return self._field

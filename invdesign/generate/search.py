@@ -7,10 +7,12 @@ For a target embedding ``z`` and limits (defect count range, allowed types):
    each row the ``restarts`` bank entries nearest ``z`` (the count and composition are the
    embedding's coarsest features, so the nearest random configuration already has roughly the
    right ones).
-2. *Search*: stochastic steepest descent. Each step takes one defect ``m`` (in a shuffled cycle) and
-   evaluates, exactly, ``batch`` moves: ``m`` hopping to a nearby or a random free site of its
-   sublattice (any allowed type), ``m`` re-typed, ``m`` removed, one defect added (counts within the
-   limits); the best move is taken when it brings ``embed(c)`` closer to ``z``. Every evaluation is
+2. *Search*: stochastic steepest descent. Each step takes one defect ``m`` (in a shuffled cycle),
+   ranks every move of it (hop to any free site of its sublattice with any allowed type, re-type,
+   removal) and :data:`N_ADD` random additions by the cheap screen
+   (:meth:`~invdesign.embed.incremental.IncrementalEmbedding.screen`: exact node and pair terms),
+   and evaluates exactly the ``batch`` best of them (a quarter of the batch: random others); the
+   best move is taken when it brings ``embed(c)`` closer to ``z``. Every exact evaluation is
    an :class:`~invdesign.embed.incremental.IncrementalEmbedding` update (``O(k^2)`` triples, not
    ``O(k^3)``), in float32 (the ranking); the answer's distance is recomputed exactly (float64,
    the full embedding).
@@ -32,10 +34,10 @@ from invdesign.lattice.canonical import canonical_keys
 from invdesign.lattice.host import HostLattice
 
 STEPS = 30  # search steps per restart (default)
-BATCH = 12  # exact move evaluations per step
+BATCH = 6  # exact move evaluations per step (the screen's best; a quarter random)
 SEEDS_PER_COUNT = 4  # random configurations per defect count in the seed bank
 MAX_BANK_COUNTS = 10  # defect counts in the seed bank (spread over the range)
-NEAR = 12  # a hop goes to one of this many nearest free sites of the sublattice half the time
+N_ADD = 32  # random additions screened per step
 HIT_TOL = 3e-6  # |z - embed(c)| <= HIT_TOL (1 + |z|): an exact hit (float32 round-off is ~1e-7 |z|)
 POOL = 24  # best configurations kept per row (for distinct answers)
 
@@ -53,12 +55,6 @@ class _Space:
         self.sites = {s: np.flatnonzero(host.sublattice == s) for s in self.subs}
         w = np.array([len(self.sites[s]) * len(self.by_sub[s]) for s in self.subs], dtype=float)
         self.sub_p = w / w.sum()
-        d = host.min_image_distance
-        self.near = {}
-        for s in self.subs:
-            st = self.sites[s]
-            order = np.argsort(d[np.ix_(st, st)], axis=1, kind="stable")[:, 1:]
-            self.near.update({int(a): st[o] for a, o in zip(st, order)})
 
     def random(self, rng: np.random.Generator, k: int) -> np.ndarray:
         """``(n_sites,)`` a random configuration of ``k`` defects (sublattice by free sites x types)."""
@@ -104,38 +100,33 @@ def seed_bank(model, space: _Space, lo: int, hi: int, seeds: int, seed: int) -> 
     return occ, z
 
 
-def _propose(state: IncrementalEmbedding, space: _Space, rng: np.random.Generator, m: int, batch: int,
+def _propose(state: IncrementalEmbedding, space: _Space, rng: np.random.Generator, m: int, n_add: int,
              lo: int, hi: int) -> np.ndarray:
-    """``(M, 3)`` moves ``(m, x, t)`` around defect ``m``: hops (near / random), re-types, remove, add."""
+    """``(M, 3)`` moves ``(m, x, t)`` around defect ``m``: every hop to a free site of its sublattice and
+    re-type (any allowed type), its removal, and ``n_add`` random additions (counts within ``lo..hi``)."""
     h = space.host
-    taken = set(state.sites.tolist())
+    occupied = np.zeros(h.n_sites, dtype=bool)
+    occupied[state.sites] = True
     site, t_m = int(state.sites[m]), int(state.types[m])
     sub = int(h.sublattice[site])
-    ts = space.by_sub[sub]
-    out: list[tuple[int, int, int]] = []
-    for t in ts:  # re-types
-        if t != t_m:
-            out.append((m, site, t))
-    k = state.k
-    if k > lo:
-        out.append((m, -1, 0))
-    if k < hi:  # one add anywhere
-        s = space.subs[rng.choice(len(space.subs), p=space.sub_p)]
-        free = space.sites[s][[x not in taken for x in space.sites[s]]]
-        if len(free):
-            out.append((-1, int(free[rng.integers(len(free))]), int(space.by_sub[s][rng.integers(len(space.by_sub[s]))])))
-    near = [x for x in space.near[site][: NEAR + len(taken)] if x not in taken][:NEAR]
-    allfree = space.sites[sub][[x not in taken for x in space.sites[sub]]]
-    seen = set(out)
-    tries = 0
-    while len(out) < batch and tries < 4 * batch and len(allfree):
-        tries += 1
-        pool = near if (near and rng.random() < 0.5) else allfree
-        mv = (m, int(pool[rng.integers(len(pool))]), int(ts[rng.integers(len(ts))]))
-        if mv not in seen:
-            seen.add(mv)
-            out.append(mv)
-    return np.array(out, dtype=np.int64).reshape(-1, 3)
+    ts = np.array(space.by_sub[sub], dtype=np.int64)
+    dest = space.sites[sub][~occupied[space.sites[sub]]]
+    dest = np.append(dest, site)
+    mv = np.stack(np.broadcast_arrays(m, dest[:, None], ts[None, :]), axis=-1).reshape(-1, 3)
+    mv = mv[~((mv[:, 1] == site) & (mv[:, 2] == t_m))]
+    parts = [mv]
+    if state.k > lo:
+        parts.append(np.array([[m, -1, 0]]))
+    if state.k < hi and n_add:
+        adds = []
+        for _ in range(n_add):
+            s = space.subs[rng.choice(len(space.subs), p=space.sub_p)]
+            free = space.sites[s][~occupied[space.sites[s]]]
+            if len(free):
+                adds.append((-1, int(free[rng.integers(len(free))]), int(space.by_sub[s][rng.integers(len(space.by_sub[s]))])))
+        if adds:
+            parts.append(np.unique(np.array(adds, dtype=np.int64), axis=0))
+    return np.concatenate(parts)
 
 
 def _after(occ: np.ndarray, state: IncrementalEmbedding, move) -> np.ndarray:
@@ -166,6 +157,7 @@ def search_decode(
     seeds: int = SEEDS_PER_COUNT,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
+    temperature: float = 0.0,
     desc: str = "decoding by incremental search",
 ) -> tuple[np.ndarray, list[str], np.ndarray, dict]:
     """Decode ``(N, d)`` embeddings into configurations with ``min..max`` defects of ``types``.
@@ -210,9 +202,10 @@ def search_decode(
             cur = bank_occ[r].copy()
             state.set(cur)
             d = float(np.linalg.norm(state.z() - target))
+            temp0 = temperature * d
             pool[cur.tobytes()] = d
             order: list[int] = []
-            for _ in range(steps):
+            for step in range(steps):
                 if d <= tol:
                     hit = True
                     break
@@ -221,16 +214,24 @@ def search_decode(
                 m = order.pop()
                 if m >= state.k:
                     continue
-                moves = _propose(state, space, rng, m, batch, lo, hi)
-                if not len(moves):
+                allm = _propose(state, space, rng, m, N_ADD, lo, hi)
+                if not len(allm):
                     continue
+                # rank every move by the cheap screen, evaluate the best exactly (plus a few random ones)
+                ds = np.linalg.norm(state.screen(allm) - target, axis=1)
+                n_rand = batch // 4
+                top = np.argsort(ds, kind="stable")[: batch - n_rand]
+                rest = np.setdiff1d(np.arange(len(allm)), top)
+                pick = np.concatenate([top, rng.choice(rest, min(n_rand, len(rest)), replace=False)]) if len(rest) else top
+                moves = allm[pick]
                 dz = np.linalg.norm(state.evaluate(moves) - target, axis=1)
                 evals += len(moves)
                 for j in np.argsort(dz)[:4]:
                     new = _after(cur, state, moves[j])
                     pool.setdefault(new.tobytes(), float(dz[j]))
                 j = int(np.argmin(dz))
-                if dz[j] < d:
+                temp = temp0 * 1e-3 ** (step / max(1, steps - 1))
+                if dz[j] < d or (temp > 0 and rng.random() < np.exp(-(dz[j] - d) / temp)):
                     cur = _after(cur, state, moves[j])
                     state.apply(moves[j])
                     d = float(dz[j])
