@@ -117,7 +117,7 @@ def test_incremental_decoder_round_trip_and_validity(enc_model, host):
     # the search improves on its start (the nearest seed-bank configuration)
     from invdesign.generate.search import seed_bank
 
-    _bo, bz = seed_bank(enc_model, space, 6, 6, 4, 0)
+    _bo, bz = seed_bank(enc_model, space, 6, 6, None, 0)
     start = np.linalg.norm(bz[None] - z[:, None], axis=2).min(axis=1)
     assert (res.distance <= start + 1e-9).all() and (res.distance < start).any()
 

@@ -2,7 +2,7 @@
 
 For a target embedding ``z`` and limits (defect count range, allowed types):
 
-1. *Start*: a seed bank of random configurations (``seeds`` per defect count in the range, types
+1. *Start*: a seed bank of random configurations (:func:`seeds_per_count` per defect count in the range, types
    uniform among the allowed ones; embedded once per decode call and shared by every row) gives
    each row the ``restarts`` bank entries nearest ``z`` (the count and composition are the
    embedding's coarsest features, so the nearest random configuration already has roughly the
@@ -35,7 +35,12 @@ from invdesign.lattice.host import HostLattice
 
 STEPS = 30  # search steps per restart (default)
 BATCH = 6  # exact move evaluations per step (the screen's best; a quarter random)
-SEEDS_PER_COUNT = 4  # random configurations per defect count in the seed bank
+SEEDS_PER_COUNT = {8: 32, 12: 16, 16: 8}  # random configurations per defect count in the seed bank (up to k defects); 4 beyond
+
+
+def seeds_per_count(k: int) -> int:
+    """Seed-bank configurations per count ``k``: many where embedding is cheap (the start matters most)."""
+    return next((v for kk, v in SEEDS_PER_COUNT.items() if k <= kk), 4)
 MAX_BANK_COUNTS = 10  # defect counts in the seed bank (spread over the range)
 N_ADD = 32  # random additions screened per step
 HIT_TOL = 3e-6  # |z - embed(c)| <= HIT_TOL (1 + |z|): an exact hit (float32 round-off is ~1e-7 |z|)
@@ -84,7 +89,7 @@ def _bank_counts(lo: int, hi: int) -> np.ndarray:
 _BANK: dict[tuple, tuple[object, np.ndarray, np.ndarray]] = {}
 
 
-def seed_bank(model, space: _Space, lo: int, hi: int, seeds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def seed_bank(model, space: _Space, lo: int, hi: int, seeds: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``occ (S, n_sites)`` random configurations across the counts ``lo..hi`` and their embeddings ``(S, d)``.
 
     Cached per (model, limits, seed).
@@ -94,7 +99,8 @@ def seed_bank(model, space: _Space, lo: int, hi: int, seeds: int, seed: int) -> 
     if hit is not None and hit[0] is model:
         return hit[1], hit[2]
     rng = np.random.default_rng([seed, 7919])
-    occ = np.array([space.random(rng, int(k)) for k in _bank_counts(lo, hi) for _ in range(seeds)], dtype=np.uint8)
+    occ = np.array([space.random(rng, int(k)) for k in _bank_counts(lo, hi) for _ in range(seeds or seeds_per_count(int(k)))],
+                   dtype=np.uint8)
     z = np.asarray(model.embed(occ), dtype=np.float64)
     _BANK[key] = (model, occ, z)
     return occ, z
@@ -154,7 +160,7 @@ def search_decode(
     steps: int = STEPS,
     batch: int = BATCH,
     restarts: int = 1,
-    seeds: int = SEEDS_PER_COUNT,
+    seeds: int | None = None,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     temperature: float = 0.0,
@@ -168,7 +174,7 @@ def search_decode(
         exclude: canonical keys never returned; ``distinct``: no key returned twice.
         steps, batch: search steps per restart and exact move evaluations per step.
         restarts: searches per row, from its ``restarts`` nearest seed-bank entries.
-        seeds: random configurations per defect count in the seed bank.
+        seeds: random configurations per defect count in the seed bank (None: :func:`seeds_per_count`).
         seed: seeds everything (row ``i`` uses ``default_rng([seed, i])``).
         dtype: arithmetic of the search (the returned distances are float64, full embedding).
 
