@@ -452,9 +452,9 @@ def test_design_anneal_mode_and_refusal(toy, host, tmp_path):
     assert not (tmp_path / "never").exists()
     with pytest.raises(InvdesignError, match="half"):
         design(w, 5, model=toy, mode="anneal", max_defects=150)
-    # flow + local-search decoder at 12 defects: hours by the measured per-sample cost, refused up front
+    # flow + decoder at 16-24 defects: over the limit by the measured per-sample decode cost, refused up front
     with pytest.raises(InvdesignError, match="use --mode flow-anneal or --mode auto"):
-        design(w, 50, model=toy, mode="flow", min_defects=8, max_defects=12, out=tmp_path / "never")
+        design(w, 50, model=toy, mode="flow", min_defects=16, max_defects=24, out=tmp_path / "never")
     assert not (tmp_path / "never").exists()
 
 

@@ -506,7 +506,7 @@ def _flow_nearest(model, window, limits, excl, n, seed, occ, table, z, source, t
 ANNEAL_EXTRA = 0.3  # harvest this fraction more than n, so the diversity ranking has a choice
 EMBED_S_PER_K3 = 3.5e-5  # seconds per configuration / k^3 to embed one candidate for its checks (measured, 1 core)
 STEP_S = 0.03  # seconds per annealing step of 64 chains (measured, 8-24 defects, 1 core)
-DECODE_S_PER_K4 = 0.08  # seconds per flow sample / k^4 for the local-search decoder (measured: 107 s at 4-6 defects, 1 core)
+DECODE_S_PER_K2 = 0.035  # seconds per flow sample / k^2 for the incremental search decoder (measured, 8-24 defects, 1 loaded core)
 ANNEAL_MAX_S = 45.0  # the search stops here; fewer in-window states than wanted -> the nearest ones fill in
 
 
@@ -543,7 +543,7 @@ def estimate_seconds(limits: Limits, n: int, mode: str) -> float:
     candidate (cost ~ k^3, the encoder's triple term) and the search runs a few hundred steps."""
     want = math.ceil(n * (1 + ANNEAL_EXTRA))
     k = limits.max_defects
-    return want * EMBED_S_PER_K3 * k**3 + 300 * STEP_S + (2 * n * DECODE_S_PER_K4 * k**4 if mode == "flow" else 0)
+    return want * EMBED_S_PER_K3 * k**3 + 300 * STEP_S + (2 * n * DECODE_S_PER_K2 * k**2 if mode == "flow" else 0)
 
 
 def refuse_if_too_long(host, limits: Limits, n: int, mode: str, time_limit_s: float) -> None:
@@ -557,7 +557,7 @@ def refuse_if_too_long(host, limits: Limits, n: int, mode: str, time_limit_s: fl
     if mode == "flow" and est > time_limit_s:
         raise InvdesignError(
             f"design --mode flow -n {n} with up to {limits.max_defects} defects would take about {est / 3600:.1f} h "
-            f"(limit {time_limit_s / 60:.0f} min; decoding one flow sample by local search costs ~{DECODE_S_PER_K4:g} s x k^4): "
+            f"(limit {time_limit_s / 60:.0f} min; decoding one flow sample costs ~{DECODE_S_PER_K2:g} s x k^2): "
             "use --mode flow-anneal or --mode auto, or lower --max-defects"
         )
     if est > time_limit_s:

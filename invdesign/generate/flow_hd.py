@@ -34,6 +34,7 @@ FORMAT = "invdesign.flow_hd/1"
 REFIT = "python benchmarks/fit_flow_hd.py sample --work W --n 6000 && python benchmarks/fit_flow_hd.py fit --work W"
 HD_CONFIG = {"max_epochs": 300, "patience": 25}  # flow settings for the high-density set (else DEFAULT_CONFIG)
 SEED_TEMPERATURE = 1.0  # scale of the base Gaussian when sampling start configurations
+SEED_SPREAD = 4  # start configurations: contexts drawn 4x over and kept round-robin over compositions
 
 
 @dataclass
@@ -95,12 +96,16 @@ class HDFlow:
         """True when the flow saw configurations with a defect count within ``limits``."""
         return bool(self.allowed(host, limits, strict=False).any())
 
-    def sample(self, host, window, limits: Limits, m: int, seed: int = 0, temperature: float = SEED_TEMPERATURE):
+    def sample(self, host, window, limits: Limits, m: int, seed: int = 0, temperature: float = SEED_TEMPERATURE,
+               spread: int = 1):
         """``m`` draws ``(z (m, d), y (m, 2) eV, counts (m, T))`` for ``window`` within ``limits``.
 
         Compositions come from the prior items within the limits; when none has only allowed types
         (e.g. ``--types`` narrower than any training family), from those with a defect count in range,
-        their banned types' counts moved to allowed types (same sublattice first).
+        their banned types' counts moved to allowed types (same sublattice first). ``spread > 1``:
+        ``spread x m`` contexts are drawn and ``m`` kept round-robin over their distinct compositions
+        (every composition drawn once before any twice), so a few compositions that dominate the
+        window's prior do not take every sample.
         """
         allowed = self.allowed(host, limits)
         if not allowed.any():
@@ -108,11 +113,24 @@ class HDFlow:
             if not allowed.any():
                 raise InvdesignError(f"the high-density flow saw no configuration with a defect count within "
                                      f"{limits.min_defects}-{limits.max_defects}; refit it to cover them ({REFIT})")
-        z, y, counts = self.flow.sample_window(window.array, m, allowed, seed=seed, temperature=temperature)
+        rng = np.random.default_rng(seed)
+        y, counts = self.flow.prior.sample(np.asarray(window.array, dtype=np.float64), spread * m, allowed, rng)
+        if spread > 1:
+            _, comp_id = np.unique(counts, axis=0, return_inverse=True)
+            comp_id = comp_id.reshape(-1)
+            rank = np.zeros(len(comp_id), dtype=np.int64)  # i-th draw of its composition
+            seen: dict[int, int] = {}
+            for i, c in enumerate(comp_id):
+                rank[i] = seen.get(int(c), 0)
+                seen[int(c)] = rank[i] + 1
+            keep = np.lexsort((np.arange(len(rank)), rank))[:m]
+            y, counts = y[keep], counts[keep]
+        z = self.flow.sample(y, counts, seed=seed + 1, temperature=temperature)
         return z, y, _project(counts.astype(np.int64), host, limits)
 
     def starts(self, host, window, limits: Limits, m: int, seed: int = 0, temperature: float = SEED_TEMPERATURE) -> np.ndarray:
-        """``(m, n_sites)`` uint8 start configurations within ``limits`` from ``m`` flow samples.
+        """``(m, n_sites)`` uint8 start configurations within ``limits`` from ``m`` flow samples
+        (compositions spread: :data:`SEED_SPREAD`).
 
         Each sample ``(z, counts)`` maps to the training configuration nearest ``z`` (the flow's
         whitened coordinates) among those within the limits, then to the sampled composition:
@@ -121,7 +139,7 @@ class HDFlow:
         arrangement stays close to the neighbour's). Cost: one nearest-neighbour query per sample.
         """
         rng = np.random.default_rng(seed + 17)
-        z, _, counts = self.sample(host, window, limits, m, seed, temperature)
+        z, _, counts = self.sample(host, window, limits, m, seed, temperature, spread=SEED_SPREAD)
         pool = np.flatnonzero(validate(self.occ, host, limits))
         if not len(pool):  # no training configuration within the limits: start from the host
             base = np.repeat(host.host_code[None], m, axis=0)
