@@ -2,7 +2,7 @@
 
 Modes (``mode=``):
 
-- ``"flow"``: sample the conditional flow for the window (contexts ``(y, composition)`` drawn from
+- ``"flow"``: sample the conditional flow for the window (beyond enumeration: the high-density flow) (contexts ``(y, composition)`` drawn from
   the flow's training distribution restricted to the window and to compositions the limits allow;
   base Gaussian at temperature :data:`FLOW_TEMPERATURE`) -> decode each sample to a configuration
   not taken yet (so candidates are distinct up to symmetry): in enumerable spaces the one with the
@@ -17,10 +17,17 @@ Modes (``mode=``):
 - ``"anneal"``: simulated annealing in configuration space on the model's cluster-count heads
   (:mod:`invdesign.generate.anneal`): harvests distinct configurations whose predicted mean lies in
   the window, then checks them. For spaces beyond enumeration (many defects).
+- ``"flow-anneal"``: the same annealing, its chains started (and restarted) from samples of the
+  high-density conditional flow for the window (:mod:`invdesign.generate.flow_hd`, a separate
+  resource fitted on 4-30-defect configurations, loaded only here and by ``"flow"`` beyond
+  enumeration): the flow proposes compositions and arrangements the model puts in the window,
+  annealing makes each an in-window configuration of its own.
 - ``"auto"``: exhaustive when the space is enumerable (the exact decoder embeds every orbit of
   such a space anyway, so screening them all costs one more head evaluation and is never slower
-  than sampling), annealing otherwise (fastest to 50 in-window candidates at 8-12 and 16-24
-  defects in ``benchmarks/results/anneal.md``; the flow was trained on 1-3 defects only).
+  than sampling), otherwise the sampler with the lowest measured median time to 50 in-window
+  candidates (:data:`MEASURED_TIME_TO_50`, from ``benchmarks/results/anneal.md``: flow-seeded
+  annealing) that the model can run (the high-density flow must match its embedding; else annealing,
+  and ``auto_reason`` in ``summary.json`` says why).
 
 Every mode is a sampler (:mod:`invdesign.generate.samplers`) registered in :data:`SAMPLERS`.
 - pool (``pool=`` given): rank the given structures with the same checks.
@@ -513,7 +520,7 @@ ANNEAL_MAX_S = 45.0  # the search stops here; fewer in-window states than wanted
 # median wall time (s) to 50 distinct in-window candidates over the bands and windows of
 # benchmarks/results/anneal.md (a method that did not get there within the cap counts as the cap):
 # what --mode auto picks by beyond enumeration
-MEASURED_TIME_TO_50 = {"anneal": 21.0, "flow": 120.0}
+MEASURED_TIME_TO_50 = {"flow-anneal": 2.9, "anneal": 10.5, "flow": 60.0}  # flow: none reached 50 within the 60 s cap
 
 
 def auto_mode(model, limits: Limits) -> tuple[str, str]:
