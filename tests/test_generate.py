@@ -513,3 +513,12 @@ def test_design_flow_anneal_valid_distinct_in_limits_and_auto_by_measured_cost(t
     auto = design(w, 4, model=toy, mode="auto", min_defects=8, max_defects=10, seed=1)
     assert auto.summary["request"]["mode_used"] == "anneal"
     assert "flow-anneal skipped" in auto.summary["auto_reason"] and "no high-density flow" in auto.summary["auto_reason"]
+
+
+def test_design_flow_mode_beyond_enumeration_samples_the_hd_flow(toy, toy_hd, host, monkeypatch):
+    monkeypatch.setenv("INVDESIGN_FLOW_HD", str(toy_hd[1]))
+    w = Window.from_dict({TARGETS[0]: (0.0, 10.0)})  # wide: every decoded sample is in it (no nearest-window resampling)
+    res = design(w, 1, model=toy, mode="flow", min_defects=6, max_defects=7, samples=1, seed=0)
+    c = res.candidates
+    assert len(c) == 1 and (c["source"] == "flow").all() and c["within_limits"].all() and 6 <= c["n_defects"][0] <= 7
+    assert res.summary["counts"]["sampled"] == 1 and (c["decode_method"] == "search").all()  # the local-search decoder (toy: no encoder)
