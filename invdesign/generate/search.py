@@ -12,10 +12,17 @@ For a target embedding ``z`` and limits (defect count range, allowed types):
    removal) and :data:`N_ADD` random additions by the cheap screen
    (:meth:`~invdesign.embed.incremental.IncrementalEmbedding.screen`: exact node and pair terms),
    and evaluates exactly the ``batch`` best of them (a quarter of the batch: random others); the
-   best move is taken when it brings ``embed(c)`` closer to ``z``. Every exact evaluation is
+   best move is taken when it brings ``embed(c)`` closer to ``z``. Where a step is cheap
+   (:func:`exhaustive_max`: up to 4 defects with the packaged encoder) every move of every defect
+   is evaluated exactly instead (steepest descent: the screen ranks the last move home too low).
+   A restart ends at a local minimum (no gain in a full exhaustive step, or in two cycles over
+   the defects) or after ``steps`` steps. Every exact evaluation is
    an :class:`~invdesign.embed.incremental.IncrementalEmbedding` update (``O(k^2)`` triples, not
    ``O(k^3)``), in float32 (the ranking); the answer's distance is recomputed exactly (float64,
-   the full embedding).
+   the full embedding). Measured (``benchmarks/results/decode.md``): from one displaced defect the
+   descent returns ``c`` exactly; from random starts it ends on other configurations whose
+   embeddings lie about as close to ``z`` as ``c``'s single-move neighbours (the 12-D landscape
+   is rugged), so beyond 3 defects decoding is approximate.
 3. *Answer*: the nearest configuration seen within the limits (``distinct``: the nearest whose
    canonical key is not taken). The search stops early at an exact hit (``|z - embed(c)|`` at
    round-off), i.e. when it found a configuration that embeds onto ``z``.
@@ -250,10 +257,13 @@ def search_decode(
             temp0 = temperature * d
             pool[cur.tobytes()] = d
             order: list[int] = []
+            stall = 0
             for step in range(steps):
                 if d <= tol:
                     hit = True
                     break
+                if stall >= (1 if state.k <= exhaustive_k else 2 * state.k):
+                    break  # a local minimum: every move tried (exhaustive) or two cycles without a gain
                 if per_step >= state.k or state.k <= exhaustive_k:
                     ms = list(range(state.k))
                 else:
@@ -281,6 +291,7 @@ def search_decode(
                     pool.setdefault(new.tobytes(), float(dz[j]))
                 j = int(np.argmin(dz))
                 temp = temp0 * 1e-3 ** (step / max(1, steps - 1))
+                stall = 0 if dz[j] < d else stall + 1
                 if dz[j] < d or (temp > 0 and rng.random() < np.exp(-(dz[j] - d) / temp)):
                     cur = _after(cur, state, moves[j])
                     state.apply(moves[j])
