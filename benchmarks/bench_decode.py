@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 PYTHONPATH=. nice -n 10 python benchmarks/bench_decode.py   # -> benchmarks/results/decode.{json,md}
     ... bench_decode.py --quick                                                    # fewer configurations, two counts
+    ... bench_decode.py --rerun 12,16                                              # recompute some rows of decode.json
 
 Packaged model, 8x8 MoS2, 1 thread. For each defect count ``k`` (a fresh subprocess each):
 
@@ -20,7 +21,9 @@ Packaged model, 8x8 MoS2, 1 thread. For each defect count ``k`` (a fresh subproc
   to ``d_move`` (median), and the share returning ``c`` up to symmetry (canonical keys);
 - *wider embedding* (``k <= WIDE_MAX``): the same search and budget with the encoder's 64-D
   penultimate features ``mean_g phi(u_g)`` as the target instead of the 12-D ``z`` (the same network
-  without its last linear layer: what a 64-D embedding would give at no extra encoder cost).
+  without its last linear layer: what a 64-D embedding would give at no extra encoder cost);
+- *basin* (``k <= BASIN_MAX``): the round trip when the search starts from ``c`` with 1 or 2 of its
+  defects moved to random free sites (1 restart, 24 steps), on ``z`` and on the 64-D features.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ N_SCALE = {4: 96, 6: 96, 8: 96, 12: 64, 16: 48, 24: 32, 30: 24}
 N_MOVES = 128
 BUDGETS = {"fast": (1, 8), "default": (4, 24)}  # restarts, steps
 WIDE_MAX = 8
+BASIN_MAX = 6
 
 
 def one(k: int, quick: bool) -> dict:
@@ -139,6 +143,22 @@ def one(k: int, quick: bool) -> dict:
         out["rel_nn_median"] = round(float(np.median(res.distance) / np.median(dw.min(axis=1))), 4)
         out["dim"] = enc.width
         row["wide"] = out
+    if k <= BASIN_MAX:  # the basin: round trip from starts with 1 or 2 defects of c displaced
+        basin = {}
+        for n_disp in (1, 2):
+            start = []
+            for c in occ:
+                o = c.copy()
+                for s_ in rng.choice(np.flatnonzero(c != h.host_code), n_disp, replace=False):
+                    free = np.flatnonzero((h.sublattice == h.sublattice[s_]) & (o == h.host_code))
+                    x = rng.choice(free)
+                    o[x], o[s_] = o[s_], h.host_code[s_]
+                start.append(o)
+            start = np.array(start)
+            for tag, mdl, zt in (("z", model, z), ("64d", wide, zw)):
+                res = decode(zt, mdl, lim, max_steps=24, restarts=1, seed=0, start=start)
+                basin[f"{tag}_displaced{n_disp}"] = round(float(np.mean([a == b for a, b in zip(res.keys, keys)])), 3)
+        row["basin_roundtrip"] = basin
     row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return row
 
@@ -148,57 +168,86 @@ def _fmt(r: dict, name: str, key: str) -> str:
     return str(v.get(key, "-")) if isinstance(v, dict) else "-"
 
 
+def _run(k: int, quick: bool) -> dict:
+    p = subprocess.run([sys.executable, __file__, str(k)] + (["--quick"] if quick else []), capture_output=True, text=True,
+                       timeout=3600, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    return json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {"k": k, "error": p.stderr[-500:]}
+
+
 def main() -> None:
     quick = "--quick" in sys.argv
+    rerun = None
     args = [a for a in sys.argv[1:] if a != "--quick"]
+    if args and args[0] == "--rerun":  # recompute some counts, keep the other rows of decode.json
+        rerun = [int(v) for v in args[1].split(",")]
+        args = []
     if args:
         print(json.dumps(one(int(args[0]), quick)))
         return
-    ks = (4, 12) if quick else KS
-    rows = []
     OUT.mkdir(exist_ok=True)
-    log = OUT / "decode.partial.jsonl"
-    log.write_text("")
-    for k in ks:
-        p = subprocess.run([sys.executable, __file__, str(k)] + (["--quick"] if quick else []), capture_output=True, text=True,
-                           timeout=3600, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
-        row = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {"k": k, "error": p.stderr[-500:]}
-        rows.append(row)
-        with log.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        print(json.dumps(row), flush=True)
-    meta = {"platform": platform.platform(), "load_avg": os.getloadavg(), "threads": 1, "quick": quick,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "budgets": BUDGETS}
+    if rerun:
+        old = json.loads((OUT / "decode.json").read_text())
+        rows = old["rows"]
+        meta = old["meta"]
+        for k in rerun:
+            row = _run(k, quick)
+            print(json.dumps(row), flush=True)
+            rows = [r for r in rows if r["k"] != k] + [row]
+            meta.setdefault("reruns", []).append({"k": k, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                                  "load_avg": os.getloadavg()})
+        rows.sort(key=lambda r: r["k"])
+    else:
+        rows = []
+        for k in ((4, 12) if quick else KS):
+            row = _run(k, quick)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        meta = {"platform": platform.platform(), "load_avg": os.getloadavg(), "threads": 1, "quick": quick,
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "budgets": BUDGETS}
     (OUT / "decode.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     fb, db = BUDGETS["fast"], BUDGETS["default"]
+    reruns = "".join(f" Row {r['k']} rerun {r['date']} (load {r['load_avg'][0]:.1f})." for r in meta.get("reruns", []))
     lines = [
         "# Decoding beyond enumeration (8x8 MoS2, packaged model, 1 thread)" + (" -- QUICK RUN" if quick else ""), "",
-        f"{meta['date']}, load average {meta['load_avg'][0]:.1f} on 2 shared cores (times are pessimistic). "
+        f"{meta['date']}, load average {meta['load_avg'][0]:.1f} on 2 shared cores (times are pessimistic).{reruns} "
         "`decode(embed(c), model, Limits(k, k))`, method `incremental`, on random k-defect configurations "
         "(uniform sites and types). Budgets: restarts x steps; each step screens every move of one defect "
-        "and evaluates the best 6 exactly.", "",
+        "and evaluates the best 6 exactly (up to 4 defects: every move of every defect exactly); a restart also ends at a "
+        "local minimum.", "",
         "- `d_nn`: median distance to the nearest other configuration among N random ones of that count "
         "(the typical distance between classes, measured on a sample: an upper bound on the true nearest-class distance).",
         "- `d_move`: median over the round-trip configurations of the smallest distance to one of 128 random single-defect "
-        "neighbours in another class (float64, exact); `sep` = its smallest value over the float64 round-off of |z| (>> 1: neighbouring classes "
-        "still separated, i.e. the embedding is locally injective).",
-        "- `err/d_nn`: |z - embed(decode(z))| / d_nn (median, max); `rt`: share with decode(embed(c)) == c up to symmetry.", "",
-        f"| defects | configs | |z| | d_nn | d_move | sep | fast {fb[0]}x{fb[1]}: s/sample | err/d_nn med (max) | err/d_move | rt "
-        f"| default {db[0]}x{db[1]}: s/sample | err/d_nn med (max) | err/d_move | rt | 64-D penultimate (same budget): err/d_nn med | rt |",
+        "neighbours in another class (float64, exact); `sep` = its smallest value over the float64 round-off of |z| (>> 1: "
+        "neighbouring classes still separated, i.e. the embedding is locally injective).",
+        "- `err/d_nn`: |z - embed(decode(z))| / d_nn (median, max); `err/d_move`: median over d_move; "
+        "`rt`: share with decode(embed(c)) == c up to symmetry (canonical keys).",
+        "- 64-D: the same search and default budget on the encoder's 64-D penultimate features mean_g phi(u_g) "
+        "(the network without its last linear layer) instead of the 12-D z; err over the 64-D d_nn.", "",
+        f"| defects | configs | median \\|z\\| | d_nn | d_move | sep | fast {fb[0]}x{fb[1]}: s/sample | err/d_nn med (max) | err/d_move | rt "
+        f"| default {db[0]}x{db[1]}: s/sample | err/d_nn med (max) | err/d_move | rt | 64-D: err/d_nn med | 64-D: rt |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['k']} | error: {r['error'][-120:]!r} |")
             continue
-        cells = [str(r["k"]), str(r["configurations"]), str(r["z_norm_median"]), str(r["d_nn"]), str(r["d_move"]),
-                 str(r["min_move_distance_over_roundoff"])]
+        cells = [str(r["k"]), str(r["configurations"]), f"{r['z_norm_median']:.4g}", f"{r['d_nn']:.4g}", f"{r['d_move']:.4g}",
+                 f"{r['min_move_distance_over_roundoff']:.2g}"]
         for name in ("fast", "default"):
             cells += [_fmt(r, name, "s_per_sample"), f"{_fmt(r, name, 'rel_nn_median')} ({_fmt(r, name, 'rel_nn_max')})",
                       _fmt(r, name, "rel_move_median"), _fmt(r, name, "roundtrip")]
         cells += [_fmt(r, "wide", "rel_nn_median"), _fmt(r, "wide", "roundtrip")]
         lines.append("| " + " | ".join(cells) + " |")
+    basin = [r for r in rows if "basin_roundtrip" in r]
+    if basin:
+        lines += ["", "Basin: round trip decode(embed(c)) == c when the search starts from c with 1 or 2 defects displaced "
+                  "(1 restart, 24 steps):", "", "| defects | 12-D z, 1 displaced | 12-D z, 2 displaced | 64-D, 1 displaced | 64-D, 2 displaced |",
+                  "|---|---|---|---|---|"]
+        for r in basin:
+            b = r["basin_roundtrip"]
+            lines.append(f"| {r['k']} | {b['z_displaced1']} | {b['z_displaced2']} | {b['64d_displaced1']} | {b['64d_displaced2']} |")
     (OUT / "decode.md").write_text("\n".join(lines) + "\n")
+    (OUT / "decode.partial.jsonl").unlink(missing_ok=True)
     print("\n".join(lines))
 
 

@@ -246,7 +246,7 @@ def decode_cmd(
     types: str = typer.Option(None, "--types", help="Allowed defect types, comma separated (default: all)."),
     overwrite: bool = OverwriteOpt,
 ) -> None:
-    """Decode embeddings into configurations (exact nearest orbit where enumerable, local search otherwise)."""
+    """Decode embeddings into configurations (exact nearest orbit where enumerable, incremental local search otherwise)."""
     import numpy as np
     import pandas as pd
 

@@ -360,6 +360,8 @@ def decode(
     seed: int = 0,
     restarts: int = 1,
     batch: int | None = None,
+    start: np.ndarray | None = None,
+    search: dict | None = None,
 ) -> DecodeResult:
     """Decode ``(N, d)`` embeddings into valid configurations within ``limits``.
 
@@ -385,6 +387,10 @@ def decode(
         seed, restarts, batch: ``incremental`` only: seeds the search (same seed, same answer);
             searches per row (from the nearest seed-bank entries); exact move evaluations per step
             (default :data:`invdesign.generate.search.BATCH`).
+        start: ``incremental`` only: optional ``(N, n_sites)`` starting configurations searched first
+            (e.g. a guess near each row); one outside the limits is ignored.
+        search: ``incremental`` only: further options of :func:`invdesign.generate.search.search_decode`
+            (``temperature``, ``per_step``, ``exhaustive``, ``seeds``).
 
     Returns:
         a :class:`DecodeResult` with ``N`` rows.
@@ -396,6 +402,8 @@ def decode(
         raise InvdesignError(f"embeddings must be a finite (N, d) array; got shape {z.shape}")
     if method not in ("auto", "exact", "search", "incremental"):
         raise InvdesignError(f"decode method must be auto, exact, incremental or search, not {method!r}")
+    if estimate_orbits(host, limits) == 0:
+        raise InvdesignError(f"no configuration satisfies the limits {limits.as_dict(host)} (more defects than sites?)")
     if method == "auto":
         method = "exact" if is_enumerable(host, limits) else ("incremental" if _has_encoder(model) else "search")
     if method == "exact":
@@ -407,9 +415,15 @@ def decode(
 
         if z.shape[1] != model.encoder.dim:
             raise InvdesignError(f"embeddings have {z.shape[1]} dimensions, the model {model.encoder.dim}")
+        if start is not None and np.shape(start) != (len(z), host.n_sites):
+            raise InvdesignError(f"start must be ({len(z)}, {host.n_sites}) occupancies; got {np.shape(start)}")
+        subs = {host.defect_types[t][0] for t in limits.types}
+        capacity = int(sum((host.sublattice == s_).sum() for s_ in subs))
+        if limits.min_defects > capacity:
+            raise InvdesignError(f"--min-defects {limits.min_defects} exceeds the {capacity} sites the allowed types can occupy")
         occ, keys, dist, _stats = search_decode(
-            z, model, host, limits.min_defects, limits.max_defects, limits.types, set(exclude), distinct,
-            steps=max_steps, batch=batch or BATCH, restarts=restarts, seed=seed,
+            z, model, host, limits.min_defects, min(limits.max_defects, capacity), limits.types, set(exclude), distinct,
+            steps=max_steps, batch=batch or BATCH, restarts=restarts, seed=seed, start=start, **(search or {}),
         )
         res = DecodeResult(occ, keys, dist, np.full(len(z), "incremental", dtype=object))
     else:

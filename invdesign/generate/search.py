@@ -12,10 +12,17 @@ For a target embedding ``z`` and limits (defect count range, allowed types):
    removal) and :data:`N_ADD` random additions by the cheap screen
    (:meth:`~invdesign.embed.incremental.IncrementalEmbedding.screen`: exact node and pair terms),
    and evaluates exactly the ``batch`` best of them (a quarter of the batch: random others); the
-   best move is taken when it brings ``embed(c)`` closer to ``z``. Every exact evaluation is
+   best move is taken when it brings ``embed(c)`` closer to ``z``. Where a step is cheap
+   (:func:`exhaustive_max`: up to 4 defects with the packaged encoder) every move of every defect
+   is evaluated exactly instead (steepest descent: the screen ranks the last move home too low).
+   A restart ends at a local minimum (no gain in a full exhaustive step, or in two cycles over
+   the defects) or after ``steps`` steps. Every exact evaluation is
    an :class:`~invdesign.embed.incremental.IncrementalEmbedding` update (``O(k^2)`` triples, not
    ``O(k^3)``), in float32 (the ranking); the answer's distance is recomputed exactly (float64,
-   the full embedding).
+   the full embedding). Measured (``benchmarks/results/decode.md``): from one displaced defect the
+   descent returns ``c`` exactly; from random starts it ends on other configurations whose
+   embeddings lie about as close to ``z`` as ``c``'s single-move neighbours (the 12-D landscape
+   is rugged), so beyond 3 defects decoding is approximate.
 3. *Answer*: the nearest configuration seen within the limits (``distinct``: the nearest whose
    canonical key is not taken). The search stops early at an exact hit (``|z - embed(c)|`` at
    round-off), i.e. when it found a configuration that embeds onto ``z``.
@@ -43,6 +50,21 @@ def seeds_per_count(k: int) -> int:
     return next((v for kk, v in SEEDS_PER_COUNT.items() if k <= kk), 4)
 MAX_BANK_COUNTS = 10  # defect counts in the seed bank (spread over the range)
 N_ADD = 32  # random additions screened per step
+PER_STEP = 1  # defects whose every move is screened in one step (a shuffled cycle)
+EXHAUSTIVE_FLOPS = 6e9  # a step evaluates every move of every defect exactly when it costs at most this
+
+
+def exhaustive_max(encoder, host: HostLattice) -> int:
+    """Largest defect count whose full move set (~ ``k`` x sublattice sites x types moves, ``3 k^2 P`` triple
+    rows of ``W^2`` each) costs at most :data:`EXHAUSTIVE_FLOPS` per step: 4 for the packaged encoder (W = 64)."""
+    from invdesign.embed.geometry import point_op_representatives
+
+    P, W = len(point_op_representatives(host)), encoder.width
+    per_defect = max(int((host.sublattice == s).sum()) for s in range(len(host.sublattices))) * 2
+    k = 1
+    while (k + 1) * per_defect * 3 * (k + 1) ** 2 * P * W * W * 2 <= EXHAUSTIVE_FLOPS:
+        k += 1
+    return k
 HIT_TOL = 3e-6  # |z - embed(c)| <= HIT_TOL (1 + |z|): an exact hit (float32 round-off is ~1e-7 |z|)
 POOL = 24  # best configurations kept per row (for distinct answers)
 
@@ -164,6 +186,9 @@ def search_decode(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     temperature: float = 0.0,
+    per_step: int = PER_STEP,
+    exhaustive: int | None = None,
+    start: np.ndarray | None = None,
     desc: str = "decoding by incremental search",
 ) -> tuple[np.ndarray, list[str], np.ndarray, dict]:
     """Decode ``(N, d)`` embeddings into configurations with ``min..max`` defects of ``types``.
@@ -177,6 +202,13 @@ def search_decode(
         seeds: random configurations per defect count in the seed bank (None: :func:`seeds_per_count`).
         seed: seeds everything (row ``i`` uses ``default_rng([seed, i])``).
         dtype: arithmetic of the search (the returned distances are float64, full embedding).
+        temperature: Metropolis acceptance of worse moves, relative to the start distance (0: descent only).
+        per_step: defects whose moves are screened per step (a shuffled cycle when fewer than ``k``).
+        exhaustive: up to this many defects, every move of every defect is evaluated exactly in
+            each step (steepest descent) instead of screened (None: :func:`exhaustive_max`).
+        start: optional ``(N, n_sites)`` starting configurations (e.g. an amortised guess or a flow
+            sample's neighbour), searched first; then ``restarts - 1`` seed-bank starts. A start outside
+            the limits is ignored.
 
     Returns:
         ``occ (N, n_sites)`` uint8, canonical keys, ``distance (N,)`` exact ``|embed(occ) - z|``, and
@@ -193,6 +225,14 @@ def search_decode(
     bank_occ, bank_z = seed_bank(model, space, lo, hi, seeds, seed)
     t_bank = time.perf_counter() - t0
     state = IncrementalEmbedding(model.encoder, host, dtype)
+    exhaustive_k = exhaustive_max(model.encoder, host) if exhaustive is None else int(exhaustive)
+    type_of = np.full((host.n_sites, host.n_species), -1, dtype=np.int64)  # (site, species) -> defect type
+    for t, (sub, code) in enumerate(host.defect_types):
+        type_of[host.sublattice == sub, code] = t
+    if start is not None:
+        start = np.asarray(start)
+        if start.shape != (len(z), host.n_sites):
+            raise ValueError(f"start must be ({len(z)}, {host.n_sites}); got {start.shape}")
     taken = set(exclude)
     occ_out = np.empty((len(z), host.n_sites), dtype=np.uint8)
     keys_out: list[str] = []
@@ -201,35 +241,49 @@ def search_decode(
         rng = np.random.default_rng([seed, i])
         target = z[i]
         tol = HIT_TOL * (1.0 + float(np.linalg.norm(target)))
-        starts = np.argsort(np.linalg.norm(bank_z - target, axis=1), kind="stable")[: max(1, restarts)]
+        starts = [bank_occ[r] for r in np.argsort(np.linalg.norm(bank_z - target, axis=1), kind="stable")[: max(1, restarts)]]
+        if start is not None:
+            n0 = int((start[i] != host.host_code).sum())
+            allowed = all(space.by_sub.get(int(host.sublattice[x]), []) and int(type_of[x, start[i][x]]) in space.types
+                          for x in np.flatnonzero(start[i] != host.host_code))
+            if lo <= n0 <= hi and allowed:
+                starts = [np.asarray(start[i], dtype=np.uint8)] + starts[: max(0, restarts - 1)]
         pool: dict[bytes, float] = {}
         hit = False
-        for r in starts:
-            cur = bank_occ[r].copy()
+        for st0 in starts:
+            cur = st0.copy()
             state.set(cur)
             d = float(np.linalg.norm(state.z() - target))
             temp0 = temperature * d
             pool[cur.tobytes()] = d
             order: list[int] = []
+            stall = 0
             for step in range(steps):
                 if d <= tol:
                     hit = True
                     break
-                if not order:
-                    order = list(rng.permutation(state.k))
-                m = order.pop()
-                if m >= state.k:
-                    continue
-                allm = _propose(state, space, rng, m, N_ADD, lo, hi)
+                if stall >= (1 if state.k <= exhaustive_k else 2 * state.k):
+                    break  # a local minimum: every move tried (exhaustive) or two cycles without a gain
+                if per_step >= state.k or state.k <= exhaustive_k:
+                    ms = list(range(state.k))
+                else:
+                    ms = []
+                    while len(ms) < per_step:
+                        if not order:
+                            order = [o for o in rng.permutation(state.k) if o not in ms]
+                        ms.append(order.pop())
+                allm = np.concatenate([_propose(state, space, rng, m, N_ADD if i == 0 else 0, lo, hi) for i, m in enumerate(ms)])
                 if not len(allm):
                     continue
-                # rank every move by the cheap screen, evaluate the best exactly (plus a few random ones)
-                ds = np.linalg.norm(state.screen(allm) - target, axis=1)
-                n_rand = batch // 4
-                top = np.argsort(ds, kind="stable")[: batch - n_rand]
-                rest = np.setdiff1d(np.arange(len(allm)), top)
-                pick = np.concatenate([top, rng.choice(rest, min(n_rand, len(rest)), replace=False)]) if len(rest) else top
-                moves = allm[pick]
+                if state.k <= exhaustive_k:  # every move exactly (the screen misses the last moves home)
+                    moves = allm
+                else:  # rank every move by the cheap screen, evaluate the best exactly (plus a few random ones)
+                    ds = np.linalg.norm(state.screen(allm) - target, axis=1)
+                    n_rand = batch // 4
+                    top = np.argsort(ds, kind="stable")[: batch - n_rand]
+                    rest = np.setdiff1d(np.arange(len(allm)), top)
+                    pick = np.concatenate([top, rng.choice(rest, min(n_rand, len(rest)), replace=False)]) if len(rest) else top
+                    moves = allm[pick]
                 dz = np.linalg.norm(state.evaluate(moves) - target, axis=1)
                 evals += len(moves)
                 for j in np.argsort(dz)[:4]:
@@ -237,11 +291,13 @@ def search_decode(
                     pool.setdefault(new.tobytes(), float(dz[j]))
                 j = int(np.argmin(dz))
                 temp = temp0 * 1e-3 ** (step / max(1, steps - 1))
+                stall = 0 if dz[j] < d else stall + 1
                 if dz[j] < d or (temp > 0 and rng.random() < np.exp(-(dz[j] - d) / temp)):
                     cur = _after(cur, state, moves[j])
                     state.apply(moves[j])
                     d = float(dz[j])
-                    order = [o - (o > moves[j][0]) if moves[j][0] >= 0 else o for o in order if o != moves[j][0]]
+                    mj = int(moves[j][0])
+                    order = [o - (o > mj) if mj >= 0 else o for o in order if o != mj]
             if d <= tol:
                 hit = True
             if hit:
