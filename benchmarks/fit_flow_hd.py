@@ -1,7 +1,8 @@
 """Regenerate the high-density conditional flow ``invdesign/resources/flow_hd.pt`` (4-30 defects, 8x8 MoS2).
 
-    # 1. draw and embed the training configurations (resumable, chunks of 200; ~0.15 s each on one core)
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/fit_flow_hd.py sample --work /tmp/flow_hd --n 4000
+    # 1. draw and embed the training configurations (resumable, chunks of 200; 0.2-0.3 s each on one loaded core;
+    #    --n 4600 reproduces the packaged set: 4,600 drawn, 4,343 distinct up to symmetry)
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/fit_flow_hd.py sample --work /tmp/flow_hd --n 4600
     # 2. fit the flow on every embedded chunk and write the resource
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/fit_flow_hd.py fit --work /tmp/flow_hd
 
@@ -12,9 +13,11 @@ run that is stopped and resumed gives the same set. Labels are the packaged mode
 (best heads), the quantity design windows are judged by; the flow is conditioned on
 ``(predicted properties, composition)`` (:func:`invdesign.generate.flow_hd.fit_hd_flow`).
 
-The resource is tied to the packaged model's embedding (its probe tag): when
-``default_model.pt`` changes, rerun both steps (the chunks embed with the model, so use a fresh
-``--work``).
+The resource is tied to the packaged model's embedding (its probe tag; ``get_hd_flow`` refuses a
+mismatch and ``--mode auto`` then anneals from random starts, saying so in ``auto_reason``): when
+``default_model.pt``'s encoder changes, rerun both steps with a fresh ``--work`` (the chunks hold
+embeddings; ``fit`` refuses chunks of another embedding). When only its heads change, ``fit`` alone on
+the same ``--work`` relabels the set with the new predictions.
 """
 
 from __future__ import annotations
@@ -95,7 +98,7 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("sample")
     s.add_argument("--work", required=True, type=Path)
-    s.add_argument("--n", type=int, default=4000)
+    s.add_argument("--n", type=int, default=4600)
     s.add_argument("--model", type=Path, default=None)
     f = sub.add_parser("fit")
     f.add_argument("--work", required=True, type=Path)

@@ -31,7 +31,7 @@ from invdesign.lattice.enumerate import compositions
 
 RESOURCE = Path(__file__).resolve().parent.parent / "resources" / "flow_hd.pt"
 FORMAT = "invdesign.flow_hd/1"
-REFIT = "python benchmarks/fit_flow_hd.py sample --work W --n 6000 && python benchmarks/fit_flow_hd.py fit --work W"
+REFIT = "python benchmarks/fit_flow_hd.py sample --work W --n 4600 && python benchmarks/fit_flow_hd.py fit --work W"
 HD_CONFIG = {"max_epochs": 300, "patience": 25}  # flow settings for the high-density set (else DEFAULT_CONFIG)
 SEED_TEMPERATURE = 1.0  # scale of the base Gaussian when sampling start configurations
 SEED_SPREAD = 4  # start configurations: contexts drawn 4x over and kept round-robin over compositions
