@@ -37,10 +37,11 @@ BANDS = ((4, 6), (7, 12), (13, 30))
 PLACEMENTS = ("random", "clustered", "dispersed")
 
 
-def draw(host: HostLattice, rng: np.random.Generator) -> tuple[np.ndarray, str, str]:
-    """One configuration ``(occ (n_sites,), family, placement)``."""
-    lo, hi = BANDS[rng.integers(len(BANDS))]
-    n = int(rng.integers(lo, hi + 1))
+def draw(host: HostLattice, rng: np.random.Generator, n: int | None = None) -> tuple[np.ndarray, str, str]:
+    """One configuration ``(occ (n_sites,), family, placement)`` (``n`` defects; None: drawn from :data:`BANDS`)."""
+    if n is None:
+        lo, hi = BANDS[rng.integers(len(BANDS))]
+        n = int(rng.integers(lo, hi + 1))
     T = len(host.defect_types)
     k = int(rng.choice([1, 2, T], p=[0.3, 0.4, 0.3]))
     types = np.sort(rng.choice(T, size=min(k, n), replace=False))

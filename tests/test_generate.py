@@ -452,3 +452,73 @@ def test_design_anneal_mode_and_refusal(toy, host, tmp_path):
     assert not (tmp_path / "never").exists()
     with pytest.raises(InvdesignError, match="half"):
         design(w, 5, model=toy, mode="anneal", max_defects=150)
+    # flow + decoder at 16-24 defects: over the limit by the measured per-sample decode cost, refused up front
+    with pytest.raises(InvdesignError, match="use --mode flow-anneal or --mode auto"):
+        design(w, 50, model=toy, mode="flow", min_defects=16, max_defects=24, out=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+# ---------------------------------------------------------------------- the high-density flow and flow-seeded annealing
+@pytest.fixture(scope="module")
+def toy_hd(toy, host, tmp_path_factory):
+    from invdesign.generate.anneal import _Moves
+    from invdesign.generate.flow_hd import fit_hd_flow
+
+    occ = _Moves(host, Limits.make(host, 12, 6)).random(np.random.default_rng(5), 160)
+    hd = fit_hd_flow(toy, occ, seed=0, config=SMALL_FLOW)
+    return hd, hd.save(tmp_path_factory.mktemp("hd") / "flow_hd.pt")
+
+
+def test_hd_flow_round_trip_starts_and_refusal(toy, toy_hd, host):
+    from invdesign.generate.anneal import _Moves, log_p_in
+    from invdesign.generate.flow_hd import get_hd_flow
+
+    hd, path = toy_hd
+    assert hd.report["n_configurations"] == len(hd.occ) == len(set(canonical_keys(hd.occ, host)))
+    loaded = get_hd_flow(toy, path)
+    assert np.array_equal(loaded.occ, hd.occ) and loaded.tag == hd.tag
+    lim, w = Limits.make(host, 10, 8), _high_density_window(toy, host)
+    s = loaded.starts(host, w, lim, 24, seed=1)
+    assert s.shape == (24, host.n_sites) and validate(s, host, lim).all()
+    assert np.array_equal(s, loaded.starts(host, w, lim, 24, seed=1))  # seeded
+    lim2 = Limits.make(host, 10, 8, ["V_S", "W_Mo"])
+    assert validate(loaded.starts(host, w, lim2, 24, seed=2), host, lim2).all()
+    # the flow's starts lie nearer the window than random configurations of the same counts
+    rnd = _Moves(host, lim).random(np.random.default_rng(0), 24)
+    lp = [log_p_in(w, *toy.predict(o)).mean() for o in (s, rnd)]
+    assert lp[0] > lp[1]
+    other = PairCountModel(host, toy.train_occ[:10], seed=1)
+    with pytest.raises(InvdesignError, match="refit it with"):
+        get_hd_flow(other, path)
+
+
+def test_design_flow_anneal_valid_distinct_in_limits_and_auto_by_measured_cost(toy, toy_hd, host, monkeypatch):
+    import invdesign.generate.design as design_mod
+
+    monkeypatch.setenv("INVDESIGN_FLOW_HD", str(toy_hd[1]))
+    w = _high_density_window(toy, host)
+    res = design(w, 8, model=toy, mode="flow-anneal", min_defects=8, max_defects=10, seed=1)
+    c = res.candidates
+    assert len(c) == 8 and (c["source"] == "flow-anneal").all() and c["within_limits"].all()
+    assert c["canonical_key"].is_unique and c["n_defects"].between(8, 10).all()
+    assert validate(res.occ, host, Limits.make(host, 10, 8)).all()
+    assert canonical_keys(res.occ, host) == list(c["canonical_key"])
+    assert res.summary["counts"]["harvested_mean_in_window"] == res.summary["counts"]["harvested"]
+    again = design(w, 8, model=toy, mode="flow-anneal", min_defects=8, max_defects=10, seed=1)
+    assert list(again.candidates["canonical_key"]) == list(c["canonical_key"])
+    monkeypatch.setattr(design_mod, "MEASURED_TIME_TO_50", {"anneal": 20.0, "flow-anneal": 10.0, "flow": 120.0})
+    auto = design(w, 4, model=toy, mode="auto", min_defects=8, max_defects=10, seed=1)
+    assert auto.summary["request"]["mode_used"] == "flow-anneal"
+    monkeypatch.setenv("INVDESIGN_FLOW_HD", str(toy_hd[1].parent / "missing.pt"))
+    auto = design(w, 4, model=toy, mode="auto", min_defects=8, max_defects=10, seed=1)
+    assert auto.summary["request"]["mode_used"] == "anneal"
+    assert "flow-anneal skipped" in auto.summary["auto_reason"] and "no high-density flow" in auto.summary["auto_reason"]
+
+
+def test_design_flow_mode_beyond_enumeration_samples_the_hd_flow(toy, toy_hd, host, monkeypatch):
+    monkeypatch.setenv("INVDESIGN_FLOW_HD", str(toy_hd[1]))
+    w = Window.from_dict({TARGETS[0]: (0.0, 10.0)})  # wide: every decoded sample is in it (no nearest-window resampling)
+    res = design(w, 1, model=toy, mode="flow", min_defects=6, max_defects=7, samples=1, seed=0)
+    c = res.candidates
+    assert len(c) == 1 and (c["source"] == "flow").all() and c["within_limits"].all() and 6 <= c["n_defects"][0] <= 7
+    assert res.summary["counts"]["sampled"] == 1 and (c["decode_method"] == "search").all()  # the local-search decoder (toy: no encoder)

@@ -60,7 +60,7 @@ def design_cmd(
     types: str = typer.Option(None, "--types", help="Allowed defect types, comma separated, e.g. V_S,W_Mo (default: all)."),
     exclude: list[str] = typer.Option(None, "--exclude", help="STRUCTURES, key files (.csv/.txt) or canonical keys never to return (repeat)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the flow samples."),
-    mode: str = typer.Option("auto", "--mode", help="auto | anneal | flow | exhaustive (auto: exhaustive where the space is enumerable, anneal beyond it)."),
+    mode: str = typer.Option("auto", "--mode", help="auto | anneal | flow-anneal | flow | exhaustive (auto: exhaustive where the space is enumerable, beyond it the sampler measured fastest: benchmarks/results/anneal.md)."),
     samples: int = typer.Option(None, "--samples", help="Flow samples (default 10 x n with the exact decoder)."),
     diversity: float = typer.Option(0.05, "--diversity", help="Diversity weight in the ranking (0: sort by p_in_window)."),
     mu: str = typer.Option(None, "--mu", help="Chemical potentials the formation-energy window applies to: S-rich, Mo-rich or FILE.json "
@@ -260,7 +260,7 @@ def decode_cmd(
     types: str = typer.Option(None, "--types", help="Allowed defect types, comma separated (default: all)."),
     overwrite: bool = OverwriteOpt,
 ) -> None:
-    """Decode embeddings into configurations (exact nearest orbit where enumerable, local search otherwise)."""
+    """Decode embeddings into configurations (exact nearest orbit where enumerable, incremental local search otherwise)."""
     import numpy as np
     import pandas as pd
 

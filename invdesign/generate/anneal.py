@@ -165,6 +165,7 @@ def anneal(
     max_steps: int = 3000,
     cap: int | None = None,
     start: np.ndarray | None = None,
+    restart=None,
     progress=None,
     max_seconds: float | None = None,
 ) -> AnnealResult:
@@ -181,6 +182,8 @@ def anneal(
         max_steps: the most steps (each evaluates ``C`` configurations).
         cap: harvests per chain before it restarts (default ``max(1, 2 want / C)``).
         start: ``(C0, n_sites)`` optional starting configurations (e.g. flow samples); the rest are random.
+        restart: optional ``restart(rng, m) -> (m, n_sites)`` configurations within the limits for chains
+            that restart (e.g. more flow samples); default: random configurations.
         progress: ``advance(n)`` callback per harvested configuration.
         max_seconds: stop after this much wall time (None: no limit).
 
@@ -245,7 +248,7 @@ def anneal(
             reserve = sorted(set(reserve))[: 2 * want]
         done = np.flatnonzero(per_chain >= cap)
         if len(done):  # restart chains that have harvested their share: spread over many basins
-            state[done] = mv.random(rng, len(done))
+            state[done] = mv.random(rng, len(done)) if restart is None else restart(rng, len(done))
             mean[done], std[done] = model.predict(state[done])
             energy[done] = -log_p_in(window, mean[done], std[done])
             per_chain[done] = 0

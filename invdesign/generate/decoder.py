@@ -8,10 +8,17 @@ defect types):
   representative is embedded once per model (:func:`orbit_index`, cached in memory and on disk)
   and ``z`` decodes to the orbit with the nearest embedding. ``decode(embed(c))`` is then ``c``
   up to symmetry whenever the embedding separates ``c`` from every other orbit.
-- ``search``: otherwise (e.g. 4+ defects), a greedy local search in configuration space guided
-  by the encoder: start from the nearest enumerable orbit, then repeatedly take the best of all
-  single moves (add, remove, re-type or move one defect) by embedding distance to ``z``. The
-  answer is approximate and flagged ``method == "search"``.
+- ``incremental``: otherwise (e.g. 4+ defects) for a model with an invariant encoder: start from
+  the nearest of a bank of random configurations across the allowed counts, then stochastic
+  steepest descent on ``|z - embed(c)|`` over single-defect moves, each evaluated exactly by an
+  incremental embedding update (:mod:`invdesign.generate.search`,
+  :mod:`invdesign.embed.incremental`: ``O(k^2)`` triple terms per move instead of ``O(k^3)``).
+  Exact when the search lands on a configuration embedding onto ``z`` (it stops there); otherwise
+  the nearest configuration found, flagged ``method == "incremental"``.
+- ``search``: the same beyond enumeration for any model with ``embed`` (no encoder needed; slow:
+  every candidate re-embedded whole): start from the nearest enumerable orbit, then repeatedly
+  take the best of all single moves (add, remove, re-type or move one defect) by embedding
+  distance to ``z``. The answer is approximate and flagged ``method == "search"``.
 
 Every returned configuration is valid: allowed species on each sublattice, defect count and
 types within the limits (:func:`validate` is applied to every answer).
@@ -329,7 +336,8 @@ class DecodeResult:
         occ: ``(N, n_sites)`` uint8 valid configurations (canonical representatives when exact).
         keys: ``N`` canonical keys.
         distance: ``(N,)`` embedding distance ``||embed(occ_i) - z_i||``.
-        method: ``(N,)`` ``"exact"`` (nearest enumerated orbit) or ``"search"`` (local search).
+        method: ``(N,)`` ``"exact"`` (nearest enumerated orbit), ``"incremental"`` (search with
+            incremental embedding updates) or ``"search"`` (local search, full re-embedding).
     """
 
     occ: np.ndarray
@@ -349,6 +357,11 @@ def decode(
     metric: np.ndarray | None = None,
     prefer: np.ndarray | None = None,
     k_prefer: int = 1,
+    seed: int = 0,
+    restarts: int = 1,
+    batch: int | None = None,
+    start: np.ndarray | None = None,
+    search: dict | None = None,
 ) -> DecodeResult:
     """Decode ``(N, d)`` embeddings into valid configurations within ``limits``.
 
@@ -359,8 +372,10 @@ def decode(
         exclude: canonical keys never returned.
         distinct: decode each row to the nearest configuration not returned for an earlier row
             (rows are processed in order), so the answers are distinct up to symmetry.
-        method: ``"auto"`` (exact where enumerable), ``"exact"`` or ``"search"``.
-        max_steps: move limit of the local search.
+        method: ``"auto"`` (exact where enumerable, else ``"incremental"`` for a model with an
+            invariant encoder, else ``"search"``), ``"exact"``, ``"incremental"`` or ``"search"``.
+        max_steps: move limit of the local search (``incremental``: search steps per restart, each
+            evaluating ``batch`` moves).
         metric: optional ``(d, d)`` matrix ``A`` for the exact decoder's nearest-orbit search,
             distance ``|A (z - z')|`` (the design pipeline uses the flow's whitening); reported
             distances are always Euclidean.
@@ -369,6 +384,13 @@ def decode(
             free orbits (ties: the nearest). ``k_prefer = 1`` (default) is the plain nearest
             orbit; the design pipeline passes ``p_in_window`` to pick, among the few orbits
             around a flow sample, one the model puts in the window.
+        seed, restarts, batch: ``incremental`` only: seeds the search (same seed, same answer);
+            searches per row (from the nearest seed-bank entries); exact move evaluations per step
+            (default :data:`invdesign.generate.search.BATCH`).
+        start: ``incremental`` only: optional ``(N, n_sites)`` starting configurations searched first
+            (e.g. a guess near each row); one outside the limits is ignored.
+        search: ``incremental`` only: further options of :func:`invdesign.generate.search.search_decode`
+            (``temperature``, ``per_step``, ``exhaustive``, ``seeds``).
 
     Returns:
         a :class:`DecodeResult` with ``N`` rows.
@@ -378,18 +400,44 @@ def decode(
     z = np.asarray(z, dtype=np.float64)
     if z.ndim != 2 or not np.isfinite(z).all():
         raise InvdesignError(f"embeddings must be a finite (N, d) array; got shape {z.shape}")
-    if method not in ("auto", "exact", "search"):
-        raise InvdesignError(f"decode method must be auto, exact or search, not {method!r}")
+    if method not in ("auto", "exact", "search", "incremental"):
+        raise InvdesignError(f"decode method must be auto, exact, incremental or search, not {method!r}")
+    if estimate_orbits(host, limits) == 0:
+        raise InvdesignError(f"no configuration satisfies the limits {limits.as_dict(host)} (more defects than sites?)")
     if method == "auto":
-        method = "exact" if is_enumerable(host, limits) else "search"
+        method = "exact" if is_enumerable(host, limits) else ("incremental" if _has_encoder(model) else "search")
     if method == "exact":
         res = _decode_exact(z, model, limits, set(exclude), distinct, metric, prefer, k_prefer)
+    elif method == "incremental":
+        if not _has_encoder(model):
+            raise InvdesignError("the incremental decoder needs a model with an invariant encoder")
+        from invdesign.generate.search import BATCH, search_decode
+
+        if z.shape[1] != model.encoder.dim:
+            raise InvdesignError(f"embeddings have {z.shape[1]} dimensions, the model {model.encoder.dim}")
+        if start is not None and np.shape(start) != (len(z), host.n_sites):
+            raise InvdesignError(f"start must be ({len(z)}, {host.n_sites}) occupancies; got {np.shape(start)}")
+        subs = {host.defect_types[t][0] for t in limits.types}
+        capacity = int(sum((host.sublattice == s_).sum() for s_ in subs))
+        if limits.min_defects > capacity:
+            raise InvdesignError(f"--min-defects {limits.min_defects} exceeds the {capacity} sites the allowed types can occupy")
+        occ, keys, dist, _stats = search_decode(
+            z, model, host, limits.min_defects, min(limits.max_defects, capacity), limits.types, set(exclude), distinct,
+            steps=max_steps, batch=batch or BATCH, restarts=restarts, seed=seed, start=start, **(search or {}),
+        )
+        res = DecodeResult(occ, keys, dist, np.full(len(z), "incremental", dtype=object))
     else:
         res = _decode_search(z, model, limits, set(exclude), distinct, max_steps)
     ok = validate(res.occ, host, limits)
     if not ok.all():  # a bug, not a user error: the decoder must never return invalid configurations
         raise AssertionError(f"decoder produced {int((~ok).sum())} invalid configurations")
     return res
+
+
+def _has_encoder(model) -> bool:
+    from invdesign.embed.encoder import InvariantEncoder
+
+    return isinstance(getattr(model, "encoder", None), InvariantEncoder)
 
 
 def _decode_exact(

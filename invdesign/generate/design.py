@@ -2,7 +2,7 @@
 
 Modes (``mode=``):
 
-- ``"flow"``: sample the conditional flow for the window (contexts ``(y, composition)`` drawn from
+- ``"flow"``: sample the conditional flow for the window (beyond enumeration: the high-density flow) (contexts ``(y, composition)`` drawn from
   the flow's training distribution restricted to the window and to compositions the limits allow;
   base Gaussian at temperature :data:`FLOW_TEMPERATURE`) -> decode each sample to a configuration
   not taken yet (so candidates are distinct up to symmetry): in enumerable spaces the one with the
@@ -17,10 +17,17 @@ Modes (``mode=``):
 - ``"anneal"``: simulated annealing in configuration space on the model's cluster-count heads
   (:mod:`invdesign.generate.anneal`): harvests distinct configurations whose predicted mean lies in
   the window, then checks them. For spaces beyond enumeration (many defects).
+- ``"flow-anneal"``: the same annealing, its chains started (and restarted) from samples of the
+  high-density conditional flow for the window (:mod:`invdesign.generate.flow_hd`, a separate
+  resource fitted on 4-30-defect configurations, loaded only here and by ``"flow"`` beyond
+  enumeration): the flow proposes compositions and arrangements the model puts in the window,
+  annealing makes each an in-window configuration of its own.
 - ``"auto"``: exhaustive when the space is enumerable (the exact decoder embeds every orbit of
   such a space anyway, so screening them all costs one more head evaluation and is never slower
-  than sampling), annealing otherwise (fastest to 50 in-window candidates at 8-12 and 16-24
-  defects in ``benchmarks/results/anneal.md``; the flow was trained on 1-3 defects only).
+  than sampling), otherwise the sampler with the lowest measured median time to 50 in-window
+  candidates (:data:`MEASURED_TIME_TO_50`, from ``benchmarks/results/anneal.md``: flow-seeded
+  annealing) that the model can run (the high-density flow must match its embedding; else annealing,
+  and ``auto_reason`` in ``summary.json`` says why).
 
 Every mode is a sampler (:mod:`invdesign.generate.samplers`) registered in :data:`SAMPLERS`.
 - pool (``pool=`` given): rank the given structures with the same checks.
@@ -56,7 +63,7 @@ from invdesign.generate.samplers import Proposal, Request
 from invdesign.generate.window import Window
 
 LEADING = ["rank", "id", "canonical_key", "source", *TARGETS, *(f"{t}_std" for t in TARGETS), "p_in_window"]
-MODES = ("auto", "flow", "exhaustive", "anneal")
+MODES = ("auto", "flow", "exhaustive", "anneal", "flow-anneal")
 FLOW_TEMPERATURE = 1.3  # scale of the flow's base Gaussian when sampling for a window (chosen on VAL windows)
 DECODE_K_PREFER = 8  # flow samples decode to the best p_in_window among this many nearest free orbits (VAL windows)
 CHECK_TOP = 2000  # exhaustive mode checks in full at least this many of the best-screened orbits
@@ -243,14 +250,8 @@ def design(
     else:
         used = mode
         if mode == "auto":
-            used = "exhaustive" if is_enumerable(host, limits) else "anneal"
-            extra["auto_reason"] = (
-                "the space within the limits is enumerable: screening every orbit is exact and no slower than sampling"
-                if used == "exhaustive"
-                else "the space within the limits is too large to enumerate: simulated annealing on the model "
-                "(fastest to 50 in-window candidates in benchmarks/results/anneal.md)"
-            )
-        if used in ("anneal", "flow") and not is_enumerable(host, limits):
+            used, extra["auto_reason"] = auto_mode(model, limits)
+        if used in ("anneal", "flow", "flow-anneal") and not is_enumerable(host, limits):
             refuse_if_too_long(host, limits, n, used, time_limit_s)
         req = Request(model, window, limits, excl, n, samples, seed, timings, counts)
         prop = SAMPLERS[used](req)
@@ -436,17 +437,16 @@ def _flow(
     With an enumerable space each sample decodes to the orbit with the highest ``p_in_window``
     among its ``k_prefer`` nearest free orbits (1: plain nearest-orbit decoding).
     """
-    from invdesign.generate.flow import get_flow
-
-    flow = get_flow(model)
     host = model.host
     exact = is_enumerable(host, limits)
+    t = time.perf_counter()
+    flow, allowed = _design_flow(model, limits, exact)
+    timings["flow_load_s"] = timings.get("flow_load_s", 0.0) + time.perf_counter() - t
     m = samples or (10 * n if exact else 2 * n)
     if exact:
         n_space = int(orbit_index(model, limits).mask(limits, excl).sum())
         m = min(m, n_space)
     t = time.perf_counter()
-    allowed = prior_allowed(flow, host, limits)
     if not near:
         z_s, _, _ = flow.sample_window(window.array, m, allowed, seed=seed, temperature=temperature)
     else:
@@ -481,6 +481,24 @@ def _flow(
     return dec.occ, table, z
 
 
+def _design_flow(model, limits: Limits, exact: bool):
+    """``(flow, allowed)``: the model's own flow (1-3-defect orbits) where the space is enumerable, the
+    high-density flow (:mod:`invdesign.generate.flow_hd`, loaded only here) beyond it; ``allowed``
+    marks its context-prior items within the limits."""
+    if exact:
+        from invdesign.generate.flow import get_flow
+
+        flow = get_flow(model)
+        return flow, prior_allowed(flow, model.host, limits)
+    from invdesign.generate.flow_hd import get_hd_flow
+
+    hd = get_hd_flow(model)
+    allowed = hd.allowed(model.host, limits)
+    if not allowed.any():
+        raise InvdesignError(f"the high-density flow saw no composition within the limits {limits.as_dict(model.host)}")
+    return hd.flow, allowed
+
+
 def _flow_nearest(model, window, limits, excl, n, seed, occ, table, z, source, timings, counts):
     """Unreachable window: add flow samples conditioned on the training contexts nearest the window."""
     taken = excl | set(table["canonical_key"])
@@ -497,7 +515,36 @@ def _flow_nearest(model, window, limits, excl, n, seed, occ, table, z, source, t
 ANNEAL_EXTRA = 0.3  # harvest this fraction more than n, so the diversity ranking has a choice
 EMBED_S_PER_K3 = 3.5e-5  # seconds per configuration / k^3 to embed one candidate for its checks (measured, 1 core)
 STEP_S = 0.03  # seconds per annealing step of 64 chains (measured, 8-24 defects, 1 core)
+DECODE_S_PER_K2 = 0.035  # seconds per flow sample / k^2 for the incremental search decoder (measured, 8-24 defects, 1 loaded core)
 ANNEAL_MAX_S = 45.0  # the search stops here; fewer in-window states than wanted -> the nearest ones fill in
+
+
+# median wall time (s) to 50 distinct in-window candidates over the bands and windows of
+# benchmarks/results/anneal.md (a method that did not get there within the cap counts as the cap):
+# what --mode auto picks by beyond enumeration
+MEASURED_TIME_TO_50 = {"flow-anneal": 2.9, "anneal": 10.5, "flow": 60.0}  # flow: none reached 50 within the 60 s cap
+
+
+def auto_mode(model, limits: Limits) -> tuple[str, str]:
+    """``(mode, reason)`` for ``--mode auto``: exhaustive where the space is enumerable, else the sampler
+    with the lowest measured time to 50 in-window candidates (:data:`MEASURED_TIME_TO_50`) that this
+    model can run (flow-based ones need the high-density flow fitted for its embedding)."""
+    if is_enumerable(model.host, limits):
+        return "exhaustive", "the space within the limits is enumerable: screening every orbit is exact and no slower than sampling"
+    from invdesign.generate.flow_hd import hd_flow_available
+
+    skipped = []
+    for mode, sec in sorted(MEASURED_TIME_TO_50.items(), key=lambda kv: kv[1]):
+        if mode in ("flow", "flow-anneal"):
+            ok, why = hd_flow_available(model, limits)
+            if not ok:
+                skipped.append(f"{mode} skipped: {why}")
+                continue
+        others = ", ".join(f"{m} {v:g} s" for m, v in sorted(MEASURED_TIME_TO_50.items(), key=lambda kv: kv[1]) if m != mode)
+        reason = (f"the space within the limits is too large to enumerate: {mode} has the lowest measured median time "
+                  f"to 50 in-window candidates ({sec:g} s; {others}; benchmarks/results/anneal.md)")
+        return mode, reason + ("; " + "; ".join(skipped) if skipped else "")
+    raise AssertionError("anneal needs nothing and is always available")
 
 
 def estimate_seconds(limits: Limits, n: int, mode: str) -> float:
@@ -505,7 +552,7 @@ def estimate_seconds(limits: Limits, n: int, mode: str) -> float:
     candidate (cost ~ k^3, the encoder's triple term) and the search runs a few hundred steps."""
     want = math.ceil(n * (1 + ANNEAL_EXTRA))
     k = limits.max_defects
-    return want * EMBED_S_PER_K3 * k**3 + 300 * STEP_S + (0 if mode == "anneal" else 2 * n * 0.05 * k)
+    return want * EMBED_S_PER_K3 * k**3 + 300 * STEP_S + (2 * n * DECODE_S_PER_K2 * k**2 if mode == "flow" else 0)
 
 
 def refuse_if_too_long(host, limits: Limits, n: int, mode: str, time_limit_s: float) -> None:
@@ -516,6 +563,12 @@ def refuse_if_too_long(host, limits: Limits, n: int, mode: str, time_limit_s: fl
             "beyond that the host is no longer the majority phase: lower --max-defects"
         )
     est = estimate_seconds(limits, n, mode)
+    if mode == "flow" and est > time_limit_s:
+        raise InvdesignError(
+            f"design --mode flow -n {n} with up to {limits.max_defects} defects would take about {est / 3600:.1f} h "
+            f"(limit {time_limit_s / 60:.0f} min; decoding one flow sample costs ~{DECODE_S_PER_K2:g} s x k^2): "
+            "use --mode flow-anneal or --mode auto, or lower --max-defects"
+        )
     if est > time_limit_s:
         k_ok = int(((time_limit_s - 300 * STEP_S) / (math.ceil(n * (1 + ANNEAL_EXTRA)) * EMBED_S_PER_K3)) ** (1 / 3))
         raise InvdesignError(
@@ -525,17 +578,52 @@ def refuse_if_too_long(host, limits: Limits, n: int, mode: str, time_limit_s: fl
         )
 
 
-def _anneal(req: Request) -> Proposal:
-    """Simulated annealing on the model toward the window (:mod:`invdesign.generate.anneal`), then the checks."""
-    from invdesign.generate.anneal import anneal
+def flow_seeds(model, window: Window, limits: Limits, seed: int = 0, batch: int = 64):
+    """``(start, restart)`` for :func:`~invdesign.generate.anneal.anneal` from the high-density flow.
+
+    ``start``: ``(batch, n_sites)`` start configurations from flow samples for the window
+    (:meth:`~invdesign.generate.flow_hd.HDFlow.starts`); ``restart(rng, m)`` draws ``m`` more, a new
+    batch of flow samples whenever the current one is used up (seeded: same seed, same sequence).
+    """
+    from invdesign.generate.flow_hd import get_hd_flow
+
+    hd = get_hd_flow(model)
+    host = model.host
+    start = hd.starts(host, window, limits, batch, seed=seed)
+    queue: list[np.ndarray] = []
+    calls = [0]
+
+    def restart(rng: np.random.Generator, m: int) -> np.ndarray:
+        while len(queue) < m:
+            calls[0] += 1
+            queue.extend(hd.starts(host, window, limits, batch, seed=seed + 1000 * calls[0]))
+        out = np.stack(queue[:m])
+        del queue[:m]
+        return out
+
+    return start, restart
+
+
+def _anneal(req: Request, seeded: bool = False) -> Proposal:
+    """Simulated annealing on the model toward the window (:mod:`invdesign.generate.anneal`), then the checks.
+
+    ``seeded``: chains start (and restart) from high-density flow samples for the window
+    (:func:`flow_seeds`) instead of random configurations.
+    """
+    from invdesign.generate.anneal import CHAINS, anneal
     from invdesign.progress import task
 
     model, window, limits = req.model, req.window, req.limits
     want = req.samples or math.ceil(req.n * (1 + ANNEAL_EXTRA))
+    start = restart = None
+    if seeded:
+        t = time.perf_counter()
+        start, restart = flow_seeds(model, window, limits, seed=req.seed, batch=CHAINS)
+        req.timings["flow_seed_s"] = time.perf_counter() - t
     t = time.perf_counter()
     with task("annealing toward the window", total=want) as advance:
         res = anneal(model, window, limits, want, exclude=req.exclude, seed=req.seed, progress=advance,
-                     max_seconds=ANNEAL_MAX_S)
+                     max_seconds=ANNEAL_MAX_S, start=start, restart=restart)
     req.timings["anneal_s"] = time.perf_counter() - t
     t = time.perf_counter()
     if not len(res.occ):
@@ -545,7 +633,7 @@ def _anneal(req: Request) -> Proposal:
     z = np.concatenate([np.asarray(model.embed(res.occ[s : s + 16]), float)
                         for s in track(range(0, len(res.occ), 16), "embedding the candidates")])
     table = check_candidates(res.occ, model, window, limits, z=z, keys=res.keys, prediction=(res.mean, res.std))
-    table["decode_method"] = "anneal"
+    table["decode_method"] = "flow-anneal" if seeded else "anneal"
     req.timings["check_s"] = time.perf_counter() - t
     req.counts.update(
         anneal_steps=res.steps, evaluated=res.evaluations, harvested=len(res.keys),
@@ -564,7 +652,11 @@ def _flow_sampler(req: Request) -> Proposal:
     return Proposal(*_flow(req.model, req.window, req.limits, req.exclude, req.n, req.samples, req.seed, req.timings, req.counts))
 
 
-SAMPLERS = {"exhaustive": _exhaustive_sampler, "flow": _flow_sampler, "anneal": _anneal}
+def _flow_anneal(req: Request) -> Proposal:
+    return _anneal(req, seeded=True)
+
+
+SAMPLERS = {"exhaustive": _exhaustive_sampler, "flow": _flow_sampler, "anneal": _anneal, "flow-anneal": _flow_anneal}
 
 
 # ---------------------------------------------------------------------- reports
