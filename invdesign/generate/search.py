@@ -20,7 +20,7 @@ For a target embedding ``z`` and limits (defect count range, allowed types):
    an :class:`~invdesign.embed.incremental.IncrementalEmbedding` update (``O(k^2)`` triples, not
    ``O(k^3)``), in float32 (the ranking); the answer's distance is recomputed exactly (float64,
    the full embedding). Measured (``benchmarks/results/decode.md``): from one displaced defect the
-   descent returns ``c`` exactly; from random starts it ends on other configurations whose
+   exhaustive descent (4 defects) returns ``c`` exactly, the screened one (6) does not; from random starts it ends on other configurations whose
    embeddings lie about as close to ``z`` as ``c``'s single-move neighbours (the 12-D landscape
    is rugged), so beyond 3 defects decoding is approximate.
 3. *Answer*: the nearest configuration seen within the limits (``distinct``: the nearest whose
