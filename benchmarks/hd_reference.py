@@ -37,9 +37,10 @@ BANDS = ((4, 6), (7, 12), (13, 30))
 PLACEMENTS = ("random", "clustered", "dispersed")
 
 
-def draw(host: HostLattice, rng: np.random.Generator) -> tuple[np.ndarray, str, str]:
-    """One configuration ``(occ (n_sites,), family, placement)``."""
-    lo, hi = BANDS[rng.integers(len(BANDS))]
+def draw(host: HostLattice, rng: np.random.Generator,
+         bands: tuple[tuple[int, int], ...] = BANDS) -> tuple[np.ndarray, str, str]:
+    """One configuration ``(occ (n_sites,), family, placement)``; the count uniform in a band drawn from ``bands``."""
+    lo, hi = bands[rng.integers(len(bands))]
     n = int(rng.integers(lo, hi + 1))
     T = len(host.defect_types)
     k = int(rng.choice([1, 2, T], p=[0.3, 0.4, 0.3]))
