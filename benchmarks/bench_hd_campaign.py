@@ -6,6 +6,10 @@ appended to ``WORK/labels.csv`` and reused by a rerun)::
     OMP_NUM_THREADS=1 PYTHONPATH=. nice -n 10 python benchmarks/bench_hd_campaign.py --work /tmp/hdc
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_hd_campaign.py --work /tmp/hdc_smoke --smoke
 
+The committed run's CHGNet calls are in ``benchmarks/results/chgnet/hd_campaign_labels.csv``
+(canonical key, corrected and raw CHGNet energies, seconds): copy it to ``WORK/labels.csv`` and a
+rerun makes no new CHGNet call (the pool is regenerated identically from its seed).
+
 Search space: 8x8 MoS2 with 8-16 defects, every composition family and all four defect types.
 Candidate pool: ``--pool`` (4,000) distinct configurations drawn with a fixed seed by the
 high-density reference's generator (``hd_reference.draw``: defect count uniform in 8-16, a family
