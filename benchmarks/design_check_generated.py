@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 PYTHONPATH=. nice -n 10 python benchmarks/design_check_generated.py --work /tmp/dcg
 
 1. ``invdesign design --target formation_energy_per_site=1.8:2.2 --min-defects 8 --max-defects 12 -n 20
-   --seed 0 --check chgnet --check-top 10`` (anneal mode: the default beyond enumeration); the top 10
+   --seed 0 --check chgnet --check-top 20`` (anneal mode: the default beyond enumeration); the top 20
    by the model are checked with the corrected CHGNet (energy: single point of the ideal geometry;
    structure: FIRE fmax 0.2 eV/A, <= 20 steps, then mapped back onto the lattice).
 2. For each checked candidate, a random configuration with the same number of defects (the
@@ -58,7 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", required=True, type=Path)
     ap.add_argument("--window", default="1.8:2.2", help="formation energy window LO:HI (eV/site)")
-    ap.add_argument("--top", type=int, default=10)
+    ap.add_argument("--top", type=int, default=20)
     ap.add_argument("-n", type=int, default=20)
     ap.add_argument("--executor", default="process:2")
     ap.add_argument("--seed", type=int, default=0)
