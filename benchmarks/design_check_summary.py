@@ -5,7 +5,8 @@
 
 The baseline is the share of high-density reference configurations (corrected CHGNet, the same
 reference as the check) with the same defect counts whose formation energy lies in the window.
-Writes ``benchmarks/results/design_check.{json,md}``.
+Writes the pool-mode part of ``benchmarks/results/design_check.{json,md}`` (the generated-mode part,
+written by ``design_check_generated.py``, is kept).
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ def main() -> None:
         "largest_displacement_A": float(top["check_max_displacement"].max()),
         "changed": top.loc[top["check_status"] == "changed_configuration", ["id", "check_error"]].to_dict("records"),
     }
-    Path("benchmarks/results/design_check.json").write_text(json.dumps(res, indent=2) + "\n")
+    path_json = Path("benchmarks/results/design_check.json")
+    old = json.loads(path_json.read_text()) if path_json.exists() else {}
+    keep = {"generated_mode": old["generated_mode"]} if "generated_mode" in old else {}
+    path_json.write_text(json.dumps({"pool_mode": res, **keep}, indent=2) + "\n")
     lines = [f"# design --check at {min(counts)}-{max(counts)} defects (window E_f {lo}:{hi} eV/site)", "",
              f"Check: {chk['reference']}; structure relaxed {chk['relaxation']}.", "",
              "| | share in window |", "|---|---|",
@@ -55,7 +59,10 @@ def main() -> None:
              f"Status: {chk['status']}; largest displacement {res['largest_displacement_A']:.2f} A. "
              "The pool is the 8-12-defect part of the high-density set (random, clustered and dispersed placements), "
              "so its own in-window share under the same reference is the random baseline."]
-    Path("benchmarks/results/design_check.md").write_text("\n".join(lines) + "\n")
+    path_md = Path("benchmarks/results/design_check.md")
+    text = path_md.read_text() if path_md.exists() else ""
+    generated = text[text.index("## Generated mode"):] if "## Generated mode" in text else ""  # design_check_generated.py
+    path_md.write_text("\n".join(lines) + "\n" + ("\n" + generated if generated else ""))
     print("\n".join(lines))
 
 

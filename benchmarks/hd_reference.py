@@ -37,10 +37,12 @@ BANDS = ((4, 6), (7, 12), (13, 30))
 PLACEMENTS = ("random", "clustered", "dispersed")
 
 
-def draw(host: HostLattice, rng: np.random.Generator, n: int | None = None) -> tuple[np.ndarray, str, str]:
-    """One configuration ``(occ (n_sites,), family, placement)`` (``n`` defects; None: drawn from :data:`BANDS`)."""
+def draw(host: HostLattice, rng: np.random.Generator, n: int | None = None,
+         bands: tuple[tuple[int, int], ...] = BANDS) -> tuple[np.ndarray, str, str]:
+    """One configuration ``(occ (n_sites,), family, placement)`` with ``n`` defects (None: the count
+    uniform in a band drawn from ``bands``)."""
     if n is None:
-        lo, hi = BANDS[rng.integers(len(BANDS))]
+        lo, hi = bands[rng.integers(len(bands))]
         n = int(rng.integers(lo, hi + 1))
     T = len(host.defect_types)
     k = int(rng.choice([1, 2, T], p=[0.3, 0.4, 0.3]))

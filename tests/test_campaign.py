@@ -211,6 +211,40 @@ def test_executors_agree(pool, host):
         resolve("process:2", local)
 
 
+def test_workers_keep_one_live_oracle(tmp_path, pool, monkeypatch):
+    """A process pool sets an expensive oracle up once per worker (CHGNet: model + pristine host), not once per call."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent))
+    from label_oracles import SetupCountingOracle
+
+    target = Target(window={"formation_energy_per_site": (0.5, 1.5)})
+    with Campaign.create(tmp_path / "c.db", target, [pool["dir"]], features="pairs", batch=3, budget=9, seed=0) as c:
+        st = c.run(SetupCountingOracle(), executor="process:1")
+        obs = c.observations()
+    assert st["evaluations"] == 9 and st["steps"] == 3
+    assert (obs["formation_energy_per_site"] == 1.0).all()  # 1, 2, ..., 9 when each call unpickles a fresh copy
+    assert obs["homo_lumo_gap"].nunique() == 1  # all in the one worker
+
+
+def test_features_from_another_campaign(tmp_path, pool, window):
+    """Campaigns over one candidate set can share its features and prior; other candidates or settings are refused."""
+    target, _ = window
+    with Campaign.create(tmp_path / "a.db", target, [pool["dir"]], batch=4, seed=1) as a:
+        first = a.suggest()["canonical_key"].tolist()
+        arrays = {k: a.store.array(k) for k in ("features", "prior_mean", "prior_std")}
+    with Campaign.create(tmp_path / "b.db", target, [pool["dir"]], batch=4, seed=1, features_from=tmp_path / "a.db") as b:
+        for k, v in arrays.items():
+            np.testing.assert_array_equal(b.store.array(k), v)
+        assert b.suggest()["canonical_key"].tolist() == first
+    few = sorted(pool["dir"].glob("*.cif"))[:10]
+    with pytest.raises(InvdesignError, match="not this campaign's"):
+        Campaign.create(tmp_path / "c.db", target, few, features_from=tmp_path / "a.db")
+    with pytest.raises(InvdesignError, match="features setting"):
+        Campaign.create(tmp_path / "d.db", target, [pool["dir"]], features="pairs", features_from=tmp_path / "a.db")
+    with pytest.raises(InvdesignError, match="no campaign file"):
+        Campaign.create(tmp_path / "e.db", target, [pool["dir"]], features_from=tmp_path / "missing.db")
+    assert not any((tmp_path / f"{n}.db").exists() for n in "cde")
+
+
 # ---------------------------------------------------------------------- the loop
 def test_campaign_finds_hits_deterministically(tmp_path, pool, window, host):
     target, inside = window

@@ -117,6 +117,7 @@ class Campaign:
         executor: str = "auto",
         generate: int | None = None,
         allow_failures: bool = False,
+        features_from: str | Path | None = None,
     ) -> Campaign:
         """Create a campaign file.
 
@@ -135,6 +136,10 @@ class Campaign:
             generate: instead of a pool or the enumeration, ``generate`` candidates for the window from
                 the model's conditional flow + decoder (:func:`invdesign.generate.design.design`, flow mode).
             allow_failures: validate a table oracle without refusing bad labels (see :meth:`run`).
+            features_from: another campaign file over the same candidate set (same canonical keys in the
+                same order, same ``features`` and ``model``): its features and prior are copied instead of
+                recomputed (embedding thousands of high-density candidates takes minutes); refused
+                when the candidates or settings differ.
         """
         from invdesign.campaign.executors import check_spec
         from invdesign.campaign.oracles import make_oracle
@@ -188,16 +193,19 @@ class Campaign:
             "model": model, "features": features, "warm_start": bool(warm_start and features == "model"),
             "acquisition": acquisition, "executor": executor, "version": 1,
         }
-        feat = _featurizer(config, h)
-        from invdesign.progress import task
+        if features_from is not None:
+            arrays = _features_from(Path(features_from), config, cands)
+        else:
+            feat = _featurizer(config, h)
+            from invdesign.progress import task
 
-        arrays: dict[str, np.ndarray] = {}
-        with task(f"featurising {len(occ)} candidates", total=1) as advance:
-            arrays["features"] = np.asarray(feat(occ), dtype=np.float64)
-            if config["warm_start"]:
-                pm, ps = feat.prior(occ)
-                arrays["prior_mean"], arrays["prior_std"] = pm, ps
-            advance()
+            arrays = {}
+            with task(f"featurising {len(occ)} candidates", total=1) as advance:
+                arrays["features"] = np.asarray(feat(occ), dtype=np.float64)
+                if config["warm_start"]:
+                    pm, ps = feat.prior(occ)
+                    arrays["prior_mean"], arrays["prior_std"] = pm, ps
+                advance()
         store = Store.create(db, config, cands, occ, arrays)
         return cls(store)
 
@@ -470,14 +478,20 @@ class Campaign:
 
         rows = [occ[key_to_idx[k]] if k in key_to_idx else key_to_occ(k, self.host) for k in pend["canonical_key"]]
         ids, keys = list(pend["id"]), list(pend["canonical_key"])
+        from invdesign.campaign.executors import InlineExecutor
+        from invdesign.campaign.label import oracle_token
+
+        # other processes (a process pool, Dask workers) keep one live copy of the oracle each, so an
+        # expensive oracle (CHGNet: model load + pristine host) is set up once per worker, not once per call
+        in_process = isinstance(executor, (InlineExecutor, cf.ThreadPoolExecutor))
+        token = None if in_process else oracle_token(oracle)
         futs = {}
         for s in range(0, len(ids), chunk):
-            f = executor.submit(_evaluate, oracle, np.stack(rows[s : s + chunk]), ids[s : s + chunk])
+            f = executor.submit(_evaluate, oracle, np.stack(rows[s : s + chunk]), ids[s : s + chunk], token)
             futs[f] = slice(s, s + chunk)
         used = [TARGETS.index(t) for t in self.target.names]
         name = getattr(oracle, "name", type(oracle).__name__)
         new = 0
-        from invdesign.campaign.executors import InlineExecutor
 
         # inline: results in suggestion (acquisition) order; pools: as they land, each committed at once
         arrivals = list(futs) if isinstance(executor, InlineExecutor) else cf.as_completed(futs)
@@ -591,6 +605,29 @@ class Campaign:
         return write_report(self, out, overwrite)
 
 
+def _features_from(src: Path, config: dict, cands: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Features (and prior) of the campaign in ``src`` for ``cands``; refused unless the candidate set
+    (canonical keys, in order) and the feature settings (``features``, ``model``, warm start) are the same."""
+    if not src.is_file():
+        raise InvdesignError("no campaign file to take features from", source=str(src))
+    with Store.open(src, readonly=True) as st:
+        other, _ = st.candidates()
+        cfg = st.config
+        arrays = {k: st.array(k) for k in ("features", "prior_mean", "prior_std")}
+    if list(other["canonical_key"]) != list(cands["canonical_key"]):
+        raise InvdesignError(f"its {len(other)} candidates are not this campaign's {len(cands)} (same canonical keys "
+                             "in the same order are needed to reuse its features)", source=str(src))
+    for k in ("features", "model"):
+        if cfg.get(k) != config.get(k):
+            raise InvdesignError(f"its {k} setting {cfg.get(k)!r} differs from this campaign's {config.get(k)!r}",
+                                 source=str(src))
+    if config["warm_start"] and (arrays["prior_mean"] is None or arrays["prior_std"] is None):
+        raise InvdesignError("it holds no prior (made without warm start); this campaign needs one", source=str(src))
+    if not config["warm_start"]:
+        arrays = {"features": arrays["features"]}
+    return {k: v for k, v in arrays.items() if v is not None}
+
+
 def _check_coverage(oracle, cands: pd.DataFrame, allow_failures: bool) -> None:
     """A table oracle must label every candidate (unless failures are allowed): refused before any evaluation."""
     from invdesign.campaign.oracles import TableOracle
@@ -599,9 +636,12 @@ def _check_coverage(oracle, cands: pd.DataFrame, allow_failures: bool) -> None:
         oracle.check_covers(list(cands["id"]), list(cands["canonical_key"]))
 
 
-def _evaluate(oracle, occ: np.ndarray, ids: list[str]) -> np.ndarray:
-    """Module-level so that process pools and Dask can pickle the call."""
-    return np.asarray(oracle.evaluate(occ, ids), dtype=float)
+def _evaluate(oracle, occ: np.ndarray, ids: list[str], token: str | None = None) -> np.ndarray:
+    """Module-level so that process pools and Dask can pickle the call; with a ``token`` the worker
+    evaluates with its live copy of the oracle (:func:`invdesign.campaign.label.live_oracle`)."""
+    from invdesign.campaign.label import live_oracle
+
+    return np.asarray(live_oracle(token, oracle).evaluate(occ, ids), dtype=float)
 
 
 def _f(v) -> float | None:

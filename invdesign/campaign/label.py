@@ -45,9 +45,20 @@ def label_one(oracle, occ_row: np.ndarray, cid: str) -> dict:
     return dict(zip(TARGETS, vals))
 
 
+def live_oracle(token: str | None, oracle):
+    """The worker's live copy of ``oracle`` (the first one it received under ``token``; ``oracle`` itself
+    when ``token`` is None): a CHGNet model is loaded, and its pristine host evaluated, once per worker."""
+    return oracle if token is None else _LIVE.setdefault(token, oracle)
+
+
+def oracle_token(oracle) -> str:
+    """A hash of the oracle's pickle: equal oracles share one live copy per worker."""
+    return _token(oracle)
+
+
 def _task(token: str, oracle, occ_row: np.ndarray, cid: str) -> tuple[str, dict, float, str]:
     """Run in a worker: ``(id, outputs, seconds, error)``; an oracle error is returned, not raised."""
-    live = _LIVE.setdefault(token, oracle)
+    live = live_oracle(token, oracle)
     t0 = time.perf_counter()
     try:
         out, err = label_one(live, occ_row, cid), ""
