@@ -57,6 +57,8 @@ VARIANTS: dict[str, dict] = {
     "single_sub": {"members": 1, "bootstrap": False, "subsample": 8 / 9},
     "single_abs_sub": {"members": 1, "bootstrap": False, "losses": ("absolute_error",), "subsample": 8 / 9},
     "single_abs_vmo": {"members": 1, "bootstrap": False, "losses": ("absolute_error",), "features": "vmo"},
+    "single_shell": {"members": 1, "bootstrap": False, "features": "shell"},
+    "single_abs_shell": {"members": 1, "bootstrap": False, "losses": ("absolute_error",), "features": "shell"},
     "full2": {"members": 1, "bootstrap": False, "losses": ("squared_error", "absolute_error")},
     "fullmf6": {"members": 3, "bootstrap": False, "max_features": 0.5, "losses": ("squared_error", "absolute_error")},
     "fullmf6_l63": {"members": 3, "bootstrap": False, "max_features": 0.5, "max_leaf_nodes": 63, "losses": ("squared_error", "absolute_error")},
@@ -70,6 +72,27 @@ def vmo_features(occ: np.ndarray, host) -> np.ndarray:
     from invdesign.predict.features import orbit_distances, pair_distances
 
     return pair_distances(cluster_counts(occ, host), len(host.defect_types), orbit_distances(host))
+
+
+SHELLS = (2.0, 3.0, 3.5, 4.2, 5.3, 6.5, 8.0, 10.0, 30.0)  # A: bin edges of pair distances
+
+
+def shell_features(X: np.ndarray, host) -> np.ndarray:
+    """Pair counts per unordered defect-type pair and distance shell (:data:`SHELLS`): the pair columns of
+    the counts merged over orbits of similar distance, ``(N, 10 * 8)``; a linear map of the counts."""
+    from invdesign.predict.features import orbit_distances
+
+    T = len(host.defect_types)
+    od = orbit_distances(host)
+    npo = len(od)
+    sh = np.digitize(od, SHELLS[1:-1])
+    tp = {(a, b): i for i, (a, b) in enumerate((a, b) for a in range(T) for b in range(a, T))}
+    M = np.zeros((T * T * npo, len(tp) * (len(SHELLS) - 1)))
+    for a in range(T):
+        for b in range(T):
+            for o in range(npo):
+                M[(a * T + b) * npo + o, tp[(min(a, b), max(a, b))] * (len(SHELLS) - 1) + sh[o]] += 0.5
+    return X[:, T:] @ M
 
 
 def te_features(X: np.ndarray, u: np.ndarray, tr: np.ndarray, T: int = 4, m: float = 3.0, folds: int = 5) -> np.ndarray:
@@ -161,6 +184,8 @@ def main() -> None:
         sub = spec.pop("subsample", None)  # learning curve: fit on this share of the train rows
         if feats == "vmo" and feats not in extra:
             extra[feats] = vmo_features(ds.occ, ds.host)
+        if feats == "shell" and feats not in extra:
+            extra[feats] = shell_features(X, ds.host)
         for s in a.seeds:
             sp = split_indices(ds.ids, seed=s)
             tr, va, te = sp["train"], sp["val"], sp["test"]

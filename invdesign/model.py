@@ -53,9 +53,10 @@ DEFAULT_CONFIG: dict = {
     "gap_members": 1,  # bounded gap head: boosted-tree models per loss (1: on the whole train split; > 1: bootstrap)
     "gap_iter": 500,
     "gap_losses": ("squared_error", "absolute_error"),
-    # further gap members (BoundedGapHead ``extra``): one that also reads the pair distances
-    # (chosen on validation: benchmarks/results/gap_tune_study.md)
-    "gap_extra": ({"distances": True},),
+    # further gap members (BoundedGapHead ``extra``, e.g. ``{"distances": True}``); none shipped: the member
+    # reading pair distances wins on validation but extrapolates badly to unseen compositions
+    # (benchmarks/results/gap_tune_study.md)
+    "gap_extra": (),
     "gap_refit_with_val": False,  # gap members refitted on train + val after the std is calibrated on val
 }
 #: the gap head's recipe: :func:`attach_gap_head` refits with these from :data:`DEFAULT_CONFIG`

@@ -13,10 +13,11 @@ Physical bound by construction: the trees regress ``u = logit(g / eg_max)`` and 
 Mean: ``members`` models per loss (squared and absolute error), each on a bootstrap resample when
 ``members > 1``, else on the whole training set, plus ``extra`` members with their own settings, all
 averaged in logit space. :data:`invdesign.model.DEFAULT_CONFIG` ships one model per loss on the whole
-train split and one squared-error model that also reads the shortest pair distances per defect-type pair
-(:func:`invdesign.predict.features.pair_distances`, a function of the counts, so exactly invariant):
-models that see the data differently err differently, and this average was the most accurate on
-validation (benchmarks/results/gap_tune_study.md; the loss ensemble: gap_blend_study.md).
+train split (as accurate as six bootstrap members on validation, at a third of the cost). An ``extra``
+member may also read the shortest pair distances per defect-type pair
+(:func:`invdesign.predict.features.pair_distances`, a function of the counts, so exactly invariant);
+it improves validation MAE but extrapolates badly to compositions absent from training, so it is not
+shipped (benchmarks/results/gap_tune_study.md; the loss ensemble: gap_blend_study.md).
 
 Uncertainty: the spread of all those models
 ``s(x)`` (eV) is turned into a calibrated std by split-conformal calibration on validation,
