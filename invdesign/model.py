@@ -50,13 +50,12 @@ DEFAULT_CONFIG: dict = {
     "z_members": 4,
     "z_width": 128,
     "z_epochs": 100,
-    "gap_members": 1,  # bounded gap head: boosted-tree models per loss (1: on the whole train split; > 1: bootstrap)
+    "gap_members": 3,  # bounded gap head: boosted-tree models per loss (> 1: bootstrap resamples; 1: the whole train split)
     "gap_iter": 500,
     "gap_losses": ("squared_error", "absolute_error"),
-    # further gap members (BoundedGapHead ``extra``, e.g. ``{"distances": True}``); none shipped: the member
-    # reading pair distances wins on validation but extrapolates badly to unseen compositions
+    # further gap members (BoundedGapHead ``extra``): one model per loss on the whole train split
     # (benchmarks/results/gap_tune_study.md)
-    "gap_extra": (),
+    "gap_extra": ({"loss": "squared_error"}, {"loss": "absolute_error"}),
     "gap_refit_with_val": False,  # gap members refitted on train + val after the std is calibrated on val
 }
 #: the gap head's recipe: :func:`attach_gap_head` refits with these from :data:`DEFAULT_CONFIG`
