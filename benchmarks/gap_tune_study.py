@@ -12,9 +12,9 @@ split) is appended to ``benchmarks/results/gap_variants.jsonl``.
 Every fit caches its members' val/test outputs (logit space) under ``--cache``; ``--blend`` averages the
 members of the named variants (every subset of them) and prints val / test MAE over the splits
 cached for all of them (``bsq`` / ``babs``: the round-b bootstrap heads cached by gap_blend_study.py
-under /tmp/g12b). The shipped recipe (``DEFAULT_CONFIG``: squared- and absolute-error models on the whole
-train split plus a squared-error one that also reads pair distances) is the blend
-``single+single_abs+single_vmo``, the best on validation (benchmarks/results/gap_tune_study.md).
+under /tmp/g12b). The shipped recipe (``DEFAULT_CONFIG``: three bootstrap members per loss plus one
+squared- and one absolute-error model on the whole train split) is the blend ``bsq+babs+single+single_abs``
+(benchmarks/results/gap_tune_study.md: why not the best-on-validation ``single+single_abs+single_vmo``).
 """
 
 from __future__ import annotations
