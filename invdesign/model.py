@@ -25,7 +25,7 @@ from invdesign.embed.train import nearest_other, train_encoder
 from invdesign.errors import InvdesignError
 from invdesign.lattice.enumerate import enumerate_orbits
 from invdesign.lattice.host import HostLattice
-from invdesign.predict.features import cluster_counts, poly2
+from invdesign.predict.features import cluster_counts, orbit_distances, poly2
 from invdesign.predict.gap import EG_MAX, BoundedGapHead
 from invdesign.predict.heads import EnsembleHead, RidgeHead
 from invdesign.predict.serving import (
@@ -50,10 +50,29 @@ DEFAULT_CONFIG: dict = {
     "z_members": 4,
     "z_width": 128,
     "z_epochs": 100,
-    "gap_members": 3,  # bounded gap head: bootstrap members of boosted trees, per loss
+    "gap_members": 3,  # bounded gap head: boosted-tree models per loss (> 1: bootstrap resamples; 1: the whole train split)
     "gap_iter": 500,
     "gap_losses": ("squared_error", "absolute_error"),
+    # further gap members (BoundedGapHead ``extra``): one model per loss on the whole train split
+    # (benchmarks/results/gap_tune_study.md)
+    "gap_extra": ({"loss": "squared_error"}, {"loss": "absolute_error"}),
+    "gap_refit_with_val": False,  # gap members refitted on train + val after the std is calibrated on val
 }
+#: the gap head's recipe: :func:`attach_gap_head` refits with these from :data:`DEFAULT_CONFIG`
+GAP_KEYS = ("gap_members", "gap_iter", "gap_losses", "gap_extra", "gap_refit_with_val")
+
+
+def gap_geometry(host: HostLattice | None) -> dict:
+    """``n_types`` and ``orbit_distance`` (A) of ``host`` for :class:`BoundedGapHead` (empty for None)."""
+    if host is None:
+        return {}
+    return {"n_types": len(host.defect_types), "orbit_distance": orbit_distances(host)}
+
+
+def _n_gap_fits(cfg: dict) -> int:
+    """Boosted models the gap head fits under ``cfg`` (for progress bars)."""
+    n = cfg["gap_members"] * len(cfg["gap_losses"]) + len(cfg.get("gap_extra", ()))
+    return 2 * n if cfg.get("gap_refit_with_val") else n
 
 
 __all__ = ["PRISTINE_NOTE", "Model", "default_model_path", "embed", "load_model", "predict", "prediction_table", "train_model"]
@@ -283,7 +302,7 @@ def train_model(dataset: Dataset, seed: int = 0, config: dict | None = None, spl
     timings["ridge_ce_s"] = time.time() - t1
     t1 = time.time()
     heads["gap_gbt"] = fit_gap_head(X, Y[:, TARGETS.index("homo_lumo_gap")], tr, va, cfg, seed,
-                                    stage("bounded gap head", cfg["gap_members"] * len(cfg["gap_losses"])))
+                                    stage("bounded gap head", _n_gap_fits(cfg)), host)
     timings["gap_gbt_s"] = time.time() - t1
     meta = {
         "version": __version__,
@@ -370,9 +389,10 @@ def predict(structures, model: Model | str | Path | None = None):
 
 
 def fit_gap_head(X: np.ndarray, gap: np.ndarray, tr: np.ndarray, va: np.ndarray, config: dict | None = None,
-                 seed: int = 0, progress=None) -> BoundedGapHead:
+                 seed: int = 0, progress=None, host: HostLattice | None = None) -> BoundedGapHead:
     """Fit the bounded gap head on rows ``tr`` of cluster counts ``X (N, p)`` and gaps ``gap (N,)`` (eV);
-    its std is conformally calibrated on rows ``va``. Columns constant on ``tr`` are kept (trees ignore them)."""
+    its std is conformally calibrated on rows ``va``. Columns constant on ``tr`` are kept (trees ignore them).
+    ``host`` gives the pair-orbit distances that members with ``distances`` read (needed for those)."""
     cfg = {**DEFAULT_CONFIG, **(config or {})}
     gap = np.asarray(gap, dtype=np.float64)
     if (gap[tr] < 0).any():
@@ -380,7 +400,9 @@ def fit_gap_head(X: np.ndarray, gap: np.ndarray, tr: np.ndarray, va: np.ndarray,
     # the widest host gap of the 2DMD chemistries; a host with a wider gap (e.g. hBN) sets its own bound
     eg_max = EG_MAX if gap[tr].max() < 0.95 * EG_MAX else float(np.ceil(gap[tr].max() * 1.1 * 10) / 10)
     return BoundedGapHead(eg_max=eg_max, members=cfg["gap_members"], max_iter=cfg["gap_iter"], seed=seed,
-                          losses=tuple(cfg["gap_losses"])).fit(
+                          losses=tuple(cfg["gap_losses"]), extra=tuple(cfg.get("gap_extra", ())),
+                          refit_with_val=bool(cfg.get("gap_refit_with_val", False)),
+                          **gap_geometry(host)).fit(
         X[tr], np.maximum(gap[tr], 1e-4), X[va], gap[va], progress)
 
 
@@ -392,11 +414,11 @@ def attach_gap_head(model: Model, dataset: Dataset, progress=None) -> Model:
     t0 = time.time()
     X = cluster_counts(dataset.occ, model.host)
     Y = dataset.y(TARGETS)
-    cfg = {**DEFAULT_CONFIG, **model.meta.get("config", {})}
+    cfg = {**DEFAULT_CONFIG, **model.meta.get("config", {}), **{k: DEFAULT_CONFIG[k] for k in GAP_KEYS}}
     model.heads["gap_gbt"] = fit_gap_head(X, Y[:, TARGETS.index("homo_lumo_gap")], tr, va, cfg,
-                                          int(model.meta.get("seed", 0)), progress)
+                                          int(model.meta.get("seed", 0)), progress, model.host)
     model.meta.setdefault("timings", {})["gap_gbt_s"] = time.time() - t0
-    model.meta["config"] = {**cfg, **{k: cfg[k] for k in ("gap_members", "gap_iter", "gap_losses")}}
+    model.meta["config"] = cfg
     model.meta.setdefault("serving", {})["homo_lumo_gap"] = "gap_gbt"
     for split, idx in (("val", va), ("test", te)):
         for head in ("gap_gbt", "best"):

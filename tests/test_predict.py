@@ -45,6 +45,30 @@ def test_cluster_counts_are_invariant_and_count_right(host):
     assert np.array_equal(cluster_counts(img, host), X)
 
 
+def test_pair_distances_are_the_defects_shortest_distances_and_invariant(host):
+    """Read off the counts, the k shortest distances per type pair equal those of the defects' sites
+    (minimum image), with multiplicity, absent pairs at ABSENT_DISTANCE; invariant under host operations."""
+    from invdesign.embed.geometry import defect_cloud
+    from invdesign.predict.features import ABSENT_DISTANCE, orbit_distances, pair_distances
+
+    rng = np.random.default_rng(4)
+    occ = np.concatenate([_configs(host, 6), sample_configurations(host, {"V_S": 5, "V_Mo": 2}, 6, rng)])
+    T, od = len(host.defect_types), orbit_distances(host)
+    assert np.abs(od[host.pair_orbits] - host.min_image_distance).max() < 1e-9  # one distance per orbit
+    F = pair_distances(cluster_counts(occ, host), T, od, k=3)
+    tp = [(a, b) for a in range(T) for b in range(a, T)]
+    assert F.shape == (len(occ), len(tp) * 3)
+    D = host.min_image_distance
+    for k, (rows, sites, types) in defect_cloud(occ, host).groups.items():
+        for r, st, ty in zip(rows, sites, types):
+            for j, (a, b) in enumerate(tp):
+                d = sorted(D[st[i], st[m]] for i in range(k) for m in range(i + 1, k) if sorted((ty[i], ty[m])) == [a, b])
+                want = (d + [ABSENT_DISTANCE] * 3)[:3]
+                assert np.allclose(F[r, 3 * j : 3 * j + 3], want), (r, a, b)
+    img = apply_op(occ, host, rng.integers(0, host.n_ops, len(occ)))
+    assert np.array_equal(pair_distances(cluster_counts(img, host), T, od), F)
+
+
 def test_poly2_has_91_columns():
     z = np.random.default_rng(0).normal(size=(5, 12))
     P = poly2(z)
@@ -269,6 +293,90 @@ def test_bounded_gap_head_two_losses_average_all_members_and_stay_bounded(tmp_pa
     torch.save(h.state(), tmp_path / "h.pt")
     h2 = BoundedGapHead.from_state(torch.load(tmp_path / "h.pt", weights_only=True))
     assert h2.losses == h.losses and np.array_equal(h2.predict(X[430:])[0], m)
+
+
+def test_bounded_gap_head_extra_members_are_fitted_averaged_and_roundtrip(tmp_path):
+    """``extra`` members (e.g. full-train-set models of each loss) come after the bootstrap ones, which stay
+    the same; all are averaged in logit space; bound, coverage on val and the state round trip hold."""
+    from invdesign.predict.gap import BoundedGapHead, _logit, _sigmoid
+
+    rng = np.random.default_rng(2)
+    X = rng.integers(0, 4, (500, 8)).astype(float)
+    g = np.clip(np.where(X[:, 0] > 1, 0.35, 1.8) - 0.05 * X[:, 1] + rng.normal(size=500) * 0.01, 0.05, 1.9)
+    extra = ({"loss": "squared_error"}, {"loss": "absolute_error", "max_leaf_nodes": 15})
+    h = BoundedGapHead(members=2, max_iter=40, seed=0, extra=extra).fit(X[:350], g[:350], X[350:430], g[350:430])
+    base = BoundedGapHead(members=2, max_iter=40, seed=0).fit(X[:350], g[:350], X[350:430], g[350:430])
+    assert len(h.forests) == 4
+    assert all(np.array_equal(a.predict(X[430:]), b.predict(X[430:])) for a, b in zip(h.forests[:2], base.forests))
+    full = BoundedGapHead(members=1, max_iter=40, seed=0, bootstrap=False).fit(X[:350], g[:350], X[350:430], g[350:430])
+    assert not np.array_equal(h.forests[2].predict(X[430:]), h.forests[0].predict(X[430:]))
+    assert np.abs(h.forests[2].predict(X[430:]) - full.forests[0].predict(X[430:])).max() < 1e-9  # same data, same trees
+    m, s = h.predict(X[430:])
+    U = np.stack([f.predict(X[430:]) for f in h.forests])
+    assert np.allclose(m, _sigmoid(U.mean(0), h.eg_max)) and np.abs(m - g[430:]).mean() < 0.05 and (s > 0).all()
+    mv, sv = h.predict(X[350:430])
+    assert (np.abs(mv - g[350:430]) <= 2 * sv + 1e-12).mean() >= 0.95
+    mw, _ = h.predict(rng.normal(scale=1e3, size=(200, 8)))
+    assert (mw > 0).all() and (mw < h.eg_max).all() and np.isfinite(_logit(mw, h.eg_max)).all()
+    torch.save(h.state(), tmp_path / "h.pt")
+    h2 = BoundedGapHead.from_state(torch.load(tmp_path / "h.pt", weights_only=True))
+    assert h2.extra == h.extra and np.array_equal(h2.predict(X[430:])[0], m)
+    with pytest.raises(ValueError, match="unknown"):
+        BoundedGapHead(extra=({"depth": 3},))
+    with pytest.raises(ValueError, match="orbit_distance"):
+        BoundedGapHead(extra=({"distances": True},))
+
+
+def test_bounded_gap_head_distance_members_read_pair_distances(host, tmp_path):
+    """A member with ``distances`` reads the counts plus the pair distances (exactly invariant: the served
+    gap is the same for every image of a configuration), stays bounded and round-trips."""
+    from invdesign.predict.features import orbit_distances
+    from invdesign.predict.gap import BoundedGapHead
+
+    rng = np.random.default_rng(5)
+    occ = np.concatenate([sample_configurations(host, {"V_Mo": 1, "V_S": 2}, 150, rng),
+                          sample_configurations(host, {"W_Mo": 1, "V_S": 1}, 100, rng)])
+    X = cluster_counts(occ, host).astype(float)
+    geo = {"n_types": len(host.defect_types), "orbit_distance": orbit_distances(host)}
+    # a gap set by geometry: deep when a V_S sits next to the V_Mo
+    from invdesign.predict.features import pair_distances
+    near = pair_distances(X, geo["n_types"], geo["orbit_distance"])[:, 3 * 6] < 3.0  # shortest (V_Mo, V_S) distance: type pair (1, 3), the 7th
+    g = np.where(X[:, 1] > 0, np.where(near, 0.27, 0.4), 1.1) + rng.normal(size=len(X)) * 0.005
+    h = BoundedGapHead(members=1, max_iter=30, losses=("squared_error",), extra=({"distances": True},), **geo)
+    h.fit(X[:200], g[:200], X[200:], g[200:])
+    assert len(h.forests) == 2 and max(f.feature.max() for f in h.forests) >= X.shape[1]  # reads a distance column
+    assert h.forests[0].feature.max() < X.shape[1]  # the plain member reads counts only
+    m, s = h.predict(X)
+    assert (m > 0).all() and (m < h.eg_max).all() and (s > 0).all()
+    img = apply_op(occ, host, rng.integers(0, host.n_ops, len(occ)))
+    assert np.array_equal(h.predict(cluster_counts(img, host))[0], m)
+    torch.save(h.state(), tmp_path / "h.pt")
+    h2 = BoundedGapHead.from_state(torch.load(tmp_path / "h.pt", weights_only=True))
+    assert np.array_equal(h2.predict(X)[0], m)
+
+
+def test_bounded_gap_head_refit_with_val_keeps_the_calibration_and_refits_on_both(tmp_path):
+    """``refit_with_val``: the std scale comes from members that never saw val; the served members are the
+    same recipe refitted on train + val (equal to a head fitted on the concatenation), still bounded."""
+    from invdesign.predict.gap import BoundedGapHead
+
+    rng = np.random.default_rng(3)
+    X = rng.integers(0, 4, (500, 8)).astype(float)
+    g = np.clip(np.where(X[:, 0] > 1, 0.35, 1.8) - 0.05 * X[:, 1] + rng.normal(size=500) * 0.01, 0.05, 1.9)
+    kw = {"members": 1, "bootstrap": False, "max_iter": 40, "losses": ("squared_error", "absolute_error")}
+    plain = BoundedGapHead(**kw).fit(X[:350], g[:350], X[350:430], g[350:430])
+    ref = BoundedGapHead(**kw, refit_with_val=True).fit(X[:350], g[:350], X[350:430], g[350:430])
+    both = BoundedGapHead(**kw).fit(X[:430], g[:430], X[350:430], g[350:430])
+    assert np.array_equal(ref.scale_b, plain.scale_b) and ref.s0 == plain.s0
+    assert all(np.array_equal(a.predict(X[430:]), b.predict(X[430:])) for a, b in zip(ref.forests, both.forests))
+    assert not np.array_equal(ref.predict(X[430:])[0], plain.predict(X[430:])[0])
+    m, s = ref.predict(X[430:])
+    assert np.abs(m - g[430:]).mean() < 0.05 and (s > 0).all() and (np.abs(m - g[430:]) <= 2 * s).mean() >= 0.9
+    mw, _ = ref.predict(rng.normal(scale=1e3, size=(200, 8)))
+    assert (mw > 0).all() and (mw < ref.eg_max).all()
+    torch.save(ref.state(), tmp_path / "h.pt")
+    h2 = BoundedGapHead.from_state(torch.load(tmp_path / "h.pt", weights_only=True))
+    assert h2.refit_with_val and np.array_equal(h2.predict(X[430:])[0], m)
 
 
 def test_packaged_gaps_stay_physical_at_any_density(packaged, host):

@@ -1,4 +1,4 @@
-"""Bounded band-gap head: bagged gradient-boosted trees in a logit space, conformal std.
+"""Bounded band-gap head: an ensemble of gradient-boosted trees in a logit space, conformal std.
 
 The HOMO-LUMO gap of a defect configuration is a mixture: configurations whose defects leave the
 host gap free (W_Mo, Se_S: ~1.80 eV, the 8x8 MoS2 supercell's own gap) and configurations with
@@ -10,9 +10,17 @@ Physical bound by construction: the trees regress ``u = logit(g / eg_max)`` and 
 ``eg_max * sigmoid(u)``, strictly inside ``(0, eg_max)`` for any input, at any density.
 ``eg_max`` (eV) is the widest host gap of the allowed chemistries (:data:`EG_MAX`).
 
-Mean: ``members`` models per loss (squared and absolute error; :data:`invdesign.model.DEFAULT_CONFIG`
-ships both), each fitted on a bootstrap resample, averaged in logit space (the two losses together
-are more accurate than either: benchmarks/results/gap_blend_study.md).
+Mean: ``members`` models per loss (squared and absolute error), each on a bootstrap resample when
+``members > 1``, else on the whole training set, plus ``extra`` members with their own settings, all
+averaged in logit space. :data:`invdesign.model.DEFAULT_CONFIG` ships three bootstrap members per loss
+(squared and absolute error; the two losses together are more accurate than either) plus one model per
+loss on the whole train split (``extra``): a model on all rows is more accurate than one on a bootstrap
+resample, while the bootstrap members' spread is the sharper uncertainty signal (two full-set models
+alone: same MAE, +-2 std intervals 35 -> 48 meV); the eight together were best on validation. An ``extra``
+member may also read the shortest pair distances per defect-type pair
+(:func:`invdesign.predict.features.pair_distances`, a function of the counts, so exactly invariant);
+it improves validation MAE but extrapolates badly to compositions absent from training, so it is not
+shipped (benchmarks/results/gap_tune_study.md; the loss ensemble: gap_blend_study.md).
 
 Uncertainty: the spread of all those models
 ``s(x)`` (eV) is turned into a calibrated std by split-conformal calibration on validation,
@@ -168,11 +176,12 @@ class _Forest:
 
 
 class BoundedGapHead:
-    """Bagged gradient-boosted trees on cluster counts, bounded to ``(0, eg_max)``, conformal std.
+    """Gradient-boosted trees on cluster counts, averaged, bounded to ``(0, eg_max)``, conformal std.
 
     Args:
         eg_max: upper bound of the gap (eV); default :data:`EG_MAX`.
-        members: bootstrap members (their spread is the raw uncertainty).
+        members: models per loss (bootstrap resamples when > 1; the spread of all members is the raw
+            uncertainty).
         max_iter, learning_rate, max_leaf_nodes, min_samples_leaf: the boosted trees' settings
             (scikit-learn ``HistGradientBoostingRegressor``; squared error in logit space).
         seed: seed of the resamples and of the trees.
@@ -181,48 +190,76 @@ class BoundedGapHead:
             accurate than either: benchmarks/results/gap_blend_study.md).
         bootstrap: members fitted on bootstrap resamples (else all on the full training set, their
             diversity then coming from ``max_features < 1``, the share of features tried per split).
+        l2_regularization: the trees' L2 penalty on leaf values.
+        extra: further members, each a dict overriding some of ``loss``, ``bootstrap``,
+            ``max_leaf_nodes``, ``min_samples_leaf``, ``l2_regularization``, ``max_features``,
+            ``learning_rate``, ``max_iter``, ``distances`` (e.g. ``{"loss": "absolute_error", "bootstrap": False}``:
+            one model on the full training set); averaged with the others in logit space. Models of
+            different settings err differently, so the average gains (benchmarks/results/gap_tune_study.md).
+            ``distances: True``: the member also sees the shortest pair distances per defect-type pair
+            (:func:`invdesign.predict.features.pair_distances`, read off the counts, so exactly invariant);
+            needs ``n_types`` and ``orbit_distance``.
+        n_types, orbit_distance: the host's defect-type count and ``(n_pair_orbits,)`` pair-orbit distances
+            (A; :func:`invdesign.predict.features.orbit_distances`), for members with ``distances``.
+        refit_with_val: after the std is calibrated on validation (with members that never saw it),
+            refit every member, same settings and seeds, on train + validation and serve those. The
+            calibrated scale is kept: members fitted on more data err less on new data, so it stays
+            conservative for them (coverage measured on held-out test rows: benchmarks/results/gap.md).
+            The validation rows then are training rows of the served head: its MAE on them is no
+            longer a held-out figure.
     """
+
+    #: keys an ``extra`` member may set
+    EXTRA_KEYS = ("loss", "bootstrap", "max_leaf_nodes", "min_samples_leaf", "l2_regularization", "max_features",
+                  "learning_rate", "max_iter", "distances")
 
     def __init__(self, eg_max: float = EG_MAX, members: int = 3, max_iter: int = 500, learning_rate: float = 0.1,
                  max_leaf_nodes: int = 31, min_samples_leaf: int = 5, seed: int = 0, losses: tuple[str, ...] | list[str] = ("squared_error",),
-                 bootstrap: bool = True, max_features: float = 1.0) -> None:
+                 bootstrap: bool = True, max_features: float = 1.0, l2_regularization: float = 0.0,
+                 extra: tuple[dict, ...] | list[dict] = (), refit_with_val: bool = False, n_types: int = 0,
+                 orbit_distance: tuple[float, ...] | list[float] | np.ndarray = ()) -> None:
         self.eg_max, self.members, self.max_iter, self.learning_rate = float(eg_max), members, max_iter, learning_rate
         self.losses, self.bootstrap, self.max_features = tuple(losses), bootstrap, max_features
+        self.l2_regularization = float(l2_regularization)
+        self.extra = tuple(dict(e) for e in extra)
+        self.refit_with_val = bool(refit_with_val)
+        self.n_types, self.orbit_distance = int(n_types), [float(d) for d in np.asarray(orbit_distance, dtype=np.float64).ravel()]
+        if any(e.get("distances") for e in self.extra) and not (self.n_types and self.orbit_distance):
+            raise ValueError("gap members with distances need n_types and orbit_distance (the host's pair-orbit distances)")
+        for e in self.extra:
+            bad = set(e) - set(self.EXTRA_KEYS)
+            if bad:
+                raise ValueError(f"extra gap member settings {sorted(bad)} unknown; allowed: {list(self.EXTRA_KEYS)}")
         self.max_leaf_nodes, self.min_samples_leaf, self.seed = max_leaf_nodes, min_samples_leaf, seed
 
     def config(self) -> dict:
         return {"eg_max": self.eg_max, "members": self.members, "max_iter": self.max_iter, "learning_rate": self.learning_rate,
                 "max_leaf_nodes": self.max_leaf_nodes, "min_samples_leaf": self.min_samples_leaf, "seed": self.seed, "losses": list(self.losses),
-                "bootstrap": self.bootstrap, "max_features": self.max_features}
+                "bootstrap": self.bootstrap, "max_features": self.max_features, "l2_regularization": self.l2_regularization,
+                "extra": [dict(e) for e in self.extra], "refit_with_val": self.refit_with_val,
+                "n_types": self.n_types, "orbit_distance": list(self.orbit_distance)}
+
+    def _design(self, X: np.ndarray) -> np.ndarray:
+        """``(N, p)`` counts -> the matrix the members read: the counts, then (when a member uses them) the
+        pair distances; members without distances read only the first ``p`` columns."""
+        X = np.asarray(X, dtype=np.float64)
+        if not any(e.get("distances") for e in self.extra):
+            return X
+        from invdesign.predict.features import pair_distances
+
+        return np.hstack([X, pair_distances(X, self.n_types, np.asarray(self.orbit_distance))])
 
     def fit(self, X: np.ndarray, g: np.ndarray, Xv: np.ndarray, gv: np.ndarray, progress=None) -> BoundedGapHead:
         """Fit on ``X (N, p)``, gaps ``g (N,)`` (eV); calibrate the std on ``Xv (Nv, p), gv (Nv,)``.
 
-        ``progress()`` is called once per fitted model (``members * len(losses)``).
+        ``progress()`` is called once per fitted model (``members * len(losses) + len(extra)``; twice
+        that with ``refit_with_val``).
         """
-        from sklearn.ensemble import HistGradientBoostingRegressor
-
         X, Xv = np.asarray(X, dtype=np.float64), np.asarray(Xv, dtype=np.float64)
         g, gv = np.asarray(g, dtype=np.float64).ravel(), np.asarray(gv, dtype=np.float64).ravel()
         if (g <= 0).any() or (g >= self.eg_max).any():
             raise ValueError(f"training gaps must lie in (0, {self.eg_max}) eV; got {g.min():.4f}..{g.max():.4f}")
-        u = _logit(g, self.eg_max)
-        rng = np.random.default_rng(self.seed)
-        cols = np.flatnonzero(X.std(0) > 0)  # constant columns cost binning time and carry nothing
-        self.forests = []
-        for li, loss in enumerate(self.losses):
-            for m in range(self.members):
-                rows = rng.integers(0, len(X), len(X)) if self.members > 1 and self.bootstrap else np.arange(len(X))
-                est = HistGradientBoostingRegressor(
-                    loss=loss, max_features=self.max_features, learning_rate=self.learning_rate,
-                    max_iter=self.max_iter, max_leaf_nodes=self.max_leaf_nodes, min_samples_leaf=self.min_samples_leaf,
-                    early_stopping=False, random_state=self.seed * 1000 + 100 * li + m,
-                ).fit(X[rows][:, cols], u[rows])
-                forest = _Forest.from_sklearn(est)
-                forest.feature = cols[forest.feature]  # back to the caller's column numbers
-                self.forests.append(forest)
-                if progress is not None:
-                    progress()
+        self.forests = self._fit_members(self._design(X), X.shape[1], _logit(g, self.eg_max), progress)
         mean, spread = self.raw(Xv)
         self.s0 = float(np.median(spread)) if len(spread) else 0.0
         self.s0 = self.s0 if self.s0 > 0 else 1e-3  # single member: the std is the band's conformal scale x 1 meV
@@ -233,10 +270,46 @@ class BoundedGapHead:
         for b in range(len(BANDS) + 1):
             if (band == b).sum() >= MIN_GROUP:
                 self.scale_b[b] = _conformal(score[band == b]) / 2.0
+        if self.refit_with_val and len(Xv):
+            if (gv >= self.eg_max).any():
+                raise ValueError(f"validation gaps must lie below {self.eg_max} eV to refit on them; got {gv.max():.4f}")
+            gall = np.concatenate([g, np.maximum(gv, 1e-4)])
+            self.forests = self._fit_members(self._design(np.concatenate([X, Xv])), X.shape[1], _logit(gall, self.eg_max), progress)
         return self
+
+    def _fit_members(self, X: np.ndarray, p: int, u: np.ndarray, progress=None) -> list[_Forest]:
+        """All members (``members`` per loss, then ``extra``) on the design matrix ``X (N, p [+ d])``
+        (:meth:`_design`; the first ``p`` columns are the counts), logit targets ``u (N,)``."""
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        rng = np.random.default_rng(self.seed)
+        varying = X.std(0) > 0  # constant columns cost binning time and carry nothing
+        counts_only = np.flatnonzero(varying[:p])
+        with_dist = np.flatnonzero(varying)
+        base = {"max_features": self.max_features, "learning_rate": self.learning_rate, "max_iter": self.max_iter,
+                "max_leaf_nodes": self.max_leaf_nodes, "min_samples_leaf": self.min_samples_leaf,
+                "l2_regularization": self.l2_regularization}
+        runs = [({**base, "loss": loss}, self.members > 1 and self.bootstrap, self.seed * 1000 + 100 * li + m, False)
+                for li, loss in enumerate(self.losses) for m in range(self.members)]
+        for i, e in enumerate(self.extra):
+            e = {"loss": "squared_error", **e}
+            runs.append(({**base, **{k: v for k, v in e.items() if k not in ("bootstrap", "distances")}},
+                         bool(e.get("bootstrap", False)), self.seed * 1000 + 500 + i, bool(e.get("distances"))))
+        forests = []
+        for settings, boot, rs, dist in runs:
+            cols = with_dist if dist else counts_only
+            rows = rng.integers(0, len(X), len(X)) if boot else np.arange(len(X))
+            est = HistGradientBoostingRegressor(**settings, early_stopping=False, random_state=rs).fit(X[rows][:, cols], u[rows])
+            forest = _Forest.from_sklearn(est)
+            forest.feature = cols[forest.feature]  # back to the caller's column numbers
+            forests.append(forest)
+            if progress is not None:
+                progress()
+        return forests
 
     def raw(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(N,)`` mean gap (eV; members averaged in logit space) and ``(N,)`` member spread (eV)."""
+        X = self._design(X)
         U = np.stack([f.predict(X) for f in self.forests])  # (M, N)
         G = _sigmoid(U, self.eg_max)
         spread = G.std(0, ddof=1) if len(self.forests) > 1 else np.zeros(U.shape[1])
