@@ -2,7 +2,7 @@
 
     python benchmarks/chgnet_subsets.py --data /work/shared/data/2dmd-mos2-low --work /tmp/chgnet_work \
         --n-test 260 --n-train 300 --n-protocol-test 120 --n-protocol-train 100 \
-        --n-long-test 50 --n-long-train 30
+        --n-long-test 20 --n-long-train 20
 
 Writes ``WORK/test``, ``WORK/train`` (single-point study), ``WORK/test_p``, ``WORK/train_p``
 (prefixes of those for the short relaxation protocol) and ``WORK/test_l``, ``WORK/train_l`` (shorter
@@ -30,8 +30,8 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=300)
     ap.add_argument("--n-protocol-test", type=int, default=120)
     ap.add_argument("--n-protocol-train", type=int, default=100)
-    ap.add_argument("--n-long-test", type=int, default=50)
-    ap.add_argument("--n-long-train", type=int, default=30)
+    ap.add_argument("--n-long-test", type=int, default=20)
+    ap.add_argument("--n-long-train", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     ds = load_dataset(a.data)
