@@ -33,7 +33,8 @@ import pandas as pd
 
 from invdesign.campaign.oracles import ChgnetOracle, fit_chemical_potentials, formation_energy_per_site, n_defect_sites
 from invdesign.data.dataset import load_dataset, split_indices
-from invdesign.predict.features import cluster_counts
+from invdesign.predict.features import cluster_counts, orbit_distances
+from invdesign.predict.hd_correction import shell_map
 
 RES = Path("benchmarks/results")
 LAB = RES / "chgnet"
@@ -52,19 +53,9 @@ R_CUT = 6.5  # Angstrom: pairs farther apart get no correction (a far pair term 
 #              dependent constant: at 3 defects it is confounded with the singlets, at 30 it is amplified)
 
 
-def pair_distance(host) -> np.ndarray:
-    """``(n_pair_orbits,)`` distance (A) of each pair orbit."""
-    po, D = host.pair_orbits, host.min_image_distance
-    dist = np.zeros(int(po.max()) + 1)
-    for o in range(len(dist)):
-        i, j = np.argwhere(po == o)[0]
-        dist[o] = D[i, j]
-    return dist
-
-
 def short_columns(host, n_single: int) -> np.ndarray:
     """``(F,)`` bool: singlets and pair columns within :data:`R_CUT`."""
-    dist = pair_distance(host)
+    dist = orbit_distances(host)
     keep = np.tile((dist > 0.1) & (dist <= R_CUT), n_single * n_single)
     return np.concatenate([np.ones(n_single, bool), keep])
 
@@ -72,19 +63,8 @@ def short_columns(host, n_single: int) -> np.ndarray:
 def coarse_map(host, n_single: int) -> np.ndarray:
     """``(F, n_coarse)`` 0/1 matrix summing the pair columns of :func:`cluster_counts` into coarse
     terms: unordered (type, type) pair x distance shell (:data:`BIN_EDGES`)."""
-    T = n_single
-    dist = pair_distance(host)
-    npo = len(dist)
-    shell = np.digitize(dist, BIN_EDGES) - 1  # -1 for the zero-distance orbit (never a pair)
-    nb = len(BIN_EDGES) - 1
-    pairs = {(a, b): k for k, (a, b) in enumerate((a, b) for a in range(T) for b in range(a, T))}
-    A = np.zeros((T + T * T * npo, len(pairs) * nb))
-    for ti in range(T):
-        for tj in range(T):
-            for o in range(npo):
-                if 0 <= shell[o] < nb:
-                    A[T + (ti * T + tj) * npo + o, pairs[min(ti, tj), max(ti, tj)] * nb + shell[o]] = 1.0
-    return A
+    assert n_single == len(host.defect_types)
+    return shell_map(host, BIN_EDGES)
 
 
 def fit_delta(X: np.ndarray, y: np.ndarray, nd: np.ndarray, n_single: int, A: np.ndarray, seed: int = 0,

@@ -27,7 +27,8 @@ import numpy as np
 
 from invdesign.errors import InvdesignError
 from invdesign.lattice.host import HostLattice
-from invdesign.predict.pair_prior import PRIOR_VERSION, pair_orbit_distance
+from invdesign.predict.features import orbit_distances
+from invdesign.predict.pair_prior import PRIOR_VERSION
 
 #: Distance shells (A) of the pair-count features.
 SHELLS = (0.1, 2.6, 3.3, 4.6, 6.5, 9.0, np.inf)
@@ -54,13 +55,14 @@ def fe_head_fingerprint(head, seen: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def shell_map(host: HostLattice) -> np.ndarray:
-    """``(F, P * S)`` 0/1: cluster-count columns -> (unordered type pair, shell) counts (x2: ordered)."""
+def shell_map(host: HostLattice, edges: tuple[float, ...] = SHELLS) -> np.ndarray:
+    """``(F, P * S)`` 0/1: cluster-count columns -> (unordered type pair, shell) counts (x2: ordered);
+    shells between consecutive ``edges`` (A; the zero-distance orbit falls below the first)."""
     T = len(host.defect_types)
-    dist = pair_orbit_distance(host)
+    dist = orbit_distances(host)
     npo = len(dist)
-    shell = np.digitize(dist, SHELLS) - 1
-    ns = len(SHELLS) - 1
+    shell = np.digitize(dist, edges) - 1
+    ns = len(edges) - 1
     pairs = {(a, b): k for k, (a, b) in enumerate((a, b) for a in range(T) for b in range(a, T))}
     M = np.zeros((T + T * T * npo, len(pairs) * ns))
     for a in range(T):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 
 from invdesign.lattice.host import HostLattice
+from invdesign.predict.features import orbit_distances
 
 #: Candidate decay lengths (A) of the prior mean; the one with the lowest leave-one-class-out error serves.
 LAMBDAS = (0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
@@ -40,16 +41,6 @@ BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 MIN_SEEN = 5
 #: Version of the prior's recipe (part of the serving cache's key and the HD correction's fingerprint).
 PRIOR_VERSION = 2
-
-
-def pair_orbit_distance(host: HostLattice) -> np.ndarray:
-    """``(n_pair_orbits,)`` distance (A) of each pair orbit (0 for the on-site orbit)."""
-    po, D = host.pair_orbits, host.min_image_distance
-    dist = np.zeros(int(po.max()) + 1)
-    for o in range(len(dist)):
-        i, j = np.argwhere(po == o)[0]
-        dist[o] = D[i, j]
-    return dist
 
 
 def pair_classes(host: HostLattice) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -63,7 +54,7 @@ def pair_classes(host: HostLattice) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     T = len(host.defect_types)
     po = host.pair_orbits
     npo = int(po.max()) + 1
-    dist = pair_orbit_distance(host)
+    dist = orbit_distances(host)
     sub = [s for s, _ in host.defect_types]
     transpose = np.full(npo, -1)
     sublat = np.full((npo, 2), -1)
