@@ -187,6 +187,9 @@ class EncoderTables:
             n_t = torch.as_tensor(np.bincount(m3, minlength=M).astype(float), dtype=u.dtype)[:, None, None]
         return u + out @ self.lin3.weight.T + n_t * self.lin3.bias
 
+    #: the triple-leg cutoff (A) where none is asked for or the count is exact (None: every triple)
+    default_cutoff: float | None = None
+
     def embed(self, occ: np.ndarray, cutoff: float | None = None, exact_below: int = EXACT_BELOW) -> np.ndarray:
         """``(N, n_sites)`` uint8 -> ``(N, d)`` float64 embeddings, batched by defect count in bounded memory."""
         cloud = defect_cloud(occ, self.host)
@@ -195,7 +198,7 @@ class EncoderTables:
         P = len(self.ops)
         with torch.no_grad():
             for k, (rows, sites, types) in cloud.groups.items():
-                cut = cutoff if (cutoff is not None and k > exact_below) else None
+                cut = cutoff if (cutoff is not None and k > exact_below) else self.default_cutoff
                 per = 3 * P * self.W * max(1, k * k)  # (M, P, k^2, W) intermediates: pair gathers, one centre's triples
                 chunk = max(1, MAX_ELEMS // per)
                 for s in range(0, len(rows), chunk):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from invdesign.embed.geometry import point_op_representatives
-from invdesign.embed.tables import EXACT_BELOW, EncoderTables, basis_index, encoder_tables
+from invdesign.embed.tables import EncoderTables, basis_index, encoder_tables
 from invdesign.lattice.host import HostLattice
 from invdesign.lattice.transfer import cell_map
 
@@ -56,24 +56,8 @@ class TransferredTables(EncoderTables):
         self.b1, self.lin2, self.lin3, self.W = base.b1, base.lin2, base.lin3, base.W
         self.dist = np.where(ok, big.min_image_distance, FAR)
 
-    def embed(self, occ: np.ndarray, cutoff: float | None = None, exact_below: int = EXACT_BELOW) -> np.ndarray:
-        """``(N, n_big)`` uint8 -> ``(N, d)``: the sum over triples always skips legs beyond the range."""
-        from invdesign.embed.geometry import defect_cloud
-
-        cloud = defect_cloud(occ, self.host)
-        model = self.model
-        out = np.zeros((cloud.n, model.dim))
-        P = len(self.ops)
-        with torch.no_grad():
-            for k, (rows, sites, types) in cloud.groups.items():
-                cut = cutoff if (cutoff is not None and k > exact_below) else FAR / 2
-                per = 3 * P * self.W * max(1, k * k)
-                chunk = max(1, 8_000_000 // per)
-                for s in range(0, len(rows), chunk):
-                    u = self._u(sites[s : s + chunk], types[s : s + chunk], cut)
-                    z = model.out(model.post(u).mean(dim=1))
-                    out[rows[s : s + chunk]] = z.double().numpy()
-        return out
+    #: the sum over triples always skips legs beyond the trained range (their distance is ``FAR``)
+    default_cutoff = FAR / 2
 
 
 _CACHE: dict[tuple, tuple[object, TransferredTables]] = {}
