@@ -20,19 +20,27 @@ def n_cluster_features(host: HostLattice) -> int:
     return T + T * T * (int(host.pair_orbits.max()) + 1)
 
 
-def cluster_counts(occ: np.ndarray, host: HostLattice) -> np.ndarray:
-    """``(N, n_sites)`` uint8 occupancies -> ``(N, T + T^2 n_pair_orbits)`` float32 counts."""
+def cluster_counts(occ: np.ndarray, host: HostLattice, orbits: np.ndarray | None = None,
+                   n_orbits: int | None = None) -> np.ndarray:
+    """``(N, n_sites)`` uint8 occupancies -> ``(N, T + T^2 n_pair_orbits)`` float32 counts.
+
+    ``orbits (n_sites, n_sites)``: the pair-orbit column of each site pair (default ``host.pair_orbits``;
+    ``-1``: the pair is not counted) with ``n_orbits`` orbits, e.g. a larger cell's pairs mapped onto
+    the trained cell's orbits (:func:`invdesign.predict.transfer.mapped_cluster_counts`).
+    """
     cloud = defect_cloud(occ, host)
+    orb = host.pair_orbits if orbits is None else orbits
     T = len(host.defect_types)
-    npo = int(host.pair_orbits.max()) + 1
+    npo = int(host.pair_orbits.max()) + 1 if n_orbits is None else int(n_orbits)
     F = T + T * T * npo
     flat = []
     for k, (rows, sites, types) in cloud.groups.items():
         flat.append((rows[:, None] * F + types).ravel())
         pi, pj = pair_index(k)
         if len(pi):
-            col = T + (types[:, pi] * T + types[:, pj]) * npo + host.pair_orbits[sites[:, pi], sites[:, pj]]
-            flat.append((rows[:, None] * F + col).ravel())
+            o = orb[sites[:, pi], sites[:, pj]]
+            col = rows[:, None] * F + T + (types[:, pi] * T + types[:, pj]) * npo + o
+            flat.append(col[o >= 0])
     idx = np.concatenate(flat) if flat else np.zeros(0, dtype=np.int64)
     return np.bincount(idx, minlength=cloud.n * F).astype(np.float32).reshape(cloud.n, F)
 

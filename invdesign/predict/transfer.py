@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from invdesign.embed.geometry import defect_cloud, pair_index
 from invdesign.errors import InvdesignError
 from invdesign.lattice.host import HostLattice
 from invdesign.lattice.transfer import CellMap, cell_map, cell_tag, min_images
@@ -40,21 +39,7 @@ def mapped_cluster_counts(occ: np.ndarray, cm: CellMap) -> np.ndarray:
         orb = np.full((big.n_sites, big.n_sites), -1, dtype=np.int64)
         orb[cm.reach] = small.pair_orbits[cm.small_i[cm.reach], cm.small_j[cm.reach]]
         cm.__dict__["_orbits"] = orb
-    cloud = defect_cloud(occ, big)
-    T = len(small.defect_types)
-    npo = int(small.pair_orbits.max()) + 1
-    F = T + T * T * npo
-    flat = []
-    for k, (rows, sites, types) in cloud.groups.items():
-        flat.append((rows[:, None] * F + types).ravel())
-        pi, pj = pair_index(k)
-        if len(pi):
-            o = orb[sites[:, pi], sites[:, pj]]
-            col = T + (types[:, pi] * T + types[:, pj]) * npo + o
-            keep = o >= 0
-            flat.append((rows[:, None] * F + col)[keep])
-    idx = np.concatenate(flat) if flat else np.zeros(0, dtype=np.int64)
-    return np.bincount(idx, minlength=cloud.n * F).astype(np.float32).reshape(cloud.n, F)
+    return cluster_counts(occ, big, orbits=orb, n_orbits=int(small.pair_orbits.max()) + 1)
 
 
 def _head_means(model: Predictor, X: np.ndarray) -> np.ndarray:
