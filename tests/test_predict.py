@@ -69,6 +69,38 @@ def test_pair_distances_are_the_defects_shortest_distances_and_invariant(host):
     assert np.array_equal(pair_distances(cluster_counts(img, host), T, od), F)
 
 
+def test_anchor_neighbours_are_an_anchors_nearest_defects_and_invariant(host):
+    """With one defect of the anchor type, the two columns of distances are its two nearest other defects
+    (minimum image, any type) and the one-hots their types; absent at ABSENT_DISTANCE; exactly invariant."""
+    from invdesign.embed.geometry import defect_cloud
+    from invdesign.predict.features import ABSENT_DISTANCE, anchor_neighbours, orbit_distances
+
+    rng = np.random.default_rng(6)
+    occ = np.concatenate([_configs(host, 8), sample_configurations(host, {"V_Mo": 1}, 3, rng),
+                          sample_configurations(host, {"V_Mo": 1, "V_S": 1, "Se_S": 1}, 8, rng)])
+    T, od = len(host.defect_types), orbit_distances(host)
+    a = [host.defect_label(*t) for t in host.defect_types].index("V_Mo")
+    F = anchor_neighbours(cluster_counts(occ, host), T, od, a)
+    assert F.shape == (len(occ), 2 + 2 * T)
+    D = host.min_image_distance
+    seen = 0
+    for k, (rows, sites, types) in defect_cloud(occ, host).groups.items():
+        for r, st, ty in zip(rows, sites, types):
+            if (ty == a).sum() != 1:
+                assert (ty == a).sum() or (F[r, :2] == ABSENT_DISTANCE).all() and not F[r, 2:].any()
+                continue
+            i = int(np.flatnonzero(ty == a)[0])
+            nb = sorted((round(D[st[i], st[m]], 6), ty[m]) for m in range(k) if m != i)[:2]
+            want = [d for d, _ in nb] + [ABSENT_DISTANCE] * (2 - len(nb))
+            assert np.allclose(F[r, :2], want), r
+            for q, (_, t) in enumerate(nb):
+                assert F[r, 2 + q * T + t] == 1 and F[r, 2 + q * T : 2 + (q + 1) * T].sum() == 1
+            seen += 1
+    assert seen >= 15
+    img = apply_op(occ, host, rng.integers(0, host.n_ops, len(occ)))
+    assert np.array_equal(anchor_neighbours(cluster_counts(img, host), T, od, a), F)
+
+
 def test_poly2_has_91_columns():
     z = np.random.default_rng(0).normal(size=(5, 12))
     P = poly2(z)
@@ -353,6 +385,41 @@ def test_bounded_gap_head_distance_members_read_pair_distances(host, tmp_path):
     torch.save(h.state(), tmp_path / "h.pt")
     h2 = BoundedGapHead.from_state(torch.load(tmp_path / "h.pt", weights_only=True))
     assert np.array_equal(h2.predict(X)[0], m)
+
+
+def test_bounded_gap_head_anchor_members_read_their_anchor_block(host, tmp_path):
+    """A member with ``anchor`` reads the counts plus that anchor's nearest-neighbour block: it learns a
+    level set by the V_Mo's nearest defect, stays bounded, exactly invariant, and round-trips."""
+    from invdesign.predict.features import anchor_neighbours, orbit_distances
+    from invdesign.predict.gap import BoundedGapHead, _sigmoid
+
+    rng = np.random.default_rng(7)
+    occ = np.concatenate([sample_configurations(host, {"V_Mo": 1, "V_S": 1, "Se_S": 1}, 200, rng),
+                          sample_configurations(host, {"W_Mo": 1, "V_S": 1}, 80, rng)])
+    X = cluster_counts(occ, host).astype(float)
+    geo = {"n_types": len(host.defect_types), "orbit_distance": orbit_distances(host)}
+    A = anchor_neighbours(X, geo["n_types"], geo["orbit_distance"], 1)
+    se_first = A[:, 2 + 2] == 1  # the V_Mo's nearest defect is the Se_S
+    g = np.where(X[:, 1] > 0, np.where(se_first, 0.27, 0.42), 1.1) + rng.normal(size=len(X)) * 0.003
+    kw = {"members": 1, "max_iter": 40, "losses": ("squared_error",), **geo}
+    h = BoundedGapHead(**kw, extra=({"anchor": 1},)).fit(X[:220], g[:220], X[220:], g[220:])
+    p = X.shape[1]
+    assert len(h.forests) == 2 and h.forests[0].feature.max() < p
+    assert p <= h.forests[1].feature.max() < p + 2 + 2 * geo["n_types"]  # reads its anchor block
+    m, s = h.predict(X)
+    assert (m > 0).all() and (m < h.eg_max).all() and (s > 0).all()
+    img = apply_op(occ, host, rng.integers(0, host.n_ops, len(occ)))
+    assert np.array_equal(h.predict(cluster_counts(img, host))[0], m)
+    torch.save(h.state(), tmp_path / "h.pt")
+    h2 = BoundedGapHead.from_state(torch.load(tmp_path / "h.pt", weights_only=True))
+    assert np.array_equal(h2.predict(X)[0], m)
+    # the anchor member alone tells the two levels apart on held-out rows; the counts-only member less so
+    err = [np.abs(_sigmoid(f.predict(h._design(X[220:])), h.eg_max) - g[220:]).mean() for f in h.forests]
+    assert err[1] < err[0]
+    with pytest.raises(ValueError, match="anchor"):
+        BoundedGapHead(extra=({"anchor": 9},), **geo)
+    with pytest.raises(ValueError, match="orbit_distance"):
+        BoundedGapHead(extra=({"anchor": 1},))
 
 
 def test_bounded_gap_head_refit_with_val_keeps_the_calibration_and_refits_on_both(tmp_path):

@@ -89,3 +89,33 @@ def pair_distances(X: np.ndarray, n_types: int, orbit_distance: np.ndarray, k: i
                 hit = c >= need - 1e-9
                 out.append(np.where(hit[:, -1], ds[np.argmax(hit, axis=1)], ABSENT_DISTANCE))
     return np.stack(out, axis=1) if out else np.zeros((len(X), 0))
+
+
+def anchor_neighbours(X: np.ndarray, n_types: int, orbit_distance: np.ndarray, anchor: int, k: int = 2) -> np.ndarray:
+    """The ``k`` shortest pairs that involve a defect of type ``anchor``, jointly over the partner's type.
+
+    ``X (N, T + T^2 n_pair_orbits)`` (:func:`cluster_counts`), ``orbit_distance (n_pair_orbits,)``
+    (:func:`orbit_distances`) -> ``(N, k + k T)``: the ``k`` shortest distances (A, ascending, with
+    multiplicity) between an anchor-type defect and any other defect, then per neighbour the one-hot type
+    of the partner (ties at one distance ordered by type). :data:`ABSENT_DISTANCE` and zeros where there
+    are fewer pairs. With one anchor defect these are its ``k`` nearest neighbours: the three-body
+    environment that picks a V_Mo's in-gap level (the shells of the two other defects jointly), one or two
+    tree cuts where the counts need one per pair orbit and partner type. A function of the counts, so
+    exactly invariant like them.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    T, npo = n_types, len(orbit_distance)
+    P = X[:, T : T + T * T * npo].reshape(len(X), T, T, npo)[:, anchor].copy()  # (N, T, npo) ordered pairs (anchor, b)
+    P[:, anchor] *= 0.5  # a same-type pair appears twice among ordered pairs
+    od = np.round(np.asarray(orbit_distance, dtype=np.float64), 6)  # orbits at one distance tie exactly
+    order = np.lexsort((np.repeat(np.arange(T), npo), np.tile(od, T)))  # all (type, orbit) slots by distance, then type
+    slot_d, slot_t = np.tile(od, T)[order], np.repeat(np.arange(T), npo)[order]
+    c = np.cumsum(P.reshape(len(X), T * npo)[:, order], axis=1)  # (N, T npo)
+    out = np.zeros((len(X), k + k * T))
+    for q in range(k):
+        hit = c >= q + 1 - 1e-9
+        has = hit[:, -1]
+        j = np.argmax(hit, axis=1)
+        out[:, q] = np.where(has, slot_d[j], ABSENT_DISTANCE)
+        out[np.flatnonzero(has), k + q * T + slot_t[j[has]]] = 1.0
+    return out

@@ -193,12 +193,17 @@ class BoundedGapHead:
         l2_regularization: the trees' L2 penalty on leaf values.
         extra: further members, each a dict overriding some of ``loss``, ``bootstrap``,
             ``max_leaf_nodes``, ``min_samples_leaf``, ``l2_regularization``, ``max_features``,
-            ``learning_rate``, ``max_iter``, ``distances`` (e.g. ``{"loss": "absolute_error", "bootstrap": False}``:
+            ``learning_rate``, ``max_iter``, ``distances``, ``anchor`` (e.g. ``{"loss": "absolute_error", "bootstrap": False}``:
             one model on the full training set); averaged with the others in logit space. Models of
             different settings err differently, so the average gains (benchmarks/results/gap_tune_study.md).
             ``distances: True``: the member also sees the shortest pair distances per defect-type pair
             (:func:`invdesign.predict.features.pair_distances`, read off the counts, so exactly invariant);
             needs ``n_types`` and ``orbit_distance``.
+            ``anchor: a`` (a defect-type index): the member also sees the two shortest pairs that involve a
+            defect of type ``a``, jointly over the partner's type (distances and one-hot partner types,
+            :func:`invdesign.predict.features.anchor_neighbours`; a function of the counts, so exactly
+            invariant): for ``a`` = V_Mo the three-body environment that picks its in-gap level; needs
+            ``n_types`` and ``orbit_distance``.
         n_types, orbit_distance: the host's defect-type count and ``(n_pair_orbits,)`` pair-orbit distances
             (A; :func:`invdesign.predict.features.orbit_distances`), for members with ``distances``.
         refit_with_val: after the std is calibrated on validation (with members that never saw it),
@@ -211,7 +216,7 @@ class BoundedGapHead:
 
     #: keys an ``extra`` member may set
     EXTRA_KEYS = ("loss", "bootstrap", "max_leaf_nodes", "min_samples_leaf", "l2_regularization", "max_features",
-                  "learning_rate", "max_iter", "distances")
+                  "learning_rate", "max_iter", "distances", "anchor")
 
     def __init__(self, eg_max: float = EG_MAX, members: int = 3, max_iter: int = 500, learning_rate: float = 0.1,
                  max_leaf_nodes: int = 31, min_samples_leaf: int = 5, seed: int = 0, losses: tuple[str, ...] | list[str] = ("squared_error",),
@@ -224,12 +229,14 @@ class BoundedGapHead:
         self.extra = tuple(dict(e) for e in extra)
         self.refit_with_val = bool(refit_with_val)
         self.n_types, self.orbit_distance = int(n_types), [float(d) for d in np.asarray(orbit_distance, dtype=np.float64).ravel()]
-        if any(e.get("distances") for e in self.extra) and not (self.n_types and self.orbit_distance):
-            raise ValueError("gap members with distances need n_types and orbit_distance (the host's pair-orbit distances)")
+        if any(e.get("distances") or "anchor" in e for e in self.extra) and not (self.n_types and self.orbit_distance):
+            raise ValueError("gap members with distances or an anchor need n_types and orbit_distance (the host's pair-orbit distances)")
         for e in self.extra:
             bad = set(e) - set(self.EXTRA_KEYS)
             if bad:
                 raise ValueError(f"extra gap member settings {sorted(bad)} unknown; allowed: {list(self.EXTRA_KEYS)}")
+            if "anchor" in e and not (isinstance(e["anchor"], int) and 0 <= e["anchor"] < max(self.n_types, 1)):
+                raise ValueError(f"gap member anchor {e['anchor']!r} is not a defect-type index below {self.n_types}")
         self.max_leaf_nodes, self.min_samples_leaf, self.seed = max_leaf_nodes, min_samples_leaf, seed
 
     def config(self) -> dict:
@@ -239,15 +246,33 @@ class BoundedGapHead:
                 "extra": [dict(e) for e in self.extra], "refit_with_val": self.refit_with_val,
                 "n_types": self.n_types, "orbit_distance": list(self.orbit_distance)}
 
+    def _blocks(self, p: int) -> dict:
+        """Column ranges of the derived feature blocks in :meth:`_design` for ``p`` count columns:
+        ``{"distances": (start, stop), ("anchor", a): (start, stop), ...}``."""
+        T = self.n_types
+        out, at = {}, p
+        if any(e.get("distances") for e in self.extra):
+            out["distances"] = (at, at + T * (T + 1) // 2 * 3)
+            at = out["distances"][1]
+        for a in sorted({e["anchor"] for e in self.extra if "anchor" in e}):
+            out[("anchor", a)] = (at, at + 2 + 2 * T)
+            at += 2 + 2 * T
+        return out
+
     def _design(self, X: np.ndarray) -> np.ndarray:
         """``(N, p)`` counts -> the matrix the members read: the counts, then (when a member uses them) the
-        pair distances; members without distances read only the first ``p`` columns."""
+        pair distances and the anchor blocks (:meth:`_blocks`); members read the counts plus their own block."""
         X = np.asarray(X, dtype=np.float64)
-        if not any(e.get("distances") for e in self.extra):
+        blocks = self._blocks(X.shape[1])
+        if not blocks:
             return X
-        from invdesign.predict.features import pair_distances
+        from invdesign.predict.features import anchor_neighbours, pair_distances
 
-        return np.hstack([X, pair_distances(X, self.n_types, np.asarray(self.orbit_distance))])
+        od = np.asarray(self.orbit_distance)
+        parts = [X]
+        for b in blocks:
+            parts.append(pair_distances(X, self.n_types, od) if b == "distances" else anchor_neighbours(X, self.n_types, od, b[1]))
+        return np.hstack(parts)
 
     def fit(self, X: np.ndarray, g: np.ndarray, Xv: np.ndarray, gv: np.ndarray, progress=None) -> BoundedGapHead:
         """Fit on ``X (N, p)``, gaps ``g (N,)`` (eV); calibrate the std on ``Xv (Nv, p), gv (Nv,)``.
@@ -285,7 +310,7 @@ class BoundedGapHead:
         rng = np.random.default_rng(self.seed)
         varying = X.std(0) > 0  # constant columns cost binning time and carry nothing
         counts_only = np.flatnonzero(varying[:p])
-        with_dist = np.flatnonzero(varying)
+        blocks = self._blocks(p)
         base = {"max_features": self.max_features, "learning_rate": self.learning_rate, "max_iter": self.max_iter,
                 "max_leaf_nodes": self.max_leaf_nodes, "min_samples_leaf": self.min_samples_leaf,
                 "l2_regularization": self.l2_regularization}
@@ -293,11 +318,14 @@ class BoundedGapHead:
                 for li, loss in enumerate(self.losses) for m in range(self.members)]
         for i, e in enumerate(self.extra):
             e = {"loss": "squared_error", **e}
-            runs.append(({**base, **{k: v for k, v in e.items() if k not in ("bootstrap", "distances")}},
-                         bool(e.get("bootstrap", False)), self.seed * 1000 + 500 + i, bool(e.get("distances"))))
+            own = [blocks["distances"]] if e.get("distances") else []
+            own += [blocks[("anchor", e["anchor"])]] if "anchor" in e else []
+            cols = np.concatenate([counts_only, *[np.arange(a, b)[varying[a:b]] for a, b in own]])
+            runs.append(({**base, **{k: v for k, v in e.items() if k not in ("bootstrap", "distances", "anchor")}},
+                         bool(e.get("bootstrap", False)), self.seed * 1000 + 500 + i, cols))
         forests = []
-        for settings, boot, rs, dist in runs:
-            cols = with_dist if dist else counts_only
+        for settings, boot, rs, cols in runs:
+            cols = counts_only if cols is False else cols
             rows = rng.integers(0, len(X), len(X)) if boot else np.arange(len(X))
             est = HistGradientBoostingRegressor(**settings, early_stopping=False, random_state=rs).fit(X[rows][:, cols], u[rows])
             forest = _Forest.from_sklearn(est)
