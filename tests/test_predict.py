@@ -420,6 +420,16 @@ def test_bounded_gap_head_anchor_members_read_their_anchor_block(host, tmp_path)
         BoundedGapHead(extra=({"anchor": 9},), **geo)
     with pytest.raises(ValueError, match="orbit_distance"):
         BoundedGapHead(extra=({"anchor": 1},))
+    with pytest.raises(ValueError, match="orbit_distance"):
+        BoundedGapHead(anchor=1)
+    # head-level anchor: every member (bootstrap ones and extras) reads the block; round-trips
+    ha = BoundedGapHead(**{**kw, "members": 2}, extra=({"loss": "absolute_error"},), anchor=1).fit(X[:220], g[:220], X[220:], g[220:])
+    assert len(ha.forests) == 3 and all(p <= f.feature[~f.leaf].max() < p + 2 + 2 * geo["n_types"] for f in ha.forests)
+    ma = ha.predict(X)[0]
+    assert np.array_equal(ha.predict(cluster_counts(img, host))[0], ma)
+    torch.save(ha.state(), tmp_path / "ha.pt")
+    ha2 = BoundedGapHead.from_state(torch.load(tmp_path / "ha.pt", weights_only=True))
+    assert ha2.anchor == 1 and np.array_equal(ha2.predict(X)[0], ma)
 
 
 def test_bounded_gap_head_refit_with_val_keeps_the_calibration_and_refits_on_both(tmp_path):

@@ -206,6 +206,10 @@ class BoundedGapHead:
             ``n_types`` and ``orbit_distance``.
         n_types, orbit_distance: the host's defect-type count and ``(n_pair_orbits,)`` pair-orbit distances
             (A; :func:`invdesign.predict.features.orbit_distances`), for members with ``distances``.
+        anchor: a defect-type index (None: off): every member reads the counts plus this type's two nearest
+            pairs (:func:`invdesign.predict.features.anchor_neighbours`; exactly invariant). With V_Mo the
+            three-body rule that picks the V_Mo's in-gap level is one or two cuts
+            (benchmarks/results/gap_round_d.md); needs ``n_types`` and ``orbit_distance``.
         refit_with_val: after the std is calibrated on validation (with members that never saw it),
             refit every member, same settings and seeds, on train + validation and serve those. The
             calibrated scale is kept: members fitted on more data err less on new data, so it stays
@@ -222,21 +226,23 @@ class BoundedGapHead:
                  max_leaf_nodes: int = 31, min_samples_leaf: int = 5, seed: int = 0, losses: tuple[str, ...] | list[str] = ("squared_error",),
                  bootstrap: bool = True, max_features: float = 1.0, l2_regularization: float = 0.0,
                  extra: tuple[dict, ...] | list[dict] = (), refit_with_val: bool = False, n_types: int = 0,
-                 orbit_distance: tuple[float, ...] | list[float] | np.ndarray = ()) -> None:
+                 orbit_distance: tuple[float, ...] | list[float] | np.ndarray = (), anchor: int | None = None) -> None:
         self.eg_max, self.members, self.max_iter, self.learning_rate = float(eg_max), members, max_iter, learning_rate
         self.losses, self.bootstrap, self.max_features = tuple(losses), bootstrap, max_features
         self.l2_regularization = float(l2_regularization)
         self.extra = tuple(dict(e) for e in extra)
         self.refit_with_val = bool(refit_with_val)
         self.n_types, self.orbit_distance = int(n_types), [float(d) for d in np.asarray(orbit_distance, dtype=np.float64).ravel()]
-        if any(e.get("distances") or "anchor" in e for e in self.extra) and not (self.n_types and self.orbit_distance):
+        self.anchor = None if anchor is None else int(anchor)
+        if (anchor is not None or any(e.get("distances") or "anchor" in e for e in self.extra)) and not (self.n_types and self.orbit_distance):
             raise ValueError("gap members with distances or an anchor need n_types and orbit_distance (the host's pair-orbit distances)")
         for e in self.extra:
             bad = set(e) - set(self.EXTRA_KEYS)
             if bad:
                 raise ValueError(f"extra gap member settings {sorted(bad)} unknown; allowed: {list(self.EXTRA_KEYS)}")
-            if "anchor" in e and not (isinstance(e["anchor"], int) and 0 <= e["anchor"] < max(self.n_types, 1)):
-                raise ValueError(f"gap member anchor {e['anchor']!r} is not a defect-type index below {self.n_types}")
+        for a in [e["anchor"] for e in self.extra if "anchor" in e] + ([] if anchor is None else [anchor]):
+            if not (isinstance(a, (int, np.integer)) and 0 <= a < self.n_types):
+                raise ValueError(f"gap member anchor {a!r} is not a defect-type index below {self.n_types}")
         self.max_leaf_nodes, self.min_samples_leaf, self.seed = max_leaf_nodes, min_samples_leaf, seed
 
     def config(self) -> dict:
@@ -244,7 +250,7 @@ class BoundedGapHead:
                 "max_leaf_nodes": self.max_leaf_nodes, "min_samples_leaf": self.min_samples_leaf, "seed": self.seed, "losses": list(self.losses),
                 "bootstrap": self.bootstrap, "max_features": self.max_features, "l2_regularization": self.l2_regularization,
                 "extra": [dict(e) for e in self.extra], "refit_with_val": self.refit_with_val,
-                "n_types": self.n_types, "orbit_distance": list(self.orbit_distance)}
+                "n_types": self.n_types, "orbit_distance": list(self.orbit_distance), "anchor": self.anchor}
 
     def _blocks(self, p: int) -> dict:
         """Column ranges of the derived feature blocks in :meth:`_design` for ``p`` count columns:
@@ -254,7 +260,7 @@ class BoundedGapHead:
         if any(e.get("distances") for e in self.extra):
             out["distances"] = (at, at + T * (T + 1) // 2 * 3)
             at = out["distances"][1]
-        for a in sorted({e["anchor"] for e in self.extra if "anchor" in e}):
+        for a in sorted({e["anchor"] for e in self.extra if "anchor" in e} | ({self.anchor} if self.anchor is not None else set())):
             out[("anchor", a)] = (at, at + 2 + 2 * T)
             at += 2 + 2 * T
         return out
@@ -309,8 +315,11 @@ class BoundedGapHead:
 
         rng = np.random.default_rng(self.seed)
         varying = X.std(0) > 0  # constant columns cost binning time and carry nothing
-        counts_only = np.flatnonzero(varying[:p])
         blocks = self._blocks(p)
+        shared_cols = np.flatnonzero(varying[:p])
+        if self.anchor is not None:  # every member reads the head's anchor block too
+            a, b = blocks[("anchor", self.anchor)]
+            shared_cols = np.concatenate([shared_cols, np.arange(a, b)[varying[a:b]]])
         base = {"max_features": self.max_features, "learning_rate": self.learning_rate, "max_iter": self.max_iter,
                 "max_leaf_nodes": self.max_leaf_nodes, "min_samples_leaf": self.min_samples_leaf,
                 "l2_regularization": self.l2_regularization}
@@ -319,13 +328,13 @@ class BoundedGapHead:
         for i, e in enumerate(self.extra):
             e = {"loss": "squared_error", **e}
             own = [blocks["distances"]] if e.get("distances") else []
-            own += [blocks[("anchor", e["anchor"])]] if "anchor" in e else []
-            cols = np.concatenate([counts_only, *[np.arange(a, b)[varying[a:b]] for a, b in own]])
+            own += [blocks[("anchor", e["anchor"])]] if "anchor" in e and e["anchor"] != self.anchor else []
+            cols = np.concatenate([shared_cols, *[np.arange(a, b)[varying[a:b]] for a, b in own]])
             runs.append(({**base, **{k: v for k, v in e.items() if k not in ("bootstrap", "distances", "anchor")}},
                          bool(e.get("bootstrap", False)), self.seed * 1000 + 500 + i, cols))
         forests = []
         for settings, boot, rs, cols in runs:
-            cols = counts_only if cols is False else cols
+            cols = shared_cols if cols is False else cols
             rows = rng.integers(0, len(X), len(X)) if boot else np.arange(len(X))
             est = HistGradientBoostingRegressor(**settings, early_stopping=False, random_state=rs).fit(X[rows][:, cols], u[rows])
             forest = _Forest.from_sklearn(est)
