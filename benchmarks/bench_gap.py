@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's invdesign, not an installed one
 
 from invdesign.data.dataset import TARGETS, load_2dmd, split_indices  # noqa: E402
 from invdesign.lattice.enumerate import compositions, sample_configurations  # noqa: E402
-from invdesign.model import DEFAULT_CONFIG, gap_geometry  # noqa: E402
+from invdesign.model import DEFAULT_CONFIG, gap_anchor, gap_geometry  # noqa: E402
 from invdesign.predict.features import cluster_counts  # noqa: E402
 from invdesign.predict.gap import EG_MAX, BoundedGapHead  # noqa: E402
 from invdesign.predict.heads import RidgeHead  # noqa: E402
@@ -65,7 +65,8 @@ def _cov(err: np.ndarray, std: np.ndarray) -> dict:
 
 def fit_eval(X, Y, k, tr, va, te, seed: int = 0, geo: dict | None = None) -> dict:
     """Fit FE ridge (total FE) and the gap head on ``tr``, calibrate on ``va``, measure on ``te``
-    (``geo``: the host's :func:`invdesign.model.gap_geometry`, for members that read pair distances)."""
+    (``geo``: the host's :func:`invdesign.model.gap_geometry` and :func:`invdesign.model.gap_anchor`, for
+    members that read pair distances or an anchor block)."""
     t0 = time.time()
     Yt = Y[:, 0] * k
     r = RidgeHead().fit(X[tr], Yt[tr, None], X[va], Yt[va, None])
@@ -102,7 +103,7 @@ def part_splits(seeds: list[int]) -> None:
     ds, X, Y, k, names = _data()
     for s in seeds:
         sp = split_indices(ds.ids, seed=s)
-        r = fit_eval(X, Y, k, sp["train"], sp["val"], sp["test"], seed=0, geo=gap_geometry(ds.host))
+        r = fit_eval(X, Y, k, sp["train"], sp["val"], sp["test"], seed=0, geo={**gap_geometry(ds.host), **gap_anchor(ds.host, DEFAULT_CONFIG["gap_anchor"])})
         pred = r.pop("_pred")
         r["split_seed"] = s
         print(f"split {s}: gap {r['homo_lumo_gap']['mae_meV']:.2f} meV, FE {r['formation_energy_per_site']['mae_meV']:.2f} meV, "
@@ -155,7 +156,7 @@ def part_composition() -> None:
         te = np.flatnonzero(np.isin(names, fold))
         other = rng.permutation(np.flatnonzero(~np.isin(names, fold)))
         nv = len(other) // 9
-        r = fit_eval(X, Y, k, other[nv:], other[:nv], te, seed=0, geo=gap_geometry(ds.host))
+        r = fit_eval(X, Y, k, other[nv:], other[:nv], te, seed=0, geo={**gap_geometry(ds.host), **gap_anchor(ds.host, DEFAULT_CONFIG["gap_anchor"])})
         r.pop("_pred")
         r["held_out"] = fold
         out.append(r)
@@ -234,6 +235,12 @@ def _extra_text() -> str:
     return "plus " + ", ".join(one(e) for e in ex) + ", all "
 
 
+def _anchor_text() -> str:
+    a = DEFAULT_CONFIG.get("gap_anchor")
+    return (f" plus the {a}-anchored nearest pairs (the two shortest pairs that involve a {a}: distances and partner "
+            "types, read off the counts)") if a else ""
+
+
 def _ms(v: list[float]) -> str:
     return f"{np.mean(v):.2f} +- {np.std(v, ddof=1):.2f} (min {np.min(v):.2f}, max {np.max(v):.2f})" if len(v) > 1 else f"{v[0]:.2f}"
 
@@ -246,7 +253,7 @@ def markdown(res: dict) -> str:
              if DEFAULT_CONFIG.get("gap_refit_with_val") else "")
     out = ["# Band-gap benchmark (issue 12)", "",
            f"Gap head: {members} ({', '.join(DEFAULT_CONFIG['gap_losses'])}) "
-           f"{_extra_text()}of gradient-boosted trees on exact cluster counts, averaged, regressing "
+           f"{_extra_text()}of gradient-boosted trees on exact cluster counts{_anchor_text()}, averaged, regressing "
            f"logit(gap / {EG_MAX} eV) (served gap in (0, {EG_MAX}) eV by construction), std conformally calibrated on val per "
            f"predicted-gap regime.{refit} Formation energy: ridge on cluster counts (train only) with its calibrated predictive std. "
            "MAE in meV (DFT, PBE) on the test rows, never used for fitting or choices; coverage = share of DFT values "

@@ -57,9 +57,12 @@ DEFAULT_CONFIG: dict = {
     # (benchmarks/results/gap_tune_study.md)
     "gap_extra": ({"loss": "squared_error"}, {"loss": "absolute_error"}),
     "gap_refit_with_val": False,  # gap members refitted on train + val after the std is calibrated on val
+    # every gap member also reads this defect type's two nearest pairs (BoundedGapHead ``anchor``): the V_Mo's
+    # neighbours pick its in-gap level (benchmarks/results/gap_round_d.md); None, or a type the host lacks: off
+    "gap_anchor": "V_Mo",
 }
 #: the gap head's recipe: :func:`attach_gap_head` refits with these from :data:`DEFAULT_CONFIG`
-GAP_KEYS = ("gap_members", "gap_iter", "gap_losses", "gap_extra", "gap_refit_with_val")
+GAP_KEYS = ("gap_members", "gap_iter", "gap_losses", "gap_extra", "gap_refit_with_val", "gap_anchor")
 
 
 def gap_geometry(host: HostLattice | None) -> dict:
@@ -67,6 +70,15 @@ def gap_geometry(host: HostLattice | None) -> dict:
     if host is None:
         return {}
     return {"n_types": len(host.defect_types), "orbit_distance": orbit_distances(host)}
+
+
+def gap_anchor(host: HostLattice | None, label: str | None) -> dict:
+    """``{"anchor": index}`` of the defect type ``label`` (e.g. ``"V_Mo"``) among ``host.defect_types`` for
+    :class:`BoundedGapHead`; empty when ``label`` is None, there is no host, or the host has no such type."""
+    if host is None or label is None:
+        return {}
+    labels = [host.defect_label(*t) for t in host.defect_types]
+    return {"anchor": labels.index(label)} if label in labels else {}
 
 
 def _n_gap_fits(cfg: dict) -> int:
@@ -392,7 +404,8 @@ def fit_gap_head(X: np.ndarray, gap: np.ndarray, tr: np.ndarray, va: np.ndarray,
                  seed: int = 0, progress=None, host: HostLattice | None = None) -> BoundedGapHead:
     """Fit the bounded gap head on rows ``tr`` of cluster counts ``X (N, p)`` and gaps ``gap (N,)`` (eV);
     its std is conformally calibrated on rows ``va``. Columns constant on ``tr`` are kept (trees ignore them).
-    ``host`` gives the pair-orbit distances that members with ``distances`` read (needed for those)."""
+    ``host`` gives the pair-orbit distances that members with ``distances`` or an anchor read (needed for those;
+    ``config["gap_anchor"]`` is resolved on it, :func:`gap_anchor`)."""
     cfg = {**DEFAULT_CONFIG, **(config or {})}
     gap = np.asarray(gap, dtype=np.float64)
     if (gap[tr] < 0).any():
@@ -402,7 +415,7 @@ def fit_gap_head(X: np.ndarray, gap: np.ndarray, tr: np.ndarray, va: np.ndarray,
     return BoundedGapHead(eg_max=eg_max, members=cfg["gap_members"], max_iter=cfg["gap_iter"], seed=seed,
                           losses=tuple(cfg["gap_losses"]), extra=tuple(cfg.get("gap_extra", ())),
                           refit_with_val=bool(cfg.get("gap_refit_with_val", False)),
-                          **gap_geometry(host)).fit(
+                          **gap_geometry(host), **gap_anchor(host, cfg.get("gap_anchor"))).fit(
         X[tr], np.maximum(gap[tr], 1e-4), X[va], gap[va], progress)
 
 
