@@ -430,6 +430,9 @@ def test_bounded_gap_head_anchor_members_read_their_anchor_block(host, tmp_path)
     torch.save(ha.state(), tmp_path / "ha.pt")
     ha2 = BoundedGapHead.from_state(torch.load(tmp_path / "ha.pt", weights_only=True))
     assert ha2.anchor == 1 and np.array_equal(ha2.predict(X)[0], ma)
+    dense = sample_configurations(host, {"V_Mo": 12, "V_S": 24, "Se_S": 12}, 6, rng)  # far beyond the data
+    md, sd = ha.predict(cluster_counts(dense, host).astype(float))
+    assert (md > 0).all() and (md < ha.eg_max).all() and np.isfinite(sd).all()
 
 
 def test_bounded_gap_head_refit_with_val_keeps_the_calibration_and_refits_on_both(tmp_path):
