@@ -14,7 +14,9 @@ and says so.
 Features (:func:`hd_features`, ``(N, 4 + 2 + 10 * 6)``): the defect-type fractions, ``1/n``, the
 defect density ``n / n_sites``, and unordered defect-pair counts per defect by (type pair, distance
 shell :data:`SHELLS`). Kernel: ``c1 RBF(l) + c2 (s0^2 + z.z') + noise`` on standardised features;
-prediction in numpy only (the fit uses scikit-learn).
+prediction in numpy only (the fit uses scikit-learn). The file stores the training features, weights and
+kernel constants; the inverse kernel matrix (``M x M``, what the std needs) is recomputed from them on
+first use (format /2; /1 stored it, which grows as ``M^2`` with the training set).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from invdesign.predict.pair_prior import PRIOR_VERSION
 SHELLS = (0.1, 2.6, 3.3, 4.6, 6.5, 9.0, np.inf)
 #: What the corrected value is, in words (output columns, summary).
 REFERENCE = "DFT-trained model + correction toward corrected CHGNet (chgnet+delta)"
-FORMAT = "invdesign-hd-correction/1"
+FORMAT = "invdesign-hd-correction/2"
+FORMATS = ("invdesign-hd-correction/1", FORMAT)  # /1 also stored Kinv
 
 
 def resource_path() -> Path:
@@ -86,24 +89,34 @@ class HDCorrection:
     """The fitted correction (a Gaussian process; numpy arrays only).
 
     Attributes:
-        Z: ``(M, d)`` standardised training features; alpha ``(M,)``; Kinv ``(M, M)``.
+        Z: ``(M, d)`` standardised training features; alpha ``(M,)``; Kinv ``(M, M)`` (computed on first use).
         mu, sd: ``(d,)`` feature standardisation. y_mean, y_std: target normalisation (eV).
         c1, length, c2, s0, noise: kernel constants (normalised units).
         fingerprint: :func:`fe_head_fingerprint` of the head it was fitted on. min_defects: applied from here on.
         info: provenance and CV figures (plain dict).
     """
 
-    KEYS = ("Z", "alpha", "Kinv", "mu", "sd")
+    KEYS = ("Z", "alpha", "mu", "sd")
     SCALARS = ("y_mean", "y_std", "c1", "length", "c2", "s0", "noise")
 
     def __init__(self, host: HostLattice, arrays: dict, scalars: dict, fingerprint: str, min_defects: int, info: dict) -> None:
         self.host = host
         for k in self.KEYS:
             setattr(self, k, np.asarray(arrays[k], dtype=np.float64))
+        self._Kinv = np.asarray(arrays["Kinv"], dtype=np.float64) if "Kinv" in arrays else None
         for k in self.SCALARS:
             setattr(self, k, float(scalars[k]))
         self.fingerprint, self.min_defects, self.info = fingerprint, int(min_defects), info
         self._M = shell_map(host)
+
+    @property
+    def Kinv(self) -> np.ndarray:
+        """``(M, M)`` inverse of the training kernel matrix (+ noise and scikit-learn's jitter), symmetrised."""
+        if self._Kinv is None:
+            K = self._kernel(self.Z, self.Z) + (self.noise + 1e-10) * np.eye(len(self.Z))
+            Ki = np.linalg.inv(K)
+            self._Kinv = 0.5 * (Ki + Ki.T)
+        return self._Kinv
 
     def _kernel(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
         d2 = (A**2).sum(1)[:, None] + (B**2).sum(1)[None, :] - 2 * A @ B.T
@@ -158,9 +171,10 @@ class HDCorrection:
     def from_arrays(cls, a, host: HostLattice, prefix: str = "hd_correction/", source: str = "hd_correction") -> HDCorrection:
         try:
             meta = json.loads(str(a[prefix + "meta"]))
-            if meta.get("format") != FORMAT:
+            if meta.get("format") not in FORMATS:
                 raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT}")
-            return cls(host, {k: a[prefix + k] for k in cls.KEYS}, meta["scalars"], meta["fingerprint"],
+            keys = (*cls.KEYS, "Kinv") if meta["format"] == FORMATS[0] else cls.KEYS
+            return cls(host, {k: a[prefix + k] for k in keys}, meta["scalars"], meta["fingerprint"],
                        meta["min_defects"], meta["info"])
         except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
             raise InvdesignError(f"not a readable high-density correction ({type(exc).__name__}: {exc})", source=source) from None
@@ -200,10 +214,6 @@ def fit_hd_correction(X: np.ndarray, residual: np.ndarray, host: HostLattice, fi
           "y_std": float(g._y_train_std[0] if np.ndim(g._y_train_std) else g._y_train_std),
           "c1": float(k.k1.k1.k1.constant_value), "length": float(k.k1.k1.k2.length_scale),
           "c2": float(k.k1.k2.k1.constant_value), "s0": float(k.k1.k2.k2.sigma_0), "noise": float(k.k2.noise_level)}
-    c = HDCorrection(host, {"Z": Z, "alpha": np.zeros(len(Z)), "Kinv": np.eye(len(Z)), "mu": mu, "sd": sd}, sc,
-                     fingerprint, min_defects, info or {})
-    K = c._kernel(Z, Z) + (sc["noise"] + 1e-10) * np.eye(len(Z))  # + scikit-learn's jitter
-    c.Kinv = np.linalg.inv(K)
-    c.Kinv = 0.5 * (c.Kinv + c.Kinv.T)
-    c.alpha = c.Kinv @ ((y - sc["y_mean"]) / sc["y_std"])
+    c = HDCorrection(host, {"Z": Z, "alpha": np.zeros(len(Z)), "mu": mu, "sd": sd}, sc, fingerprint, min_defects, info or {})
+    c.alpha = c.Kinv @ ((y - sc["y_mean"]) / sc["y_std"])  # Kinv: + scikit-learn's jitter, as a loaded file recomputes it
     return c
