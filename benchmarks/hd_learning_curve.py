@@ -1,6 +1,6 @@
 """Does more high-density TRAIN data help? Learning curve of the HD formation-energy correction (CV, train part only).
 
-    PYTHONPATH=. python benchmarks/hd_learning_curve.py --table T.csv [--sizes 0,150,300,600,...] [--designs D,F]
+    PYTHONPATH=. python benchmarks/hd_learning_curve.py --table T.csv [--sizes=0,150,300,600,...] [--designs D,F]
 
 ``T.csv`` is an ``hd_reference.py table`` output holding the original set and (part of) the train-only
 extension ``hdx*``. Only its TRAIN rows are read. Validation: the 5 CV folds of the ORIGINAL train part
@@ -11,7 +11,8 @@ configurations (id order = the extension's interleaved band/placement schedule),
 Scores: MAE meV/site by band and 2-sigma coverage counting the reference's std (as in ``fit_hd_correction.py``).
 
 Designs (same code as ``fit_hd_correction.py``): D = the served GP (per-site target), E = D on the total
-target, F = D plus 300 2DMD train configurations as a second fidelity. Rows are appended to
+target, F = D plus 300 2DMD train configurations as a second fidelity, ``D<K>`` = D with its kernel constants
+fitted on a seeded subsample of K training rows and the posterior on all (``fit_hd_correction(max_hyper=K)``). Rows are appended to
 ``benchmarks/results/hd_learning_curve.jsonl`` as they finish; ``--report`` writes the table
 ``benchmarks/results/hd_learning_curve.md`` from it.
 """
@@ -42,9 +43,12 @@ JSONL = RES / "hd_learning_curve.jsonl"
 
 
 def fit_predict(design: str, Xa, ya, na, Xb, nb, host, ld, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Correction fitted on ``(Xa, ya)`` (per-site residual, eV) predicted at ``Xb``: mean, std (eV/site)."""
+    """Correction fitted on ``(Xa, ya)`` (per-site residual, eV) predicted at ``Xb``: mean, std (eV/site).
+    ``D<K>``: D with its kernel constants fitted on a subsample of K rows (``max_hyper``)."""
     if design == "D":
         return fit_hd_correction(Xa, ya, host, "cv", seed=seed).predict(Xb)
+    if design.startswith("D") and design[1:].isdigit():
+        return fit_hd_correction(Xa, ya, host, "cv", seed=seed, max_hyper=int(design[1:])).predict(Xb)
     if design == "E":
         m, s = fit_hd_correction(Xa, ya * na, host, "cv", seed=seed).predict(Xb)
         return m / nb, s / nb

@@ -195,9 +195,11 @@ class HDCorrection:
 
 
 def fit_hd_correction(X: np.ndarray, residual: np.ndarray, host: HostLattice, fingerprint: str, min_defects: int = 4,
-                      info: dict | None = None, seed: int = 0) -> HDCorrection:
+                      info: dict | None = None, seed: int = 0, max_hyper: int | None = None) -> HDCorrection:
     """Fit on cluster counts ``X (M, F)`` and ``residual (M,)`` = reference - model (eV per defect site);
-    kernel constants by marginal likelihood (scikit-learn), the rest in closed form."""
+    kernel constants (and the target normalisation) by marginal likelihood (scikit-learn) on all rows, or on a
+    seeded subsample of ``max_hyper`` rows when there are more (the likelihood's cost grows as ``M^3`` per
+    step); the posterior on all rows in closed form."""
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import RBF, ConstantKernel, DotProduct, WhiteKernel
 
@@ -208,7 +210,10 @@ def fit_hd_correction(X: np.ndarray, residual: np.ndarray, host: HostLattice, fi
     y = np.asarray(residual, dtype=np.float64)
     kern = (ConstantKernel(0.01) * RBF(3.0, (0.1, 100)) + ConstantKernel(0.001) * DotProduct(1.0)
             + WhiteKernel(1e-3, (1e-6, 1)))
-    g = GaussianProcessRegressor(kern, normalize_y=True, random_state=seed, n_restarts_optimizer=1).fit(Z, y)
+    sub = np.arange(len(Z))
+    if max_hyper is not None and len(Z) > max_hyper:
+        sub = np.sort(np.random.default_rng(seed).choice(len(Z), max_hyper, replace=False))
+    g = GaussianProcessRegressor(kern, normalize_y=True, random_state=seed, n_restarts_optimizer=1).fit(Z[sub], y[sub])
     k = g.kernel_
     sc = {"y_mean": float(g._y_train_mean[0] if np.ndim(g._y_train_mean) else g._y_train_mean),
           "y_std": float(g._y_train_std[0] if np.ndim(g._y_train_std) else g._y_train_std),
