@@ -38,6 +38,32 @@ from invdesign.predictor import load_predictor
 BANDS = {"4-6": (4, 6), "7-12": (7, 12), "13-30": (13, 30)}
 
 
+def serving_cost(pred, n: int = 2000, seed: int = 0) -> dict:
+    """Wall time per configuration of the correction (mean + std) and of a whole ``predict`` (us), on ``n``
+    random configurations at 8-16 defects, and of the correction's one-off inverse kernel matrix (s)."""
+    import time
+
+    host = pred.host
+    rng = np.random.default_rng(seed)
+    occ = np.repeat(host.host_code[None], n, axis=0)
+    for row in occ:
+        for site in rng.choice(host.n_sites, int(rng.integers(8, 17)), replace=False):
+            codes = [c for sub, c in host.defect_types if sub == host.sublattice[site]]
+            row[site] = codes[rng.integers(len(codes))]
+    corr = pred.fe_terms()[1]
+    X = cluster_counts(occ, host).astype(float)
+    corr._Kinv = None
+    t0 = time.perf_counter()
+    _ = corr.Kinv
+    t1 = time.perf_counter()
+    corr.predict(X)
+    t2 = time.perf_counter()
+    pred.predict(occ)
+    t3 = time.perf_counter()
+    return {"n": n, "n_train": len(corr.Z), "kinv_s": t1 - t0, "correction_us": 1e6 * (t2 - t1) / n,
+            "predict_us": 1e6 * (t3 - t2) / n}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--table", default="invdesign/resources/hd_reference.csv")
@@ -77,6 +103,7 @@ def main() -> None:
                                "head_only_mae_meV": 1000 * float(np.abs(head_mean[:, 0] / k - dft).mean()),
                                "identical_to_head": int((ld_mean[:, 0] == head_mean[:, 0] / k).sum()),
                                "with_unseen_pair": int((pred.unseen_clusters(ds.occ[t]) > 0).sum())}
+    res["serving_cost"] = serving_cost(pred)
     Path("benchmarks/results/hd_model.json").write_text(json.dumps(res, indent=2) + "\n")
     lines = ["# High-density formation energy vs the corrected-CHGNet reference (HD test part)", "",
              f"Served model (`predict`; correction: {status}) vs the DFT-trained head alone (before). Correction fitted on "
@@ -95,6 +122,11 @@ def main() -> None:
     lines += ["", f"2DMD test split (DFT, {ld['n']} structures): served {ld['served_mae_meV']:.2f} meV/site, head alone "
               f"{ld['head_only_mae_meV']:.2f}; {ld['identical_to_head']} of {ld['n']} predictions identical bit for bit "
               f"({ld['with_unseen_pair']} hold a pair class unseen in training and get the pair prior)."]
+    sc = res["serving_cost"]
+    lines += ["", f"Serving cost (1 thread, machine load at the time): the correction ({sc['n_train']} training rows; its std needs "
+              f"an M x M product) takes {sc['correction_us']:.0f} us per configuration of the {sc['predict_us']:.0f} us of a whole "
+              f"`predict` (both formation energy and gap, {sc['n']} random configurations at 8-16 defects; the inverse kernel "
+              f"matrix, computed once per process, took {sc['kinv_s']:.2f} s)."]
     Path("benchmarks/results/hd_model.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
