@@ -15,8 +15,8 @@ Features (:func:`hd_features`, ``(N, 4 + 2 + 10 * 6)``): the defect-type fractio
 defect density ``n / n_sites``, and unordered defect-pair counts per defect by (type pair, distance
 shell :data:`SHELLS`). Kernel: ``c1 RBF(l) + c2 (s0^2 + z.z') + noise`` on standardised features;
 prediction in numpy only (the fit uses scikit-learn). The file stores the training features, weights and
-kernel constants; the inverse kernel matrix (``M x M``, what the std needs) is recomputed from them on
-first use (format /2; /1 stored it, which grows as ``M^2`` with the training set).
+kernel constants; the Cholesky factor of the kernel matrix (``M x M``, what the std needs) is computed from
+them on first use (format /2; /1 stored the inverse kernel matrix, which grows as ``M^2`` with the training set).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ SHELLS = (0.1, 2.6, 3.3, 4.6, 6.5, 9.0, np.inf)
 #: What the corrected value is, in words (output columns, summary).
 REFERENCE = "DFT-trained model + correction toward corrected CHGNet (chgnet+delta)"
 FORMAT = "invdesign-hd-correction/2"
-FORMATS = ("invdesign-hd-correction/1", FORMAT)  # /1 also stored Kinv
+FORMATS = ("invdesign-hd-correction/1", FORMAT)  # /1 also stored Kinv (not read: the std uses the Cholesky factor)
 
 
 def resource_path() -> Path:
@@ -89,7 +89,8 @@ class HDCorrection:
     """The fitted correction (a Gaussian process; numpy arrays only).
 
     Attributes:
-        Z: ``(M, d)`` standardised training features; alpha ``(M,)``; Kinv ``(M, M)`` (computed on first use).
+        Z: ``(M, d)`` standardised training features; alpha ``(M,)``; L ``(M, M)`` lower Cholesky factor of the
+            training kernel matrix (computed on first use).
         mu, sd: ``(d,)`` feature standardisation. y_mean, y_std: target normalisation (eV).
         c1, length, c2, s0, noise: kernel constants (normalised units).
         fingerprint: :func:`fe_head_fingerprint` of the head it was fitted on. min_defects: applied from here on.
@@ -103,20 +104,22 @@ class HDCorrection:
         self.host = host
         for k in self.KEYS:
             setattr(self, k, np.asarray(arrays[k], dtype=np.float64))
-        self._Kinv = np.asarray(arrays["Kinv"], dtype=np.float64) if "Kinv" in arrays else None
+        self._L: np.ndarray | None = None
         for k in self.SCALARS:
             setattr(self, k, float(scalars[k]))
         self.fingerprint, self.min_defects, self.info = fingerprint, int(min_defects), info
         self._M = shell_map(host)
 
+    def train_kernel(self) -> np.ndarray:
+        """``(M, M)`` the training kernel matrix + noise + scikit-learn's jitter (normalised units)."""
+        return self._kernel(self.Z, self.Z) + (self.noise + 1e-10) * np.eye(len(self.Z))
+
     @property
-    def Kinv(self) -> np.ndarray:
-        """``(M, M)`` inverse of the training kernel matrix (+ noise and scikit-learn's jitter), symmetrised."""
-        if self._Kinv is None:
-            K = self._kernel(self.Z, self.Z) + (self.noise + 1e-10) * np.eye(len(self.Z))
-            Ki = np.linalg.inv(K)
-            self._Kinv = 0.5 * (Ki + Ki.T)
-        return self._Kinv
+    def L(self) -> np.ndarray:
+        """``(M, M)`` lower Cholesky factor of :meth:`train_kernel` (computed once, ~M^3/3 flops)."""
+        if self._L is None:
+            self._L = np.linalg.cholesky(self.train_kernel())
+        return self._L
 
     def _kernel(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
         d2 = (A**2).sum(1)[:, None] + (B**2).sum(1)[None, :] - 2 * A @ B.T
@@ -143,7 +146,10 @@ class HDCorrection:
             Zb = (hd_features(X[on], self.host, self._M) - self.mu) / self.sd
             K = self._kernel(Zb, self.Z)
             kss = self.c1 + self.c2 * (self.s0**2 + (Zb**2).sum(1)) + self.noise
-            var = np.maximum(kss - ((K @ self.Kinv) * K).sum(1), 0.0)
+            from scipy.linalg import solve_triangular
+
+            V = solve_triangular(self.L, K.T, lower=True, check_finite=False)  # (M, N): k^T K^-1 k = |V|^2
+            var = np.maximum(kss - (V * V).sum(0), 0.0)
             mean[on] = K @ self.alpha * self.y_std + self.y_mean
             std[on] = np.sqrt(var) * self.y_std
         return mean, std
@@ -173,8 +179,7 @@ class HDCorrection:
             meta = json.loads(str(a[prefix + "meta"]))
             if meta.get("format") not in FORMATS:
                 raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT}")
-            keys = (*cls.KEYS, "Kinv") if meta["format"] == FORMATS[0] else cls.KEYS
-            return cls(host, {k: a[prefix + k] for k in keys}, meta["scalars"], meta["fingerprint"],
+            return cls(host, {k: a[prefix + k] for k in cls.KEYS}, meta["scalars"], meta["fingerprint"],
                        meta["min_defects"], meta["info"])
         except (KeyError, ValueError, TypeError, json.JSONDecodeError) as exc:
             raise InvdesignError(f"not a readable high-density correction ({type(exc).__name__}: {exc})", source=source) from None
@@ -220,5 +225,6 @@ def fit_hd_correction(X: np.ndarray, residual: np.ndarray, host: HostLattice, fi
           "c1": float(k.k1.k1.k1.constant_value), "length": float(k.k1.k1.k2.length_scale),
           "c2": float(k.k1.k2.k1.constant_value), "s0": float(k.k1.k2.k2.sigma_0), "noise": float(k.k2.noise_level)}
     c = HDCorrection(host, {"Z": Z, "alpha": np.zeros(len(Z)), "mu": mu, "sd": sd}, sc, fingerprint, min_defects, info or {})
-    c.alpha = c.Kinv @ ((y - sc["y_mean"]) / sc["y_std"])  # Kinv: + scikit-learn's jitter, as a loaded file recomputes it
+    Kinv = np.linalg.inv(c.train_kernel())
+    c.alpha = 0.5 * (Kinv + Kinv.T) @ ((y - sc["y_mean"]) / sc["y_std"])
     return c
