@@ -4,7 +4,8 @@
 
 ``T.csv`` is an ``hd_reference.py table`` output holding the original set and (part of) the train-only
 extension ``hdx*``. Only its TRAIN rows are read. Validation: the 5 CV folds of the ORIGINAL train part
-(349 configurations, bands drawn uniformly like the test part; the folds of ``fit_hd_correction.py --cv``).
+(349 configurations, bands drawn uniformly like the test part; the folds ``fit_hd_correction.py --cv`` drew on them
+before the extension, so m = 0 reproduces its D row of then).
 Each fold is predicted by a correction fitted on the other four folds plus the first ``m`` extension
 configurations (id order = the extension's interleaved band/placement schedule), for each ``m`` in
 ``--sizes``; ``m = -1`` stands for half of the other folds and no extension (the curve below 349).
@@ -91,7 +92,7 @@ def main() -> None:
     rstd = hd["formation_energy_per_site_std"].to_numpy(float)
     ext = hd["id"].str.startswith("hdx").to_numpy()
     orig, xi = np.flatnonzero(~ext), np.flatnonzero(ext)
-    folds = np.random.default_rng(0).permutation(len(orig)) % 5  # the folds of fit_hd_correction.py --cv
+    folds = np.random.default_rng(0).permutation(len(orig)) % 5  # fit_hd_correction.py --cv folds on the 349 rows
     ld = None
     if "F" in a.designs:
         from invdesign.data.dataset import load_dataset, split_indices
