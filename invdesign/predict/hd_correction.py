@@ -14,7 +14,9 @@ and says so.
 Features (:func:`hd_features`, ``(N, 4 + 2 + 10 * 6)``): the defect-type fractions, ``1/n``, the
 defect density ``n / n_sites``, and unordered defect-pair counts per defect by (type pair, distance
 shell :data:`SHELLS`). Kernel: ``c1 RBF(l) + c2 (s0^2 + z.z') + noise`` on standardised features;
-prediction in numpy only (the fit uses scikit-learn).
+prediction in numpy only (the fit uses scikit-learn). The file stores the training features, weights and
+kernel constants; the Cholesky factor of the kernel matrix (``M x M``, what the std needs) is computed from
+them on first use (format /2; /1 stored the inverse kernel matrix, which grows as ``M^2`` with the training set).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from invdesign.predict.pair_prior import PRIOR_VERSION
 SHELLS = (0.1, 2.6, 3.3, 4.6, 6.5, 9.0, np.inf)
 #: What the corrected value is, in words (output columns, summary).
 REFERENCE = "DFT-trained model + correction toward corrected CHGNet (chgnet+delta)"
-FORMAT = "invdesign-hd-correction/1"
+FORMAT = "invdesign-hd-correction/2"
+FORMATS = ("invdesign-hd-correction/1", FORMAT)  # /1 also stored Kinv (not read: the std uses the Cholesky factor)
 
 
 def resource_path() -> Path:
@@ -86,24 +89,37 @@ class HDCorrection:
     """The fitted correction (a Gaussian process; numpy arrays only).
 
     Attributes:
-        Z: ``(M, d)`` standardised training features; alpha ``(M,)``; Kinv ``(M, M)``.
+        Z: ``(M, d)`` standardised training features; alpha ``(M,)``; L ``(M, M)`` lower Cholesky factor of the
+            training kernel matrix (computed on first use).
         mu, sd: ``(d,)`` feature standardisation. y_mean, y_std: target normalisation (eV).
         c1, length, c2, s0, noise: kernel constants (normalised units).
         fingerprint: :func:`fe_head_fingerprint` of the head it was fitted on. min_defects: applied from here on.
         info: provenance and CV figures (plain dict).
     """
 
-    KEYS = ("Z", "alpha", "Kinv", "mu", "sd")
+    KEYS = ("Z", "alpha", "mu", "sd")
     SCALARS = ("y_mean", "y_std", "c1", "length", "c2", "s0", "noise")
 
     def __init__(self, host: HostLattice, arrays: dict, scalars: dict, fingerprint: str, min_defects: int, info: dict) -> None:
         self.host = host
         for k in self.KEYS:
             setattr(self, k, np.asarray(arrays[k], dtype=np.float64))
+        self._L: np.ndarray | None = None
         for k in self.SCALARS:
             setattr(self, k, float(scalars[k]))
         self.fingerprint, self.min_defects, self.info = fingerprint, int(min_defects), info
         self._M = shell_map(host)
+
+    def train_kernel(self) -> np.ndarray:
+        """``(M, M)`` the training kernel matrix + noise + scikit-learn's jitter (normalised units)."""
+        return self._kernel(self.Z, self.Z) + (self.noise + 1e-10) * np.eye(len(self.Z))
+
+    @property
+    def L(self) -> np.ndarray:
+        """``(M, M)`` lower Cholesky factor of :meth:`train_kernel` (computed once, ~M^3/3 flops)."""
+        if self._L is None:
+            self._L = np.linalg.cholesky(self.train_kernel())
+        return self._L
 
     def _kernel(self, A: np.ndarray, B: np.ndarray) -> np.ndarray:
         d2 = (A**2).sum(1)[:, None] + (B**2).sum(1)[None, :] - 2 * A @ B.T
@@ -130,7 +146,10 @@ class HDCorrection:
             Zb = (hd_features(X[on], self.host, self._M) - self.mu) / self.sd
             K = self._kernel(Zb, self.Z)
             kss = self.c1 + self.c2 * (self.s0**2 + (Zb**2).sum(1)) + self.noise
-            var = np.maximum(kss - ((K @ self.Kinv) * K).sum(1), 0.0)
+            from scipy.linalg import solve_triangular
+
+            V = solve_triangular(self.L, K.T, lower=True, check_finite=False)  # (M, N): k^T K^-1 k = |V|^2
+            var = np.maximum(kss - (V * V).sum(0), 0.0)
             mean[on] = K @ self.alpha * self.y_std + self.y_mean
             std[on] = np.sqrt(var) * self.y_std
         return mean, std
@@ -158,7 +177,7 @@ class HDCorrection:
     def from_arrays(cls, a, host: HostLattice, prefix: str = "hd_correction/", source: str = "hd_correction") -> HDCorrection:
         try:
             meta = json.loads(str(a[prefix + "meta"]))
-            if meta.get("format") != FORMAT:
+            if meta.get("format") not in FORMATS:
                 raise ValueError(f"format {meta.get('format')!r}, expected {FORMAT}")
             return cls(host, {k: a[prefix + k] for k in cls.KEYS}, meta["scalars"], meta["fingerprint"],
                        meta["min_defects"], meta["info"])
@@ -181,9 +200,11 @@ class HDCorrection:
 
 
 def fit_hd_correction(X: np.ndarray, residual: np.ndarray, host: HostLattice, fingerprint: str, min_defects: int = 4,
-                      info: dict | None = None, seed: int = 0) -> HDCorrection:
+                      info: dict | None = None, seed: int = 0, max_hyper: int | None = None) -> HDCorrection:
     """Fit on cluster counts ``X (M, F)`` and ``residual (M,)`` = reference - model (eV per defect site);
-    kernel constants by marginal likelihood (scikit-learn), the rest in closed form."""
+    kernel constants (and the target normalisation) by marginal likelihood (scikit-learn) on all rows, or on a
+    seeded subsample of ``max_hyper`` rows when there are more (the likelihood's cost grows as ``M^3`` per
+    step); the posterior on all rows in closed form."""
     from sklearn.gaussian_process import GaussianProcessRegressor
     from sklearn.gaussian_process.kernels import RBF, ConstantKernel, DotProduct, WhiteKernel
 
@@ -194,16 +215,16 @@ def fit_hd_correction(X: np.ndarray, residual: np.ndarray, host: HostLattice, fi
     y = np.asarray(residual, dtype=np.float64)
     kern = (ConstantKernel(0.01) * RBF(3.0, (0.1, 100)) + ConstantKernel(0.001) * DotProduct(1.0)
             + WhiteKernel(1e-3, (1e-6, 1)))
-    g = GaussianProcessRegressor(kern, normalize_y=True, random_state=seed, n_restarts_optimizer=1).fit(Z, y)
+    sub = np.arange(len(Z))
+    if max_hyper is not None and len(Z) > max_hyper:
+        sub = np.sort(np.random.default_rng(seed).choice(len(Z), max_hyper, replace=False))
+    g = GaussianProcessRegressor(kern, normalize_y=True, random_state=seed, n_restarts_optimizer=1).fit(Z[sub], y[sub])
     k = g.kernel_
     sc = {"y_mean": float(g._y_train_mean[0] if np.ndim(g._y_train_mean) else g._y_train_mean),
           "y_std": float(g._y_train_std[0] if np.ndim(g._y_train_std) else g._y_train_std),
           "c1": float(k.k1.k1.k1.constant_value), "length": float(k.k1.k1.k2.length_scale),
           "c2": float(k.k1.k2.k1.constant_value), "s0": float(k.k1.k2.k2.sigma_0), "noise": float(k.k2.noise_level)}
-    c = HDCorrection(host, {"Z": Z, "alpha": np.zeros(len(Z)), "Kinv": np.eye(len(Z)), "mu": mu, "sd": sd}, sc,
-                     fingerprint, min_defects, info or {})
-    K = c._kernel(Z, Z) + (sc["noise"] + 1e-10) * np.eye(len(Z))  # + scikit-learn's jitter
-    c.Kinv = np.linalg.inv(K)
-    c.Kinv = 0.5 * (c.Kinv + c.Kinv.T)
-    c.alpha = c.Kinv @ ((y - sc["y_mean"]) / sc["y_std"])
+    c = HDCorrection(host, {"Z": Z, "alpha": np.zeros(len(Z)), "mu": mu, "sd": sd}, sc, fingerprint, min_defects, info or {})
+    Kinv = np.linalg.inv(c.train_kernel())
+    c.alpha = 0.5 * (Kinv + Kinv.T) @ ((y - sc["y_mean"]) / sc["y_std"])
     return c
