@@ -14,12 +14,18 @@ a lattice translation, so they depend on a pair of sites only through its *pair 
   ``(C, T, T, W)``; only its second layer runs per triple; its last layer is linear and is applied
   after the sum over triples.
 
+For the product three-body term (``three_body="product"``) all of it is one table
+``X (C T T, W + 2R)`` with rows ``[Q | f | g]``, ``Q = b - L(f * g)``: a configuration gathers each
+ordered pair's row once and sums it per centre ``i`` (``torch.nn.functional.embedding_bag``, no
+``(k^2, W + 2R)`` intermediate), then ``u = sum_i a_i + sum_i Q_i + L(sum_i F_i * G_i)``: cost
+``P k (k-1) (W + 2R)`` per configuration, exact at every defect count (no cutoff).
+
 The result equals :meth:`InvariantEncoder.forward_group` up to float64 round-off (~1e-14; checked
-in the tests). Its cost is ``k (k-1) (k-2) P W^2`` per configuration (the triple hidden layer),
+in the tests). For the MLP triple term its cost is ``k (k-1) (k-2) P W^2`` per configuration (the triple hidden layer),
 against ``k (k-1) (k-2) P (2F + 2W) W`` for the direct evaluation, and batches are sized so that
 no intermediate exceeds :data:`MAX_ELEMS` elements (bounded memory at any defect count).
 
-With ``cutoff`` (Angstrom), configurations with more than ``exact_below`` defects keep only the
+With ``cutoff`` (Angstrom; MLP triple term only), configurations with more than ``exact_below`` defects keep only the
 triples whose two legs ``ij`` and ``il`` are both at most ``cutoff`` long (the three-body term
 then counts local clusters; its cost grows as ``k`` times the neighbours within the cutoff).
 Configurations with at most ``exact_below`` defects are always exact, so every prediction and
