@@ -170,8 +170,13 @@ class EncoderTables:
         if idx is None:
             idx = self._pidx[k] = np.nonzero(~np.eye(k, dtype=bool))
         ii, jj = idx
-        cij = self.cls[img[:, :, ii], img[:, :, jj]].astype(np.int64)  # (M, P, k (k-1)); -1 never occurs
-        row = (cij * T + types[:, None, ii]) * T + types[:, None, jj]
+        base = getattr(self, "_cls_rows", None)
+        if base is None:  # X row of (pair class, type 0, type 0) per site pair; int32 (small, cache friendly)
+            base = self._cls_rows = (self.cls.astype(np.int64) * (T * T)).astype(np.int32)
+        img = img.astype(np.int32)
+        t32 = types.astype(np.int32)
+        row = base[img[:, :, ii], img[:, :, jj]]  # (M, P, k (k-1)); the diagonal (-1) never occurs
+        row += (t32[:, ii] * T + t32[:, jj])[:, None, :]
         P = img.shape[1]
         # per centre i, the sum over j of the rows [Q | f | g]: one fused gather-and-sum (no (k^2, W + 2R) intermediate)
         s = torch.nn.functional.embedding_bag(torch.from_numpy(row.reshape(M * P * k, k - 1)), self.X, mode="sum")
