@@ -209,3 +209,21 @@ def test_product_term_is_the_sum_over_distinct_triples(host):
     assert np.array_equal(embed_occ(again, occ, host), embed_occ(old, occ, host))
     with pytest.raises(ValueError, match="three_body"):
         InvariantEncoder(6, 10, three_body="cubic")
+
+
+def test_product_tables_equal_the_network_at_48_defects(host):
+    """High density, where only the O(k^2) product term is affordable: the tabulated evaluation equals the
+    network evaluated directly, and a random host operation leaves the embedding unchanged (float64 round-off)."""
+    from invdesign.generate.anneal import _Moves
+    from invdesign.generate.decoder import Limits
+
+    enc = build_encoder(host, dim=6, width=16, seed=5, three_body="product", rank=4).double()
+    rng = np.random.default_rng(48)
+    occ = np.concatenate([_Moves(host, Limits.make(host, k, k)).random(rng, 2) for k in (30, 48)])
+    z_net = embed_occ(enc, occ, host, fast=False)
+    z_tab = embed_occ(enc, occ, host)
+    scale = np.abs(z_net).max()
+    assert np.abs(z_net - z_tab).max() <= 1e-12 * scale
+    img = apply_op(occ, host, rng.integers(1, host.n_ops, size=len(occ)))
+    assert not np.array_equal(img, occ)
+    assert np.abs(embed_occ(enc, img, host) - z_tab).max() <= 1e-12 * scale
