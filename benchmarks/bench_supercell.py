@@ -7,7 +7,7 @@ and how predictions transfer.
 Per cell, in a fresh process (1 thread): host build and its symmetry cold (spglib site permutations
 and pair orbits computed) and from the packaged tables; the cell map onto 8x8 and the transferred
 encoder tables; per-configuration cost of canonical keys, embedding and prediction on random
-configurations (4 and 8 defects); from the CLI in new processes: `predict` on 10 structures and
+configurations (4 and 8 defects; embeddings also at 48); from the CLI in new processes: `predict` on 10 structures and
 `design -n 10` (4-8 defects, formation-energy window 1.5-2.0 eV/site, --mode anneal), wall seconds.
 
 Transfer check (model predictions, eV/site): for every composition of 2 and 3 defects, the same
@@ -105,6 +105,9 @@ def one(cell: int) -> dict:
         if cell != 8:
             row[f"beyond_pairs_mean_k{k}"] = round(float(m.beyond_pairs(occ).mean()), 2)
             row[f"fe_std_meV_median_k{k}"] = round(float(np.median(m.predict(occ)[1][:, 0])) * 1e3, 1)
+    occ48 = _Moves(host, Limits.make(host, 48, 48)).random(rng, 100)  # issue 10: >= 100 /s at 48 defects in < 1 GB
+    m.embed(occ48[:1])
+    row["embed_per_s_k48"] = round(_rate(lambda: m.embed(occ48), len(occ48)), 1)
     row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return row
 
@@ -280,6 +283,7 @@ def report(res: dict) -> str:
         ("trained_range_A", "longest separation 8x8 represents, A"), ("pairs_within_range_share", "share of site pairs within it"),
         ("keys_per_s_k4", "canonical keys/s, 4 defects"), ("keys_per_s_k8", "canonical keys/s, 8 defects"),
         ("embed_per_s_k4", "embeddings/s, 4 defects"), ("embed_per_s_k8", "embeddings/s, 8 defects"),
+        ("embed_per_s_k48", "embeddings/s, 48 defects"),
         ("predict_per_s_k4", "predictions/s, 4 defects"), ("predict_per_s_k8", "predictions/s, 8 defects"),
         ("beyond_pairs_mean_k4", "pairs beyond the range, mean, 4 random defects"),
         ("beyond_pairs_mean_k8", "pairs beyond the range, mean, 8 random defects"),

@@ -61,9 +61,10 @@ def test_triple_index_and_periodic_pair_features(host):
     assert x.shape[:3] == (1, 12, 6) and np.isfinite(x).all()
 
 
-def test_invariance_over_all_768_operations_random_init(host, orbits):
+@pytest.mark.parametrize("kind", ["product", "mlp"])
+def test_invariance_over_all_768_operations_random_init(host, orbits, kind):
     """Exactness by architecture: an untrained encoder is already invariant under every operation."""
-    enc = build_encoder(host, seed=3)
+    enc = build_encoder(host, seed=3, three_body=kind)
     rng = np.random.default_rng(0)
     pick = np.concatenate([np.flatnonzero(orbits.n_defects == k)[:2] for k in (1, 2)] + [rng.choice(np.flatnonzero(orbits.n_defects == 3), 4)])
     occ = np.concatenate([orbits.occ[pick], sample_configurations(host, {"V_S": 2, "W_Mo": 2, "Se_S": 1}, 1, rng)])
@@ -71,7 +72,8 @@ def test_invariance_over_all_768_operations_random_init(host, orbits):
     assert spread.max() < 1e-5
 
 
-def test_chiral_triangles_are_separated(host):
+@pytest.mark.parametrize("kind", ["product", "mlp"])
+def test_chiral_triangles_are_separated(host, kind):
     """Mirror-related triangles that pair-orbit labels cannot tell apart get different embeddings."""
     a = key_to_occ("MoS2-8x8:0=Vac,1=Vac,9=Vac", host)
     b = key_to_occ("MoS2-8x8:0=Vac,1=Vac,56=Vac", host)
@@ -80,7 +82,7 @@ def test_chiral_triangles_are_separated(host):
         return sorted(int(host.pair_orbits[i, j]) for i in sites for j in sites if i != j)
 
     assert pair_labels([0, 1, 9]) == pair_labels([0, 1, 56])  # pair orbits alone cannot tell them apart
-    enc = build_encoder(host, seed=0)
+    enc = build_encoder(host, seed=0, three_body=kind)
     z = embed_occ(enc, np.stack([a, b]), host)
     spread = orbit_spread(_Wrap(enc, host), np.stack([a, b])).max()
     assert np.linalg.norm(z[0] - z[1]) > 1e3 * spread
@@ -140,12 +142,13 @@ def test_contrastive_training_tiny(host, dataset):
     assert np.allclose(z, embed_occ(enc, occ[:5], host), atol=1e-5)
 
 
-def test_table_encoder_equals_the_network_at_many_defects(host):
-    """The tabulated evaluation (pair classes, split triple layer) is the same function, 1-9 defects."""
+@pytest.mark.parametrize("kind", ["product", "mlp"])
+def test_table_encoder_equals_the_network_at_many_defects(host, kind):
+    """The tabulated evaluation (pair classes, split triple layer / one [Q|f|g] table) is the same function, 1-9 defects."""
     from invdesign.embed.encoder import build_encoder, embed_occ
     from invdesign.embed.tables import encoder_tables, pair_classes
 
-    enc = build_encoder(host, dim=6, width=16, seed=3).double()
+    enc = build_encoder(host, dim=6, width=16, seed=3, three_body=kind).double()
     rng = np.random.default_rng(5)
     occ = np.repeat(host.host_code[None], 12, axis=0)
     for r in range(len(occ)):
@@ -173,3 +176,54 @@ def test_table_encoder_equals_the_network_at_many_defects(host):
         enc.pair[0].bias += 0.1
     assert encoder_tables(enc, host) is not tab
     assert np.abs(embed_occ(enc, occ, host, fast=False) - embed_occ(enc, occ, host)).max() <= 1e-12 * max(1.0, np.abs(z_net).max())
+
+
+def test_product_term_is_the_sum_over_distinct_triples(host):
+    """The factorised three-body term equals sum over distinct (i, j, l) of L(f(e_ij) * g(e_il)) (brute force),
+    and model files without ``three_body`` load as the original MLP triple kind, embedding identically."""
+    from invdesign.embed.encoder import InvariantEncoder
+    from invdesign.embed.geometry import pair_features, pair_index
+
+    enc = build_encoder(host, dim=6, width=16, seed=4, three_body="product", rank=5).double()
+    rng = np.random.default_rng(7)
+    sites = np.sort(rng.choice(host.n_sites, 6, replace=False))[None]
+    types = np.array([[0, 1, 2, 3, 0, 1]]) % len(host.defect_types)
+    e = torch.as_tensor(pair_features(sites, types, host))  # (1, P, 30, F)
+    pi, pj = pair_index(6)
+    num = {(int(a), int(b)): n for n, (a, b) in enumerate(zip(pi, pj))}
+    with torch.no_grad():
+        f, g = enc.tri_f(e), enc.tri_g(e)
+        brute = sum(enc.tri_l(f[:, :, num[(i, j)]] * g[:, :, num[(i, m)]]) for i in range(6) for j in range(6) for m in range(6)
+                    if len({i, j, m}) == 3)
+        F = f.reshape(1, 12, 6, 5, -1).sum(3)
+        G = g.reshape(1, 12, 6, 5, -1).sum(3)
+        fact = enc.tri_l((F * G).sum(2) - (f * g).sum(2))
+    assert torch.allclose(fact, brute, rtol=0, atol=1e-12 * float(brute.abs().max()))
+    old = build_encoder(host, dim=6, width=16, seed=4, three_body="mlp").double()
+    cfg = old.config()
+    assert "three_body" not in cfg and enc.config()["three_body"] == "product" and enc.config()["rank"] == 5
+    again = InvariantEncoder(**cfg).double()
+    again.load_state_dict(old.state_dict())
+    assert again.three_body == "mlp"
+    occ = sample_configurations(host, {"V_S": 2, "W_Mo": 2}, 3, rng)
+    assert np.array_equal(embed_occ(again, occ, host), embed_occ(old, occ, host))
+    with pytest.raises(ValueError, match="three_body"):
+        InvariantEncoder(6, 10, three_body="cubic")
+
+
+def test_product_tables_equal_the_network_at_48_defects(host):
+    """High density, where only the O(k^2) product term is affordable: the tabulated evaluation equals the
+    network evaluated directly, and a random host operation leaves the embedding unchanged (float64 round-off)."""
+    from invdesign.generate.anneal import _Moves
+    from invdesign.generate.decoder import Limits
+
+    enc = build_encoder(host, dim=6, width=16, seed=5, three_body="product", rank=4).double()
+    rng = np.random.default_rng(48)
+    occ = np.concatenate([_Moves(host, Limits.make(host, k, k)).random(rng, 2) for k in (30, 48)])
+    z_net = embed_occ(enc, occ, host, fast=False)
+    z_tab = embed_occ(enc, occ, host)
+    scale = np.abs(z_net).max()
+    assert np.abs(z_net - z_tab).max() <= 1e-12 * scale
+    img = apply_op(occ, host, rng.integers(1, host.n_ops, size=len(occ)))
+    assert not np.array_equal(img, occ)
+    assert np.abs(embed_occ(enc, img, host) - z_tab).max() <= 1e-12 * scale

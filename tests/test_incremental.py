@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from invdesign.embed.encoder import build_encoder, embed_occ
-from invdesign.embed.incremental import IncrementalEmbedding
+from invdesign.embed.incremental import IncrementalEmbedding, ProductIncrementalEmbedding
 from invdesign.embed.tables import encoder_tables
 from invdesign.errors import InvdesignError
 from invdesign.generate.decoder import Limits, decode, is_enumerable, validate
@@ -18,9 +18,9 @@ from invdesign.lattice.enumerate import compositions
 class EncModel:
     """A model with a small seeded float64 encoder (what the decoder needs: host, encoder, embed)."""
 
-    def __init__(self, host, width: int = 16, seed: int = 0) -> None:
+    def __init__(self, host, width: int = 16, seed: int = 0, three_body: str = "product") -> None:
         self.host = host
-        self.encoder = build_encoder(host, dim=12, width=width, seed=seed).double().eval()
+        self.encoder = build_encoder(host, dim=12, width=width, seed=seed, three_body=three_body).double().eval()
 
     def embed(self, occ):
         return embed_occ(self.encoder, occ, self.host)
@@ -29,6 +29,12 @@ class EncModel:
 @pytest.fixture(scope="module")
 def enc_model(host):
     return EncModel(host)
+
+
+@pytest.fixture(scope="module", params=["product", "mlp"])
+def any_model(host, request):
+    """Both kinds of three-body term (the O(k^2) product, and the MLP triple of older model files)."""
+    return EncModel(host, three_body=request.param)
 
 
 def _random_moves(state: IncrementalEmbedding, host, rng, n: int) -> np.ndarray:
@@ -61,12 +67,14 @@ def _occ_after(state: IncrementalEmbedding, host, move) -> np.ndarray:
 
 
 @pytest.mark.parametrize("k", [4, 9, 17, 30])
-def test_incremental_embedding_equals_the_full_exact_embedding(enc_model, host, k):
+def test_incremental_embedding_equals_the_full_exact_embedding(any_model, host, k):
+    enc_model = any_model
     tab = encoder_tables(enc_model.encoder, host)
     rng = np.random.default_rng(k)
     space = _Space(host, tuple(range(len(host.defect_types))))
     occ = space.random(rng, k)
     state = IncrementalEmbedding(enc_model.encoder, host)
+    assert isinstance(state, ProductIncrementalEmbedding) == (enc_model.encoder.three_body == "product")
     state.set(occ)
     assert np.array_equal(state.occ(), occ)
     z_full = tab.embed(occ[None])[0]
@@ -91,14 +99,21 @@ def test_incremental_embedding_equals_the_full_exact_embedding(enc_model, host, 
         state.apply((-1, int(state.sites[0]), int(state.types[0])))
 
 
-def test_screen_is_exact_for_removals_and_cheap_elsewhere(enc_model, host):
+def test_screen_is_exact_for_removals_and_cheap_elsewhere(any_model, host):
     rng = np.random.default_rng(3)
-    state = IncrementalEmbedding(enc_model.encoder, host)
+    state = IncrementalEmbedding(any_model.encoder, host)
     state.set(_Space(host, (0, 1, 2, 3)).random(rng, 8))
     rem = np.array([(m, -1, 0) for m in range(state.k)])
     np.testing.assert_allclose(state.screen(rem), state.evaluate(rem), atol=1e-10)
     moves = _random_moves(state, host, rng, 8)
     assert state.screen(moves).shape == (8, 12) and np.isfinite(state.screen(moves)).all()
+    if any_model.encoder.three_body == "product":  # O(k) per move: the screen is the exact evaluation
+        np.testing.assert_array_equal(state.screen(moves), state.evaluate(moves))
+    snap = state.copy_state()
+    z0 = state.z()
+    state.apply(moves[0])
+    state.restore(snap)
+    np.testing.assert_array_equal(state.z(), z0)
 
 
 def test_incremental_decoder_round_trip_and_validity(enc_model, host):

@@ -224,3 +224,32 @@ def test_no_high_density_correction_on_a_larger_cell(moved, big):
     assert corr is None and "not applied on 12x12" in status
     occ = _random(big, 3, 5, 8, seed=11)
     assert not any("correction toward" in r for r in moved.fe_reference(occ))
+
+
+@pytest.mark.parametrize("kind", ["product", "mlp"])
+def test_transferred_tables_both_three_body_kinds(big, kind):
+    """Both encoder kinds on 12x12: local clusters embed as on 8x8, and the embedding is invariant under the
+    big cell's group (the product kind drops far legs through zero table rows, the MLP kind through its cutoff)."""
+    from invdesign.embed.encoder import build_encoder
+    from invdesign.embed.tables import encoder_tables
+    from invdesign.embed.transfer import transferred_tables
+    from invdesign.lattice.transfer import cell_map
+
+    small = HostLattice.default()
+    enc = build_encoder(small, dim=6, width=16, seed=2, three_body=kind).double().eval()
+    tt = transferred_tables(enc, small, big)
+    occ8 = _random(small, 40, 2, 5, seed=8)
+    cm = cell_map(big, small)
+    occb = cm.unwrap(occ8)
+    inside = cm.beyond_pairs(occb) == 0
+    assert inside.sum() > 5 and (~inside).sum() > 5
+    z8, zb = encoder_tables(enc, small).embed(occ8[inside]), tt.embed(occb[inside])
+    assert np.abs(z8 - zb).max() < 1e-12 * np.abs(z8).max()
+    rng = np.random.default_rng(1)
+    P = big.perms.astype(np.int64)
+    occ = _random(big, 6, 6, 12, seed=9)
+    img = np.empty_like(occ)
+    for r, g in enumerate(rng.integers(1, len(P), len(occ))):
+        img[r, P[g]] = occ[r]
+    z, zi = tt.embed(occ), tt.embed(img)
+    assert np.abs(z - zi).max() < 1e-12 * np.abs(z).max()

@@ -11,6 +11,19 @@ displacements make it translation invariant, and the mean over the ``P`` cosets 
 invariant under the point group: the encoder is exactly invariant under all host operations by
 construction. The three-body term ``c`` is needed: pair (difference) sets cannot tell a
 configuration from its inversion image, which MoS2 (no inversion centre) does not identify.
+
+Two kinds of three-body term ``c`` (config key ``three_body``):
+
+- ``"mlp"`` (model files without the key): ``c`` is an MLP of the concatenated ``[e_ij, e_il]``,
+  summed over all ``k (k-1) (k-2)`` ordered triples: cost cubic in the defect count.
+- ``"product"`` (factorised, ACE-like; what new training uses): ``c(e_ij, e_il) = L(f(e_ij) * g(e_il))``
+  with ``f, g`` MLPs of one oriented pair to ``R`` channels (``rank``), ``*`` elementwise and ``L``
+  linear ``R -> W`` without bias. Its sum over distinct ``(i, j, l)`` is exactly
+
+      L( sum_i F_i * G_i - sum_{i != j} f(e_ij) * g(e_ij) ),   F_i = sum_{j != i} f(e_ij),  G_i = sum_{l != i} g(e_il),
+
+  so it costs ``O(k^2)`` (one pass over ordered pairs) and is still a genuine three-body term on
+  oriented pairs (it tells a configuration from its inversion image).
 """
 
 from __future__ import annotations
@@ -29,6 +42,8 @@ from invdesign.embed.geometry import (
 )
 from invdesign.lattice.host import HostLattice
 
+THREE_BODY_KINDS = ("mlp", "product")
+
 
 def _mlp(n_in: int, width: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(), nn.Linear(width, n_out))
@@ -44,17 +59,28 @@ class InvariantEncoder(nn.Module):
         width: hidden width.
     """
 
-    def __init__(self, n_types: int, n_pair: int, dim: int = 12, width: int = 64) -> None:
+    def __init__(self, n_types: int, n_pair: int, dim: int = 12, width: int = 64, three_body: str = "mlp", rank: int = 16) -> None:
         super().__init__()
+        if three_body not in THREE_BODY_KINDS:
+            raise ValueError(f"three_body must be one of {THREE_BODY_KINDS}; got {three_body!r}")
         self.n_types, self.n_pair, self.dim, self.width = n_types, n_pair, dim, width
+        self.three_body, self.rank = three_body, rank
         self.node = _mlp(n_types + 1, width, width)
         self.pair = _mlp(n_pair, width, width)
-        self.triple = _mlp(2 * n_pair, width, width)
+        if three_body == "mlp":
+            self.triple = _mlp(2 * n_pair, width, width)
+        else:
+            self.tri_f = _mlp(n_pair, width, rank)
+            self.tri_g = _mlp(n_pair, width, rank)
+            self.tri_l = nn.Linear(rank, width, bias=False)
         self.post = _mlp(width, width, width)
         self.out = nn.Linear(width, dim)
 
     def config(self) -> dict:
-        return {"n_types": self.n_types, "n_pair": self.n_pair, "dim": self.dim, "width": self.width}
+        cfg = {"n_types": self.n_types, "n_pair": self.n_pair, "dim": self.dim, "width": self.width}
+        if self.three_body != "mlp":  # files of the original kind keep their exact config
+            cfg.update(three_body=self.three_body, rank=self.rank)
+        return cfg
 
     def forward_group(self, nodes: torch.Tensor, pairs: torch.Tensor, trip: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Embed ``M`` configurations with the same defect count ``k``.
@@ -70,7 +96,15 @@ class InvariantEncoder(nn.Module):
         u = self.node(nodes).sum(dim=2)  # (M, P, W)
         if pairs.shape[2]:
             u = u + self.pair(pairs).sum(dim=2)
-        if len(trip[0]):
+        if self.three_body == "product":
+            if pairs.shape[2]:
+                M, P, npair, _ = pairs.shape
+                k = nodes.shape[2]
+                f, g = self.tri_f(pairs), self.tri_g(pairs)  # (M, P, k (k-1), R), pairs ordered centre-major
+                F = f.reshape(M, P, k, k - 1, -1).sum(dim=3)
+                G = g.reshape(M, P, k, k - 1, -1).sum(dim=3)
+                u = u + self.tri_l((F * G).sum(dim=2) - (f * g).sum(dim=2))
+        elif len(trip[0]):
             t = torch.cat([pairs[:, :, trip[0]], pairs[:, :, trip[1]]], dim=-1)
             u = u + self.triple(t).sum(dim=2)
         return self.out(self.post(u).mean(dim=1))
@@ -139,12 +173,13 @@ def encode(model: InvariantEncoder, batch: PreparedBatch, chunk: int = 4096) -> 
     return out
 
 
-def build_encoder(host: HostLattice, dim: int = 12, width: int = 64, seed: int = 0) -> InvariantEncoder:
-    """A freshly initialised encoder for ``host`` (seeded)."""
+def build_encoder(host: HostLattice, dim: int = 12, width: int = 64, seed: int = 0, three_body: str = "product",
+                  rank: int = 16) -> InvariantEncoder:
+    """A freshly initialised encoder for ``host`` (seeded); new encoders use the ``O(k^2)`` product three-body term."""
     gen = torch.random.fork_rng()
     with gen:
         torch.manual_seed(seed)
-        return InvariantEncoder(len(host.defect_types), n_pair_features(host), dim, width)
+        return InvariantEncoder(len(host.defect_types), n_pair_features(host), dim, width, three_body, rank)
 
 
 def embed_occ(model: InvariantEncoder, occ: np.ndarray, host: HostLattice, chunk: int = 2048, fast: bool = True) -> np.ndarray:

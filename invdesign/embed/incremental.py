@@ -6,7 +6,9 @@ The encoder (:mod:`invdesign.embed.encoder`) is, per point operation ``g`` (``P`
 
 so moving one defect changes only the terms that touch it: its node term, its ``2 (k-1)`` pair
 terms and its ``3 (k-1) (k-2)`` triple terms, against ``k (k-1) (k-2)`` triples for a full
-embedding. :class:`IncrementalEmbedding` keeps, for the current configuration of ``k`` defects:
+embedding (:class:`ProductIncrementalEmbedding`, which ``IncrementalEmbedding(encoder, ...)`` returns for an
+encoder with the product three-body term, touches only ``O(k)`` pairs per move). :class:`IncrementalEmbedding`
+keeps, for the current configuration of ``k`` defects:
 
 - ``A, B``: ``(P, k, k, W)`` the triple network's first layer on every ordered pair (tabulated by
   pair class, :class:`~invdesign.embed.tables.EncoderTables`; ``A`` includes the bias);
@@ -53,6 +55,11 @@ class IncrementalEmbedding:
         dtype: arithmetic of the state (default: the encoder's). ``torch.float32`` is about twice as
             fast and agrees to ~1e-6 relative (a search's ranking; report distances in float64).
     """
+
+    def __new__(cls, encoder, host: HostLattice, dtype: torch.dtype | None = None):
+        if cls is IncrementalEmbedding and getattr(encoder, "three_body", "mlp") == "product":
+            cls = ProductIncrementalEmbedding  # the same interface for the O(k^2) encoder
+        return super().__new__(cls)
 
     def __init__(self, encoder, host: HostLattice, dtype: torch.dtype | None = None) -> None:
         import copy
@@ -346,3 +353,154 @@ class IncrementalEmbedding:
                 out += self._field_of(int(s), int(ty))
             self._field = out
         return self._field
+
+
+class ProductIncrementalEmbedding(IncrementalEmbedding):
+    """:class:`IncrementalEmbedding` of an encoder with the product three-body term (``three_body="product"``).
+
+    The encoder's sums are, per point operation, ``u = sum_i a_i + sum_{i != j} Q_ij + L(sum_i F_i * G_i)``
+    with ``F_i = sum_{j != i} f_ij``, ``G_i = sum_{l != i} g_il`` (see :mod:`invdesign.embed.encoder`; rows of
+    :attr:`EncoderTables.X <invdesign.embed.tables.EncoderTables>`). The state keeps, per defect ``m``, its node
+    term, the sum of its pair terms ``Q`` (both orientations) and its ``F_m, G_m (P, R)``. A move touches
+    ``O(k)`` pairs: removing ``m`` takes ``f_om, g_om`` off every other centre, adding ``x`` puts ``f_ox, g_ox``
+    on them and gives ``x`` its own sums. :meth:`screen` is exact here (no triple network to skip).
+    """
+
+    def __init__(self, encoder, host: HostLattice, dtype: torch.dtype | None = None) -> None:  # noqa: D107
+        import copy
+
+        tab: EncoderTables = encoder_tables(encoder, host)
+        self.host = host
+        self.encoder = encoder
+        dt = self.dtype = dtype or tab.node.dtype
+        self.P, self.W, self.R, self.T = len(tab.ops), tab.W, tab.R, tab.T
+        self.img = torch.as_tensor(tab.img)  # (P, n_sites)
+        self.cls = torch.as_tensor(tab.cls.astype(np.int64))  # (n_sites, n_sites), -1 on the diagonal
+        self.basis = torch.as_tensor(tab.basis)
+        self.node_tab = tab.node.to(dt)
+        self.X = tab.X.to(dt)  # (C T T, W + 2R) rows [Q | f | g]
+        self.L = tab.L.to(dt)  # (W, R)
+        same = dt == tab.node.dtype
+        self.post = encoder.post if same else copy.deepcopy(encoder.post).to(dt)
+        self.out = encoder.out if same else copy.deepcopy(encoder.out).to(dt)
+        self.dim = encoder.dim
+        self._type_table = type_table(host)
+        self.n_types = len(host.defect_types)
+        self.clear()
+
+    def clear(self) -> None:
+        """The empty configuration (the pristine host)."""
+        P, W, R, dt = self.P, self.W, self.R, self.dtype
+        self.sites = np.zeros(0, dtype=np.int64)
+        self.types = np.zeros(0, dtype=np.int64)
+        self.node_m = torch.zeros((0, P, W), dtype=dt)
+        self.pair_m = torch.zeros((0, P, W), dtype=dt)
+        self.Fm = torch.zeros((0, P, R), dtype=dt)
+        self.Gm = torch.zeros((0, P, R), dtype=dt)
+        self.N = torch.zeros((P, W), dtype=dt)
+        self.Pr = torch.zeros((P, W), dtype=dt)
+        self._z = None
+
+    def copy_state(self) -> tuple:
+        """A snapshot for :meth:`restore` (tensors are never modified in place)."""
+        return (self.sites.copy(), self.types.copy(), self.node_m, self.pair_m, self.Fm, self.Gm, self.N, self.Pr, self._z)
+
+    def restore(self, snap: tuple) -> None:
+        (self.sites, self.types, self.node_m, self.pair_m, self.Fm, self.Gm, self.N, self.Pr, self._z) = snap
+        self.sites, self.types = self.sites.copy(), self.types.copy()
+
+    def u(self) -> torch.Tensor:
+        """``(P, W)`` the summed node, pair and three-body terms of the current configuration."""
+        return self.N + self.Pr + (self.Fm * self.Gm).sum(0) @ self.L.T
+
+    def _rows(self, xs: torch.Tensor, xt: torch.Tensor, others: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``X`` rows of the pairs ``(x, o)`` and ``(o, x)``: two ``(N, P, kO, W + 2R)`` for new defects ``xs, xt (N,)``."""
+        T = self.T
+        ox = torch.as_tensor(self.sites[others])
+        ot = torch.as_tensor(self.types[others])[None, None, :]
+        ix = self.img[:, xs].T[:, :, None]  # (N, P, 1)
+        io = self.img[:, ox][None]  # (1, P, kO)
+        tx = xt[:, None, None]
+        rxo = (self.cls[ix, io] * T + tx) * T + ot
+        rox = (self.cls[io, ix] * T + ot) * T + tx
+        return self.X[rxo], self.X[rox]
+
+    def _removed(self, m: int):
+        """Sums without defect ``m`` (``-1``: unchanged): others, N, Pr, F_O, G_O, pair_O."""
+        if m < 0:
+            return np.arange(self.k), self.N, self.Pr, self.Fm, self.Gm, self.pair_m
+        W, R = self.W, self.R
+        others = np.delete(np.arange(self.k), m)
+        o = torch.as_tensor(others)
+        xmo, xom = self._rows(torch.as_tensor([self.sites[m]]), torch.as_tensor([self.types[m]]), others)
+        xmo, xom = xmo[0].permute(1, 0, 2), xom[0].permute(1, 0, 2)  # (kO, P, W + 2R)
+        F_O = self.Fm[o] - xom[..., W : W + R]
+        G_O = self.Gm[o] - xom[..., W + R :]
+        pair_O = self.pair_m[o] - xmo[..., :W] - xom[..., :W]
+        return others, self.N - self.node_m[m], self.Pr - self.pair_m[m], F_O, G_O, pair_O
+
+    def _added(self, xs, xt, others, F_O, G_O):
+        """For new defects ``(N,)``: their pair sums ``(N, P, W)``, ``F_x, G_x (N, P, R)``, the others' new
+        ``F, G (N, P, kO, R)`` and the per-pair ``Q`` rows of both orientations ``(N, P, kO, W)``."""
+        W, R = self.W, self.R
+        xxo, xox = self._rows(xs, xt, others)
+        q = xxo[..., :W] + xox[..., :W]
+        F_o = F_O.permute(1, 0, 2)[None] + xox[..., W : W + R]
+        G_o = G_O.permute(1, 0, 2)[None] + xox[..., W + R :]
+        return q.sum(2), xxo[..., W : W + R].sum(2), xxo[..., W + R :].sum(2), F_o, G_o, q
+
+    def _chunk(self, kO: int) -> int:
+        return max(1, MAX_ELEMS // (4 * self.P * (self.W + 2 * self.R) * max(1, kO)))
+
+    @torch.no_grad()
+    def evaluate(self, moves) -> np.ndarray:
+        """``(M, d)`` exact embeddings after each of ``moves`` (``(M, 3)`` ints ``m, x, t``); the state is unchanged."""
+        moves = np.asarray(moves, dtype=np.int64).reshape(-1, 3)
+        out = np.empty((len(moves), self.dim))
+        for m in np.unique(moves[:, 0]):
+            rows = np.flatnonzero(moves[:, 0] == m)
+            others, N, Pr, F_O, G_O, _ = self._removed(int(m))
+            rem = rows[moves[rows, 1] < 0]
+            if len(rem):
+                u = N + Pr + (F_O * G_O).sum(0) @ self.L.T
+                out[rem] = self._phi(u[None])[0]
+            add = rows[moves[rows, 1] >= 0]
+            step = self._chunk(len(others))
+            for s in range(0, len(add), step):
+                r = add[s : s + step]
+                xs, xt = torch.as_tensor(moves[r, 1]), torch.as_tensor(moves[r, 2])
+                q, F_x, G_x, F_o, G_o, _ = self._added(xs, xt, others, F_O, G_O)
+                h = (F_o * G_o).sum(2) + F_x * G_x  # (N, P, R)
+                out[r] = self._phi(N + self._node(xs, xt) + Pr + q + h @ self.L.T)
+        return out
+
+    @torch.no_grad()
+    def apply(self, move) -> None:
+        """Make one move ``(m, x, t)`` on the state."""
+        m, x, t = (int(v) for v in move)
+        if m >= 0:
+            others, self.N, self.Pr, self.Fm, self.Gm, self.pair_m = self._removed(m)
+            self.node_m = self.node_m[torch.as_tensor(others)]
+            self.sites, self.types = self.sites[others], self.types[others]
+        if x >= 0:
+            if (self.sites == x).any():
+                raise ValueError(f"site {x} is already a defect")
+            xs, xt = torch.as_tensor([x]), torch.as_tensor([t])
+            q, F_x, G_x, F_o, G_o, qo = self._added(xs, xt, np.arange(self.k), self.Fm, self.Gm)
+            node = self._node(xs, xt)
+            self.pair_m = torch.cat([self.pair_m + qo[0].permute(1, 0, 2), q])
+            self.Fm = torch.cat([F_o[0].permute(1, 0, 2), F_x])
+            self.Gm = torch.cat([G_o[0].permute(1, 0, 2), G_x])
+            self.node_m = torch.cat([self.node_m, node])
+            self.N = self.N + node[0]
+            self.Pr = self.Pr + q[0]
+            self.sites = np.append(self.sites, x)
+            self.types = np.append(self.types, t)
+        self._z = None
+
+    def screen(self, moves, field: torch.Tensor | None = None) -> np.ndarray:
+        """``(M, d)`` embeddings after each move: exact (:meth:`evaluate`; a move costs ``O(k)`` here)."""
+        return self.evaluate(moves)
+
+    def pair_field(self) -> torch.Tensor:
+        raise NotImplementedError("the product kind screens moves exactly; it keeps no pair field")

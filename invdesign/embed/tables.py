@@ -14,12 +14,18 @@ a lattice translation, so they depend on a pair of sites only through its *pair 
   ``(C, T, T, W)``; only its second layer runs per triple; its last layer is linear and is applied
   after the sum over triples.
 
+For the product three-body term (``three_body="product"``) all of it is one table
+``X (C T T, W + 2R)`` with rows ``[Q | f | g]``, ``Q = b - L(f * g)``: a configuration gathers each
+ordered pair's row once and sums it per centre ``i`` (``torch.nn.functional.embedding_bag``, no
+``(k^2, W + 2R)`` intermediate), then ``u = sum_i a_i + sum_i Q_i + L(sum_i F_i * G_i)``: cost
+``P k (k-1) (W + 2R)`` per configuration, exact at every defect count (no cutoff).
+
 The result equals :meth:`InvariantEncoder.forward_group` up to float64 round-off (~1e-14; checked
-in the tests). Its cost is ``k (k-1) (k-2) P W^2`` per configuration (the triple hidden layer),
+in the tests). For the MLP triple term its cost is ``k (k-1) (k-2) P W^2`` per configuration (the triple hidden layer),
 against ``k (k-1) (k-2) P (2F + 2W) W`` for the direct evaluation, and batches are sized so that
 no intermediate exceeds :data:`MAX_ELEMS` elements (bounded memory at any defect count).
 
-With ``cutoff`` (Angstrom), configurations with more than ``exact_below`` defects keep only the
+With ``cutoff`` (Angstrom; MLP triple term only), configurations with more than ``exact_below`` defects keep only the
 triples whose two legs ``ij`` and ``il`` are both at most ``cutoff`` long (the three-body term
 then counts local clusters; its cost grows as ``k`` times the neighbours within the cutoff).
 Configurations with at most ``exact_below`` defects are always exact, so every prediction and
@@ -119,22 +125,71 @@ class EncoderTables:
         nodes = np.zeros((nb, T, T + 1))
         nodes[:, :, :T] = np.eye(T)[None]
         nodes[:, :, T] = h[first][:, None]
+        self.kind = getattr(model, "three_body", "mlp")
         with torch.no_grad():
             e = torch.as_tensor(feats, dtype=dtype)
             self.node = model.node(torch.as_tensor(nodes, dtype=dtype))  # (B, T, W)
             self.pair = model.pair(e).reshape(C, T, T, -1)
-            lin1 = model.triple[0]
-            F = e.shape[1]
-            self.ta = (e @ lin1.weight[:, :F].T).reshape(C, T, T, -1)
-            self.tb = (e @ lin1.weight[:, F:].T).reshape(C, T, T, -1)
-        self.b1 = lin1.bias.detach()
-        self.lin2 = model.triple[2]
-        self.lin3 = model.triple[4]
+            if self.kind == "product":
+                f, g = model.tri_f(e), model.tri_g(e)
+                self.R = f.shape[-1]
+                self.tf = f.reshape(C, T, T, -1)
+                self.tg = g.reshape(C, T, T, -1)
+                self.L = model.tri_l.weight.detach()  # (W, R)
+            else:
+                lin1 = model.triple[0]
+                F = e.shape[1]
+                self.ta = (e @ lin1.weight[:, :F].T).reshape(C, T, T, -1)
+                self.tb = (e @ lin1.weight[:, F:].T).reshape(C, T, T, -1)
+                self.b1 = lin1.bias.detach()
+                self.lin2 = model.triple[2]
+                self.lin3 = model.triple[4]
         self.W = self.node.shape[-1]
         self.dist = host.min_image_distance
+        if self.kind == "product":
+            self._stack()
+
+    def _stack(self) -> None:
+        """The product kind's one gather table ``X (C T T + 1, W + 2R)``: rows ``[Q | f | g]`` by
+        ``(pair class, t_i, t_j)`` flattened, ``Q = b - L(f * g)`` (a zero row of ``pair, tf, tg``: a pair with no terms)."""
+        C, T = self.pair.shape[:2]
+        q = self.pair - (self.tf * self.tg) @ self.L.T
+        self.X = torch.cat([q, self.tf, self.tg], dim=-1).reshape(C * T * T, -1).contiguous()
+        self._pidx: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _u_product(self, sites: np.ndarray, types: np.ndarray) -> torch.Tensor:
+        """``(M, P, W)`` of the product kind: ``sum_i a + sum_{i != j} Q_ij + L(sum_i F_i * G_i)`` (one gather per pair)."""
+        M, k = sites.shape
+        T, W, R = self.T, self.W, self.R
+        img = self.img[:, sites].transpose(1, 0, 2)  # (M, P, k)
+        tt = torch.as_tensor(types)
+        u = self.node[torch.as_tensor(self.basis[img]), tt[:, None, :]].sum(dim=2)  # (M, P, W)
+        if k < 2:
+            return u
+        idx = self._pidx.get(k)
+        if idx is None:
+            idx = self._pidx[k] = np.nonzero(~np.eye(k, dtype=bool))
+        ii, jj = idx
+        base = getattr(self, "_cls_rows", None)
+        if base is None:  # X row of (pair class, type 0, type 0) per site pair; int32 (small, cache friendly)
+            base = self._cls_rows = (self.cls.astype(np.int64) * (T * T)).astype(np.int32)
+        img = img.astype(np.int32)
+        t32 = types.astype(np.int32)
+        row = base[img[:, :, ii], img[:, :, jj]]  # (M, P, k (k-1)); the diagonal (-1) never occurs
+        row += (t32[:, ii] * T + t32[:, jj])[:, None, :]
+        P = img.shape[1]
+        # per centre i, the sum over j of the rows [Q | f | g]: one fused gather-and-sum (no (k^2, W + 2R) intermediate)
+        s = torch.nn.functional.embedding_bag(torch.from_numpy(row.reshape(M * P * k, k - 1)), self.X, mode="sum")
+        s = s.view(M, P, k, W + 2 * R)
+        u = u + s[..., :W].sum(dim=2)
+        return u + (s[..., W : W + R] * s[..., W + R :]).sum(dim=2) @ self.L.T
 
     def _u(self, sites: np.ndarray, types: np.ndarray, cutoff: float | None) -> torch.Tensor:
         """``(M, P, W)`` summed node + pair + triple terms of ``M`` configurations with ``k`` defects."""
+        if self.kind == "product":
+            if cutoff is not None:
+                raise ValueError("the product three-body term is exact at every defect count: no triple cutoff")
+            return self._u_product(sites, types)
         M, k = sites.shape
         P = len(self.ops)
         img = self.img[:, sites].transpose(1, 0, 2)  # (M, P, k)
@@ -199,7 +254,10 @@ class EncoderTables:
         with torch.no_grad():
             for k, (rows, sites, types) in cloud.groups.items():
                 cut = cutoff if (cutoff is not None and k > exact_below) else self.default_cutoff
-                per = 3 * P * self.W * max(1, k * k)  # (M, P, k^2, W) intermediates: pair gathers, one centre's triples
+                per = 3 * P * self.W * max(1, k * k)
+                if self.kind == "product":
+                    cut = cutoff if (cutoff is not None and k > exact_below) else None
+                    per = P * (self.W + 2 * self.R + k) * max(1, k)  # per-centre sums and the row indices  # (M, P, k^2, W) intermediates: pair gathers, one centre's triples
                 chunk = max(1, MAX_ELEMS // per)
                 for s in range(0, len(rows), chunk):
                     u = self._u(sites[s : s + chunk], types[s : s + chunk], cut)

@@ -31,6 +31,8 @@ from invdesign.lattice.host import HostLattice
 DEFAULTS = {
     "dim": 12,
     "width": 64,
+    "three_body": "product",  # the O(k^2) factorised three-body term (see invdesign.embed.encoder)
+    "rank": 16,
     "epochs": 6,
     "batch": 256,
     "orbit_batch": 256,
@@ -84,7 +86,7 @@ def train_encoder(
     cfg = {**DEFAULTS, **(config or {})}
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    model = build_encoder(host, cfg["dim"], cfg["width"], seed)
+    model = build_encoder(host, cfg["dim"], cfg["width"], seed, cfg["three_body"], cfg["rank"])
     read = torch.nn.Linear(cfg["dim"], y.shape[1]).double()
     opt = torch.optim.AdamW(list(model.parameters()) + list(read.parameters()), cfg["lr"], weight_decay=1e-5)
     steps_per_epoch = max(1, int(np.ceil(len(occ) / cfg["batch"])))

@@ -51,12 +51,22 @@ class TransferredTables(EncoderTables):
         zero = torch.zeros((1,) + tuple(base.pair.shape[1:]), dtype=base.pair.dtype)
         self.node = base.node
         self.pair = torch.cat([base.pair, zero])
-        self.ta = torch.cat([base.ta, zero])
-        self.tb = torch.cat([base.tb, zero])
-        self.b1, self.lin2, self.lin3, self.W = base.b1, base.lin2, base.lin3, base.W
+        self.kind, self.W = base.kind, base.W
         self.dist = np.where(ok, big.min_image_distance, FAR)
+        if self.kind == "product":  # zero rows: no pair term, no f or g leg, so no three-body term with such a leg
+            self.R, self.L = base.R, base.L
+            zr = torch.zeros((1,) + tuple(base.tf.shape[1:]), dtype=base.tf.dtype)
+            self.tf = torch.cat([base.tf, zr])
+            self.tg = torch.cat([base.tg, zr])
+            self._stack()
+            self.default_cutoff = None
+        else:
+            self.ta = torch.cat([base.ta, zero])
+            self.tb = torch.cat([base.tb, zero])
+            self.b1, self.lin2, self.lin3 = base.b1, base.lin2, base.lin3
 
-    #: the sum over triples always skips legs beyond the trained range (their distance is ``FAR``)
+    #: the sum over triples always skips legs beyond the trained range (their distance is ``FAR``; the
+    #: product kind needs no cutoff: its zero rows already drop every term with such a leg)
     default_cutoff = FAR / 2
 
 
