@@ -62,28 +62,34 @@ class IncrementalEmbedding:
         return super().__new__(cls)
 
     def __init__(self, encoder, host: HostLattice, dtype: torch.dtype | None = None) -> None:
-        import copy
+        tab = self._setup(encoder, host, dtype)
+        dt = self.dtype
+        self.node_tab, self.pair_tab, self.ta, self.tb = (t.to(dt) for t in (tab.node, tab.pair, tab.ta, tab.tb))
+        self.b1 = tab.b1.to(dt)
+        self.lin2 = self._as_dtype(tab.lin2)
+        self.w3, self.b3 = tab.lin3.weight.detach().to(dt), tab.lin3.bias.detach().to(dt)
+        self.clear()
 
+    def _setup(self, encoder, host: HostLattice, dtype: torch.dtype | None) -> EncoderTables:
+        """The state both encoder kinds share (tables, site images, pair classes, read-out); returns the tables."""
         tab: EncoderTables = encoder_tables(encoder, host)
-        self.host = host
-        self.encoder = encoder
-        dt = self.dtype = dtype or tab.node.dtype
-        self.P = len(tab.ops)
-        self.W = tab.W
+        self.host, self.encoder, self._tab_dtype = host, encoder, tab.node.dtype
+        self.dtype = dtype or tab.node.dtype
+        self.P, self.W = len(tab.ops), tab.W
         self.img = torch.as_tensor(tab.img)  # (P, n_sites)
         self.cls = torch.as_tensor(tab.cls.astype(np.int64))  # (n_sites, n_sites), -1 on the diagonal
         self.basis = torch.as_tensor(tab.basis)
-        self.node_tab, self.pair_tab, self.ta, self.tb = (t.to(dt) for t in (tab.node, tab.pair, tab.ta, tab.tb))
-        self.b1 = tab.b1.to(dt)
-        same = dt == tab.node.dtype
-        self.lin2 = tab.lin2 if same else copy.deepcopy(tab.lin2).to(dt)
-        self.w3, self.b3 = tab.lin3.weight.detach().to(dt), tab.lin3.bias.detach().to(dt)
-        self.post = encoder.post if same else copy.deepcopy(encoder.post).to(dt)
-        self.out = encoder.out if same else copy.deepcopy(encoder.out).to(dt)
+        self.post, self.out = self._as_dtype(encoder.post), self._as_dtype(encoder.out)
         self.dim = encoder.dim
         self._type_table = type_table(host)
         self.n_types = len(host.defect_types)
-        self.clear()
+        return tab
+
+    def _as_dtype(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``module`` itself in the tables' dtype, else a copy in the state's dtype."""
+        import copy
+
+        return module if self.dtype == self._tab_dtype else copy.deepcopy(module).to(self.dtype)
 
     # ------------------------------------------------------------------ state
     def clear(self) -> None:
@@ -367,25 +373,11 @@ class ProductIncrementalEmbedding(IncrementalEmbedding):
     """
 
     def __init__(self, encoder, host: HostLattice, dtype: torch.dtype | None = None) -> None:  # noqa: D107
-        import copy
-
-        tab: EncoderTables = encoder_tables(encoder, host)
-        self.host = host
-        self.encoder = encoder
-        dt = self.dtype = dtype or tab.node.dtype
-        self.P, self.W, self.R, self.T = len(tab.ops), tab.W, tab.R, tab.T
-        self.img = torch.as_tensor(tab.img)  # (P, n_sites)
-        self.cls = torch.as_tensor(tab.cls.astype(np.int64))  # (n_sites, n_sites), -1 on the diagonal
-        self.basis = torch.as_tensor(tab.basis)
-        self.node_tab = tab.node.to(dt)
-        self.X = tab.X.to(dt)  # (C T T, W + 2R) rows [Q | f | g]
-        self.L = tab.L.to(dt)  # (W, R)
-        same = dt == tab.node.dtype
-        self.post = encoder.post if same else copy.deepcopy(encoder.post).to(dt)
-        self.out = encoder.out if same else copy.deepcopy(encoder.out).to(dt)
-        self.dim = encoder.dim
-        self._type_table = type_table(host)
-        self.n_types = len(host.defect_types)
+        tab = self._setup(encoder, host, dtype)
+        self.R, self.T = tab.R, tab.T
+        self.node_tab = tab.node.to(self.dtype)
+        self.X = tab.X.to(self.dtype)  # (C T T, W + 2R) rows [Q | f | g]
+        self.L = tab.L.to(self.dtype)  # (W, R)
         self.clear()
 
     def clear(self) -> None:
