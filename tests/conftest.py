@@ -15,6 +15,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def random_configurations(host, rng: np.random.Generator, n_conf: int, lo: int, hi: int) -> np.ndarray:
+    """``(n_conf, n_sites)`` uint8: each row ``lo..hi`` defects on random sites, each a random defect type
+    of its site's sublattice (uniform; any density, no composition limits)."""
+    occ = np.repeat(host.host_code[None, :], n_conf, axis=0)
+    for row in occ:
+        for site in rng.choice(host.n_sites, int(rng.integers(lo, hi + 1)), replace=False):
+            codes = [c for s, c in host.defect_types if s == host.sublattice[site]]
+            row[site] = codes[rng.integers(len(codes))]
+    return occ
+
+
 def shared_dir() -> Path:
     return Path(os.environ.get("INVDESIGN_SHARED", ROOT.parent / "shared"))
 

@@ -7,27 +7,19 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from conftest import random_configurations
 
 from invdesign.predict.features import cluster_counts
 from invdesign.predict.hd_correction import FORMATS, HDCorrection, fit_hd_correction
 
 
-def _configs(host, rng, n_conf: int, lo: int, hi: int) -> np.ndarray:
-    occ = np.repeat(host.host_code[None, :], n_conf, axis=0)
-    for row in occ:
-        for site in rng.choice(host.n_sites, int(rng.integers(lo, hi + 1)), replace=False):
-            codes = [c for s, c in host.defect_types if s == host.sublattice[site]]
-            row[site] = codes[rng.integers(len(codes))]
-    return occ
-
-
 def test_saved_correction_predicts_bit_for_bit_without_storing_kinv(host, tmp_path):
     rng = np.random.default_rng(0)
-    X = cluster_counts(_configs(host, rng, 60, 4, 20), host).astype(float)
+    X = cluster_counts(random_configurations(host, rng, 60, 4, 20), host).astype(float)
     n = X[:, : len(host.defect_types)].sum(1)
     y = 0.02 * np.sin(n) + 0.01 * rng.standard_normal(len(n))  # a residual with structure and noise
     c = fit_hd_correction(X, y, host, "fp-test")
-    Xq = cluster_counts(_configs(host, np.random.default_rng(1), 30, 1, 25), host).astype(float)
+    Xq = cluster_counts(random_configurations(host, np.random.default_rng(1), 30, 1, 25), host).astype(float)
     m0, s0 = c.predict(Xq)
     path = tmp_path / "corr.npz"
     c.save(path)

@@ -7,6 +7,7 @@ import copy
 
 import numpy as np
 import pytest
+from conftest import random_configurations
 
 from invdesign.predict.features import cluster_counts
 from invdesign.predict.hd_correction import REFERENCE, HDCorrection, fe_head_fingerprint
@@ -18,15 +19,6 @@ from invdesign.predictor import load_predictor
 @pytest.fixture(scope="module")
 def pred():
     return load_predictor()
-
-
-def _random(host, rng, n_conf: int, lo: int, hi: int) -> np.ndarray:
-    occ = np.repeat(host.host_code[None, :], n_conf, axis=0)
-    for row in occ:
-        for site in rng.choice(host.n_sites, int(rng.integers(lo, hi + 1)), replace=False):
-            codes = [c for s, c in host.defect_types if s == host.sublattice[site]]
-            row[site] = codes[rng.integers(len(codes))]
-    return occ
 
 
 def _head_only(pred, occ):
@@ -44,7 +36,7 @@ def test_the_packaged_correction_serves_the_packaged_head(pred):
 
 
 def test_low_density_predictions_are_unchanged_bit_for_bit(pred, host):
-    occ = _random(host, np.random.default_rng(3), 400, 1, 3)
+    occ = random_configurations(host, np.random.default_rng(3), 400, 1, 3)
     seen = pred.unseen_clusters(occ) == 0
     assert seen.sum() > 100 and (~seen).sum() > 10  # both kinds are drawn
     m, s = pred.predict(occ)
@@ -60,7 +52,7 @@ def test_low_density_predictions_are_unchanged_bit_for_bit(pred, host):
 def test_the_correction_applies_above_three_defects_only(pred, host):
     corr = pred.fe_terms()[1]
     rng = np.random.default_rng(5)
-    low, high = _random(host, rng, 50, 1, 3), _random(host, rng, 50, 4, 30)
+    low, high = random_configurations(host, rng, 50, 1, 3), random_configurations(host, rng, 50, 4, 30)
     X = cluster_counts(np.concatenate([low, high]), host)
     cm, cs = corr.predict(X)
     assert (cm[:50] == 0).all() and (cs[:50] == 0).all()
@@ -139,7 +131,7 @@ def test_another_head_gets_no_correction_and_says_so(pred, host):
     other = ServingModel(host, heads, pred.meta, pred.train_stats())
     prior, corr, status = other.fe_terms()
     assert corr is None and prior is not None and "another" in status
-    occ = _random(host, np.random.default_rng(9), 5, 8, 12)
+    occ = random_configurations(host, np.random.default_rng(9), 5, 8, 12)
     assert all("no correction" in r for r in other.fe_reference(occ))
     assert all("corrected CHGNet" not in r for r in other.extrapolation(occ))
 
@@ -162,9 +154,9 @@ def test_cache_key_and_predictions_follow_the_resource(pred, host, tmp_path, mon
     assert after != before
     monkeypatch.setenv("INVDESIGN_CACHE_DIR", str(tmp_path / "cache"))
     shifted = load_predictor()
-    occ = _random(host, np.random.default_rng(11), 20, 4, 20)
+    occ = random_configurations(host, np.random.default_rng(11), 20, 4, 20)
     np.testing.assert_allclose(shifted.predict(occ)[0][:, 0] - pred.predict(occ)[0][:, 0], 0.1, atol=1e-9)
-    low = _random(host, np.random.default_rng(12), 20, 1, 3)
+    low = random_configurations(host, np.random.default_rng(12), 20, 1, 3)
     assert (shifted.predict(low)[0] == pred.predict(low)[0]).all()
     assert serving_cache_path(default_model_path()).is_file()  # written under the new key
 
@@ -179,7 +171,7 @@ def test_too_few_seen_pairs_give_no_prior_and_still_predict(pred, host):
     other = ServingModel(host, pred.heads, pred.meta, st)
     prior, corr, status = other.fe_terms()
     assert prior is None and corr is None and "another" in status  # the fingerprint covers the seen columns
-    occ = _random(host, np.random.default_rng(13), 10, 1, 3)
+    occ = random_configurations(host, np.random.default_rng(13), 10, 1, 3)
     m, s = other.predict(occ)
     hm, hs = _head_only(pred, occ)
     assert (m[:, 0] == hm).all() and (s[:, 0] == hs).all()
