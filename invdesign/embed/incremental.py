@@ -296,11 +296,11 @@ class IncrementalEmbedding:
 
         Node and pair terms are exact; the triple sum of a moved or re-typed defect is carried
         over unchanged (``S_x ~ S_m``), an added defect gets the mean share of the present ones
-        (scaled to its triple count); removals are exact. ``field``: :meth:`pair_field`, reused.
+        (scaled to its triple count); removals are exact. ``field``: :meth:`_pair_field`, reused.
         """
         moves = np.asarray(moves, dtype=np.int64).reshape(-1, 3)
         if field is None:
-            field = self.pair_field()
+            field = self._pair_field()
         k, M = self.k, len(moves)
         m, x, t = (torch.as_tensor(moves[:, i]) for i in range(3))
         has_m, has_x = m >= 0, x >= 0
@@ -348,7 +348,7 @@ class IncrementalEmbedding:
         return self.pair_tab[c1[:, :, None], tt[None, None, :], ty] + self.pair_tab[c2[:, :, None], ty, tt[None, None, :]]
 
     @torch.no_grad()
-    def pair_field(self) -> torch.Tensor:
+    def _pair_field(self) -> torch.Tensor:
         """``(P, n_sites, T, W)``: for a defect of type ``t`` on site ``x``, its pair terms with every present defect.
 
         Computed once, then kept up to date by :meth:`apply` (``O(P n_sites T W)`` per move).
@@ -491,8 +491,6 @@ class ProductIncrementalEmbedding(IncrementalEmbedding):
         self._z = None
 
     def screen(self, moves, field: torch.Tensor | None = None) -> np.ndarray:
-        """``(M, d)`` embeddings after each move: exact (:meth:`evaluate`; a move costs ``O(k)`` here)."""
+        """``(M, d)`` embeddings after each move: exact (:meth:`evaluate`; a move costs ``O(k)`` here; ``field``
+        is unused: this kind keeps no pair field)."""
         return self.evaluate(moves)
-
-    def pair_field(self) -> torch.Tensor:
-        raise NotImplementedError("the product kind screens moves exactly; it keeps no pair field")
