@@ -87,9 +87,10 @@ def test_cached_serving_model_equals_the_full_model(model, dataset, dense, tmp_p
 def test_numpy_and_compiled_trees_agree_bit_for_bit(model, dataset, dense):
     from invdesign.predict.features import cluster_counts
 
-    X = cluster_counts(np.concatenate([dataset.occ[:400], dense]), model.host)
+    head = model.heads["gap_gbt"]
+    X = head._design(cluster_counts(np.concatenate([dataset.occ[:400], dense]), model.host))  # the matrix the trees read
     assert len(X) > NUMPY_ROWS
-    for f in model.heads["gap_gbt"].forests:
+    for f in head.forests:
         assert np.array_equal(f.predict(X), f.predict_numpy(X))
 
 
