@@ -224,22 +224,28 @@ class IncrementalEmbedding:
         out = np.empty((len(moves), self.dim))
         for m in np.unique(moves[:, 0]):
             rows = np.flatnonzero(moves[:, 0] == m)
-            others, N, Pr, H, A_O, B_O = self._removed(int(m))
-            kO = len(others)
+            rm = self._removed(int(m))
             rem = rows[moves[rows, 1] < 0]
             if len(rem):
-                u = N + Pr + H @ self.w3.T + _n_triples(kO) * self.b3
-                out[rem] = self._phi(u[None])[0]
+                out[rem] = self._phi(self._u_removal(rm)[None])[0]
             add = rows[moves[rows, 1] >= 0]
-            step = self._chunk(kO)
+            step = self._chunk(len(rm[0]))
             for s in range(0, len(add), step):
                 r = add[s : s + step]
-                xs, xt = torch.as_tensor(moves[r, 1]), torch.as_tensor(moves[r, 2])
-                pairs, Axo, Bxo, Aox, Box = self._links(xs, xt, others)
-                s_x, _ = self._triples(Axo, Bxo, Aox, Box, A_O, B_O, attribute=False)
-                u = (N + self._node(xs, xt) + Pr + pairs.sum(2) + (H + s_x) @ self.w3.T + _n_triples(kO + 1) * self.b3)
-                out[r] = self._phi(u)
+                out[r] = self._phi(self._u_addition(rm, torch.as_tensor(moves[r, 1]), torch.as_tensor(moves[r, 2])))
         return out
+
+    def _u_removal(self, rm: tuple) -> torch.Tensor:
+        """``(P, W)`` encoder sums with defect ``m`` removed (``rm``: :meth:`_removed` of ``m``)."""
+        others, N, Pr, H, _A_O, _B_O = rm
+        return N + Pr + H @ self.w3.T + _n_triples(len(others)) * self.b3
+
+    def _u_addition(self, rm: tuple, xs: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
+        """``(n, P, W)`` encoder sums with ``m`` removed (``rm``) and a defect of type ``xt[c]`` added on site ``xs[c]``."""
+        others, N, Pr, H, A_O, B_O = rm
+        pairs, Axo, Bxo, Aox, Box = self._links(xs, xt, others)
+        s_x, _ = self._triples(Axo, Bxo, Aox, Box, A_O, B_O, attribute=False)
+        return N + self._node(xs, xt) + Pr + pairs.sum(2) + (H + s_x) @ self.w3.T + _n_triples(len(others) + 1) * self.b3
 
     @torch.no_grad()
     def apply(self, move) -> None:
@@ -444,27 +450,15 @@ class ProductIncrementalEmbedding(IncrementalEmbedding):
     def _chunk(self, kO: int) -> int:
         return max(1, MAX_ELEMS // (4 * self.P * (self.W + 2 * self.R) * max(1, kO)))
 
-    @torch.no_grad()
-    def evaluate(self, moves) -> np.ndarray:
-        """``(M, d)`` exact embeddings after each of ``moves`` (``(M, 3)`` ints ``m, x, t``); the state is unchanged."""
-        moves = np.asarray(moves, dtype=np.int64).reshape(-1, 3)
-        out = np.empty((len(moves), self.dim))
-        for m in np.unique(moves[:, 0]):
-            rows = np.flatnonzero(moves[:, 0] == m)
-            others, N, Pr, F_O, G_O, _ = self._removed(int(m))
-            rem = rows[moves[rows, 1] < 0]
-            if len(rem):
-                u = N + Pr + (F_O * G_O).sum(0) @ self.L.T
-                out[rem] = self._phi(u[None])[0]
-            add = rows[moves[rows, 1] >= 0]
-            step = self._chunk(len(others))
-            for s in range(0, len(add), step):
-                r = add[s : s + step]
-                xs, xt = torch.as_tensor(moves[r, 1]), torch.as_tensor(moves[r, 2])
-                q, F_x, G_x, F_o, G_o, _ = self._added(xs, xt, others, F_O, G_O)
-                h = (F_o * G_o).sum(2) + F_x * G_x  # (N, P, R)
-                out[r] = self._phi(N + self._node(xs, xt) + Pr + q + h @ self.L.T)
-        return out
+    def _u_removal(self, rm: tuple) -> torch.Tensor:
+        _others, N, Pr, F_O, G_O, _ = rm
+        return N + Pr + (F_O * G_O).sum(0) @ self.L.T
+
+    def _u_addition(self, rm: tuple, xs: torch.Tensor, xt: torch.Tensor) -> torch.Tensor:
+        others, N, Pr, F_O, G_O, _ = rm
+        q, F_x, G_x, F_o, G_o, _ = self._added(xs, xt, others, F_O, G_O)
+        h = (F_o * G_o).sum(2) + F_x * G_x  # (n, P, R)
+        return N + self._node(xs, xt) + Pr + q + h @ self.L.T
 
     @torch.no_grad()
     def apply(self, move) -> None:
