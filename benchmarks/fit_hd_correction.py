@@ -63,6 +63,21 @@ def base_fe(pred, X: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return np.where(on, m[:, 0] + pm, m[:, 0]) / k, np.where(on, np.hypot(s[:, 0], ps), s[:, 0]) / k
 
 
+def load_hd_train(table: str | Path, by_id: bool = False):
+    """The train part of the HD reference table (the test part is never read) with what every fit needs:
+    ``(hd, pred, X (N, p) counts, n (N,) defect counts, base (N,), base_std (N,) eV/site)``; rows in file order,
+    or sorted by id with ``by_id``."""
+    hd = pd.read_csv(table)
+    hd = hd[hd["split"] == "train"]
+    hd = (hd.sort_values("id") if by_id else hd).reset_index(drop=True)
+    pred = load_predictor()
+    occ = np.stack([key_to_occ(k, pred.host) for k in hd["canonical_key"]])
+    X = cluster_counts(occ, pred.host).astype(np.float64)
+    n = n_defects(occ, pred.host).astype(float)
+    base, base_std = base_fe(pred, X, n)
+    return hd, pred, X, n, base, base_std
+
+
 def score(err: np.ndarray, sd: np.ndarray, rstd: np.ndarray, n: np.ndarray) -> dict:
     out = {}
     for b, (lo, hi) in BANDS.items():
@@ -168,14 +183,8 @@ def main() -> None:
                          "(posterior on all; chosen by benchmarks/hd_learning_curve.py)")
     a = ap.parse_args()
     warnings.filterwarnings("ignore", module="sklearn")
-    hd = pd.read_csv(a.table)
-    hd = hd[hd["split"] == "train"].reset_index(drop=True)  # the test part is never read here
-    pred = load_predictor()
+    hd, pred, X, n, base, base_std = load_hd_train(a.table)
     host = pred.host
-    occ = np.stack([key_to_occ(k, host) for k in hd["canonical_key"]])
-    X = cluster_counts(occ, host).astype(np.float64)
-    n = n_defects(occ, host).astype(float)
-    base, base_std = base_fe(pred, X, n)
     ref, rstd = hd["formation_energy_per_site"].to_numpy(float), hd["formation_energy_per_site_std"].to_numpy(float)
     y = ref - base
     if a.cv:

@@ -28,16 +28,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fit_hd_correction import BANDS, base_fe, score  # noqa: E402
+from fit_hd_correction import BANDS, base_fe, load_hd_train, score  # noqa: E402
 
-from invdesign.lattice.canonical import key_to_occ  # noqa: E402
 from invdesign.predict.features import cluster_counts  # noqa: E402
 from invdesign.predict.hd_correction import fit_hd_correction, hd_features  # noqa: E402
 from invdesign.predict.serving import n_defects  # noqa: E402
-from invdesign.predictor import load_predictor  # noqa: E402
 
 RES = Path("benchmarks/results")
 JSONL = RES / "hd_learning_curve.jsonl"
@@ -80,14 +77,8 @@ def main() -> None:
     if a.report:
         return report()
     warnings.filterwarnings("ignore", module="sklearn")
-    hd = pd.read_csv(a.table)
-    hd = hd[hd["split"] == "train"].sort_values("id").reset_index(drop=True)  # the test part is never read here
-    pred = load_predictor()
+    hd, pred, X, n, base, _ = load_hd_train(a.table, by_id=True)
     host = pred.host
-    occ = np.stack([key_to_occ(k, host) for k in hd["canonical_key"]])
-    X = cluster_counts(occ, host).astype(np.float64)
-    n = n_defects(occ, host).astype(float)
-    base, _ = base_fe(pred, X, n)
     y = hd["formation_energy_per_site"].to_numpy(float) - base
     rstd = hd["formation_energy_per_site_std"].to_numpy(float)
     ext = hd["id"].str.startswith("hdx").to_numpy()
