@@ -46,6 +46,15 @@ WIDE_MAX = 8
 BASIN_MAX = 6
 
 
+def exhaustive_k() -> int:
+    """The packaged encoder's exhaustive-step threshold (defects)."""
+    from invdesign.generate.search import exhaustive_max
+    from invdesign.model import load_model
+
+    model = load_model()
+    return exhaustive_max(model.encoder, model.host)
+
+
 def one(k: int, quick: bool) -> dict:
     import copy
     import resource
@@ -212,7 +221,8 @@ def main() -> None:
         f"{meta['date']}, load average {meta['load_avg'][0]:.1f} on 2 shared cores (times are pessimistic).{reruns} "
         "`decode(embed(c), model, Limits(k, k))`, method `incremental`, on random k-defect configurations "
         "(uniform sites and types). Budgets: restarts x steps; each step screens every move of one defect "
-        "and evaluates the best 6 exactly (up to 4 defects: every move of every defect exactly); a restart also ends at a "
+        f"and evaluates the best 6 exactly (up to {exhaustive_k()} defects: every move of every defect exactly; "
+        "`exhaustive_max`, by the encoder kind's cost per move); a restart also ends at a "
         "local minimum.", "",
         "- `d_nn`: median distance to the nearest other configuration among N random ones of that count "
         "(the typical distance between classes, measured on a sample: an upper bound on the true nearest-class distance).",

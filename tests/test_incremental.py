@@ -179,3 +179,27 @@ def test_round_trip_from_one_move_away(enc_model, host, k):
     np.testing.assert_allclose(res.distance, 0.0, atol=1e-9)
     with pytest.raises(InvdesignError, match="start"):
         decode(z, enc_model, limits, start=start[:1])
+
+
+def test_packaged_product_encoder_descends_exhaustively_to_six_defects():
+    """The exhaustive-step threshold follows the encoder kind's cost: the packaged product-term encoder
+    (O(k) table rows per move) gets 6 defects, the same width with the triple MLP (O(k^2) rows of W^2) 4; at 6
+    defects the packaged model's exhaustive descent brings a start one defect away back to c."""
+    import copy
+
+    from invdesign.generate.search import exhaustive_max
+    from invdesign.model import load_model
+
+    model = load_model()
+    h = model.host
+    assert exhaustive_max(model.encoder, h) == 6
+    mlp = copy.copy(model.encoder)
+    mlp.three_body = "mlp"
+    assert exhaustive_max(mlp, h) == 4
+    limits = Limits.make(h, 6, 6)
+    rng = np.random.default_rng(3)
+    space = _Space(h, limits.types)
+    occ = np.array([space.random(rng, 6) for _ in range(3)])
+    start = np.array([_displace(c, h, rng, 1) for c in occ])
+    res = decode(model.embed(occ), model, limits, max_steps=24, restarts=1, seed=0, start=start)
+    assert res.keys == canonical_keys(occ, h)

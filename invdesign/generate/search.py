@@ -13,14 +13,15 @@ For a target embedding ``z`` and limits (defect count range, allowed types):
    (:meth:`~invdesign.embed.incremental.IncrementalEmbedding.screen`: exact node and pair terms),
    and evaluates exactly the ``batch`` best of them (a quarter of the batch: random others); the
    best move is taken when it brings ``embed(c)`` closer to ``z``. Where a step is cheap
-   (:func:`exhaustive_max`: up to 4 defects with the packaged encoder) every move of every defect
+   (:func:`exhaustive_max`: up to 6 defects with the packaged encoder) every move of every defect
    is evaluated exactly instead (steepest descent: the screen ranks the last move home too low).
    A restart ends at a local minimum (no gain in a full exhaustive step, or in two cycles over
    the defects) or after ``steps`` steps. Every exact evaluation is
-   an :class:`~invdesign.embed.incremental.IncrementalEmbedding` update (``O(k^2)`` triples, not
-   ``O(k^3)``), in float32 (the ranking); the answer's distance is recomputed exactly (float64,
+   an :class:`~invdesign.embed.incremental.IncrementalEmbedding` update (``O(k)`` table rows with the
+   product-term encoder, ``O(k^2)`` triples with the triple MLP), in float32 (the ranking); the answer's distance is recomputed exactly (float64,
    the full embedding). Measured (``benchmarks/results/decode.md``): from one displaced defect the
-   exhaustive descent (4 defects) returns ``c`` exactly, the screened one (6) does not; from random starts it ends on other configurations whose
+   exhaustive descent (4 and 6 defects) returns ``c`` exactly, the screened one did not at 6 (before the
+   threshold followed the encoder kind); from random starts it ends on other configurations whose
    embeddings lie about as close to ``z`` as ``c``'s single-move neighbours (the 12-D landscape
    is rugged), so beyond 3 defects decoding is approximate.
 3. *Answer*: the nearest configuration seen within the limits (``distinct``: the nearest whose
@@ -51,20 +52,40 @@ def seeds_per_count(k: int) -> int:
 MAX_BANK_COUNTS = 10  # defect counts in the seed bank (spread over the range)
 N_ADD = 32  # random additions screened per step
 PER_STEP = 1  # defects whose every move is screened in one step (a shuffled cycle)
-EXHAUSTIVE_FLOPS = 6e9  # a step evaluates every move of every defect exactly when it costs at most this
+EXHAUSTIVE_FLOPS = 6e9  # a step evaluates every move of every defect exactly when it costs at most this (triple-MLP encoder)
+#: the same for the product three-body encoder, whose exact move touches ``O(k)`` table rows (elements gathered and
+#: summed, memory-bound): set where a whole-budget exhaustive descent costs at most ~1.2x the screened one
+#: (packaged encoder, 4 restarts x 24 steps, 8 random configurations each: 1.14x at 6 defects with a closer
+#: median answer, 0.20 vs 0.23; 1.30x at 8 with none; benchmarks/results/decode.md)
+EXHAUSTIVE_ELEMS = 9e7
 
 
 def exhaustive_max(encoder, host: HostLattice) -> int:
-    """Largest defect count whose full move set (~ ``k`` x sublattice sites x types moves, ``3 k^2 P`` triple
-    rows of ``W^2`` each) costs at most :data:`EXHAUSTIVE_FLOPS` per step: 4 for the packaged encoder (W = 64)."""
+    """Largest defect count ``k`` whose full move set (``(k + 1)`` x sublattice sites x 2 moves per step) costs at
+    most the budget per step. Triple-MLP encoder: ``3 k^2 P`` triple rows of ``W^2`` flops per move, budget
+    :data:`EXHAUSTIVE_FLOPS` (4 at W = 64). Product encoder (``three_body="product"``): ``P (4 k (W + 2R) + 2 R W)``
+    table elements per move, budget :data:`EXHAUSTIVE_ELEMS` (6 for the packaged encoder: W = 64, R = 16)."""
     from invdesign.embed.geometry import point_op_representatives
 
     P, W = len(point_op_representatives(host)), encoder.width
     per_defect = max(int((host.sublattice == s).sum()) for s in range(len(host.sublattices))) * 2
+    if getattr(encoder, "three_body", "mlp") == "product":
+        R = encoder.rank
+        def step(k: int) -> float:
+            return k * per_defect * P * (4 * k * (W + 2 * R) + 2 * R * W)
+
+        budget = EXHAUSTIVE_ELEMS
+    else:
+        def step(k: int) -> float:
+            return k * per_defect * 3 * k**2 * P * W * W * 2
+
+        budget = EXHAUSTIVE_FLOPS
     k = 1
-    while (k + 1) * per_defect * 3 * (k + 1) ** 2 * P * W * W * 2 <= EXHAUSTIVE_FLOPS:
+    while step(k + 1) <= budget:
         k += 1
     return k
+
+
 HIT_TOL = 3e-6  # |z - embed(c)| <= HIT_TOL (1 + |z|): an exact hit (float32 round-off is ~1e-7 |z|)
 POOL = 24  # best configurations kept per row (for distinct answers)
 
