@@ -54,9 +54,9 @@ N_ADD = 32  # random additions screened per step
 PER_STEP = 1  # defects whose every move is screened in one step (a shuffled cycle)
 EXHAUSTIVE_FLOPS = 6e9  # a step evaluates every move of every defect exactly when it costs at most this (triple-MLP encoder)
 #: the same for the product three-body encoder, whose exact move touches ``O(k)`` table rows (elements gathered and
-#: summed, memory-bound): set where a whole-budget exhaustive descent costs at most ~1.2x the screened one
-#: (packaged encoder, 4 restarts x 24 steps, 8 random configurations each: 1.14x at 6 defects with a closer
-#: median answer, 0.20 vs 0.23; 1.30x at 8 with none; benchmarks/results/decode.md)
+#: summed, memory-bound): set where a whole-budget exhaustive descent costs about what the screened one does
+#: (benchmarks/results/exhaustive.md, packaged encoder, 4 restarts x 24 steps: 1.14x the time at 6 defects; 1.49x
+#: at 8 and 3.1x at 12, where it also lands closer; pass ``exhaustive=k`` to pay that)
 EXHAUSTIVE_ELEMS = 9e7
 
 
