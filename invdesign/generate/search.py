@@ -61,25 +61,22 @@ EXHAUSTIVE_ELEMS = 9e7
 
 
 def exhaustive_max(encoder, host: HostLattice) -> int:
-    """Largest defect count ``k`` whose full move set (``(k + 1)`` x sublattice sites x 2 moves per step) costs at
-    most the budget per step. Triple-MLP encoder: ``3 k^2 P`` triple rows of ``W^2`` flops per move, budget
+    """Largest defect count ``k`` whose full move set (``k`` x the largest sublattice's sites x 2 moves) costs at
+    most the budget per step. Triple-MLP encoder: ``3 k^2 P`` triple rows of ``W^2`` (x 2 flops) per move, budget
     :data:`EXHAUSTIVE_FLOPS` (4 at W = 64). Product encoder (``three_body="product"``): ``P (4 k (W + 2R) + 2 R W)``
     table elements per move, budget :data:`EXHAUSTIVE_ELEMS` (6 for the packaged encoder: W = 64, R = 16)."""
     from invdesign.embed.geometry import point_op_representatives
 
     P, W = len(point_op_representatives(host)), encoder.width
     per_defect = max(int((host.sublattice == s).sum()) for s in range(len(host.sublattices))) * 2
-    if getattr(encoder, "three_body", "mlp") == "product":
-        R = encoder.rank
-        def step(k: int) -> float:
-            return k * per_defect * P * (4 * k * (W + 2 * R) + 2 * R * W)
+    product = getattr(encoder, "three_body", "mlp") == "product"
+    R = encoder.rank if product else 0
+    budget = EXHAUSTIVE_ELEMS if product else EXHAUSTIVE_FLOPS
 
-        budget = EXHAUSTIVE_ELEMS
-    else:
-        def step(k: int) -> float:
-            return k * per_defect * 3 * k**2 * P * W * W * 2
+    def step(k: int) -> float:
+        per_move = P * (4 * k * (W + 2 * R) + 2 * R * W) if product else 6 * k**2 * P * W * W
+        return k * per_defect * per_move
 
-        budget = EXHAUSTIVE_FLOPS
     k = 1
     while step(k + 1) <= budget:
         k += 1
