@@ -217,7 +217,8 @@ def _write() -> None:
         res["composition_split"] = json.loads((PARTS / "composition.json").read_text())
     if (PARTS / "bounds.json").is_file():
         res["bounds"] = json.loads((PARTS / "bounds.json").read_text())
-    res["peer"] = {**PEER, "runs_here": list(peer_runs().values())}
+    res["peer"] = {**PEER, "runs_here": [{k: v for k, v in r.items() if k not in ("curve_every_10", "config")}
+                                         for r in peer_runs().values()]}  # curves and settings: peer_megnetsparse.jsonl
     (OUT / "gap.json").write_text(json.dumps(res, indent=1))
     (OUT / "gap.md").write_text(markdown(res))
 
@@ -290,7 +291,11 @@ def _peer_text(sp: list[dict]) -> list[str]:
             fit = ours[r["split_seed"]]["fit_s"]["gap" if target == "homo_lumo_gap" else "ridge"]
             out.append(f"| {r['split_seed']} | {p:.2f} | {o:.2f} | {r['best_epoch']} ({r['epochs']}) | {r['val_mae_meV']:.2f} | "
                        f"{r['train_s']:.0f} / {fit:.0f} |")
-        out += [f"| mean | {np.mean([p for p, _ in both]):.2f} | {np.mean([o for _, o in both]):.2f} | | | |", "",
+        missing = sorted(set(ours) - {r["split_seed"] for r in rows})
+        out += [f"| mean | {np.mean([p for p, _ in both]):.2f} | {np.mean([o for _, o in both]):.2f} | | | |", ""]
+        out += [f"Not run for the peer yet: split {', '.join(map(str, missing))} (30-40 min each here; "
+                f"`bench_peer_megnetsparse.py --seeds {' '.join(map(str, missing))} --variant {v}` adds it).", ""] if missing else []
+        out += [
                 "Training time: the peer's epochs on 1 thread beside other jobs (this run); ours, the whole head (8 boosted "
                 "models) on 2 threads at load 4-5 (the splits run above). Same machine, not the same moment.", ""]
     return [f"The peer, rerun: {PEER['rerun']}", ""] + out
