@@ -278,7 +278,7 @@ def _peer_text(sp: list[dict]) -> list[str]:
     out = []
     for target in ("homo_lumo_gap", "formation_energy_per_site"):
         v, val = peer_choice(runs, target)
-        rows = [runs[k] for k in sorted(runs) if v and k[0] == target and k[1] == v and k[2] in ours]
+        rows = [runs[k] for k in sorted(runs) if k[0] == target and k[1] == v and k[2] in ours]
         if not rows:
             continue
         both = [(r["test_mae_meV"], ours[r["split_seed"]][target]["mae_meV"]) for r in rows]
@@ -295,8 +295,7 @@ def _peer_text(sp: list[dict]) -> list[str]:
         out += [f"| mean | {np.mean([p for p, _ in both]):.2f} | {np.mean([o for _, o in both]):.2f} | | | |", ""]
         out += [f"Not run for the peer yet: split {', '.join(map(str, missing))} (30-40 min each here; "
                 f"`bench_peer_megnetsparse.py --seeds {' '.join(map(str, missing))} --variant {v}` adds it).", ""] if missing else []
-        out += [
-                "Training time: the peer's epochs on 1 thread beside other jobs (this run); ours, the whole head (8 boosted "
+        out += ["Training time: the peer's epochs on 1 thread beside other jobs (this run); ours, the whole head (8 boosted "
                 "models) on 2 threads at load 4-5 (the splits run above). Same machine, not the same moment.", ""]
     return [f"The peer, rerun: {PEER['rerun']}", ""] + out
 
