@@ -103,6 +103,8 @@ def sparse_structures(cache: Path) -> tuple[list, np.ndarray, list[str]]:
 
 
 def run(target: str, seed: int, epochs: int, cache: Path, variant: str = "paper") -> dict:
+    """Train the peer on split ``seed``'s train rows for ``epochs`` epochs, keep the epoch with the lowest
+    validation MAE, score the test rows once; MAEs in meV, times in s."""
     import torch
     from torch_geometric.loader import DataLoader
 
@@ -157,7 +159,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--target", choices=list(TARGETS), default="homo_lumo_gap")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--epochs", type=int, default=400)
+    ap.add_argument("--epochs", type=int, default=600)  # every reported run: 600
     ap.add_argument("--cache", default="/tmp/megnetsparse_sparse.pkl")
     ap.add_argument("--variant", choices=list(VARIANTS), default="paper")
     a = ap.parse_args()
