@@ -148,9 +148,51 @@ def test_kriging_believer_batch_is_distinct_and_spreads(host, pool):
     gp = TargetGP(bounds).fit(X[:30], y[:30])
     allowed = np.ones(len(X), bool)
     allowed[:30] = False
+    mu0, _ = gp.predict(X)
     idx, a = kriging_believer_ei(gp, None, X, 5, allowed, float(y[:30].min()), maximise=False)
     assert len(set(idx.tolist())) == 5 and allowed[idx].all()
-    assert np.all(np.diff(a) <= 1e-9)  # each pick's EI can only fall as pending points are conditioned in
+    # believing the posterior mean leaves the mean everywhere unchanged and only shrinks the variance
+    # (this failed when the fantasies were input-transformed twice and landed elsewhere)
+    mu1, sd1 = gp.predict(X)
+    np.testing.assert_allclose(mu1, mu0, atol=1e-9)
+    noise = float(gp.model.likelihood.noise.item()) * float(gp.model.outcome_transform.stdvs.item()) ** 2
+    assert (sd1[idx] ** 2 <= noise + 1e-12).all()  # each pick's latent variance is now below the noise
+    assert np.all(np.diff(a) <= 1e-9)  # so each pick's EI can only fall as pending points are conditioned in
+
+
+def test_kriging_believer_batch_against_botorch_qlogei(host, pool):
+    """The first pick is botorch's analytic LogEI argmax; the greedy batch's joint qLogEI is at least each
+    member's and at least that of the top-q batch by marginal EI (the spread is worth something)."""
+    from botorch.acquisition.analytic import LogExpectedImprovement
+    from botorch.acquisition.logei import qLogExpectedImprovement
+    from botorch.sampling import SobolQMCNormalSampler
+
+    X = PairFeatures(host)(pool["occ"])
+    y = pool["y"][:, 1]
+    gp = TargetGP(np.stack([X.min(0), X.max(0)])).fit(X[:30], y[:30])
+    model, best = gp.model, float(y[:30].min())
+    Xt = torch.as_tensor(X, dtype=torch.float64)
+    with torch.no_grad():
+        ana = LogExpectedImprovement(model, best_f=best, maximize=False)(Xt[30:, None, :]).numpy()
+    allowed = np.ones(len(X), bool)
+    allowed[:30] = False
+    idx, a = kriging_believer_ei(TargetGP(gp.bounds).fit(X[:30], y[:30]), None, X, 5, allowed, best, maximise=False)
+    assert idx[0] == 30 + int(np.argmax(ana)) and a[0] == pytest.approx(float(ana.max()), abs=1e-6)
+    q = qLogExpectedImprovement(model, best_f=-best, sampler=SobolQMCNormalSampler(torch.Size([4096]), seed=0),
+                                posterior_transform=_negate())
+    marginal_top = 30 + np.argsort(-ana)[:5]
+    with torch.no_grad():
+        joint = float(q(Xt[idx][None]))
+        singles = [float(q(Xt[[i]][None])) for i in idx]
+        joint_top = float(q(Xt[marginal_top][None]))
+    assert joint >= max(singles) - 1e-9
+    assert joint >= joint_top - 0.05
+
+
+def _negate():
+    from botorch.acquisition.objective import ScalarizedPosteriorTransform
+
+    return ScalarizedPosteriorTransform(weights=torch.tensor([-1.0], dtype=torch.float64))
 
 
 # ---------------------------------------------------------------------- oracles

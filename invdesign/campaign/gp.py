@@ -61,12 +61,17 @@ class TargetGP:
         return self
 
     def condition(self, X: np.ndarray, y: np.ndarray) -> None:
-        """Condition on extra (fantasy) observations without refitting hyperparameters."""
+        """Condition on extra (fantasy) observations ``X (k, d)``, ``y (k,)`` without refitting hyperparameters.
+
+        ``X`` is in feature units: botorch's ``condition_on_observations`` applies the model's input
+        transform itself (passing already-normalised inputs would place the fantasy elsewhere and move
+        the posterior mean at every other point).
+        """
         Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
         Yt = torch.as_tensor(np.asarray(y, dtype=np.float64)).reshape(-1, 1)
         with torch.no_grad():
             self.model.posterior(Xt[:1])  # caches the prediction strategy
-            self.model = self.model.condition_on_observations(self.model.transform_inputs(Xt), Yt)
+            self.model = self.model.condition_on_observations(Xt, Yt)
 
     def predict(self, X: np.ndarray, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """Posterior ``(mean (N,), std (N,))`` of the latent function at ``X (N, d)``."""
