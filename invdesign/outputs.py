@@ -133,16 +133,44 @@ def _temp_dir(parent: Path, prefix: str, suffix: str = "") -> Path:
 
 
 # ---------------------------------------------------------------------- manifests
+# Names an invdesign command writes into an output folder: the only ones a manifest may list for removal.
+_OUTPUT_SUFFIXES = (".csv", ".cif", ".vasp", ".json", ".png", ".in", ".txt", ".md", ".npz", ".pt")
+_OUTPUT_NAMES = ("POSCAR", "INCAR", "KPOINTS", "POTCAR.spec")
+_MAX_MANIFEST_BYTES = 16 << 20
+
+
+def _safe_entry(name: object, file: bool) -> bool:
+    """True for a manifest entry that names a path strictly inside the folder (relative, no ``..``, no
+    ``.``, no empty part, no NUL or backslash) and, for files, a name invdesign commands write."""
+    if not isinstance(name, str) or not name or "\x00" in name or "\\" in name or len(name) > 4096:
+        return False
+    parts = name.split("/")
+    if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        return False
+    return not file or parts[-1].endswith(_OUTPUT_SUFFIXES) or parts[-1] in _OUTPUT_NAMES
+
+
 def read_manifest(folder: Path) -> dict | None:
-    """The manifest of a previous output in ``folder`` (None when absent or unreadable)."""
+    """The manifest of a previous output in ``folder``, or None when absent, unreadable or not one of ours.
+
+    A manifest is data from disk, not trusted: one that lists any path outside ``folder`` (absolute,
+    ``..``), or a file name no invdesign command writes, is treated as absent (so the folder is refused
+    as holding files invdesign did not write, and nothing in it or beyond it is ever removed).
+    """
     p = folder / MANIFEST
-    if not p.is_file():
+    if p.is_symlink() or not p.is_file():
         return None
     try:
+        if p.stat().st_size > _MAX_MANIFEST_BYTES:
+            return None
         m = json.loads(p.read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(m, dict) or not isinstance(m.get("files"), list) or not isinstance(m.get("command"), str):
+        return None
+    dirs = m.get("dirs", [])
+    if not isinstance(dirs, list) or not all(_safe_entry(f, True) for f in m["files"]) \
+            or not all(_safe_entry(d, False) for d in dirs):
         return None
     return m
 
@@ -308,9 +336,12 @@ def output_dir(out: str | Path, command: str, overwrite: bool = False) -> Iterat
                 os.chmod(target, dir_mode())
         for f in sorted(files):
             os.replace(stage / f, ab / f)
-        for f in set(old["files"]) - files:
-            (ab / f).unlink(missing_ok=True)
-        for d in sorted(set(old.get("dirs", [])) - dirs, key=lambda s: -s.count(os.sep)):
+        present, present_dirs = _entries(ab)  # walked without following links: nothing under a linked folder is ours
+        for f in (set(old["files"]) - files) & present:
+            target = ab / f
+            if target.is_symlink() or target.is_file():
+                target.unlink(missing_ok=True)
+        for d in sorted((set(old.get("dirs", [])) - dirs) & present_dirs, key=lambda s: -s.count(os.sep)):
             try:
                 (ab / d).rmdir()
             except OSError:
