@@ -2,13 +2,17 @@
 PY ?= python3
 PIP = $(PY) -m pip install --quiet --disable-pip-version-check
 LOCK = requirements.lock
+# Optional extra index for the torch step only, e.g. the PyTorch CPU wheel index:
+#   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: install demo test lint bench lock check-latest
 
-# torch first, pinned to the CPU build (never the multi-GB CUDA build), then the package with every
-# transitive dependency at the exact version of the lock.
+# torch first, pinned by version (constraints.txt: torch==2.13.0, any build; on these machines the local
+# 2.13.0+cpu wheel, never the multi-GB CUDA build; elsewhere TORCH_INDEX picks where it comes from), then
+# the package with every transitive dependency at the exact version of the lock.
 install:
-	$(PIP) -c constraints.txt torch
+	$(PIP) -c constraints.txt $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) torch
 	$(PIP) -c $(LOCK) -e ".[peers,dev]"
 
 demo: install
@@ -32,4 +36,4 @@ lock:
 # The unlocked path: `pip install .` (no lock, no extras: newest of everything) in a fresh virtual
 # environment, then --help, a tiny design and a predict on its output.
 check-latest:
-	bash scripts/check_latest.sh
+	TORCH_INDEX="$(TORCH_INDEX)" bash scripts/check_latest.sh

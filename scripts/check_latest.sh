@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The unlocked install path, as someone adding invdesign to their own environment takes it:
-# a brand-new virtual environment, the CPU build of torch, then `pip install .` without the lock
+# a brand-new virtual environment, torch 2.13.0 (constraints.txt pins the version, not a build: the local
+# CPU wheel on these machines; `TORCH_INDEX=https://download.pytorch.org/whl/cpu` adds the PyTorch CPU
+# wheel index for the torch step elsewhere), then `pip install .` without the lock
 # and without extras (so every other dependency resolves to the newest version that day), then
 # `invdesign --version`, `--help`, a tiny `design` and a `predict` on one of its structures.
 set -euo pipefail
@@ -11,7 +13,8 @@ python3 -m venv "$tmp/venv"
 # shellcheck disable=SC1091
 . "$tmp/venv/bin/activate"
 pip="python -m pip install --quiet --disable-pip-version-check"
-$pip -c constraints.txt torch
+$pip -c constraints.txt ${TORCH_INDEX:+--extra-index-url "$TORCH_INDEX"} torch
+python -c 'import torch; print("torch", torch.__version__)'
 $pip .
 python -m pip list --format=freeze > "$tmp/resolved.txt"
 echo "resolved $(wc -l < "$tmp/resolved.txt") packages; differences from the lock:"
@@ -25,7 +28,9 @@ def pins(path):
             out[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = m.group(2)
     return out
 got, lock = pins(sys.argv[1]), pins(sys.argv[2])
-diff = [f"  {k}: lock {lock[k]} -> {v}" for k, v in sorted(got.items()) if k in lock and lock[k] != v]
+# a local build label (torch 2.13.0+cpu) satisfies the lock's plain version pin: compare public versions
+diff = [f"  {k}: lock {lock[k]} -> {v}" for k, v in sorted(got.items())
+        if k in lock and lock[k].split("+")[0] != v.split("+")[0]]
 print("\n".join(diff) or "  none")
 PY
 export INVDESIGN_PROGRESS=0
