@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +41,9 @@ import numpy as np
 OUT = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's invdesign, not an installed one
+sys.path.insert(0, str(OUT.parent))
+from checked import run_checked  # noqa: E402
+
 WINDOWS = {
     "W1 fe 1.0-1.2, gap 0.9-1.3 (issue)": ["formation_energy_per_site=1.0:1.2", "homo_lumo_gap=0.9:1.3"],
     "W2 fe 1.5-2.0, gap 0.2-0.6": ["formation_energy_per_site=1.5:2.0", "homo_lumo_gap=0.2:0.6"],
@@ -126,14 +128,14 @@ def _cli(spec, lo, hi) -> dict:
                 *sum((["--target", t] for t in spec), []), "-n", str(WANT),
                 "--min-defects", str(lo), "--max-defects", str(hi), "--out", str(Path(tmp) / "o")]
         t = time.perf_counter()
-        p = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+        p = run_checked(args, what=f"CLI design {' '.join(args[4:])}", cwd=ROOT, timeout=600)  # non-zero exit: stops here
         dt = time.perf_counter() - t
-        s = json.loads((Path(tmp) / "o" / "summary.json").read_text()) if p.returncode == 0 else {}
+        s = json.loads((Path(tmp) / "o" / "summary.json").read_text())
         c = s.get("counts", {})
         return {"seconds": round(dt, 1), "rc": p.returncode, "mode_used": s.get("request", {}).get("mode_used"),
                 "returned": c.get("returned"), "returned_in_window": c.get("returned_in_window"),
                 "timings_s": {k: round(v, 2) for k, v in (s.get("timings_s") or {}).items()},
-                "error": p.stderr.strip().splitlines()[-1][:200] if p.returncode and p.stderr else None}
+                "error": None}
 
 
 def _run(method, model, hd, w, limits):

@@ -31,10 +31,12 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checked import run_checked  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
 KS = (4, 6, 8, 12, 16, 24, 30)
@@ -178,9 +180,9 @@ def _fmt(r: dict, name: str, key: str) -> str:
 
 
 def _run(k: int, quick: bool) -> dict:
-    p = subprocess.run([sys.executable, __file__, str(k)] + (["--quick"] if quick else []), capture_output=True, text=True,
-                       timeout=3600, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
-    return json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {"k": k, "error": p.stderr[-500:]}
+    p = run_checked([sys.executable, __file__, str(k)] + (["--quick"] if quick else []), what=f"bench_decode {k} defects",
+                    timeout=3600, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    return json.loads(p.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checked import run_checked  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results"
 KS = (3, 6, 12, 24, 48)
@@ -77,9 +79,9 @@ def main() -> None:
         return
     rows = []
     for k in KS:
-        p = subprocess.run([sys.executable, __file__, str(k)], capture_output=True, text=True, timeout=1200,
-                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
-        row = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {"k": k, "error": p.stderr[-300:]}
+        p = run_checked([sys.executable, __file__, str(k)], what=f"bench_scaling {k} defects", timeout=1200,
+                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+        row = json.loads(p.stdout.strip().splitlines()[-1])
         rows.append(row)
         print(json.dumps(row), flush=True)
     meta = {"platform": platform.platform(), "load_avg": os.getloadavg(), "threads": 1,

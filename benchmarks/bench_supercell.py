@@ -22,11 +22,13 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checked import run_checked  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results"
@@ -113,9 +115,10 @@ def one(cell: int) -> dict:
 
 
 def _cli(args: list[str], env: dict) -> tuple[float, int, str]:
+    """Wall seconds of one CLI run in a new process; a non-zero exit stops the benchmark (``checked.run_checked``)."""
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, env=env, timeout=1200)
-    return time.perf_counter() - t, p.returncode, p.stderr[-400:]
+    p = run_checked([sys.executable, "-c", CLI, *args], what=f"CLI {' '.join(args)}", env=env, timeout=1200)
+    return time.perf_counter() - t, p.returncode, ""
 
 
 def cli_times(cell: int, work: Path, env: dict) -> dict:
@@ -251,8 +254,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env["INVDESIGN_CACHE_DIR"] = str(Path(tmp) / "cache")
         for cell in CELLS:
-            p = subprocess.run([sys.executable, __file__, "one", str(cell)], capture_output=True, text=True, env=env, timeout=1800)
-            row = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {"cell": f"{cell}x{cell}", "error": p.stderr[-400:]}
+            p = run_checked([sys.executable, __file__, "one", str(cell)], what=f"bench_supercell one {cell}", env=env, timeout=1800)
+            row = json.loads(p.stdout.strip().splitlines()[-1])
             row.update(cli_times(cell, Path(tmp), env))
             res["cells"].append(row)
             print(json.dumps(row), flush=True)

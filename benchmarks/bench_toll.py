@@ -37,6 +37,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checked import run_checked  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
 RUN = "import sys; from invdesign.cli import main; sys.exit(main())"
@@ -69,17 +72,15 @@ def timed(code: str, args: list[str], env: dict, cwd: Path = ROOT) -> dict:
     """One fresh process: wall seconds, child CPU seconds."""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True)
+    run_checked([sys.executable, "-c", code, *args], what=f"bench_toll: {' '.join(args)}", cwd=cwd, env=env)
     wall = time.perf_counter() - t
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if p.returncode != 0:
-        raise SystemExit(f"bench_toll: {' '.join(args)} failed ({p.returncode}): {p.stderr.strip()[-500:]}")
     return {"wall": wall, "cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)}
 
 
 def importtime(args: list[str], env: dict, cwd: Path = ROOT) -> dict:
     """Import seconds spent in each package's own modules in one run (``-X importtime`` self times, summed)."""
-    p = subprocess.run([sys.executable, "-X", "importtime", "-c", RUN, *args], cwd=cwd, env=env, capture_output=True, text=True)
+    p = run_checked([sys.executable, "-X", "importtime", "-c", RUN, *args], what=f"-X importtime {' '.join(args)}", cwd=cwd, env=env)
     out: dict[str, float] = {}
     for line in p.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+\d+ \| \s*(\S+)$", line)
