@@ -276,9 +276,9 @@ def test_ids_are_file_stems(tmp_path, host, small_occ):
     b.mkdir()
     write_structure(small_occ[0], host, a / "mos2.v1.cif")
     write_structure(small_occ[1], host, a / "mos2.v2.vasp")
-    (a / "calc").mkdir()
-    write_structure(small_occ[2], host, a / "calc" / "POSCAR", fmt="poscar")
-    ds = map_structures([a, a / "calc" / "POSCAR"], host)
+    (tmp_path / "calc").mkdir()  # a subfolder of a holding structures would be refused (never skipped in silence)
+    write_structure(small_occ[2], host, tmp_path / "calc" / "POSCAR", fmt="poscar")
+    ds = map_structures([a, tmp_path / "calc" / "POSCAR"], host)
     assert list(ds.ids) == ["mos2.v1", "mos2.v2", "calc"]
     assert np.array_equal(ds.occ, small_occ[:3])
     write_structure(small_occ[3], host, b / "mos2.v1.json")

@@ -18,7 +18,16 @@ SUPERCELL_HELP = "Supercell of the host, e.g. 8x8 (default) or 8x8x1."
 
 HostOpt = typer.Option("builtin:MoS2", "--host", help=HOST_HELP)
 SupercellOpt = typer.Option("8x8", "--supercell", help=SUPERCELL_HELP)
-TolOpt = typer.Option(0.7, "--tol", help="Largest atom-to-site distance (Angstrom) when mapping structures.")
+def _check_tol(value: float) -> float:
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a finite positive distance in Angstrom, not {value}")
+    return value
+
+
+TolOpt = typer.Option(0.7, "--tol", callback=_check_tol,
+                      help="Largest atom-to-site distance (Angstrom) when mapping structures.")
 
 
 class PlainHelpGroup(TyperGroup):

@@ -139,6 +139,8 @@ def infer_host(raw: RawStructure, unit_cell, substituents: dict | None = None) -
 # ---------------------------------------------------------------------- mapping
 def map_raw(raws: Iterable[RawStructure], host: HostLattice, tol: float = DEFAULT_TOL) -> tuple[list[str], np.ndarray]:
     """Map parsed structures onto ``host``: ids and ``(N, n_sites)`` occupancies."""
+    if not (np.isfinite(tol) and tol > 0):
+        raise InvdesignError(f"the mapping tolerance must be a finite positive distance in Angstrom, not {tol}")
     mapper = get_mapper(host)
     ids, rows = [], []
     for raw in raws:

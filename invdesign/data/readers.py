@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import os
 import re
+import stat
 import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -24,6 +27,10 @@ from invdesign.errors import InvdesignError
 
 STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".json")
 STRUCTURE_NAMES = ("POSCAR", "CONTCAR")
+MAX_STRUCTURE_BYTES = 50 << 20  # one structure file (or archive member): a 2DMD CIF is ~10 kB
+MAX_ARCHIVE_BYTES = 4 << 30  # all members of one archive, uncompressed
+MAX_FRAC = 1e3  # fractional coordinates beyond this are not a structure's (a 2DMD file stays within [-1, 2])
+MAX_ID_CHARS = 200
 
 
 @dataclass
@@ -77,6 +84,65 @@ def _stem(name: str) -> str:
     return base
 
 
+def check_id(cid: str, source: str) -> str:
+    """``cid`` when it is usable as a file name (ids become ``structures/<id>.cif``); one line otherwise.
+
+    Refused: empty, ``.``/``..`` or a leading dot (hidden), a path separator, a control character
+    (newline, tab, NUL, ...), or more than :data:`MAX_ID_CHARS` characters.
+    """
+    reason = None
+    if not cid:
+        reason = "is empty"
+    elif cid.startswith("."):
+        reason = "starts with a dot"
+    elif "/" in cid or "\\" in cid:
+        reason = "holds a path separator"
+    elif any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in cid):
+        reason = "holds a control character (newline, tab, ...)"
+    elif len(cid) > MAX_ID_CHARS:
+        reason = f"is longer than {MAX_ID_CHARS} characters"
+    if reason:
+        raise InvdesignError(f"structure id {cid[:60]!r} (the file name's stem) {reason}; rename the file", source=source)
+    return cid
+
+
+def _read_regular(path: Path) -> str:
+    """Text of a structure file, read only if it is a regular file (a FIFO or a device would block or never
+    end) of at most :data:`MAX_STRUCTURE_BYTES`."""
+    try:
+        st = os.stat(path)  # follows links: a link to /dev/zero is a device
+        if not stat.S_ISREG(st.st_mode):
+            raise InvdesignError("not a regular file (a pipe, device or socket is never read)", source=str(path))
+        if st.st_size > MAX_STRUCTURE_BYTES:
+            raise InvdesignError(f"file is {st.st_size / 2**20:.0f} MB; a structure file may hold at most "
+                                 f"{MAX_STRUCTURE_BYTES >> 20} MB", source=str(path))
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_STRUCTURE_BYTES + 1)
+        if len(data) > MAX_STRUCTURE_BYTES:
+            raise InvdesignError(f"file grew past {MAX_STRUCTURE_BYTES >> 20} MB while read", source=str(path))
+        return data.decode()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvdesignError(f"cannot read ({exc.__class__.__name__})", source=str(path)) from None
+
+
+def _check_regular(path: Path) -> None:
+    try:
+        ok = stat.S_ISREG(os.stat(path).st_mode)
+    except OSError as exc:
+        raise InvdesignError(f"cannot read ({exc.__class__.__name__})", source=str(path)) from None
+    if not ok:
+        raise InvdesignError("not a regular file (a pipe, device or socket is never read)", source=str(path))
+
+
+def _holds_structures(folder: Path) -> bool:
+    """True when ``folder`` (any depth; hidden entries skipped) holds a structure file or an archive."""
+    for _root, dnames, fnames in os.walk(folder):
+        dnames[:] = [d for d in dnames if not d.startswith(".")]
+        if any(not f.startswith(".") and (_kind(f) or is_archive(Path(f))) for f in fnames):
+            return True
+    return False
+
+
 def is_archive(path: Path) -> bool:
     return path.name.endswith((".tar.gz", ".tgz", ".tar"))
 
@@ -91,6 +157,16 @@ def iter_sources(paths: Iterable[str | Path]) -> Iterator[SourceRecord]:
             sub = sorted(q for q in path.iterdir() if (q.is_file() and not q.name.startswith(".") and (_kind(q.name) or is_archive(q))))
             if (path / "initial").is_dir():
                 sub.append(path / "initial")
+            layout_2dmd = (path / "initial").is_dir() or (path / "initial.tar.gz").is_file()
+            for q in sorted(path.iterdir()):
+                # nested folders are not read: one holding structures is refused (never skipped in silence);
+                # a 2DMD dataset's unit_cells/ holds its host cells, not structures
+                if q.name.startswith(".") or q.name == "initial" or not q.is_dir() \
+                        or (layout_2dmd and q.name == "unit_cells"):
+                    continue
+                if _holds_structures(q):
+                    raise InvdesignError(f"holds a subfolder {q.name}/ with structure files; subfolders are not read: "
+                                         "give it as its own argument", source=str(path))
             if not sub:
                 raise InvdesignError("folder holds no CIF/POSCAR/JSON files or archives", source=str(path))
             yield from iter_sources(sub)
@@ -100,27 +176,35 @@ def iter_sources(paths: Iterable[str | Path]) -> Iterator[SourceRecord]:
             kind = _kind(path.name)
             if kind is None:
                 raise InvdesignError("not a CIF, POSCAR, pymatgen JSON or tar archive", source=str(path))
-            try:
-                text = path.read_text()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise InvdesignError(f"cannot read ({exc.__class__.__name__})", source=str(path)) from None
-            yield SourceRecord(_stem(str(path)), str(path), text, kind)
+            cid = check_id(_stem(str(path)), str(path))
+            yield SourceRecord(cid, str(path), _read_regular(path), kind)
 
 
 def _iter_archive(path: Path) -> Iterator[SourceRecord]:
+    _check_regular(path)
     try:
         with tarfile.open(path) as tar:
             members = sorted((m for m in tar.getmembers() if m.isfile() and _kind(m.name)), key=lambda m: m.name)
             if not members:
                 raise InvdesignError("archive holds no structure files", source=str(path))
+            total = 0
             for m in members:
+                src = f"{path}:{m.name}"
+                if m.size > MAX_STRUCTURE_BYTES:
+                    raise InvdesignError(f"member is {m.size / 2**20:.0f} MB; a structure file may hold at most "
+                                         f"{MAX_STRUCTURE_BYTES >> 20} MB", source=src)
+                total += m.size
+                if total > MAX_ARCHIVE_BYTES:
+                    raise InvdesignError(f"archive unpacks to more than {MAX_ARCHIVE_BYTES >> 30} GB of structures",
+                                         source=str(path))
+                check_id(_stem(m.name), src)
                 fh = tar.extractfile(m)
                 assert fh is not None
                 try:
-                    text = fh.read().decode()
+                    text = fh.read(MAX_STRUCTURE_BYTES + 1).decode()
                 except UnicodeDecodeError:
-                    raise InvdesignError("cannot read (not a text file)", source=f"{path}:{m.name}") from None
-                yield SourceRecord(_stem(m.name), f"{path}:{m.name}", text, _kind(m.name))  # type: ignore[arg-type]
+                    raise InvdesignError("cannot read (not a text file)", source=src) from None
+                yield SourceRecord(_stem(m.name), src, text, _kind(m.name))  # type: ignore[arg-type]
     except tarfile.ReadError:
         raise InvdesignError("cannot read archive (damaged, or not a tar or tar.gz file)", source=str(path)) from None
     except (tarfile.TarError, OSError, EOFError) as exc:
@@ -310,11 +394,28 @@ def parse(rec: SourceRecord, fast: bool = True) -> RawStructure:
     lattice, species, frac = out
     if len(species) == 0:
         raise InvdesignError("structure has no atoms", source=rec.source)
+    check_coordinates(lattice, frac, rec.source)
     return RawStructure(rec.id, rec.source, lattice, species, frac)
+
+
+def check_coordinates(lattice: np.ndarray, frac: np.ndarray, source: str) -> None:
+    """Refuse a non-finite cell or a non-finite or absurd (``|x| >`` :data:`MAX_FRAC`) fractional coordinate:
+    such an atom would otherwise be wrapped onto some site."""
+    lat = np.asarray(lattice, dtype=float)
+    if not np.isfinite(lat).all():
+        raise InvdesignError("the cell has a non-finite length or angle", source=source)
+    f = np.asarray(frac, dtype=float).reshape(-1, 3)
+    bad = ~np.isfinite(f) | (np.abs(np.nan_to_num(f, nan=0.0)) > MAX_FRAC)
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        v = f[i, j]
+        what = "not a finite number" if not math.isfinite(v) else f"beyond +-{MAX_FRAC:g} (not a position in the cell)"
+        raise InvdesignError(f"atom {i}: fractional coordinate {'xyz'[j]} = {v:g} is {what}", source=source)
 
 
 def raw_from_structure(structure, id: str = "structure", source: str = "<structure>") -> RawStructure:
     """Wrap a pymatgen Structure as a :class:`RawStructure`."""
     if not structure.is_ordered:
         raise InvdesignError("structure has partial occupancies", source=source)
+    check_coordinates(structure.lattice.matrix, structure.frac_coords, source)
     return RawStructure(id, source, structure.lattice.matrix.copy(), [s.specie.symbol for s in structure], structure.frac_coords.copy())
