@@ -142,3 +142,101 @@ def test_unsafe_ids_in_an_archive_are_refused(tmp_path, capsys, host, name):
                               "--out", out])
     assert code == 2 and "structure id" in err
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------- (b) option values
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory, host):
+    from invdesign.lattice.enumerate import sample_configurations
+
+    d = tmp_path_factory.mktemp("hostile") / "pool"
+    d.mkdir()
+    occ = np.concatenate([sample_configurations(host, {"V_S": 1, "W_Mo": 1}, 3, 1),
+                          sample_configurations(host, {"Se_S": 2}, 3, 2)])
+    for i, o in enumerate(occ):
+        write_structure(o, host, d / f"s{i}.cif")
+    return d
+
+
+_DESIGN = ["design", "--target", "formation_energy_per_site=0:5"]
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["-n", "18446744073709551616"], "-n must be an integer between 1 and 100000"),
+    (["--diversity", "inf"], "--diversity"),
+    (["--diversity", "nan"], "--diversity"),
+    (["--diversity", "-0.5"], "--diversity"),
+    (["--seed", "18446744073709551616"], "--seed"),
+    (["--samples", "18446744073709551616"], "--samples"),
+    (["--min-defects", "400", "--max-defects", "500"], "--min-defects 400 is beyond the 192 sites"),
+    (["--max-defects", "500"], "--max-defects 500 is beyond the 192 sites"),
+    (["--max-defects", "150", "--types", "V_S"], "--max-defects 150 is beyond the 128 sites"),
+    (["--supercell", "100x100"], "lower --supercell"),
+    (["--host", "builtin:MoS2", "--supercell", "100x100"], "supercell 100x100 has 30,000 sites"),
+])
+def test_design_option_values_are_refused_before_work(tmp_path, capsys, pool, extra, words):
+    out = tmp_path / "out"
+    code, err = _run(capsys, [*_DESIGN, "--pool", pool, "--out", out, *extra])
+    assert code == 2 and words in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("window, words", [
+    ("formation_energy_per_site=inf:inf", "is empty"),
+    ("formation_energy_per_site=1e400:1e401", "overflows"),
+    ("formation_energy_per_site=-inf:inf", "constrains nothing"),
+    ("homo_lumo_gap=0:1e9", "beyond +-1000 eV"),
+    ("homo_lumo_gap=-inf:-inf", "is empty"),
+])
+def test_target_windows_that_rank_nothing_are_refused(tmp_path, capsys, pool, window, words):
+    code, err = _run(capsys, ["design", "--target", window, "--pool", pool, "--out", tmp_path / "o"])
+    assert code == 2 and words in err, err
+    db = tmp_path / "c.sqlite"
+    code, err = _run(capsys, ["campaign", "init", "--db", db, "--pool", pool, "--features", "pairs", "--target", window])
+    assert code == 2 and words in err and not db.exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["enumerate", "--max-defects", "6"], "would need about"),
+    (["enumerate", "--max-defects", "4"], "lower --max-defects"),
+    (["enumerate", "--max-defects", "18446744073709551616"], "--max-defects 18446744073709551616 is beyond"),
+    (["enumerate", "--supercell", "100x100", "--max-defects", "1"], "lower --supercell"),
+    (["canon", "--supercell", "100x100"], "lower --supercell"),
+])
+def test_enumeration_and_supercells_beyond_the_limits_are_refused(tmp_path, capsys, pool, argv, words):
+    argv = [*argv, "--out", tmp_path / "e.csv"] + ([pool] if argv[0] == "canon" else [])
+    code, err = _run(capsys, argv)
+    assert code == 2 and words in err, err
+    assert not (tmp_path / "e.csv").exists()
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--max-defects", "500"], "--max-defects 500 is beyond"),
+    (["--max-defects", "6"], "would need about"),
+    (["--batch", "18446744073709551616"], "--batch"),
+    (["--seed", "-1"], "--seed"),
+    (["--supercell", "100x100"], "lower --supercell"),
+])
+def test_campaign_init_beyond_the_limits_is_refused(tmp_path, capsys, extra, words):
+    db = tmp_path / "c.sqlite"
+    code, err = _run(capsys, ["campaign", "init", "--db", db, "--features", "pairs", "--target",
+                              "homo_lumo_gap=1:2", *extra])
+    assert code == 2 and words in err, err
+    assert not db.exists()
+
+
+def test_enumeration_estimate_allows_what_fits(host):
+    from invdesign.limits import check_enumeration, enumeration_bytes
+
+    check_enumeration(host, 3)  # 13,609 orbits, 0.2 GB measured
+    assert enumeration_bytes(host, 3) < 0.5 * 2**30 < 4 * 2**30 < enumeration_bytes(host, 4)
+
+
+def test_design_of_scored_candidates_writes_no_nan(tmp_path, capsys, pool):
+    out = tmp_path / "o"
+    code, err = _run(capsys, [*_DESIGN, "-n", "3", "--pool", pool, "--out", out])  # scored, not decoded: as exhaustive
+    assert code == 0, err
+    c = pd.read_csv(out / "candidates.csv")
+    num = c.drop(columns=["extrapolation_reason"]).select_dtypes("number")  # that one is text, empty: no reason
+    assert len(c) == 3 and np.isfinite(num.to_numpy(float)).all(), num.columns[~np.isfinite(num).all()].tolist()
+    assert (c["reembed_distance"] == 0).all()

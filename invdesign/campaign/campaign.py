@@ -29,6 +29,7 @@ from invdesign.errors import InvdesignError
 from invdesign.lattice.host import HostLattice
 
 ACQUISITIONS = ("auto", "pwin", "ei", "random")
+MAX_COUNT = 10**9  # batch, budget, until-hits, generate: beyond this no campaign ends
 
 
 def host_from_spec(spec: dict) -> HostLattice:
@@ -36,6 +37,9 @@ def host_from_spec(spec: dict) -> HostLattice:
     h, sc = spec.get("host", "builtin:MoS2"), spec.get("supercell", "8x8")
     if h == "builtin:MoS2" and sc in ("8x8", "8x8x1"):
         return HostLattice.default()
+    from invdesign.limits import check_supercell
+
+    check_supercell(h, sc)
     if str(h).endswith(".toml"):
         return HostLattice.from_config(h)
     return HostLattice.from_unit_cell(h, sc)
@@ -158,6 +162,15 @@ class Campaign:
             raise InvdesignError("batch must be at least 1")
         if budget is not None and budget < 1:
             raise InvdesignError("budget must be at least 1")
+        from invdesign.limits import check_number
+
+        check_number("--batch", batch, 1, MAX_COUNT, integer=True)
+        for name, v in (("--budget", budget), ("--until-hits", until_hits), ("--generate", generate)):
+            if v is not None:
+                check_number(name, v, 1, MAX_COUNT, integer=True)
+        check_number("--seed", seed, 0, 2**63 - 1, integer=True)
+        check_number("--max-defects", max_defects, 0, 10**6, integer=True)
+        check_number("--min-defects", min_defects, 0, 10**6, integer=True)
         if acquisition not in ACQUISITIONS:
             raise InvdesignError(f"unknown acquisition {acquisition!r} ({', '.join(ACQUISITIONS)})")
         if acquisition == "pwin" and target.objective:
@@ -582,6 +595,11 @@ class Campaign:
         return self.status()
 
     def _update_stop(self, until_hits: int | None, budget: int | None) -> None:
+        from invdesign.limits import check_number
+
+        for name, v in (("--until-hits", until_hits), ("--budget", budget)):
+            if v is not None:
+                check_number(name, v, 1, MAX_COUNT, integer=True)
         changed = False
         if until_hits is not None and until_hits != self.config.get("until_hits"):
             if until_hits < 1:
@@ -676,8 +694,12 @@ def _candidate_set(host: HostLattice, pool, max_defects: int, min_defects: int, 
     from invdesign.lattice.canonical import canonical_keys
 
     if pool is None:
-        from invdesign.lattice.enumerate import enumerate_orbits
+        from invdesign.lattice.enumerate import enumerate_orbits, parse_defect_types
+        from invdesign.limits import check_enumeration
 
+        if min_defects < 0 or min_defects > max_defects:
+            raise InvdesignError(f"--min-defects {min_defects} and --max-defects {max_defects} must satisfy 0 <= min <= max")
+        check_enumeration(host, max_defects, min_defects, parse_defect_types(host, defect_types or None))
         tab = enumerate_orbits(host, max_defects, min_defects, defect_types)
         if not len(tab):
             raise InvdesignError("the enumeration is empty for these defect counts and types")

@@ -70,6 +70,8 @@ class Target:
         if target:
             return cls(window=parse_window(target))
         name = minimise or maximise
+        if threshold is not None and not math.isfinite(threshold):
+            raise InvdesignError(f"--threshold must be a finite number (eV), not {threshold}")
         return cls(objective=(str(name), "min" if minimise else "max"), threshold=threshold)
 
     def to_dict(self) -> dict:

@@ -80,6 +80,11 @@ def suggest(
     from invdesign.data.dataset import TARGETS
     from invdesign.io import atomic_dir, write_csv, write_structure
 
+    if n is not None:
+        from invdesign.campaign.campaign import MAX_COUNT
+        from invdesign.limits import check_number
+
+        check_number("-n", n, 1, MAX_COUNT, integer=True)
     if out is not None:  # both outputs are checked before anything is suggested (and recorded)
         check_out_file(out, overwrite=overwrite)
     if structures is not None:

@@ -68,6 +68,9 @@ def resolve_host(host: str, supercell: str) -> HostLattice:
     from invdesign.lattice.host import HostLattice
     if host == "builtin:MoS2" and supercell in ("8x8", "8x8x1"):
         return HostLattice.default()
+    from invdesign.limits import check_supercell
+
+    check_supercell(host, supercell)  # before the supercell is built
     if host.endswith(".toml"):
         return HostLattice.from_config(host)
     return HostLattice.from_unit_cell(host, supercell)
@@ -87,9 +90,14 @@ def requested_host(host: str | None, supercell: str | None):
     if host is None and supercell is None:
         return None
     if host is None:
-        from invdesign.lattice.host import _as_matrix
+        import numpy as np
 
-        _as_matrix(supercell)
+        from invdesign.lattice.host import _as_matrix
+        from invdesign.limits import MAX_SITES
+
+        cells = abs(round(float(np.linalg.det(_as_matrix(supercell).astype(float)))))
+        if cells > MAX_SITES:  # every cell holds at least one site: refused before any model loads
+            raise InvdesignError(f"supercell {supercell} has {cells:,} cells; at most {MAX_SITES:,} sites fit: lower --supercell")
         return supercell
     if not host.startswith("builtin:") and not Path(host).exists():
         raise InvdesignError("host unit cell or config not found", source=host)
@@ -105,6 +113,9 @@ def place_model(model, request):
     from invdesign.predict.transfer import on_host
 
     if isinstance(request, str):
+        from invdesign.limits import check_supercell
+
+        check_supercell(model.host.unit_cell, request)
         request = HostLattice.from_unit_cell(model.host.unit_cell, request, model.host.substituents)
     return on_host(model, request)
 
@@ -127,6 +138,16 @@ def check_out_dir(out: Path, command: str, overwrite: bool = False) -> Path:
     from invdesign.outputs import check_dir
 
     return check_dir(out, command, overwrite)
+
+
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int, name: str = "--seed") -> int:
+    """A seed every generator takes (numpy, torch): ``0 <= seed < 2**63``."""
+    from invdesign.limits import check_number
+
+    return check_number(name, seed, 0, MAX_SEED, integer=True)
 
 
 def check_inputs(paths) -> None:

@@ -18,6 +18,7 @@ from invdesign.commands.common import (
     check_out_file,
     resolve_host,
 )
+from invdesign.errors import InvdesignError
 
 console = LazyConsole()
 
@@ -105,6 +106,11 @@ def enumerate_cmd(
         check_out_dir(structures, "enumerate --structures", overwrite)
     h = resolve_host(host, supercell)
     idx = parse_defect_types(h, types or None)
+    if min_defects > max_defects:
+        raise InvdesignError(f"--min-defects {min_defects} is above --max-defects {max_defects}")
+    from invdesign.limits import check_enumeration
+
+    check_enumeration(h, max_defects, min_defects, idx)
     labels = [h.defect_label(*h.defect_types[i]) for i in range(len(h.defect_types))]
     with task(f"enumerating {h.name} up to {max_defects} defects", total=max_defects + 1) as advance:
         tab = enumerate_orbits(h, max_defects, min_defects, [labels[i] for i in idx], progress=lambda k, n: advance())

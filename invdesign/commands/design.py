@@ -15,6 +15,7 @@ from invdesign.commands.common import (
     ModelSupercellOpt,
     OverwriteOpt,
     check_out_dir,
+    check_seed,
     place_model,
     requested_host,
 )
@@ -28,6 +29,8 @@ err_console = LazyConsole(stderr=True)
 
 ModelOpt = typer.Option(None, "--model", help="A trained model (invdesign train --out); default: the packaged model.")
 _ID = re.compile(r"^[A-Za-z0-9._+-]+$")
+MAX_CANDIDATES = 100_000  # -n: candidates written (each a CIF and a POSCAR)
+MAX_SAMPLES = 10_000_000  # --samples: flow samples
 
 
 def _parse_types(types: str | None) -> list[str] | None:
@@ -80,14 +83,22 @@ def design_cmd(
     """Candidates whose predicted properties lie in the target window: decoded, checked, ranked, exported."""
     from invdesign.generate.design import MODES
     from invdesign.generate.window import Window
+    from invdesign.limits import check_number
 
     window = Window.parse(target)
     if n < 1:
         raise InvdesignError(f"-n must be at least 1, not {n}")
+    check_number("-n", n, 1, MAX_CANDIDATES, integer=True)
     if mode not in MODES:
         raise InvdesignError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     if samples is not None and samples < 1:
         raise InvdesignError(f"--samples must be at least 1, not {samples}")
+    if samples is not None:
+        check_number("--samples", samples, 1, MAX_SAMPLES, integer=True)
+    check_number("--diversity", diversity, 0.0, 1.0)
+    check_seed(seed)
+    check_number("--check-top", check_top, 1, MAX_CANDIDATES, integer=True)
+    check_number("--check-steps", check_steps, 0, 100_000, integer=True)
     for p in pool or []:
         if not p.exists():
             raise InvdesignError("pool file or folder not found", source=str(p))

@@ -39,8 +39,13 @@ def label_cmd(
     from invdesign.campaign.oracles import AseOracle, make_oracle
     from invdesign.data.dataset import map_structures
     from invdesign.errors import InvdesignError
+    from invdesign.limits import check_number
     from invdesign.progress import task
 
+    if steps is not None:
+        check_number("--steps", steps, 0, 100_000, integer=True)
+    if fmax is not None:
+        check_number("--fmax", fmax, 0.0, 1e3)
     check_inputs(structures)
     # an existing --out is resumed, never replaced: label() appends only to a file with its own header
     # and refuses (untouched) anything else

@@ -131,7 +131,8 @@ def check_candidates(
         window: the target window.
         limits: the constraints the candidates must satisfy.
         z: ``(N, d)`` embeddings of ``occ`` when already known (else computed).
-        z_sampled: ``(N, d)`` embeddings the candidates were decoded from (for ``reembed_distance``).
+        z_sampled: ``(N, d)`` embeddings the candidates were decoded from (for ``reembed_distance``); None where
+            the candidates themselves were scored (exhaustive, pool, anneal): their ``reembed_distance`` is 0.
         keys: canonical keys when already known.
         prediction: ``(mean, std)`` ``(N, 2)`` eV when already known.
 
@@ -172,7 +173,7 @@ def check_candidates(
     df["composition"] = [",".join(f"{labels[t]}:{c[t]}" for t in range(len(labels)) if c[t]) for c in comp]
     df["within_limits"] = validate(occ, host, limits)
     df["reembed_distance"] = (
-        np.linalg.norm(z - np.asarray(z_sampled, float), axis=1) if z_sampled is not None else np.full(len(occ), np.nan)
+        np.linalg.norm(z - np.asarray(z_sampled, float), axis=1) if z_sampled is not None else np.zeros(len(occ))
     )
     df["novel"] = [k not in ks.key_set for k in keys]
     df["nearest_known_distance"] = nd

@@ -67,6 +67,9 @@ class Limits:
         idx = parse_defect_types(host, list(types) if types else None)
         if not idx:
             raise InvdesignError("no defect types allowed")
+        from invdesign.limits import check_defect_range
+
+        check_defect_range(host, max_defects, min_defects, idx)
         return cls(int(max_defects), int(min_defects), tuple(sorted(set(idx))))
 
     def labels(self, host: HostLattice) -> list[str]:

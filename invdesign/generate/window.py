@@ -18,6 +18,7 @@ from scipy.special import ndtr
 from invdesign.data.dataset import TARGETS
 from invdesign.errors import InvdesignError
 
+MAX_BOUND = 1e3  # eV: a window bound beyond this is no property of a defect configuration (typo or overflow)
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf"
 
 
@@ -47,6 +48,15 @@ class Window:
                 raise InvdesignError(f"target {name} needs two numbers (LO, HI), got {bounds!r}") from None
             if math.isnan(a) or math.isnan(b):
                 raise InvdesignError(f"target {name}: bounds must be numbers")
+            if a == math.inf or b == -math.inf:
+                raise InvdesignError(f"target {name}: the window {a:g}:{b:g} is empty (LO must be below +inf, HI above -inf); "
+                                     "leave a side empty to leave it open")
+            if a == -math.inf and b == math.inf:
+                raise InvdesignError(f"target {name}: the window -inf:inf constrains nothing; give LO, HI or both (eV)")
+            big = next((v for v in (a, b) if math.isfinite(v) and abs(v) > MAX_BOUND), None)
+            if big is not None:
+                raise InvdesignError(f"target {name}: bound {big:g} eV is beyond +-{MAX_BOUND:g} eV (no defect property "
+                                     "is); leave a side empty to leave it open")
             if a > b:
                 raise InvdesignError(f"target {name}: LO {a:g} is above HI {b:g}")
             i = TARGETS.index(name)
@@ -66,6 +76,9 @@ class Window:
                 raise InvdesignError(f"target {name} given twice")
             lo = float(m.group(2)) if m.group(2) else -math.inf
             hi = float(m.group(3)) if m.group(3) else math.inf
+            for text, v in ((m.group(2), lo), (m.group(3), hi)):
+                if text and math.isinf(v) and "inf" not in text.lower():
+                    raise InvdesignError(f"target {name}: {text} overflows a float; give a bound within +-{MAX_BOUND:g} eV")
             out[name] = (lo, hi)
         return cls.from_dict(out)
 
