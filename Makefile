@@ -6,7 +6,7 @@ LOCK = requirements.lock
 #   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: install demo test lint bench lock check-latest
+.PHONY: install demo test lint bench lock check-latest docs
 
 # torch first, pinned by version (constraints.txt: torch==2.13.0, any build; on these machines the local
 # 2.13.0+cpu wheel, never the multi-GB CUDA build; elsewhere TORCH_INDEX picks where it comes from), then
@@ -21,6 +21,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -x --durations=15
+
+# The documentation site (mkdocs.yml, docs/) into site/, warnings as errors (also built by tests/test_docs.py).
+docs:
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 lint:
 	ruff check invdesign tests benchmarks
