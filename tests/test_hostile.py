@@ -7,6 +7,7 @@ import io
 import os
 import tarfile
 import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -240,3 +241,83 @@ def test_design_of_scored_candidates_writes_no_nan(tmp_path, capsys, pool):
     num = c.drop(columns=["extrapolation_reason"]).select_dtypes("number")  # that one is text, empty: no reason
     assert len(c) == 3 and np.isfinite(num.to_numpy(float)).all(), num.columns[~np.isfinite(num).all()].tolist()
     assert (c["reembed_distance"] == 0).all()
+
+
+# ---------------------------------------------------------------------- (c) labels where they enter
+def _label_table(pool: Path, path: Path, drop: int | None = None, nan_at: int | None = None) -> Path:
+    ids = sorted(p.stem for p in pool.glob("*.cif"))
+    df = pd.DataFrame({"_id": ids, "formation_energy_per_site": np.linspace(1.0, 1.5, len(ids)),
+                       "homo_lumo_gap": np.linspace(0.5, 1.0, len(ids))})
+    if nan_at is not None:
+        df.loc[nan_at, "homo_lumo_gap"] = np.nan
+    if drop is not None:
+        df = df.drop(index=drop)
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("case, words", [("nan", "has no finite homo_lumo_gap"), ("missing", "no label for 's2'")])
+def test_label_with_a_table_lacking_labels_is_refused_before_writing(tmp_path, capsys, pool, case, words):
+    table = _label_table(pool, tmp_path / "F.csv", **({"nan_at": 1} if case == "nan" else {"drop": 2}))
+    out = tmp_path / "l.csv"
+    code, err = _run(capsys, ["label", pool, "--oracle", f"table:{table}", "--out", out])
+    assert code == 2 and words in err and "F.csv" in err, err
+    assert not out.exists()
+
+
+def test_label_with_a_complete_table_writes_finite_labels(tmp_path, capsys, pool):
+    table = _label_table(pool, tmp_path / "F.csv")
+    out = tmp_path / "l.csv"
+    assert _run(capsys, ["label", pool, "--oracle", f"table:{table}", "--out", out])[0] == 0
+    df = pd.read_csv(out)
+    assert len(df) == 6 and np.isfinite(df[["formation_energy_per_site", "homo_lumo_gap"]].to_numpy()).all()
+    # a table with one target writes that target only: no column of NaN
+    pd.read_csv(table).drop(columns=["homo_lumo_gap"]).to_csv(tmp_path / "G.csv", index=False)
+    assert _run(capsys, ["label", pool, "--oracle", f"table:{tmp_path / 'G.csv'}", "--out", tmp_path / "g.csv"])[0] == 0
+    g = pd.read_csv(tmp_path / "g.csv")
+    assert "homo_lumo_gap" not in g.columns and np.isfinite(g["formation_energy_per_site"]).all()
+
+
+@pytest.fixture(scope="module")
+def campaign_db(tmp_path_factory, pool):
+    db = tmp_path_factory.mktemp("hcamp") / "c.sqlite"
+    assert main(["campaign", "init", "--db", str(db), "--pool", str(pool), "--features", "pairs",
+                 "--target", "homo_lumo_gap=1.0:1.2"]) == 0
+    return db
+
+
+@pytest.mark.parametrize("gap, words", [("1e308", "beyond +-1000 eV"), ("-0.5", "is negative"),
+                                        ("1e400", "not a finite number")])
+def test_observe_refuses_unphysical_gaps(tmp_path, capsys, campaign_db, gap, words):
+    import shutil
+
+    db = tmp_path / "c.sqlite"
+    shutil.copy(campaign_db, db)
+    src = tmp_path / "obs.csv"
+    src.write_text(f"id,homo_lumo_gap\ns0,0.7\ns1,{gap}\n")
+    code, err = _run(capsys, ["campaign", "observe", "--db", db, "--from", src])
+    assert code == 2 and words in err and "line 3" in err, err
+    from invdesign.campaign import Campaign
+
+    with Campaign.open(db, readonly=True) as c:
+        assert c.status()["evaluations"] == 0
+
+
+def test_campaign_table_oracle_unphysical_labels_fail_with_allow_failures(tmp_path, capsys, pool):
+    table = _label_table(pool, tmp_path / "F.csv")
+    df = pd.read_csv(table)
+    df.loc[0, "homo_lumo_gap"] = -1.0
+    df.to_csv(table, index=False)
+    db = tmp_path / "c.sqlite"
+    argv = ["campaign", "run", "--db", db, "--pool", pool, "--features", "pairs", "--target", "homo_lumo_gap=0.6:0.8",
+            "--oracle", f"table:{table}", "--budget", "6"]
+    code, err = _run(capsys, argv)
+    assert code == 2 and "is negative" in err and not db.exists()
+    code, err = _run(capsys, [*argv, "--allow-failures"])
+    assert code == 0, err
+    from invdesign.campaign import Campaign
+
+    with Campaign.open(db, readonly=True) as c:
+        st = c.status()
+        obs = c.observations()
+    assert st["failed"] == 1 and st["evaluations"] == 5 and (obs["homo_lumo_gap"] >= 0).all()

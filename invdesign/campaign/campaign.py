@@ -394,13 +394,15 @@ class Campaign:
         return X_tr, p_tr
 
     # ------------------------------------------------------------------ observe
-    def observe(self, records: pd.DataFrame, source: str = "api") -> tuple[int, int]:
+    def observe(self, records: pd.DataFrame, source: str = "api", physical: bool = True) -> tuple[int, int]:
         """Record observations (one transaction; idempotent by canonical key).
 
         Args:
             records: DataFrame with ``id`` and/or ``canonical_key`` and one or more target columns
                 (eV; blank/NaN = not measured). Rows where every target is blank are skipped.
             source: a label stored with each row (e.g. the CSV path or the oracle).
+            physical: refuse values no measurement gives (a negative gap, beyond +-1000 eV); :meth:`evaluate_pending`
+                checks the targeted ones itself (marking them failed) and passes False.
 
         Returns:
             ``(new, repeated)`` numbers of observations.
@@ -417,7 +419,7 @@ class Campaign:
             raise InvdesignError(f"observations need at least one of the columns {', '.join(TARGETS)}", source=source)
         from invdesign.campaign.oracles import check_labels
 
-        df = check_labels(df, present, source)  # text and +-inf refused (file, line, column); blank = not measured
+        df = check_labels(df, present, source, physical=physical)  # text and +-inf refused (file, line, column); blank = not measured
         for t in TARGETS:
             if t not in df.columns:
                 df[t] = np.nan
@@ -523,7 +525,14 @@ class Campaign:
                     self.store.mark_failed(k, f"{type(exc).__name__}: {exc}")
                 continue
             recs = []
+            from invdesign.campaign.oracles import unphysical
+
             for k, i, v in zip(keys[sl], ids[sl], y):
+                odd = [TARGETS[j] for j in used if unphysical(TARGETS[j], v[j])]
+                if odd:  # finite but no measurement (a negative gap, 1e308 eV)
+                    self.store.mark_failed(k, "oracle returned an unphysical value ("
+                                           + ", ".join(f"{t}={v[TARGETS.index(t)]:g}" for t in odd) + ")")
+                    continue
                 if np.isinf(v[used]).any() or not np.isfinite(v[used]).any():
                     # +-inf is never a measurement; NaN is "not supplied" (e.g. CHGNet has no gap), all-NaN is no value
                     bad = ", ".join(f"{TARGETS[j]}={v[j]}" for j in used if not np.isfinite(v[j]))
@@ -531,7 +540,7 @@ class Campaign:
                     continue
                 recs.append({"id": i, "canonical_key": k, **dict(zip(TARGETS, v))})
             if recs:
-                new += self.observe(pd.DataFrame(recs), source=name)[0]
+                new += self.observe(pd.DataFrame(recs), source=name, physical=False)[0]
             if on_result is not None:
                 on_result()
         return new

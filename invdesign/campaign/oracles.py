@@ -41,8 +41,28 @@ class Oracle(Protocol):
 _MISSING = {"", "nan", "na", "n/a", "null", "none"}
 
 
+MAX_LABEL_EV = 1e3  # eV: no formation energy per site or gap of a defect configuration is beyond this
+
+
+def unphysical(column: str, vals) -> np.ndarray:
+    """Bool mask of finite values of target ``column`` that no measurement gives: beyond +-:data:`MAX_LABEL_EV`
+    eV, or a negative HOMO-LUMO gap."""
+    v = np.asarray(vals, dtype=float)
+    with np.errstate(invalid="ignore"):
+        bad = np.isfinite(v) & (np.abs(v) > MAX_LABEL_EV)
+        if column == "homo_lumo_gap":
+            bad |= np.isfinite(v) & (v < 0)
+    return bad
+
+
+def _unphysical_reason(column: str, v: float) -> str:
+    if column == "homo_lumo_gap" and v < 0:
+        return "is negative (a HOMO-LUMO gap is >= 0 eV)"
+    return f"is beyond +-{MAX_LABEL_EV:g} eV (no defect property is)"
+
+
 def check_labels(df: pd.DataFrame, columns: Sequence[str], source: str, required: Sequence[str] = (),
-                 line_offset: int = 2) -> pd.DataFrame:
+                 line_offset: int = 2, physical: bool = True) -> pd.DataFrame:
     """Target columns of a label table as floats (eV), refusing anything that is not a finite number.
 
     ``inf``/``-inf`` and text are refused everywhere; a blank or NaN cell is refused in the
@@ -53,6 +73,7 @@ def check_labels(df: pd.DataFrame, columns: Sequence[str], source: str, required
         df: the table as read (any dtypes; strings are kept when read with ``dtype=str``).
         columns: target columns to check (those present in ``df``).
         required: columns where a missing value is an error.
+        physical: also refuse finite values no measurement gives (:func:`unphysical`: a negative gap, 1e308 eV).
 
     Returns:
         ``df`` with the checked columns converted to float (NaN = not measured).
@@ -61,13 +82,17 @@ def check_labels(df: pd.DataFrame, columns: Sequence[str], source: str, required
     cols = [c for c in columns if c in df.columns]
     vals = {c: pd.to_numeric(df[c], errors="coerce").astype(float) for c in cols}
     blank = {c: df[c].isna() | df[c].astype(str).str.strip().str.lower().isin(_MISSING) for c in cols}
-    bad = {c: (blank[c] & (c in required)) | (~blank[c] & ~np.isfinite(vals[c])) for c in cols}
+    odd = {c: pd.Series(unphysical(c, vals[c]) & physical, index=df.index) & ~blank[c] for c in cols}
+    bad = {c: (blank[c] & (c in required)) | (~blank[c] & ~np.isfinite(vals[c])) | odd[c] for c in cols}
     rows = [i for i in range(len(df)) if any(bad[c].iat[i] for c in cols)]
     if rows:  # the first bad cell in file order (line, then column)
         i = rows[0]
         c = next(c for c in cols if bad[c].iat[i])
         if blank[c].iat[i]:
             raise InvdesignError(f"line {i + line_offset}, column {c}: missing value (a finite number in eV is needed)",
+                                 source=source)
+        if odd[c].iat[i]:
+            raise InvdesignError(f"line {i + line_offset}, column {c}: {df[c].iat[i]!r} {_unphysical_reason(c, vals[c].iat[i])}",
                                  source=source)
         what = "is not a finite number" if np.isinf(vals[c].iat[i]) else "is not a number"
         raise InvdesignError(f"line {i + line_offset}, column {c}: {df[c].iat[i]!r} {what} (eV)", source=source)
@@ -117,7 +142,7 @@ class TableOracle:
         if allow_failures:
             for t in present:
                 vals = pd.to_numeric(df[t], errors="coerce").astype(float)
-                df[t] = vals.where(np.isfinite(vals), np.nan)
+                df[t] = vals.where(np.isfinite(vals) & ~unphysical(t, vals), np.nan)
         else:
             df = check_labels(df, present, source, required=list(needed))
         for t in TARGETS:
@@ -129,6 +154,29 @@ class TableOracle:
         )
         self.host = host
         self.needed = [TARGETS.index(t) for t in needed if t in TARGETS]
+        self.present = present
+        self.lines = {str(k): i + 2 for i, k in enumerate(df["_id"].astype(str))}
+
+    def check_complete(self, ids: Sequence[str], keys: Sequence[str]) -> None:
+        """For ``label``: refuse (one line, before anything is written) an id with no label in the table, by id or
+        canonical key, or whose label lacks a finite value in a target column the table has."""
+        for cid, key in zip(ids, keys):
+            row = self.by_id.get(str(cid))
+            if row is None:
+                row = self.by_key.get(str(key))
+            if row is None:
+                raise InvdesignError(f"no label for {cid!r} ({key}) by id or canonical_key; label every structure",
+                                     source=self.name)
+            miss = [t for t in self.present if not np.isfinite(row[TARGETS.index(t)])]
+            if miss:
+                line = self.lines.get(str(cid))
+                raise InvdesignError(f"{'line ' + str(line) + ': ' if line else ''}the label of {cid!r} has no finite "
+                                     f"{miss[0]} (a missing or NaN value)", source=self.name)
+
+    @property
+    def label_columns(self) -> list[str]:
+        """The target columns the table holds (``label`` writes those, never a column of NaN)."""
+        return list(self.present)
 
     def check_covers(self, ids: Sequence[str], keys: Sequence[str]) -> None:
         """Refuse (one line naming the table) when a candidate has no label in the table, by id or canonical key."""

@@ -65,6 +65,10 @@ def label_cmd(
     if relaxed is not None and not isinstance(orc, AseOracle):
         raise InvdesignError(f"--relaxed needs a relaxing oracle (chgnet, ase), not {oracle}")
     ds = map_structures(structures, h, tol)
+    from invdesign.campaign.oracles import TableOracle
+
+    if isinstance(orc, TableOracle):  # every label there and finite, or refused before anything is written
+        orc.check_complete(list(ds.ids), ds.keys)
     desc = f"labelling with {getattr(orc, 'name', oracle)}" + (f" ({orc.protocol})" if isinstance(orc, AseOracle) else "")
     with task(desc, total=len(ds)) as advance:
         stats = label(ds.occ, list(ds.ids), orc, out, h, executor=executor, relaxed_dir=relaxed,
