@@ -1,7 +1,8 @@
 """The ``invdesign`` command line (typer). Commands live in :mod:`invdesign.commands`.
 
 Every user error (:class:`~invdesign.errors.InvdesignError`, bad option values, missing files)
-ends as one line on stderr and exit status 2; nothing is half-written.
+ends as one line on stderr and exit status 2; nothing is half-written. So does an ``OSError`` (disk full,
+permission, a race) that a command did not turn into an :class:`InvdesignError` naming its path.
 """
 
 from __future__ import annotations
@@ -93,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         rc = app(args=argv, standalone_mode=False, prog_name="invdesign")  # a typer.Exit's code comes back here
     except InvdesignError as exc:
         print(f"invdesign: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permission, a race the command did not name itself: one line, the path
+        where = exc.filename if exc.filename is not None else "?"
+        print(f"invdesign: error: {_one_line(where)}: {_one_line(exc.strerror or exc)}", file=sys.stderr)
         return 2
     except typer.Exit as exc:
         return exc.exit_code

@@ -284,15 +284,25 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     ab = path.absolute()
     _check_parent(ab)
-    fd, tmp = temp_file(ab)
+    try:
+        fd, tmp = temp_file(ab)
+    except OSError as exc:
+        raise InvdesignError(f"cannot write ({_reason(exc)})", source=str(path)) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, ab)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # disk full, permission, a race: one line naming the file, nothing half-written
+            raise InvdesignError(f"cannot write ({_reason(exc)})", source=str(path)) from None
         raise
     return path
+
+
+def _reason(exc: OSError) -> str:
+    """``No space left on device`` (the OS's words, without the path: the caller names it)."""
+    return exc.strerror or exc.__class__.__name__
 
 
 def _write_manifest(folder: Path, command: str, files: list[str], dirs: list[str]) -> None:
@@ -316,37 +326,59 @@ def output_dir(out: str | Path, command: str, overwrite: bool = False) -> Iterat
     check_dir(out, command, overwrite)
     ab = out.absolute()
     existing = ab.is_dir()
-    stage = _temp_dir(ab, f"{_STAGE_IN}{_tag()}.") if existing else _temp_dir(ab.parent, f".{ab.name}.{_tag()}.", ".tmp")
     try:
-        yield stage
-        files, dirs = _entries(stage)
-        files.discard(MANIFEST)
-        if not existing:
-            _write_manifest(stage, command, list(files), list(dirs))
-            os.replace(stage, ab)
-            return
-        check_dir(out, command, overwrite)  # nothing foreign appeared meanwhile
-        old = read_manifest(ab) or {"files": [], "dirs": []}
-        # the manifest lists old and new files while they are swapped, so a crash never leaves unlisted files of ours
-        _write_manifest(ab, command, list(files | set(old["files"])), list(dirs | set(old.get("dirs", []))))
-        for d in sorted(dirs, key=lambda s: s.count(os.sep)):
-            target = ab / d
-            if not target.is_dir():
-                target.mkdir()
-                os.chmod(target, dir_mode())
-        for f in sorted(files):
-            os.replace(stage / f, ab / f)
-        present, present_dirs = _entries(ab)  # walked without following links: nothing under a linked folder is ours
-        for f in (set(old["files"]) - files) & present:
-            target = ab / f
-            if target.is_symlink() or target.is_file():
-                target.unlink(missing_ok=True)
-        for d in sorted((set(old.get("dirs", [])) - dirs) & present_dirs, key=lambda s: -s.count(os.sep)):
-            try:
-                (ab / d).rmdir()
-            except OSError:
-                pass
-        _write_manifest(ab, command, list(files), list(dirs))
+        stage = _temp_dir(ab, f"{_STAGE_IN}{_tag()}.") if existing else _temp_dir(ab.parent, f".{ab.name}.{_tag()}.", ".tmp")
+    except OSError as exc:
+        raise InvdesignError(f"cannot write ({_reason(exc)})", source=str(out)) from None
+    try:
+        try:
+            yield stage
+        except OSError as exc:  # writing the output (disk full, permission): staging removed below, out untouched
+            raise InvdesignError(f"cannot write ({_reason(exc)}); nothing was written", source=str(out)) from None
+        except InvdesignError as exc:  # a file of the staging folder: name it where the user will look for it
+            if exc.source and exc.source.startswith(str(stage) + os.sep):
+                where = out / Path(exc.source).relative_to(stage)
+                raise InvdesignError(f"{exc.reason}; nothing was written", source=str(where)) from None
+            raise
+        try:
+            _finish(stage, ab, out, command, overwrite, existing)
+        except OSError as exc:
+            if not existing and ab.exists():
+                raise InvdesignError("another run created this output meanwhile; nothing of this run was written",
+                                     source=str(out)) from None
+            raise InvdesignError(f"cannot write ({_reason(exc)})", source=str(out)) from None
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)
+
+
+def _finish(stage: Path, ab: Path, out: Path, command: str, overwrite: bool, existing: bool) -> None:
+    """Move the staged output into place (the second half of :func:`output_dir`)."""
+    files, dirs = _entries(stage)
+    files.discard(MANIFEST)
+    if not existing:
+        _write_manifest(stage, command, list(files), list(dirs))
+        os.replace(stage, ab)
+        return
+    check_dir(out, command, overwrite)  # nothing foreign appeared meanwhile
+    old = read_manifest(ab) or {"files": [], "dirs": []}
+    # the manifest lists old and new files while they are swapped, so a crash never leaves unlisted files of ours
+    _write_manifest(ab, command, list(files | set(old["files"])), list(dirs | set(old.get("dirs", []))))
+    for d in sorted(dirs, key=lambda s: s.count(os.sep)):
+        target = ab / d
+        if not target.is_dir():
+            target.mkdir()
+            os.chmod(target, dir_mode())
+    for f in sorted(files):
+        os.replace(stage / f, ab / f)
+    present, present_dirs = _entries(ab)  # walked without following links: nothing under a linked folder is ours
+    for f in (set(old["files"]) - files) & present:
+        target = ab / f
+        if target.is_symlink() or target.is_file():
+            target.unlink(missing_ok=True)
+    for d in sorted((set(old.get("dirs", [])) - dirs) & present_dirs, key=lambda s: -s.count(os.sep)):
+        try:
+            (ab / d).rmdir()
+        except OSError:
+            pass
+    _write_manifest(ab, command, list(files), list(dirs))

@@ -3,6 +3,7 @@ written, or gives the correct result; no hang, no traceback, no NaN in an output
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import tarfile
@@ -321,3 +322,109 @@ def test_campaign_table_oracle_unphysical_labels_fail_with_allow_failures(tmp_pa
         st = c.status()
         obs = c.observations()
     assert st["failed"] == 1 and st["evaluations"] == 5 and (obs["homo_lumo_gap"] >= 0).all()
+
+
+# ---------------------------------------------------------------------- (d) faults while writing; refusals before writes
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _leftovers(root: Path) -> list[str]:
+    return sorted(p.name for p in root.rglob("*") if p.name.endswith(".tmp") or ".invdesign-tmp." in p.name)
+
+
+def test_disk_full_writing_a_file_is_one_line_naming_it(tmp_path, capsys, pool, monkeypatch):
+    monkeypatch.setattr(os, "replace", _enospc)
+    out = tmp_path / "k.csv"
+    code, err = _run(capsys, ["canon", pool, "--out", out])
+    assert code == 2 and str(out) in err and "No space left on device" in err
+    assert not out.exists() and not _leftovers(tmp_path)
+
+
+def test_disk_full_filling_an_output_folder_removes_the_staging(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(os, "replace", _enospc)
+    out, csv = tmp_path / "cifs", tmp_path / "e.csv"
+    code, err = _run(capsys, ["enumerate", "--max-defects", "1", "--out", csv, "--structures", out])
+    assert code == 2 and "No space left on device" in err and str(out) in err and ".tmp" not in err, err
+    assert not out.exists() and not csv.exists() and not _leftovers(tmp_path)
+
+
+def test_a_concurrent_run_creating_the_same_output_is_one_line(tmp_path):
+    from invdesign.errors import InvdesignError
+    from invdesign.outputs import output_dir
+
+    out = tmp_path / "run"
+    with pytest.raises(InvdesignError, match="another run created this output meanwhile"):
+        with output_dir(out, "design") as stage:
+            (stage / "candidates.csv").write_text("id\n")
+            out.mkdir()  # the other run renamed its folder into place first
+            (out / "candidates.csv").write_text("theirs\n")
+    assert (out / "candidates.csv").read_text() == "theirs\n" and not _leftovers(tmp_path)
+
+
+def test_an_unnamed_os_error_is_one_line(tmp_path, capsys, pool, monkeypatch):
+    import invdesign.data.dataset as dataset
+
+    def denied(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied", "/somewhere/s0.cif")
+
+    monkeypatch.setattr(dataset, "map_structures", denied)
+    code, err = _run(capsys, ["canon", pool, "--out", tmp_path / "k.csv"])
+    assert code == 2 and "/somewhere/s0.cif: Permission denied" in err
+
+
+@pytest.mark.parametrize("text", ["name,value\nmy data", "name,value", "name,value\nmy data\n"])
+def test_label_never_changes_a_foreign_csv(tmp_path, capsys, pool, text):
+    table = _label_table(pool, tmp_path / "F.csv")
+    notes = tmp_path / "notes.csv"
+    notes.write_text(text)
+    code, err = _run(capsys, ["label", pool, "--oracle", f"table:{table}", "--out", notes])
+    assert code == 2 and "not a label file" in err
+    assert notes.read_text() == text
+
+
+def test_label_resumes_after_a_torn_row_or_header(tmp_path, capsys, pool):
+    table = _label_table(pool, tmp_path / "F.csv")
+    out = tmp_path / "l.csv"
+    assert _run(capsys, ["label", pool, "--oracle", f"table:{table}", "--out", out])[0] == 0
+    full = out.read_text()
+    out.write_text(full[: full.index("\n", full.index("\n") + 1) + 5])  # header, one row, a torn row
+    assert _run(capsys, ["label", pool, "--oracle", f"table:{table}", "--out", out])[0] == 0
+    assert sorted(pd.read_csv(out)["id"]) == sorted(pd.read_csv(table)["_id"])
+    out.write_text("id,canon")  # killed while writing the header
+    assert _run(capsys, ["label", pool, "--oracle", f"table:{table}", "--out", out])[0] == 0
+    assert len(pd.read_csv(out)) == 6
+
+
+def test_campaign_commands_never_change_a_foreign_sqlite_file(tmp_path, capsys):
+    import hashlib
+    import sqlite3
+
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE notes (x TEXT)")
+    con.execute("INSERT INTO notes VALUES ('mine')")
+    con.commit()
+    con.close()
+    digest = hashlib.sha256(other.read_bytes()).hexdigest()
+    for argv in (["campaign", "suggest", "--db", other], ["campaign", "observe", "--db", other, "--from", other],
+                 ["campaign", "run", "--db", other, "--budget", "1"], ["campaign", "status", "--db", other]):
+        code, err = _run(capsys, argv)
+        assert code == 2 and "not a campaign database" in err, (argv, err)
+        assert hashlib.sha256(other.read_bytes()).hexdigest() == digest
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["other.sqlite"]
+    con = sqlite3.connect(other)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    con.close()
+
+
+def test_refusals_come_before_any_write(tmp_path, capsys, pool):
+    db = tmp_path / "c.sqlite"
+    code, err = _run(capsys, ["campaign", "run", "--db", db, "--pool", pool, "--features", "pairs",
+                              "--target", "homo_lumo_gap=1:2", "--oracle", "surrogate"])
+    assert code == 2 and "--budget or --until-hits" in err and not db.exists()
+    table = _label_table(pool, tmp_path / "F.csv")
+    for spec in ("dask://", "dask://:8786", "dask://host"):
+        code, err = _run(capsys, ["label", pool, "--oracle", f"table:{table}", "--out", tmp_path / "l.csv",
+                                  "--executor", spec])
+        assert code == 2 and "dask://host:port" in err and not (tmp_path / "l.csv").exists()

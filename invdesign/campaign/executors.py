@@ -46,7 +46,13 @@ def _workers(arg: str, default: int) -> int:
 def check_spec(spec: str) -> str:
     """Validate an executor spec without starting anything."""
     kind, _, arg = spec.partition(":")
-    if spec.startswith("dask://") or spec == "auto" or spec == "inline":
+    if spec.startswith("dask://"):
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9._\-\[\]:]+:\d{1,5}", spec[len("dask://"):]):
+            raise InvdesignError(f"executor {spec!r} needs a scheduler address, dask://host:port (e.g. dask://10.0.0.5:8786)")
+        return spec
+    if spec == "auto" or spec == "inline":
         return spec
     if kind in ("thread", "process", "dask-local"):
         _workers(arg, 1)

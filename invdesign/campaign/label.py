@@ -21,6 +21,7 @@ import os
 import pickle
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -100,20 +101,43 @@ def evaluate_many(occ: np.ndarray, ids: Sequence[str], oracle, executor: str = "
 
 
 def read_done(out: Path, columns: list[str]) -> set[str]:
-    """Ids already in a label file written for these ``columns`` (a torn last line is dropped)."""
+    """Ids already in a label file written for these ``columns`` (a torn last line is dropped).
+
+    The header is checked before anything is changed: a file that is not a label file of this oracle
+    is refused untouched (a torn last line is cut only from a file that is ours).
+    """
     if not out.exists():
         return set()
-    text = out.read_text()
+    try:
+        text = out.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvdesignError(f"cannot read ({exc.__class__.__name__})", source=str(out)) from None
     if not text:
         return set()
+    header_line = ",".join(columns)
+    if "\n" not in text and header_line.startswith(text):  # killed while writing the header: ours, empty
+        out.write_text("")
+        return set()
+    first = next(csv.reader([text.split("\n", 1)[0]]), [])
+    if first != columns:
+        raise InvdesignError(f"exists with columns {first}, not a label file of this oracle "
+                             f"({columns}); choose another --out", source=str(out))
     if not text.endswith("\n"):  # killed while writing a row: drop the partial row (this file is ours)
         text = text[: text.rfind("\n") + 1]
         out.write_text(text)
     rows = list(csv.reader(text.splitlines()))
-    if not rows or rows[0] != columns:
-        raise InvdesignError(f"exists with columns {rows[0] if rows else []}, not a label file of this oracle "
-                             f"({columns}); choose another --out", source=str(out))
     return {r[0] for r in rows[1:] if r}
+
+
+@contextmanager
+def _appending(out: Path):
+    """``out`` opened for appending; an OSError (disk full, permission) ends as one line naming it."""
+    try:
+        with open(out, "a", newline="") as fh:
+            yield fh
+    except OSError as exc:
+        raise InvdesignError(f"cannot write ({exc.strerror or exc.__class__.__name__}); the rows written so far "
+                             "are kept and a rerun resumes", source=str(out)) from None
 
 
 def _fmt(v) -> str:
@@ -176,7 +200,8 @@ def label(
     new_file = not out.exists() or out.stat().st_size == 0
     written: set[str] = set(done)
     t0 = time.perf_counter()
-    with open(out, "a", newline="") as fh, make_executor(spec, cheap=getattr(oracle, "cheap", False)) as ex:
+    # the executor first: one that cannot start (a Dask scheduler not there) leaves no file behind
+    with make_executor(spec, cheap=getattr(oracle, "cheap", False)) as ex, _appending(out) as fh:
         w = csv.writer(fh, lineterminator="\n")
         if new_file:
             w.writerow(columns)

@@ -99,16 +99,20 @@ class Store:
             raise InvdesignError("no campaign database here (create one with `invdesign campaign init`)", source=str(path))
         if path.stat().st_size == 0:
             raise InvdesignError("not a campaign database (empty file)", source=str(path))
-        store = cls(path, cls._connect_readonly(path) if readonly else cls._connect(path))
+        # recognised read-only first: a foreign SQLite file is refused unchanged (never switched to WAL)
+        probe = cls(path, cls._connect_readonly(path))
         try:
-            version = store.get_meta("schema_version")
+            version = probe.get_meta("schema_version")
         except sqlite3.DatabaseError as exc:
-            store.close()
+            probe.close()
             raise InvdesignError(f"not a campaign database ({exc})", source=str(path)) from None
         if version is None:
-            store.close()
+            probe.close()
             raise InvdesignError("not a campaign database (no config)", source=str(path))
-        return store
+        if readonly:
+            return probe
+        probe.close()
+        return cls(path, cls._connect(path))
 
     @classmethod
     def create(cls, path: str | Path, config: dict, candidates: pd.DataFrame, occ: np.ndarray,

@@ -190,9 +190,15 @@ def run(
     from invdesign.campaign import Campaign, Target
     from invdesign.campaign.campaign import absolute_path, absolute_spec
 
+    if not (db.exists() and db.stat().st_size > 0) and budget is None and until_hits is None:
+        raise InvdesignError("give --budget or --until-hits (or both) so that the campaign can stop; nothing was created",
+                             source=str(db))
     if db.exists() and db.stat().st_size > 0:
         c = Campaign.open(db)
         cfg = c.config
+        if budget is None and until_hits is None and cfg.get("budget") is None and cfg.get("until_hits") is None:
+            c.close()
+            raise InvdesignError("give --budget or --until-hits (or both) so that the campaign can stop", source=str(db))
         if target or minimise or maximise:
             given = Target.from_cli(target, minimise, maximise, threshold)
             if given.to_dict() != c.target.to_dict():
