@@ -428,3 +428,105 @@ def test_refusals_come_before_any_write(tmp_path, capsys, pool):
         code, err = _run(capsys, ["label", pool, "--oracle", f"table:{table}", "--out", tmp_path / "l.csv",
                                   "--executor", spec])
         assert code == 2 and "dask://host:port" in err and not (tmp_path / "l.csv").exists()
+
+
+# ---------------------------------------------------------------------- (e) a campaign database is data
+def _edit(db: Path, sql: str, *params) -> None:
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    con.execute(sql, params)
+    con.commit()
+    con.close()
+
+
+@pytest.mark.parametrize("bad", ["../../escaped/PWNED", "/tmp/abs", "new\nline", ""])
+def test_suggest_never_writes_outside_its_folder_for_crafted_ids(tmp_path, capsys, campaign_db, bad):
+    import shutil
+
+    db = tmp_path / "w" / "c.sqlite"
+    db.parent.mkdir()
+    shutil.copy(campaign_db, db)
+    _edit(db, "UPDATE candidates SET id = ? WHERE idx = 0", bad)
+    sug = tmp_path / "w" / "sug"
+    code, err = _run(capsys, ["campaign", "suggest", "--db", db, "-n", "6", "--structures", sug])
+    assert code == 2 and "candidate id" in err and "nothing was suggested" in err, err
+    assert not sug.exists() and not (tmp_path / "escaped").exists()
+    from invdesign.campaign import Campaign
+
+    with Campaign.open(db, readonly=True) as c:
+        assert c.status()["pending"] == 0
+
+
+def test_a_stored_code_oracle_runs_only_when_named_again(tmp_path, capsys, pool, monkeypatch):
+    marker = tmp_path / "ran"
+    (tmp_path / "evilmod.py").write_text(
+        "from pathlib import Path\n"
+        f"Path({str(marker)!r}).write_text('x')\n"
+        "def f(structure):\n    return (1.0, 1.0)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    db = tmp_path / "c.sqlite"
+    assert _run(capsys, ["campaign", "init", "--db", db, "--pool", pool, "--features", "pairs",
+                         "--target", "homo_lumo_gap=1:2", "--oracle", "surrogate"])[0] == 0
+    import json
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    cfg = json.loads(con.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0])
+    con.close()
+    cfg["oracle"] = "python:evilmod:f"
+    _edit(db, "UPDATE meta SET value = ? WHERE key = 'config'", json.dumps(cfg))
+    code, err = _run(capsys, ["campaign", "run", "--db", db, "--max-steps", "1", "--budget", "2"])
+    assert code == 2 and "imports and runs code" in err and "--trust-db" in err
+    assert not marker.exists()
+    code, err = _run(capsys, ["campaign", "run", "--db", db, "--max-steps", "1", "--budget", "2",
+                              "--oracle", "python:evilmod:f"])
+    assert code == 0 and marker.exists(), err
+
+
+def test_campaign_creation_is_atomic(tmp_path, monkeypatch, pool):
+    from invdesign.campaign import Campaign, Target
+    from invdesign.campaign.store import Store
+
+    db = tmp_path / "c.sqlite"
+    boom = RuntimeError("killed mid-creation")
+
+    seen = []
+
+    def dying(self, c, name, arr):  # a SIGKILL here would leave whatever is at the name now
+        seen.append(db.exists())
+        raise boom
+
+    monkeypatch.setattr(Store, "_put_array", dying)
+    with pytest.raises(RuntimeError):
+        Campaign.create(db, Target(window={"homo_lumo_gap": (1.0, 2.0)}), [pool], features="pairs")
+    assert seen == [False]  # built under a temporary name: nothing at the name until complete
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # and no temporary left
+
+
+def test_a_half_created_database_is_recreated(tmp_path, capsys, pool):
+    import sqlite3
+
+    db = tmp_path / "c.sqlite"
+    con = sqlite3.connect(db)  # what a kill during creation left before: WAL mode, no tables
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE t (x)")
+    con.execute("DROP TABLE t")
+    con.commit()
+    con.close()
+    assert db.stat().st_size > 0
+    base = ["--db", db, "--pool", pool, "--features", "pairs", "--target", "homo_lumo_gap=1:2"]
+    assert _run(capsys, ["campaign", "init", *base])[0] == 0
+    code, out = _run(capsys, ["campaign", "status", "--db", db])
+    assert code == 0
+    db.unlink()
+    for s in ("-wal", "-shm"):
+        Path(str(db) + s).unlink(missing_ok=True)
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE t (x)")
+    con.execute("DROP TABLE t")
+    con.commit()
+    con.close()
+    code, err = _run(capsys, ["campaign", "run", *base, "--oracle", "surrogate", "--budget", "2"])
+    assert code == 0, err

@@ -29,6 +29,7 @@ from invdesign.errors import InvdesignError
 from invdesign.lattice.host import HostLattice
 
 ACQUISITIONS = ("auto", "pwin", "ei", "random")
+CODE_ORACLES = ("python", "ase")  # oracle kinds that import a module: never run from a stored spec alone
 MAX_COUNT = 10**9  # batch, budget, until-hits, generate: beyond this no campaign ends
 
 
@@ -149,7 +150,7 @@ class Campaign:
         from invdesign.campaign.oracles import make_oracle
 
         db = Path(db)
-        if db.exists() and db.stat().st_size > 0:
+        if db.exists() and db.stat().st_size > 0 and not Store.blank(db):
             raise InvdesignError("a campaign database already exists here (use `run` to resume it)", source=str(db))
         # every path is stored absolute: the campaign resumes from any working folder
         oracle = absolute_spec(oracle) if isinstance(oracle, str) else oracle
@@ -547,7 +548,7 @@ class Campaign:
 
     def run(self, oracle=None, *, until_hits: int | None = None, budget: int | None = None,
             executor: str | None = None, max_steps: int | None = None, progress: bool = True,
-            allow_failures: bool = False) -> dict:
+            allow_failures: bool = False, trust_stored_code: bool = False) -> dict:
         """Suggest-evaluate-observe until ``until_hits`` hits or ``budget`` evaluations (resumes pending work).
 
         Args:
@@ -557,6 +558,9 @@ class Campaign:
             max_steps: stop after this many suggest steps in this call.
             allow_failures: record bad labels (non-finite, missing) and oracle input errors as failed
                 evaluations (counted in :meth:`status`) instead of stopping with the error.
+            trust_stored_code: run a stored oracle that imports code (``python:``, ``ase:``). A campaign file
+                is data (one received from someone else may name any module): such an oracle runs only
+                when it is passed again as ``oracle`` or with this flag (``--trust-db``).
 
         Returns:
             :meth:`status`.
@@ -568,6 +572,9 @@ class Campaign:
             if not self.config.get("oracle"):
                 raise InvdesignError("this campaign has no oracle; give one (--oracle table:F.csv, surrogate, chgnet:MU.json)")
             oracle = self.config["oracle"]
+            if str(oracle).partition(":")[0] in CODE_ORACLES and not trust_stored_code:
+                raise InvdesignError(f"the campaign's stored oracle {oracle} imports and runs code; name it again "
+                                     f"(--oracle {oracle}) or give --trust-db to run it", source=str(self.store.path))
         if isinstance(oracle, str):
             oracle = make_oracle(absolute_spec(oracle, self.store.path.absolute().parent), self.host,
                                  needed=self.target.names, allow_failures=allow_failures)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -55,6 +56,22 @@ def _same(a: float | None, b: float | None, tol: float = 1e-9) -> bool:
     if fa is None or fb is None:
         return fa is None and fb is None
     return abs(fa - fb) <= tol * max(1.0, abs(fa), abs(fb))
+
+
+def _clean_stale_builds(path: Path) -> None:
+    """Remove databases (and their -wal/-shm) that killed runs left half-built next to ``path``."""
+    from invdesign.outputs import _stale
+
+    prefix = f".{path.name}."
+    try:
+        siblings = list(path.absolute().parent.iterdir())
+    except OSError:
+        return
+    for p in siblings:
+        n = p.name
+        for end in (".tmp", ".tmp-wal", ".tmp-shm", ".tmp-journal"):
+            if n.startswith(prefix) and n.endswith(end) and _stale(n[len(prefix): -len(end)]):
+                p.unlink(missing_ok=True)
 
 
 def _nan_to_none(v) -> float | None:
@@ -114,6 +131,30 @@ class Store:
         probe.close()
         return cls(path, cls._connect(path))
 
+    @staticmethod
+    def blank(path: str | Path) -> bool:
+        """True for an SQLite file holding no table at all: what a run killed while creating its database left
+        (before creation was atomic). It holds no data, so ``init``/``run`` recreate it."""
+        path = Path(path)
+        if not path.is_file() or path.is_symlink() or path.stat().st_size == 0:
+            return False
+        with open(path, "rb") as fh:
+            if fh.read(16) != b"SQLite format 3\x00":
+                return False
+        try:
+            conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True, timeout=5.0)
+            try:
+                return conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError:
+            return False
+
+    @staticmethod
+    def _remove(path: Path) -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+
     @classmethod
     def create(cls, path: str | Path, config: dict, candidates: pd.DataFrame, occ: np.ndarray,
                arrays: dict[str, np.ndarray]) -> Store:
@@ -128,9 +169,16 @@ class Store:
         parent = path.parent if str(path.parent) else Path(".")
         if not parent.is_dir():
             raise InvdesignError("folder does not exist", source=str(parent))
-        if path.exists() and path.stat().st_size > 0:
+        if path.exists() and path.stat().st_size > 0 and not cls.blank(path):
             raise InvdesignError("a campaign database already exists here", source=str(path))
-        store = cls(path, cls._connect(path))
+        # built under a hidden temporary name and renamed when complete: a kill at any moment leaves either
+        # no database or a whole one (and the next run removes the temporary files of dead processes)
+        _clean_stale_builds(path)
+        from invdesign.outputs import temp_file
+
+        fd, tmp = temp_file(path.absolute())
+        os.close(fd)
+        store = cls(tmp, cls._connect(tmp))
         try:
             with store.transaction() as c:
                 for stmt in _SCHEMA.strip().split(";"):
@@ -147,15 +195,27 @@ class Store:
                 store._set_meta(c, "step", "0")
                 store._set_meta(c, "created", repr(time.time()))
                 store._set_meta(c, "schema_version", SCHEMA_VERSION)
+            store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            store.close()  # the last connection: its WAL is folded into the file
+            if path.exists() and path.stat().st_size > 0 and not cls.blank(path):
+                raise InvdesignError("another run created a campaign database here meanwhile", source=str(path))
+            if path.exists():
+                cls._remove(path)  # a blank leftover
+            try:
+                os.link(tmp, path)  # never replaces a database another run put there meanwhile
+            except FileExistsError:
+                raise InvdesignError("another run created a campaign database here meanwhile", source=str(path)) from None
+            except OSError:  # a file system without hard links
+                os.replace(tmp, path)
+            cls._remove(tmp)
         except BaseException:
             store.close()
-            for suffix in ("", "-wal", "-shm"):
-                Path(str(path) + suffix).unlink(missing_ok=True)
+            cls._remove(tmp)
             raise
-        return store
+        return cls(path, cls._connect(path))
 
     def close(self) -> None:
-        self.conn.close()
+        self.conn.close()  # closing twice is harmless
 
     def __enter__(self) -> Store:
         return self

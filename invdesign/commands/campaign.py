@@ -91,6 +91,12 @@ def suggest(
         check_out_dir(structures, "campaign suggest --structures", overwrite)
     with Campaign.open(db) as c:
         st_batch = int(c.config["batch"])
+        if structures is not None:  # ids come from the database (data, not trusted): file names inside the folder only
+            from invdesign.data.readers import check_id
+
+            for cid in c.candidates[0]["id"]:
+                check_id(str(cid), str(db), "candidate id", "{reason}, so it cannot name a file (was the database "
+                         "edited?); nothing was suggested")
         df = c.suggest(n)
         if out is not None:
             sheet = df.copy()
@@ -185,15 +191,21 @@ def run(
         False, "--allow-failures",
         help="Record bad labels (inf, NaN, text, missing ids in a table oracle) as failed evaluations instead of stopping; "
              "failures are counted and reported, and the exit status is 1 when nothing could be evaluated."),
+    trust_db: bool = typer.Option(
+        False, "--trust-db",
+        help="Run the oracle stored in the database even if it imports code (python:, ase:); otherwise such an "
+             "oracle runs only when --oracle names it again."),
 ) -> None:
     """Run (or resume) a campaign until --until-hits hits or --budget evaluations."""
     from invdesign.campaign import Campaign, Target
     from invdesign.campaign.campaign import absolute_path, absolute_spec
+    from invdesign.campaign.store import Store
 
-    if not (db.exists() and db.stat().st_size > 0) and budget is None and until_hits is None:
+    exists = db.exists() and db.stat().st_size > 0 and not Store.blank(db)  # a blank file: a killed creation, recreated
+    if not exists and budget is None and until_hits is None:
         raise InvdesignError("give --budget or --until-hits (or both) so that the campaign can stop; nothing was created",
                              source=str(db))
-    if db.exists() and db.stat().st_size > 0:
+    if exists:
         c = Campaign.open(db)
         cfg = c.config
         if budget is None and until_hits is None and cfg.get("budget") is None and cfg.get("until_hits") is None:
@@ -225,7 +237,7 @@ def run(
         before = c.status()["evaluations"]
         failed_before = c.status()["failed"]
         st = c.run(oracle or None, until_hits=until_hits, budget=budget, executor=executor, max_steps=max_steps,
-                   allow_failures=allow_failures)
+                   allow_failures=allow_failures, trust_stored_code=trust_db)
     new = st["evaluations"] - before
     console.print(
         f"{'resumed' if resumed else 'ran'} {db}: {st['evaluations']} evaluations ({new} new), "

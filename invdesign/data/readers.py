@@ -84,7 +84,7 @@ def _stem(name: str) -> str:
     return base
 
 
-def check_id(cid: str, source: str) -> str:
+def check_id(cid: str, source: str, what: str = "structure id", fix: str = "(the file name's stem) {reason}; rename the file") -> str:
     """``cid`` when it is usable as a file name (ids become ``structures/<id>.cif``); one line otherwise.
 
     Refused: empty, ``.``/``..`` or a leading dot (hidden), a path separator, a control character
@@ -102,7 +102,7 @@ def check_id(cid: str, source: str) -> str:
     elif len(cid) > MAX_ID_CHARS:
         reason = f"is longer than {MAX_ID_CHARS} characters"
     if reason:
-        raise InvdesignError(f"structure id {cid[:60]!r} (the file name's stem) {reason}; rename the file", source=source)
+        raise InvdesignError(f"{what} {cid[:60]!r} " + fix.format(reason=reason), source=source)
     return cid
 
 
