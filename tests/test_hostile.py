@@ -530,3 +530,59 @@ def test_a_half_created_database_is_recreated(tmp_path, capsys, pool):
     con.close()
     code, err = _run(capsys, ["campaign", "run", *base, "--oracle", "surrogate", "--budget", "2"])
     assert code == 0, err
+
+
+# ---------------------------------------------------------------------- (f) dead workers
+def test_rows_lost_by_a_dead_worker_are_retried_and_the_run_fails(tmp_path, capsys, pool, monkeypatch):
+    marker = tmp_path / "first-run-done"
+    (tmp_path / "dying_oracle.py").write_text(
+        "import os\nfrom pathlib import Path\n"
+        "def f(structure):\n"
+        f"    if not Path({str(marker)!r}).exists():\n"
+        "        os._exit(1)  # the worker dies (as by SIGKILL or the OOM killer)\n"
+        "    return (1.0, 0.5)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "l.csv"
+    argv = ["label", pool, "--oracle", "python:dying_oracle:f", "--out", out, "--executor", "process:1"]
+    capsys.readouterr()
+    assert main([str(a) for a in argv]) == 1
+    err = capsys.readouterr().err
+    assert "6 structure(s) were lost by the executor" in err and "rerun" in err and "Traceback" not in err
+    first = pd.read_csv(out, keep_default_na=False)
+    assert len(first) == 6 and first["error"].str.startswith("infrastructure: BrokenProcessPool").all()
+    marker.write_text("x")
+    code, err = _run(capsys, argv)
+    assert code == 0, err
+    df = pd.read_csv(out, keep_default_na=False)
+    assert sorted(df["id"]) == sorted(first["id"]) and (df["error"] == "").all()  # each id once, labelled
+
+
+def test_pool_workers_die_with_their_parent(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import os, sys, time\n"
+        "from invdesign.campaign.executors import make_executor\n"
+        "with make_executor('process:1') as ex:\n"
+        "    print(ex.submit(os.getpid).result(), flush=True)\n"
+        "    time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(p.stdout.readline())
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(10)
+        for _ in range(100):
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            pytest.fail("the pool worker outlived its parent")
+    finally:
+        if p.poll() is None:
+            p.kill()

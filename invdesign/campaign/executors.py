@@ -31,6 +31,24 @@ class InlineExecutor(cf.Executor):
         return fut
 
 
+def die_with_parent(parent: int) -> None:
+    """Pool worker initializer: the worker is killed when the process that started the pool dies (even by
+    SIGKILL, which runs no clean-up), so no orphan keeps working or holds the resource tracker alive."""
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the line above
+        os._exit(1)
+
+
 def _workers(arg: str, default: int) -> int:
     if not arg:
         return default
@@ -103,7 +121,8 @@ def make_executor(spec: str = "auto", cheap: bool = False, processes: bool = Tru
         with cf.ThreadPoolExecutor(_workers(arg, default_n)) as ex:
             yield ex
     elif kind == "process":
-        with cf.ProcessPoolExecutor(_workers(arg, default_n), mp_context=mp.get_context("spawn")) as ex:
+        with cf.ProcessPoolExecutor(_workers(arg, default_n), mp_context=mp.get_context("spawn"),
+                                    initializer=die_with_parent, initargs=(os.getpid(),)) as ex:
             yield ex
     elif kind == "dask-local":
         from dask.distributed import Client, LocalCluster

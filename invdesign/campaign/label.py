@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import csv
 import hashlib
+import io
 import math
 import os
 import pickle
@@ -75,14 +76,24 @@ def _token(oracle) -> str:
         return f"id:{id(oracle)}"
 
 
+INFRA = "infrastructure: "  # error prefix of a row whose call was lost (dead worker, cancelled future): retried on rerun
+
+
 def _run(ex: cf.Executor, token: str, oracle, occ: np.ndarray, ids: Sequence[str], todo: Sequence[int]):
-    """Yield ``(id, outputs, seconds, error)`` for rows ``todo`` of ``occ`` as their calls finish."""
+    """Yield ``(id, outputs, seconds, error)`` for rows ``todo`` of ``occ`` as their calls finish.
+
+    An oracle error comes back from :func:`_task` as the error text; an exception of the future itself
+    is the infrastructure's (a dead pool worker: BrokenProcessPool; Dask: CancelledError, KilledWorker),
+    marked :data:`INFRA` so that a rerun labels that row again.
+    """
     futures = {ex.submit(_task, token, oracle, np.asarray(occ[i]), ids[i]): ids[i] for i in todo}
     for fut in cf.as_completed(futures):
         try:
             yield fut.result()
-        except Exception as exc:  # noqa: BLE001 - e.g. Dask KilledWorker after its retries
-            yield futures[fut], {}, float("nan"), f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+        except BaseException as exc:  # noqa: BLE001 - CancelledError is a BaseException
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            yield futures[fut], {}, float("nan"), INFRA + f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
 
 
 def evaluate_many(occ: np.ndarray, ids: Sequence[str], oracle, executor: str = "auto",
@@ -126,7 +137,14 @@ def read_done(out: Path, columns: list[str]) -> set[str]:
         text = text[: text.rfind("\n") + 1]
         out.write_text(text)
     rows = list(csv.reader(text.splitlines()))
-    return {r[0] for r in rows[1:] if r}
+    lost = [r for r in rows[1:] if r and r[-1].startswith(INFRA)]
+    if lost:  # rows whose worker died: dropped (atomically) so that this run labels them again, each id once
+        from invdesign.io import atomic_write_text
+
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows([rows[0], *(r for r in rows[1:] if r and not r[-1].startswith(INFRA))])
+        atomic_write_text(out, buf.getvalue())
+    return {r[0] for r in rows[1:] if r and not r[-1].startswith(INFRA)}
 
 
 @contextmanager
@@ -168,7 +186,8 @@ def label(
         on_row: called as ``on_row(n)`` with ``n`` structures newly accounted for (first the skipped ones; progress).
 
     Returns:
-        ``{"total", "skipped", "labelled", "failed", "seconds"}`` for this run.
+        ``{"total", "skipped", "labelled", "failed", "lost", "seconds"}`` for this run (``lost``: rows whose
+        call the infrastructure lost, a dead worker or a cancelled future; a rerun labels them again).
     """
     from invdesign.campaign.executors import make_executor, resolve
     from invdesign.io import atomic_write_text
@@ -192,7 +211,7 @@ def label(
     rdir = Path(relaxed_dir) if relaxed_dir is not None else None
     if rdir is not None:
         rdir.mkdir(parents=True, exist_ok=True)
-    stats = {"total": len(ids), "skipped": len(ids) - len(todo), "labelled": 0, "failed": 0, "seconds": 0.0}
+    stats = {"total": len(ids), "skipped": len(ids) - len(todo), "labelled": 0, "failed": 0, "lost": 0, "seconds": 0.0}
     if on_row is not None and stats["skipped"]:
         on_row(stats["skipped"])
     if not todo:
@@ -220,6 +239,7 @@ def label(
             written.add(cid)
             stats["labelled"] += 1
             stats["failed"] += bool(err)
+            stats["lost"] += err.startswith(INFRA)
             if on_row is not None:
                 on_row(1)
     stats["seconds"] = time.perf_counter() - t0

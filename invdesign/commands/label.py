@@ -76,6 +76,12 @@ def label_cmd(
     console.print(
         f"{stats['labelled']} labelled ({stats['failed']} failed), {stats['skipped']} already in {out}; "
         f"{stats['total']} structures, {stats['seconds']:.1f} s", highlight=False)
+    if stats.get("lost"):  # a dead worker or a cancelled future: not the oracle's answer, so not final
+        import sys
+
+        print(f"invdesign: error: {stats['lost']} structure(s) were lost by the executor (a worker died or a call was "
+              f"cancelled); rerun the same command to label them", file=sys.stderr)
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
