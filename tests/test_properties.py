@@ -289,6 +289,52 @@ def test_perturbed_structures(capsys, host, sigma, seed, drop, scale):
         shutil.rmtree(root, ignore_errors=True)
 
 
+# ---------------------------------------------------------------------- option values and campaign databases
+_opt = st.one_of(st.integers(-3, 10**6), st.sampled_from([2**64, 2**63, -(2**63)]),
+                 st.floats(allow_nan=True, allow_infinity=True).map(repr), st.sampled_from(["nan", "inf", "1e400"]))
+
+
+@settings(max_examples=16, **SETTINGS)
+@given(option=st.sampled_from(["-n", "--diversity", "--seed", "--samples", "--max-defects", "--min-defects",
+                               "--check-top"]), value=_opt)
+def test_design_option_values(capsys, option, value):
+    """Any value of a numeric design option: refused in one line before any model loads, or a valid value
+    (the run then stops at the missing pool, also in one line)."""
+    root = _work()
+    try:
+        argv = ["design", "--target", "homo_lumo_gap=1:2", option, str(value), "--pool", str(root / "missing"),
+                "--out", str(root / "out")]
+        code, _ = _run(capsys, argv, root, "design option values")
+        assert code == 2 and not (root / "out").exists()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@settings(max_examples=12, **SETTINGS)
+@given(cid=st.one_of(st.text(max_size=12), st.sampled_from(["../x", "/tmp/x", "a/b", "..", ".", "", "a\nb", "ok-id"])))
+def test_campaign_database_ids(capsys, template_db, cid):
+    """A candidate id edited in the database: suggest --structures writes only inside its folder, or refuses
+    in one line with nothing recorded."""
+    import sqlite3
+
+    root = _work()
+    try:
+        db = root / "c.sqlite"
+        shutil.copy(template_db, db)
+        con = sqlite3.connect(db)
+        con.execute("UPDATE candidates SET id = ? WHERE idx = 0", (cid,))
+        con.commit()
+        con.close()
+        argv = ["campaign", "suggest", "--db", str(db), "-n", "6", "--structures", str(root / "sug")]
+        code, _ = _run(capsys, argv, root, "campaign database ids", changes=("c.sqlite", "c.sqlite-wal", "c.sqlite-shm"))
+        outside = [p for p in root.rglob("*") if p.suffix == ".cif" and root / "sug" not in p.parents]
+        assert not outside and not (Path("/tmp") / "x.cif").exists()
+        if code == 0:
+            assert len(list((root / "sug").glob("*.cif"))) == 6
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def test_zz_cases_tried():
     """How many generated cases the properties above ran (printed with ``-s``; at least one each)."""
     print("hypothesis cases tried:", json.dumps(TRIED), "total", sum(TRIED.values()))
