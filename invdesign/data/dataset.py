@@ -144,8 +144,8 @@ def map_raw(raws: Iterable[RawStructure], host: HostLattice, tol: float = DEFAUL
     mapper = get_mapper(host)
     ids, rows = [], []
     for raw in raws:
-        mapper.check_cell(raw.lattice, raw.source)
-        rows.append(mapper.map_atoms(raw.species, raw.frac, source=raw.source, tol=tol))
+        frac = mapper.host_frac(raw.lattice, raw.frac, raw.source)
+        rows.append(mapper.map_atoms(raw.species, frac, source=raw.source, tol=tol))
         ids.append(raw.id)
     occ = np.stack(rows) if rows else np.zeros((0, host.n_sites), np.uint8)
     return ids, occ
@@ -193,25 +193,26 @@ def _hash_files(paths: Iterable[Path], extra: str) -> str:
     return h.hexdigest()[:24]
 
 
-def _cache_load(key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """``(ids, occ, supercell matrix)`` from the cache, or None (missing or unreadable)."""
+def _cache_load(key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, str] | None:
+    """``(ids, occ, supercell matrix, packaged host name or "")`` from the cache, or None (missing or unreadable)."""
     path = cache_dir() / f"{key}.npz"
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            return z["ids"].astype(object), z["occ"], z["matrix"]
+            name = str(z["host"]) if "host" in z.files else ""
+            return z["ids"].astype(object), z["occ"], z["matrix"], name
     except (OSError, ValueError, KeyError):
         return None
 
 
-def _cache_save(key: str, ids: np.ndarray, occ: np.ndarray, matrix: np.ndarray) -> None:
+def _cache_save(key: str, ids: np.ndarray, occ: np.ndarray, matrix: np.ndarray, host: str = "") -> None:
     d = cache_dir()
     try:
         d.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=d, suffix=".npz.tmp")
         with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, ids=np.array(ids, dtype=str), occ=occ, matrix=matrix)
+            np.savez_compressed(fh, ids=np.array(ids, dtype=str), occ=occ, matrix=matrix, host=np.array(host))
         os.replace(tmp, d / f"{key}.npz")
     except OSError:
         pass  # a read-only cache only costs time, never results
@@ -267,6 +268,30 @@ def _unit_cell_for(root: Path, first: RawStructure):
     return cells[best]
 
 
+def _auto_host(root: Path, first: RawStructure | None, matrix: np.ndarray | None = None, packaged: str = "") -> HostLattice:
+    """The host of a 2DMD folder: the packaged host its first structure sits on (recognised, any vacuum height;
+    or ``packaged`` by name with supercell ``matrix`` from the cache), else one built from the folder's unit cell."""
+    from invdesign.lattice.hosts import packaged_host, recognise
+
+    if first is not None:
+        try:
+            host = recognise(first.lattice, list(first.species), first.source)
+            host._cache["packaged_name"] = host.unit_cell.composition.reduced_formula
+            return host
+        except InvdesignError:
+            pass
+    elif packaged:
+        host = packaged_host(packaged, (int(matrix[0, 0]), int(matrix[1, 1])))
+        host._cache["packaged_name"] = packaged
+        return host
+    cells = sorted((root / "unit_cells").glob("*.cif")) if (root / "unit_cells").is_dir() else []
+    uc = cells[0] if len(cells) == 1 else None
+    if uc is None and cells:
+        uc = _unit_cell_for(root, first if first is not None else parse(next(iter_sources([_find(root, "initial.tar.gz", "initial")]))))
+    uc = uc if uc is not None else "builtin:MoS2"
+    return infer_host(first, uc) if first is not None else HostLattice.from_unit_cell(uc, matrix)
+
+
 def load_2dmd(path: str | Path, host: HostLattice | None = None, tol: float = DEFAULT_TOL, use_cache: bool = True) -> Dataset:
     """Load one 2DMD processed dataset folder (see module docstring)."""
     root = Path(path)
@@ -277,31 +302,28 @@ def load_2dmd(path: str | Path, host: HostLattice | None = None, tol: float = DE
     assert initial is not None and tpath is not None
     targets = read_targets(tpath)
     extras = [n for n in ("descriptors.csv", "elements.csv", "initial_structures.csv") if (root / n).exists()]
-    if host is None:
+    auto = host is None
+    if auto:  # a packaged host recognised from the structures (any vacuum height), else the folder's unit cell
         cells = sorted((root / "unit_cells").glob("*.cif")) if (root / "unit_cells").is_dir() else []
-        uc = cells[0] if len(cells) == 1 else None
-        if uc is None and cells:
-            uc = _unit_cell_for(root, parse(next(iter_sources([initial]))))
-        uc_bytes = Path(uc).read_bytes() if uc is not None else b"builtin:MoS2"
-        host_tag = "auto:" + hashlib.sha256(uc_bytes).hexdigest()[:16]
+        cell_tag = hashlib.sha256(b"".join(c.read_bytes() for c in cells)).hexdigest()[:16]
+        key = _hash_files([initial], f"{CACHE_VERSION}|recognise:{cell_tag}|{tol}")
     else:
-        host_tag = host.fingerprint
-    key = _hash_files([initial], f"{CACHE_VERSION}|{host_tag}|{tol}")
+        key = _hash_files([initial], f"{CACHE_VERSION}|{host.fingerprint}|{tol}")
     cached = _cache_load(key) if use_cache else None
     if cached is not None:
-        ids, occ, matrix = cached
-        if host is None:
-            host = HostLattice.from_unit_cell(uc if uc is not None else "builtin:MoS2", matrix)
+        ids, occ, matrix, host_name = cached
+        if auto:
+            host = _auto_host(root, None, matrix, host_name)
     else:
         recs = list(iter_sources([initial]))
-        if host is None:
-            host = infer_host(parse(recs[0]), uc if uc is not None else "builtin:MoS2")
+        if auto:
+            host = _auto_host(root, parse(recs[0]))
         raws = (parse(r) for r in track(recs, f"reading {root.name}"))
         id_list, occ = map_raw(raws, host, tol)
         _check_unique(id_list, recs)
         ids = np.array(id_list, dtype=object)
         if use_cache:
-            _cache_save(key, ids, occ, host.matrix)
+            _cache_save(key, ids, occ, host.matrix, host._cache.get("packaged_name", ""))
     t = targets.set_index("_id")
     missing = [i for i in ids if i not in t.index]
     if missing:

@@ -7,6 +7,12 @@ objects on hot paths. :class:`Configuration` wraps one array with its host for t
 Mapping atoms to sites works for any supercell matrix: each atom is expressed in unit-cell
 coordinates, matched to the nearest basis atom (Cartesian distance), and its cell translation
 is reduced into the supercell; atoms further than ``tol`` Angstrom from every site are an error.
+
+A 2D layer is the same material whatever the vacuum above it and wherever it sits along c: a
+structure's cell must match the host's in plane (a, b and the three angles), its height c may differ,
+and its atoms are moved rigidly along the layer normal onto the host's atomic planes
+(:meth:`SiteMapper.host_frac`) before they are matched. The 2DMD release's high-density files
+(c = 20 A) thus map onto the same host as its low-density ones (c ~ 15 A).
 """
 
 from __future__ import annotations
@@ -135,11 +141,27 @@ class SiteMapper:
         off = 1 << 12
         return ((b.astype(np.int64) * (1 << 14) + t[:, 0] + off) * (1 << 14) + t[:, 1] + off) * (1 << 14) + t[:, 2] + off
 
+    @cached_property
+    def _planes(self) -> np.ndarray:
+        """``(P,)`` distinct heights (A, along the layer normal) of the host's atomic planes."""
+        z = self.host.cart_coords @ self._normal
+        return np.unique(np.round(z, 2))
+
+    @cached_property
+    def _normal(self) -> np.ndarray:
+        a, b, _ = self.sc_lattice.matrix
+        n = np.cross(a, b)
+        return n / np.linalg.norm(n)
+
     def check_cell(self, lattice: Lattice | np.ndarray, source: str) -> None:
+        """Refuse a cell that differs from the host's in plane (a, b, angles) or is too thin for its layer."""
         m = lattice.matrix if isinstance(lattice, Lattice) else np.asarray(lattice, dtype=float)
         abc, ang = _abc_angles(m)
         ref_abc, ref_ang = self._ref_abc, self._ref_ang
-        ok = np.all(np.abs(abc - ref_abc) <= CELL_RTOL * ref_abc) and np.all(np.abs(ang - ref_ang) <= CELL_ATOL_DEG)
+        height = abs(float(np.dot(m[2], np.cross(m[0], m[1]))) / max(np.linalg.norm(np.cross(m[0], m[1])), 1e-12))
+        thick = float(self._planes[-1] - self._planes[0]) if len(self._planes) else 0.0
+        ok = (np.all(np.isfinite(m)) and np.all(np.abs(abc[:2] - ref_abc[:2]) <= CELL_RTOL * ref_abc[:2])
+              and np.all(np.abs(ang - ref_ang) <= CELL_ATOL_DEG) and height > thick + 2 * DEFAULT_TOL)
         if not ok:
             lat, ref = Lattice(m), self.sc_lattice
             a, b, c = lat.abc
@@ -149,6 +171,43 @@ class SiteMapper:
                 f"host {self.host.name} has {ra:.3f},{rb:.3f},{rc:.3f} A, gamma = {ref.angles[2]:.1f} deg",
                 source=source,
             )
+
+    def host_frac(self, lattice: Lattice | np.ndarray, frac: np.ndarray, source: str = "<structure>") -> np.ndarray:
+        """Fractional coordinates ``(m, 3)`` of atoms at ``frac`` in ``lattice``, re-expressed in the host cell
+        after a rigid shift along the layer normal that puts the atoms on the host's atomic planes.
+
+        The cell is checked first (:meth:`check_cell`: same in-plane cell, any height). The shift is the one
+        that brings most atoms within 0.3 A of a host plane (a vote over atom-plane offsets; the layer is
+        first made contiguous across the cell's boundary), refined to the median residual of those atoms.
+        A structure already in the host's frame gets a shift of zero to round-off.
+        """
+        m = lattice.matrix if isinstance(lattice, Lattice) else np.asarray(lattice, dtype=float)
+        self.check_cell(m, source)
+        frac = np.asarray(frac, dtype=float).reshape(-1, 3)
+        if not np.isfinite(frac).all():
+            raise InvdesignError("non-finite atomic coordinates", source=source)
+        if len(frac) == 0:
+            return frac
+        height = float(np.dot(m[2], self._normal))
+        cart = frac @ m
+        zn = cart @ self._normal
+        z = np.mod(zn, height)
+        # make the layer contiguous: start the periodic column in the middle of its largest empty gap
+        zs = np.sort(z)
+        gaps = np.diff(np.concatenate([zs, zs[:1] + height]))
+        g = int(np.argmax(gaps))
+        cut = zs[g] + gaps[g] / 2
+        zu = np.mod(z - cut, height) + cut
+        planes = self._planes
+        cand = np.unique(np.round((np.unique(np.round(zu, 1))[:, None] - planes[None, :]).ravel(), 2))
+        resid = zu[None, :, None] - cand[:, None, None] - planes[None, None, :]  # (K, m, P)
+        near = np.abs(resid).min(axis=2)
+        best = int(np.argmax((near < 0.3).sum(axis=1)))
+        on = near[best] < 0.3
+        r = resid[best][np.arange(len(zu)), np.argmin(np.abs(resid[best]), axis=1)]
+        shift = cand[best] + float(np.median(r[on]))
+        cart = cart + ((zu - shift) - zn)[:, None] * self._normal[None, :]  # rigid move along the normal
+        return cart @ np.linalg.inv(self.sc_lattice.matrix)
 
     def map_atoms(
         self,
@@ -225,9 +284,9 @@ def structure_to_config(
     mapper = get_mapper(host)
     if not structure.is_ordered:
         raise InvdesignError("structure has partial occupancies; configurations need whole atoms", source=source)
-    mapper.check_cell(structure.lattice, source)
     species = [s.specie.symbol for s in structure]
-    return mapper.map_atoms(species, structure.frac_coords, source=source, tol=tol)
+    frac = mapper.host_frac(structure.lattice, structure.frac_coords, source)
+    return mapper.map_atoms(species, frac, source=source, tol=tol)
 
 
 def get_mapper(host: HostLattice) -> SiteMapper:

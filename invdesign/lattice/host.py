@@ -34,6 +34,9 @@ DEFAULT_SUBSTITUENTS: dict[str, dict[str, list[str]]] = {
     "WSe2": {"W": ["Mo", VACANCY], "Se": ["S", VACANCY]},
     "hBN": {"B": ["C", VACANCY], "N": ["C", VACANCY]},
     "BN": {"B": ["C", VACANCY], "N": ["C", VACANCY]},
+    "GaSe": {"Ga": ["In", VACANCY], "Se": ["S", VACANCY]},
+    "InSe": {"In": ["Ga", VACANCY], "Se": ["S", VACANCY]},
+    "P": {"P": ["N", VACANCY]},
 }
 
 
