@@ -1,5 +1,6 @@
-"""The served formation energy beyond the DFT data: the high-density correction toward corrected CHGNet
-(invdesign.predict.hd_correction) and the prior of unseen pair classes (invdesign.predict.pair_prior)."""
+"""The earlier serving beyond 3 defects, still available with ``INVDESIGN_HD_MODEL=0``: the high-density
+correction toward corrected CHGNet (invdesign.predict.hd_correction) and the prior of unseen pair classes
+(invdesign.predict.pair_prior). Served by default above 3 defects: the DFT host model (tests/test_hosts.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from invdesign.predict.hd_correction import REFERENCE, HDCorrection, fe_head_fin
 from invdesign.predict.pair_prior import PairPrior, pair_classes
 from invdesign.predict.serving import ServingModel, prediction_table, serving_cache_path
 from invdesign.predictor import load_predictor
+
+
+@pytest.fixture(autouse=True)
+def _earlier_serving(monkeypatch):
+    monkeypatch.setenv("INVDESIGN_HD_MODEL", "0")
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,12 @@ from invdesign.errors import InvdesignError
 if TYPE_CHECKING:  # annotations only: heavy imports stay inside the commands (fast --help)
     from invdesign.lattice.host import HostLattice
 
-HOST_HELP = "Host: a pristine unit-cell CIF, a host config TOML, or builtin:MoS2 (default)."
-SUPERCELL_HELP = "Supercell of the host, e.g. 8x8 (default) or 8x8x1."
+HOST_HELP = ("Host: a packaged host (MoS2, WSe2, BN, GaSe, InSe, P), a pristine unit-cell CIF or a host config TOML; "
+             "default: recognised from the structures (their elements and in-plane cell), else 8x8 MoS2.")
+SUPERCELL_HELP = "Supercell of the host, e.g. 8x8 (default: the host's 2DMD cell, or the structures' own) or 8x8x1."
 
-HostOpt = typer.Option("builtin:MoS2", "--host", help=HOST_HELP)
-SupercellOpt = typer.Option("8x8", "--supercell", help=SUPERCELL_HELP)
+HostOpt = typer.Option(None, "--host", help=HOST_HELP)
+SupercellOpt = typer.Option(None, "--supercell", help=SUPERCELL_HELP)
 def _check_tol(value: float) -> float:
     import math
 
@@ -63,9 +64,43 @@ class LazyConsole:
         return getattr(self._console, name)
 
 
-def resolve_host(host: str, supercell: str) -> HostLattice:
-    """Host lattice from ``--host``/``--supercell`` (the packaged MoS2 8x8 is shared)."""
+def recognised_host(paths) -> HostLattice | None:
+    """The packaged host of the first structure among STRUCTURES ``paths`` (None: none there, or no packaged
+    host fits it; the caller then uses its default and the mapping names any misfit file)."""
+    from invdesign.data.readers import iter_sources, parse
+    from invdesign.lattice.hosts import recognise
+
+    first = next(iter(iter_sources(paths)), None)
+    if first is None:
+        return None
+    raw = parse(first)
+    try:
+        return recognise(raw.lattice, list(raw.species), raw.source)
+    except InvdesignError:
+        return None
+
+
+def resolve_host(host: str | None, supercell: str | None, structures=None) -> HostLattice:
+    """Host lattice from ``--host``/``--supercell``; with neither, the host recognised from ``structures``
+    (:func:`recognised_host`), else 8x8 MoS2. ``--host`` may name a packaged host (``BN``, ``GaSe``, ...)."""
     from invdesign.lattice.host import HostLattice
+    from invdesign.lattice.hosts import PACKAGED, packaged_host, spec
+
+    if host is None and supercell is None and structures:
+        found = recognised_host(structures)
+        if found is not None:
+            return found
+    host = host or "builtin:MoS2"
+    packaged_names = {s.name.lower() for s in PACKAGED} | {a for s in PACKAGED for a in s.aliases}
+    if host.removeprefix("builtin:").lower() in packaged_names and not Path(host).exists():
+        name = spec(host).name
+        if supercell is None:
+            return packaged_host(name)
+        from invdesign.limits import check_supercell
+
+        check_supercell(f"builtin:{name}", supercell)
+        return HostLattice.from_unit_cell(f"builtin:{name}", supercell)
+    supercell = supercell or "8x8"
     if host == "builtin:MoS2" and supercell in ("8x8", "8x8x1"):
         return HostLattice.default()
     from invdesign.limits import check_supercell
@@ -99,9 +134,13 @@ def requested_host(host: str | None, supercell: str | None):
         if cells > MAX_SITES:  # every cell holds at least one site: refused before any model loads
             raise InvdesignError(f"supercell {supercell} has {cells:,} cells; at most {MAX_SITES:,} sites fit: lower --supercell")
         return supercell
-    if not host.startswith("builtin:") and not Path(host).exists():
-        raise InvdesignError("host unit cell or config not found", source=host)
-    return resolve_host(host, supercell or "8x8")
+    from invdesign.lattice.hosts import PACKAGED
+
+    packaged = {s.name.lower() for s in PACKAGED} | {a for s in PACKAGED for a in s.aliases}
+    if not host.startswith("builtin:") and not Path(host).exists() and host.lower() not in packaged:
+        raise InvdesignError("host unit cell or config not found (or name a packaged host: "
+                             f"{', '.join(s.name for s in PACKAGED)})", source=host)
+    return resolve_host(host, supercell)
 
 
 def place_model(model, request):

@@ -77,7 +77,7 @@ def canon(
 
     check_inputs(structures)
     check_out_file(out, overwrite=overwrite)
-    h = resolve_host(host, supercell)
+    h = resolve_host(host, supercell, structures)
     ds = map_structures(structures, h, tol)
     keys = ds.keys
     write_csv(out, pd.DataFrame({"id": ds.ids, "canonical_key": keys}))

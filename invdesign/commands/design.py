@@ -50,6 +50,18 @@ def _load_model(path: Path | None):
     return load_model(path)
 
 
+def _host_model_request(model: Path | None, request, pool):
+    """The packaged host (other than 8x8 MoS2) whose host model designs this request: named by ``--host``, or
+    recognised from the ``--pool`` structures; None for the packaged MoS2 model (or ``--model``)."""
+    from invdesign.commands.model import _packaged_host_request
+
+    if model is not None or isinstance(request, str):
+        return None
+    if request is None and not pool:
+        return None
+    return _packaged_host_request(list(pool or []), None, request)
+
+
 def design_cmd(
     target: list[str] = typer.Option(
         ..., "--target", help="NAME=LO:HI in eV, e.g. formation_energy_per_site=1.0:1.5 (repeat per target; LO or HI may be empty)."
@@ -118,7 +130,15 @@ def design_cmd(
         raise InvdesignError(f"--temperature must be a positive number of kelvin, not {temperature}")
     check_out_dir(out, "design", overwrite)
     request = requested_host(host, supercell)
-    m = place_model(_load_model(model), request)
+    auto = _host_model_request(model, request, pool)
+    if auto is not None:  # a packaged host other than 8x8 MoS2: its DFT host model, designing by annealing
+        from invdesign.predict.host_serving import predictor_for
+
+        if mode not in ("auto", "anneal"):
+            raise InvdesignError(f"host models design by annealing (--mode anneal or auto), not --mode {mode}")
+        m = predictor_for(auto)
+    else:
+        m = place_model(_load_model(model), request)
     if mode == "flow" and hasattr(m, "cell_map"):
         raise InvdesignError(f"--mode flow samples the flow trained on {m.trained.host.name}; on {m.host.name} use "
                              "--mode anneal, exhaustive or auto")

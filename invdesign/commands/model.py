@@ -80,6 +80,27 @@ def _inputs(structures: list[Path], out: Path, model_path: Path | None, tol: flo
         raise InvdesignError("model not found", source=str(model_path))
     check_out_file(out, overwrite=overwrite)
     request = requested_host(host, supercell)
+    auto = _packaged_host_request(structures, model_path, request)
+    if model_path is not None and str(model_path).endswith(".npz"):
+        if not serving:
+            raise InvdesignError("a host model (.npz) predicts; embeddings need the full model (.pt)", source=str(model_path))
+        from invdesign.predict.defect_env import HostModel
+        from invdesign.predict.host_serving import HostPredictor
+
+        m = HostPredictor(HostModel.load(model_path))
+        ds = _structures(structures, m, tol)
+        _warn_extrapolation(m, ds.occ, ds.ids)
+        return m, ds
+    if auto is not None:
+        if not serving:
+            raise InvdesignError(f"the packaged embedding is 8x8 MoS2's; structures on {auto.name} can be predicted "
+                                 "(invdesign predict), canonicalised and enumerated, not yet embedded")
+        from invdesign.predict.host_serving import predictor_for
+
+        m = predictor_for(auto)
+        ds = _structures(structures, m, tol)
+        _warn_extrapolation(m, ds.occ, ds.ids)
+        return m, ds
     if serving:
         from invdesign.predictor import load_predictor
 
@@ -90,6 +111,32 @@ def _inputs(structures: list[Path], out: Path, model_path: Path | None, tol: flo
     ds = _structures(structures, m, tol)
     _warn_extrapolation(m, ds.occ, ds.ids)
     return m, ds
+
+
+def _packaged_host_request(structures: list[Path], model_path: Path | None, request):
+    """The packaged host whose packaged host model serves these structures, or None for the classic path
+    (a model file given, a larger MoS2 cell, or a host no packaged model covers). Without ``--model`` and
+    ``--host``, the structures' host is recognised: every packaged host but MoS2 is served by its host model."""
+    import numpy as np
+
+    from invdesign.lattice.host import HostLattice
+    from invdesign.lattice.hosts import host_spec_of
+    from invdesign.predict.host_serving import host_model_resource
+
+    if model_path is not None or isinstance(request, str):
+        return None
+    h = request if isinstance(request, HostLattice) else None
+    if h is None:
+        from invdesign.commands.common import recognised_host
+
+        h = recognised_host(structures)
+    if h is None:
+        return None
+    s = host_spec_of(h)
+    if s is None or s.name == "MoS2" or tuple(int(v) for v in np.diag(h.matrix)[:2]) != s.supercell \
+            or not host_model_resource(s.name).is_file():
+        return None  # 8x8 MoS2: the packaged model, which serves > 3 defects from the MoS2 host model itself
+    return h
 
 
 def _warn_extrapolation(model, occ: np.ndarray, ids) -> list[str]:
@@ -105,9 +152,45 @@ def _warn_extrapolation(model, occ: np.ndarray, ids) -> list[str]:
     return flags
 
 
+def _train_host_model(data: list[Path], out: Path, seed: int, overwrite: bool) -> None:
+    """``invdesign train --out F.npz``: a host model (any packaged host, any density) on one or more 2DMD sets."""
+    import numpy as np
+
+    from invdesign.data.dataset import load_dataset
+    from invdesign.lattice.hosts import host_spec_of
+    from invdesign.predict.defect_env import HostModel, split_train_val, stack
+    from invdesign.progress import task
+
+    check_out_file(out, (".npz",), overwrite)
+    check_inputs(data)
+    sets = [load_dataset(d) for d in data]
+    host, occ, y = stack(sets)
+    spec = host_spec_of(host)
+    if spec is None:
+        raise InvdesignError(f"host {host.name} is not a packaged host; host models need one", source=str(data[0]))
+    if not np.isfinite(y[:, :2]).all():
+        raise InvdesignError("the data lacks formation_energy_per_site or homo_lumo_gap(_min) for some structures",
+                             source=str(data[0]))
+    t0 = time.time()
+    val = split_train_val(len(occ), 0.15, seed=seed)
+    m = HostModel(host, seed=seed)
+    total = m.members_energy + m.members_levels
+    with task(f"host model on {len(occ)} structures of {host.name} ({total} networks)", total=total) as advance:
+        m.fit(occ, y, val, progress=lambda _: advance())
+    m.meta["trained_on"] = [d.name for d in sets]
+    m.save(out, {"name": spec.name, "supercell": [int(v) for v in np.diag(host.matrix)[:2]]})
+    mu, std, _ = m.predict(occ[val])
+    fe, gap = (np.abs(mu[:, j] - y[val, j]).mean() * 1e3 for j in (0, 1))
+    console.print(f"host model for {host.name} trained on {int((~val).sum())} structures of {', '.join(d.name for d in sets)} "
+                  f"in {time.time() - t0:.0f} s -> {out}; validation ({int(val.sum())} structures, used for the std "
+                  f"calibration): formation_energy_per_site {fe:.1f} meV, homo_lumo_gap {gap:.1f} meV", highlight=False)
+
+
 def train_cmd(
-    data: Path = typer.Option(..., "--data", help="2DMD dataset folder (or a folder of structures with targets.csv)."),
-    out: Path = typer.Option(..., "--out", help="Output model file (.pt)."),
+    data: list[Path] = typer.Option(..., "--data", help="2DMD dataset folder (or a folder of structures with targets.csv); "
+                                    "repeat for several sets of one host (host models, --out F.npz)."),
+    out: Path = typer.Option(..., "--out", help="Output model file: .pt for the full 8x8 MoS2 model (encoder, heads, flow; "
+                             "one --data), .npz for a host model (any packaged host, any density, one or more --data)."),
     config: Path = typer.Option(None, "--config", help="TOML with training settings (see configs/train_default.toml)."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice in training."),
     split_seed: int = typer.Option(0, "--split-seed", help="Seed of the train/val/test split (by id hash)."),
@@ -116,13 +199,19 @@ def train_cmd(
 ) -> None:
     """Train the encoder, heads and generative flow on the train split; tune on val; report test MAE (meV). Restartable:
     the model is written atomically at the end, so an interrupted run leaves nothing and is simply rerun."""
+    if out.name.endswith(".npz"):
+        return _train_host_model(data, out, seed, overwrite)
+    if len(data) != 1:
+        raise InvdesignError("the full model (.pt) trains on one --data; for several sets of one host write a host model "
+                             "(--out F.npz)")
+    data = data[0]
     import torch
 
     from invdesign.data.dataset import load_dataset
     from invdesign.model import train_model
     from invdesign.progress import _progress, enabled
 
-    check_out_file(out, (".pt",), overwrite)
+    check_out_file(out, (".pt", ".npz"), overwrite)
     check_inputs([data])
     cfg = read_config(config)
     flow_cfg = read_flow_config(config) if flow else {}
@@ -209,7 +298,11 @@ def predict_cmd(
 
     chem = read_mu(mu)
     m, ds = _inputs(structures, out, model, tol, overwrite, serving=True, host=host, supercell=supercell)
-    df = bookkeeping(prediction_table(with_mu(m, chem), ds.ids, ds.occ), ds.occ, m.host)
+    table = prediction_table(with_mu(m, chem), ds.ids, ds.occ)
+    if hasattr(m, "magnetisation_columns"):  # spin-polarised hosts: the cell's moment beside the gap
+        for k, v in m.magnetisation_columns(ds.occ).items():
+            table[k] = v
+    df = bookkeeping(table, ds.occ, m.host)
     df["mu"] = chem.name
     pristine = int((df["note"] != "").sum())
     if pristine:

@@ -189,6 +189,10 @@ def check_candidates(
     if hasattr(model, "cell_reasons") and len(occ):  # served on a larger cell than trained: always an extrapolation
         reasons = [f"{c}; {r}" if r else c for c, r in zip(model.cell_reasons(occ), reasons)]
         flag = np.ones(len(occ), dtype=bool)
+    if hasattr(model, "served_reasons") and len(occ):  # rows whose serving model judges its own training domain
+        for i, r in enumerate(model.served_reasons(occ)):
+            if r is not None:
+                flag[i], reasons[i] = bool(r), r
     df["extrapolation"] = flag
     df["extrapolation_reason"] = reasons
     # flagged: p_in_window with each std inflated in quadrature by the training spread (EXTRAPOLATION_POLICY)

@@ -169,6 +169,10 @@ def _model_info(model) -> dict:
 
     meta = dict(getattr(model, "meta", {}) or {})
     info = {k: meta[k] for k in ("version", "name", "created", "fingerprint", "seed", "path") if k in meta}
+    if getattr(model, "design_modes", None) == ("anneal",):
+        info["host_model"] = {"serving": meta.get("serving"), "trained_on": getattr(model, "model", None) and
+                              model.model.meta.get("trained_on")}
+        return info
     info["embedding_tag"] = _model_tag(model, model.host)
     return info
 
@@ -529,6 +533,8 @@ def auto_mode(model, limits: Limits) -> tuple[str, str]:
     """``(mode, reason)`` for ``--mode auto``: exhaustive where the space is enumerable, else the sampler
     with the lowest measured time to 50 in-window candidates (:data:`MEASURED_TIME_TO_50`) that this
     model can run (flow-based ones need the high-density flow fitted for its embedding)."""
+    if getattr(model, "design_modes", None) == ("anneal",):
+        return "anneal", "a host model (no invertible embedding, no flow) designs by annealing on its predictions"
     if is_enumerable(model.host, limits):
         return "exhaustive", "the space within the limits is enumerable: screening every orbit is exact and no slower than sampling"
     from invdesign.generate.flow_hd import hd_flow_available

@@ -102,9 +102,27 @@ class Predictor(ABC):
         (:func:`invdesign.predict.hd_correction.resource_path`) when it was fitted on this very head
         (:func:`fe_head_fingerprint`), else None and ``status`` says why. Computed once per object.
         """
-        if getattr(self, "_fe_terms", None) is None:
+        if getattr(self, "_fe_terms", None) is None:  # (a cached serving model brings them precomputed)
             self._fe_terms = derive_fe_terms(self)
+        if self.high_density_model() is not None:  # above 3 defects the DFT host model serves, not the correction
+            return self._fe_terms[0], None, "replaced by the DFT host model above 3 defects"
         return self._fe_terms
+
+    def high_density_model(self):
+        """The packaged DFT host model (:mod:`invdesign.predict.defect_env`, trained on 2DMD MoS2 at 1-24 defects)
+        that serves configurations of more than :data:`HD_MIN` - 1 defects on 8x8 MoS2, or None (another host, or
+        ``INVDESIGN_HD_MODEL=0``: the earlier serving, the correction toward corrected CHGNet). Loaded once."""
+        if os.environ.get("INVDESIGN_HD_MODEL", "1") == "0":
+            return None
+        if not hasattr(self, "_hd_model"):
+            self._hd_model = packaged_hd_model(self.host)
+        return self._hd_model
+
+    def _hd_rows(self, occ: np.ndarray) -> np.ndarray:
+        """``(N,)`` bool: rows the high-density host model serves."""
+        if self.high_density_model() is None:
+            return np.zeros(len(occ), bool)
+        return n_defects(occ, self.host) >= HD_MIN
 
     def _fe_served(self, X: np.ndarray, mean: np.ndarray, std: np.ndarray | None, k: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Per-site formation energy and std ``(N,)`` from the head's total ``mean, std (N,)`` (eV per cell):
@@ -194,6 +212,10 @@ class Predictor(ABC):
             std[:, j] = np.where(self.gap_validated(occ), std[:, j], np.maximum(std[:, j], unvalidated_std(head.eg_max)))
         k = np.maximum(n_defects(occ, self.host), 1).astype(float)
         mean[:, 0], std[:, 0] = self._fe_served(X, mean[:, 0], std[:, 0], k)
+        hd = self._hd_rows(occ)
+        if hd.any():  # more than 3 defects on 8x8 MoS2: the DFT host model (1-24 defects, 2DMD low + high density)
+            hm, hs, _ = self.high_density_model().predict(occ[hd])
+            mean[hd], std[hd] = hm[:, :2], hs[:, :2]
         return mean, std
 
     def predict_target(self, occ: np.ndarray, target: str, with_std: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -224,6 +246,12 @@ class Predictor(ABC):
         if j == 0:  # formation energy: predicted per cell, served per defect site (pristine cells count as one)
             k = np.maximum(n_defects(occ, self.host), 1).astype(float)
             mean, std = self._fe_served(X, mean, std, k)
+        hd = self._hd_rows(occ)
+        if hd.any():
+            hm, hs, _ = self.high_density_model().predict(occ[hd])
+            mean[hd] = hm[:, j]
+            if std is not None:
+                std[hd] = hs[:, j]
         return mean, std
 
     def gap_validated(self, occ: np.ndarray) -> np.ndarray:
@@ -237,7 +265,11 @@ class Predictor(ABC):
         stats = self.train_stats()
         seen = stats.composition_set()
         comp_ok = np.array([tuple(int(v) for v in c) in seen for c in compositions(occ, self.host)], dtype=bool)
-        return (n_defects(occ, self.host) <= stats.kmax) & comp_ok
+        out = (n_defects(occ, self.host) <= stats.kmax) & comp_ok
+        hd = self._hd_rows(occ)
+        if hd.any():  # the host model: validated where its density band had calibration data and the count was trained
+            out[hd] = self.high_density_model().predict(occ[hd])[2][:, 1]
+        return out
 
     def unseen_clusters(self, occ: np.ndarray) -> np.ndarray:
         """``(N,)`` number of cluster features (defect types, defect pairs per pair orbit) of each
@@ -267,7 +299,12 @@ class Predictor(ABC):
         served = self.serving_heads().get(self.targets[0]) == "ridge_ce"
         prior, corr, _ = self.fe_terms() if served else (None, None, "")
         out = []
-        for kk, comp, u in zip(k, compositions(occ, self.host), unseen):
+        hd = self._hd_rows(occ)
+        hd_why = dict(zip(np.flatnonzero(hd).tolist(), _host_model_reasons(self.high_density_model(), occ[hd]))) if hd.any() else {}
+        for i, (kk, comp, u) in enumerate(zip(k, compositions(occ, self.host), unseen)):
+            if i in hd_why:
+                out.append(hd_why[i])
+                continue
             why = []
             if kk > stats.kmax:
                 why.append(f"{kk} defects > {stats.kmax} seen in training"
@@ -282,6 +319,18 @@ class Predictor(ABC):
             out.append("; ".join(why))
         return out
 
+    def served_reasons(self, occ: np.ndarray) -> list[str | None]:
+        """Per configuration: the extrapolation reason of the model that serves it where that model judges its own
+        domain (rows of the high-density host model: its trained defect-count range and types; '' inside), else None
+        (design's candidate checks then apply their generic tests: composition, embedding distance, unseen pairs)."""
+        occ = self._check(occ)
+        hd = self._hd_rows(occ)
+        out: list[str | None] = [None] * len(occ)
+        if hd.any():
+            for i, r in zip(np.flatnonzero(hd), _host_model_reasons(self.high_density_model(), occ[hd])):
+                out[i] = r
+        return out
+
     def fe_reference(self, occ: np.ndarray) -> list[str]:
         """What each served ``formation_energy_per_site`` is, in words: the DFT-trained model, or
         :data:`invdesign.predict.hd_correction.REFERENCE` where the high-density correction applies."""
@@ -291,14 +340,39 @@ class Predictor(ABC):
         _, corr, status = self.fe_terms() if served else (None, None, "")
         kmax = self.train_stats().kmax
         out = []
-        for kk in k:
-            if corr is not None and kk >= corr.min_defects:
+        hd = self._hd_rows(occ)
+        for kk, h in zip(k, hd):
+            if h:
+                out.append(HD_REFERENCE)
+            elif corr is not None and kk >= corr.min_defects:
                 out.append(REFERENCE)
             elif kk > kmax:
                 out.append(f"DFT-trained model, extrapolated beyond {kmax} defects (no correction: {status or 'not a ridge head'})")
             else:
                 out.append("DFT-trained model (2DMD, PBE)")
         return out
+
+
+#: configurations of at least this many defects on 8x8 MoS2 are served by the DFT host model
+HD_MIN = 4
+HD_REFERENCE = "DFT-trained host model (2DMD MoS2 low + high density, PBE)"
+
+
+def packaged_hd_model(host: HostLattice):
+    """The packaged MoS2 host model when ``host`` is the packaged 8x8 MoS2 (else None)."""
+    from invdesign.lattice.hosts import packaged_host
+    from invdesign.predict.host_serving import host_model_resource, packaged_host_model
+
+    if host.fingerprint != packaged_host("MoS2").fingerprint or not host_model_resource("MoS2").is_file():
+        return None
+    return packaged_host_model("MoS2")
+
+
+def _host_model_reasons(model, occ: np.ndarray) -> list[str]:
+    """Extrapolation reasons of a host model's rows (the trained defect-count range, unseen defect types)."""
+    from invdesign.predict.host_serving import HostPredictor
+
+    return HostPredictor(model).extrapolation(occ)
 
 
 def derive_fe_terms(pred: Predictor) -> tuple[PairPrior | None, HDCorrection | None, str]:

@@ -1,0 +1,161 @@
+"""Every 2DMD set on DFT: 5-fold cross-validation of the host model (invdesign.predict.defect_env).
+
+For each set (``../shared/data/2dmd-*``): 5 folds (KFold, shuffled, seed 0) over its structures; in each
+fold the model trains on the other four (less 15 % kept for the std calibration) and is scored once on
+the held-out fold. For the high-density MoS2 and WSe2 sets the ``+low`` variant also trains on the whole
+low-density set of the same host (its structures never enter a test fold of the high-density set).
+Reported per set: MAE (meV; formation energy per defect site, HOMO-LUMO gap = ``homo_lumo_gap_min`` for
+spin-polarised sets, ``total_mag`` in milli-Bohr magnetons) mean +- std over folds, by density band, the
+2-sigma coverage of the served stds, the two formation-energy parts alone (pair cluster expansion,
+networks) and the training time; beside the published figures (Kazeev et al., npj Comput. Mater. 9, 113
+(2023): sparse MEGNet, or CatBoost where it did better on the gap).
+
+The settings (energy networks on 8 A environments, 4 members; gap/moment networks on 6.5 A, 8 members;
+800 epochs, width 64) were chosen on 5-fold CV of the WSe2 high-density set (its figure is therefore tuned)
+and applied unchanged to every other set.
+
+    python benchmarks/bench_hosts.py [--sets mos2-high,...] [--folds 5] [--out benchmarks/results/hosts]
+
+Appends one JSON line per (set, variant, fold) to ``<out>.jsonl`` as it finishes (a rerun skips those
+present) and writes ``<out>.md`` from all lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from invdesign.data.dataset import load_2dmd  # noqa: E402
+from invdesign.predict.defect_env import BANDS, HostModel, band_label, band_of, split_train_val, targets_of  # noqa: E402
+
+SHARED = Path(os.environ.get("INVDESIGN_SHARED", ROOT.parent / "shared"))
+SETS = ["mos2-low", "mos2-high", "wse2-low", "wse2-high", "hbn-high", "gase-high", "inse-high", "bp-high"]
+PUBLISHED = {  # meV: formation energy per site, gap (Kazeev et al. 2023)
+    "mos2-low": (3.87, 4.99), "mos2-high": (21.2, 44.6), "wse2-low": (5.35, 6.80), "wse2-high": (25.5, 43.3),
+    "hbn-high": (97.8, 170.1), "gase-high": (39.5, 191.6), "inse-high": (34.7, 153.0), "bp-high": (69.0, 153.8),
+}
+LOW_OF = {"mos2-high": "mos2-low", "wse2-high": "wse2-low"}
+
+
+def run_fold(name: str, variant: str, fold: int, folds: int, settings: dict) -> dict:
+    from sklearn.model_selection import KFold
+
+    ds = load_2dmd(SHARED / "data" / f"2dmd-{name}")
+    occ, y = ds.occ, targets_of(ds)
+    tr, te = list(KFold(folds, shuffle=True, random_state=0).split(occ))[fold]
+    occ_tr, y_tr = occ[tr], y[tr]
+    val = split_train_val(len(tr), 0.15, seed=fold)
+    if variant == "+low":
+        lo = load_2dmd(SHARED / "data" / f"2dmd-{LOW_OF[name]}", host=ds.host)
+        occ_tr = np.concatenate([occ_tr, lo.occ])
+        y_tr = np.concatenate([y_tr, targets_of(lo)])
+        val = np.concatenate([val, np.zeros(len(lo), bool)])
+    t0 = time.time()
+    m = HostModel(ds.host, **settings).fit(occ_tr, y_tr, val)
+    seconds = time.time() - t0
+    mu, std, ok = m.predict(occ[te])
+    yt = y[te]
+    n = m.n_defects(occ[te])
+    ce = m.ce.predict(occ[te])
+    out = {"set": name, "variant": variant, "fold": fold, "n_test": len(te), "n_train": int((~val).sum()),
+           "seconds": round(seconds, 1), "mae": {}, "cover2": {}, "bands": {}}
+    for j, t in enumerate(("formation_energy_per_site", "homo_lumo_gap", "total_mag")):
+        k = np.isfinite(yt[:, j])
+        if not k.any():
+            continue
+        err = np.abs(mu[k, j] - yt[k, j])
+        out["mae"][t] = float(err.mean() * 1e3)
+        out["cover2"][t] = float((err <= 2 * std[k, j]).mean())
+        for b in range(len(BANDS)):
+            s = k & (band_of(n) == b)
+            if s.any():
+                out["bands"].setdefault(band_label(b), {"n": int(s.sum())})[t] = float(np.abs(mu[s, j] - yt[s, j]).mean() * 1e3)
+    out["mae"]["fe_ce_only"] = float(np.abs(ce - yt[:, 0]).mean() * 1e3)
+    net = m._fe_parts(occ[te])[0]
+    out["mae"]["fe_nets_only"] = float(np.abs(net - yt[:, 0]).mean() * 1e3)
+    return out
+
+
+def summarise(lines: list[dict]) -> str:
+    rows = {}
+    for r in lines:
+        rows.setdefault((r["set"], r["variant"]), []).append(r)
+    md = ["# Every 2DMD set on DFT: the host model, 5-fold cross-validation", "",
+          "MAE in meV (formation energy per defect site; gap: `homo_lumo_gap_min` for spin-polarised sets), mean +- std over "
+          "folds, each fold scored once on structures no member or calibration saw. `cover2`: share of test errors within "
+          "2 served std. Published: Kazeev et al. 2023 (sparse MEGNet; CatBoost where it did better on the gap), 8-fold CV. "
+          "Regenerate: `python benchmarks/bench_hosts.py`.", "",
+          "| set | variant | folds | FE MAE | published FE | gap MAE | published gap | FE cover2 | gap cover2 | total_mag MAE (mBohr) | FE: pair CE only / nets only | train s/fold |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def ms(v: list[float]) -> str:
+        return f"{np.mean(v):.1f} +- {np.std(v):.1f}" if v else "-"
+
+    for (name, variant), rs in sorted(rows.items(), key=lambda kv: (SETS.index(kv[0][0]), kv[0][1])):
+        def get(key: str, sub: str = "mae", rs: list = rs) -> list[float]:
+            return [r[sub][key] for r in rs if key in r[sub]]
+
+        pf, pg = PUBLISHED[name]
+        md.append(f"| {name} | {variant} | {len(rs)} | **{ms(get('formation_energy_per_site'))}** | {pf} | "
+                  f"**{ms(get('homo_lumo_gap'))}** | {pg} | {np.mean(get('formation_energy_per_site', 'cover2')):.2f} | "
+                  f"{np.mean(get('homo_lumo_gap', 'cover2')):.2f} | {ms(get('total_mag'))} | "
+                  f"{ms(get('fe_ce_only'))} / {ms(get('fe_nets_only'))} | {np.mean([r['seconds'] for r in rs]):.0f} |")
+    md += ["", "## By density band (defects per cell; MAE meV over all folds' test rows, weighted by rows)", "",
+           "| set | variant | band | rows | FE MAE | gap MAE |", "|---|---|---|---|---|---|"]
+    for (name, variant), rs in sorted(rows.items(), key=lambda kv: (SETS.index(kv[0][0]), kv[0][1])):
+        for b in range(len(BANDS)):
+            lab = band_label(b)
+            parts = [r["bands"][lab] for r in rs if lab in r["bands"]]
+            if not parts:
+                continue
+            nn = sum(p["n"] for p in parts)
+            fe = sum(p["n"] * p.get("formation_energy_per_site", 0) for p in parts) / nn
+            gp = sum(p["n"] * p.get("homo_lumo_gap", 0) for p in parts) / nn
+            md.append(f"| {name} | {variant} | {lab} | {nn} | {fe:.1f} | {gp:.1f} |")
+    return "\n".join(md) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sets", default=",".join(SETS))
+    ap.add_argument("--variants", default="own,+low", help="own: the set alone; +low: with the host's low-density set")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--settings", default="{}", help="HostModel keyword arguments as JSON (default: its defaults)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "hosts"))
+    a = ap.parse_args()
+    jl = Path(a.out + ".jsonl")
+    done = set()
+    lines = []
+    if jl.exists():
+        lines = [json.loads(x) for x in jl.read_text().splitlines() if x.strip()]
+        done = {(r["set"], r["variant"], r["fold"]) for r in lines}
+    settings = json.loads(a.settings)
+    for name in a.sets.split(","):
+        for variant in a.variants.split(","):
+            if variant == "+low" and name not in LOW_OF:
+                continue
+            for fold in range(a.folds):
+                if (name, variant, fold) in done:
+                    continue
+                r = run_fold(name, variant, fold, a.folds, settings)
+                lines.append(r)
+                with jl.open("a") as fh:
+                    fh.write(json.dumps(r) + "\n")
+                print(f"{name} {variant} fold {fold}: FE {r['mae']['formation_energy_per_site']:.1f} "
+                      f"gap {r['mae']['homo_lumo_gap']:.1f} meV ({r['seconds']:.0f} s)", flush=True)
+    Path(a.out + ".md").write_text(summarise(lines))
+    print(summarise(lines))
+
+
+if __name__ == "__main__":
+    main()

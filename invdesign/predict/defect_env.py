@@ -1,0 +1,531 @@
+"""Defect-environment models of DFT properties, for any host and any defect density.
+
+A configuration's properties are built from its defects, each seen with its neighbourhood: the
+number of defects of each type in each pair orbit of the host within ``radius`` of it (exact and
+symmetry-invariant, like the cluster counts; :class:`DefectEnvironment`). Two learned parts read
+those environments:
+
+- a cluster expansion of the *total* formation energy (``E_f = n * formation_energy_per_site``):
+  singlets and pair counts within the radius, ridge-fitted with weights ``1 / n^2`` so that the
+  loss is the error per defect site (:class:`PairCE`);
+- small networks (:class:`EnvNet`) that give each defect an energy term, a gap level and a
+  magnetic-moment term: the formation energy is the sum of the energy terms over defects (so it stays
+  extensive: more defects, more terms), the HOMO-LUMO gap a soft minimum of the levels and of a learned
+  host gap (so ``0 <= gap <= host gap`` by construction: softplus, then the minimum), and the cell's
+  moment ``total_mag >= 0`` a softplus of the summed terms. One ensemble learns the energy on wide
+  environments (8 A: strain reaches far), another the gap and the moment on local ones (6.5 A).
+
+:class:`HostModel` blends the two formation-energy estimates (weight chosen on validation), serves
+the gap and the moment from the level networks, and gives every prediction a standard deviation: the
+ensemble's spread, scaled per density band (defects per cell: 1-3, 4-6, 7-12, 13+) so that 95 % of
+validation errors fall within 1.96 std (split-conformal calibration on a validation split the members
+never trained on). A band without validation data gets the largest scale of the others and the
+prediction is flagged.
+
+Everything serves in numpy (the networks' weights are exported); torch is needed only to fit.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from invdesign.errors import InvdesignError
+from invdesign.lattice.host import HostLattice
+from invdesign.predict.features import cluster_counts, orbit_distances
+
+FORMAT = "invdesign-host-model/2"
+#: density bands (defects per cell, inclusive) of the std calibration and of reported errors
+BANDS: tuple[tuple[int, int], ...] = ((1, 3), (4, 6), (7, 12), (13, 10_000))
+LEVEL = 0.95  # coverage the stds are calibrated to (as 1.96 std)
+TARGETS = ("formation_energy_per_site", "homo_lumo_gap", "total_mag")
+
+
+def band_of(n: np.ndarray) -> np.ndarray:
+    """``(N,)`` band index of defect counts ``n`` (``-1`` for 0 defects)."""
+    n = np.asarray(n)
+    out = np.full(n.shape, -1, dtype=np.int64)
+    for b, (lo, hi) in enumerate(BANDS):
+        out[(n >= lo) & (n <= hi)] = b
+    return out
+
+
+def band_label(b: int) -> str:
+    lo, hi = BANDS[b]
+    return f"{lo}-{hi}" if hi < 10_000 else f"{lo}+"
+
+
+# ---------------------------------------------------------------------- features
+class DefectEnvironment:
+    """Per-defect environment vectors of configurations on ``host``.
+
+    Each defect ``d`` gets ``[onehot(type_d) (T), counts (T * O)]`` where ``counts[t, o]`` is the number
+    of defects of type ``t`` in pair orbit ``o`` from ``d`` (the ``O`` pair orbits of the host with
+    minimum-image distance in ``(0, radius]`` A).
+    """
+
+    def __init__(self, host: HostLattice, radius: float) -> None:
+        self.host = host
+        self.radius = float(radius)
+        od = orbit_distances(host)
+        orbs = np.flatnonzero((od > 0) & (od <= radius + 1e-6))
+        self.n_orbits = len(orbs)
+        omap = np.full(len(od), -1, dtype=np.int64)
+        omap[orbs] = np.arange(len(orbs))
+        self._site_orbit = omap[host.pair_orbits]  # (S, S) column of each site pair, -1 beyond the radius
+        T = len(host.defect_types)
+        self.n_types = T
+        code_type = np.full((len(host.sublattices), host.n_species), -1, dtype=np.int64)
+        for t, (sub, code) in enumerate(host.defect_types):
+            code_type[sub, code] = t
+        self._code_type = code_type
+
+    @property
+    def dim(self) -> int:
+        return self.n_types * (1 + self.n_orbits)
+
+    def types(self, occ: np.ndarray) -> np.ndarray:
+        """``(N, S)`` defect type of each site (``-1``: host atom)."""
+        occ = np.asarray(occ)
+        return self._code_type[self.host.sublattice[None, :], occ]
+
+    def transform(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, S)`` occupancies -> ``F (D, dim)`` float32 environments of all ``D`` defects and
+        ``owner (D,)`` int64: the configuration each defect belongs to (rows grouped by configuration)."""
+        ty = self.types(occ)
+        T, n_orb = self.n_types, self.n_orbits
+        feats, owner = [], []
+        for n, row in enumerate(ty):
+            ds = np.flatnonzero(row >= 0)
+            k = len(ds)
+            if k == 0:
+                continue
+            f = np.zeros((k, T, n_orb + 1), dtype=np.float32)
+            f[np.arange(k), row[ds], n_orb] = 1.0  # own type, in the extra column
+            oo = self._site_orbit[np.ix_(ds, ds)]
+            i, j = np.nonzero(oo >= 0)
+            np.add.at(f, (i, row[ds[j]], oo[i, j]), 1.0)
+            feats.append(np.concatenate([f[:, :, n_orb], f[:, :, :n_orb].reshape(k, T * n_orb)], axis=1))
+            owner.append(np.full(k, n, dtype=np.int64))
+        if not feats:
+            return np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64)
+        return np.concatenate(feats), np.concatenate(owner)
+
+
+# ---------------------------------------------------------------------- cluster expansion (energy)
+class PairCE:
+    """Ridge cluster expansion of the total formation energy on singlets and pair counts within ``radius``."""
+
+    def __init__(self, host: HostLattice, radius: float, alpha: float = 1e-2) -> None:
+        self.host, self.radius, self.alpha = host, float(radius), float(alpha)
+        od = orbit_distances(host)
+        T = len(host.defect_types)
+        self._T = T
+        npo = len(od)
+        keep = np.zeros((T, T, npo), bool)
+        keep[:, :, od <= radius + 1e-6] = True
+        self._cols = np.concatenate([np.arange(T), T + np.flatnonzero(keep.ravel())])
+        self.coef: np.ndarray | None = None
+
+    def features(self, occ: np.ndarray) -> np.ndarray:
+        X = cluster_counts(occ, self.host)[:, self._cols].astype(np.float64)
+        X[:, : self._T] *= 10.0  # singlets (the defect types' own energies) barely penalised
+        return X
+
+    def fit(self, occ: np.ndarray, fe_site: np.ndarray) -> PairCE:
+        n = np.maximum((self.features(occ)[:, : self._T] / 10.0).sum(1), 1)
+        X = self.features(occ) / n[:, None]  # per site: X/n . w = E_total / n
+        A = X.T @ X + self.alpha * np.eye(X.shape[1])
+        self.coef = np.linalg.solve(A, X.T @ fe_site)
+        return self
+
+    def predict(self, occ: np.ndarray) -> np.ndarray:
+        """``(N,)`` formation energy per defect site (eV); NaN without defects."""
+        X = self.features(occ)
+        n = (X[:, : self._T] / 10.0).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(n > 0, (X @ self.coef) / n, np.nan)
+
+
+# ---------------------------------------------------------------------- networks
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, x)
+
+
+def _silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+TAU = 0.05  # eV, softness of the gap's minimum over levels
+
+
+@dataclass
+class EnvNet:
+    """One member: an MLP ``dim -> w -> w -> 3`` on standardised environments, plus the host gap (eV)."""
+
+    weights: list[np.ndarray]  # W1, b1, W2, b2, W3, b3
+    mean: np.ndarray
+    scale: np.ndarray
+    host_gap: float
+
+    def terms(self, F: np.ndarray) -> np.ndarray:
+        """``(D, 3)``: energy term (eV), gap level (eV), moment term (Bohr magnetons) of each defect."""
+        W1, b1, W2, b2, W3, b3 = self.weights
+        h = _silu(((F - self.mean) / self.scale) @ W1 + b1)
+        h = _silu(h @ W2 + b2)
+        return h @ W3 + b3
+
+    def predict(self, F: np.ndarray, owner: np.ndarray, N: int) -> np.ndarray:
+        """``(N, 3)``: total formation energy (eV), gap (eV), total moment of each configuration."""
+        o = self.terms(F)
+        E = np.bincount(owner, weights=o[:, 0], minlength=N)
+        M = _softplus(np.bincount(owner, weights=o[:, 2], minlength=N))
+        lv = -o[:, 1] / TAU
+        mx = np.full(N, -self.host_gap / TAU)
+        np.maximum.at(mx, owner, lv)
+        s = np.exp(-self.host_gap / TAU - mx) + np.bincount(owner, weights=np.exp(lv - mx[owner]), minlength=N)
+        G = _softplus(-TAU * (np.log(s) + mx) * 10.0) / 10.0
+        G = np.minimum(G, self.host_gap)
+        return np.stack([E, G, M], axis=1)
+
+
+def fit_envnet(F: np.ndarray, owner: np.ndarray, n: np.ndarray, y: np.ndarray, seed: int, epochs: int = 800,
+               width: int = 64, lr: float = 3e-3, weight_decay: float = 1e-4, host_gap: float | None = None,
+               weight: np.ndarray | None = None, tasks: tuple[bool, bool, bool] = (True, True, True)) -> EnvNet:
+    """Fit one member on configurations ``0..N-1`` (rows ``F (D, dim)`` with ``owner (D,)``), ``n (N,)`` defect
+    counts and targets ``y (N, 3)`` (formation energy per site, gap, moment; NaN: not known). Full-batch
+    AdamW with a cosine schedule; the loss is the ``weight``-weighted (default uniform) mean absolute error of
+    each known target among ``tasks`` (formation energy, gap, moment)."""
+    import torch
+
+    torch.manual_seed(seed)
+    N = len(n)
+    mean = np.zeros(F.shape[1])  # counts enter as they are (standardising rare pair columns amplifies them)
+    scale = np.ones(F.shape[1])
+    Ft = torch.tensor((F - mean) / scale, dtype=torch.float32)
+    ow = torch.tensor(owner)
+    nt = torch.tensor(n, dtype=torch.float32)
+    yt = torch.tensor(np.nan_to_num(y), dtype=torch.float32)
+    w = np.ones(N) if weight is None else np.asarray(weight, dtype=np.float64)
+    known = torch.tensor(np.isfinite(y) * w[:, None] * np.asarray(tasks, float)[None, :], dtype=torch.float32)
+    g0 = float(np.nanmax(y[:, 1])) if host_gap is None else float(host_gap)
+    net = torch.nn.Sequential(torch.nn.Linear(F.shape[1], width), torch.nn.SiLU(), torch.nn.Linear(width, width),
+                              torch.nn.SiLU(), torch.nn.Linear(width, 3))
+    log_gap = torch.nn.Parameter(torch.tensor(np.log(max(g0, 1e-3)), dtype=torch.float32))
+    opt = torch.optim.AdamW([*net.parameters(), log_gap], lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    for _ in range(epochs):
+        opt.zero_grad()
+        o = net(Ft)
+        E = torch.zeros(N).index_add(0, ow, o[:, 0])
+        M = torch.nn.functional.softplus(torch.zeros(N).index_add(0, ow, o[:, 2]))
+        hg = log_gap.exp()
+        lv = -o[:, 1] / TAU
+        mx = torch.full((N,), -1.0).mul(hg / TAU).scatter_reduce(0, ow, lv, reduce="amax")
+        s = torch.exp(-hg / TAU - mx) + torch.zeros(N).index_add(0, ow, torch.exp(lv - mx[ow]))
+        G = torch.minimum(torch.nn.functional.softplus(-TAU * (torch.log(s) + mx) * 10.0) / 10.0, hg)
+        pred = torch.stack([E / nt, G, M], 1)
+        err = (pred - yt).abs() * known
+        loss = (err.sum(0) / known.sum(0).clamp_min(1)).sum()
+        loss.backward()
+        opt.step()
+        sched.step()
+    lin = [m for m in net if isinstance(m, torch.nn.Linear)]
+    weights = []
+    for m in lin:
+        weights += [m.weight.detach().numpy().T.astype(np.float64).copy(), m.bias.detach().numpy().astype(np.float64).copy()]
+    return EnvNet(weights, mean.astype(np.float64), scale.astype(np.float64), float(log_gap.exp().item()))
+
+
+# ---------------------------------------------------------------------- the host model
+@dataclass
+class Calibration:
+    """Per-target, per-band std scales (``(3, len(BANDS))``), the spread floor (``(3,)``) and which bands
+    had validation data (``(3, len(BANDS))`` bool)."""
+
+    scale: np.ndarray
+    floor: np.ndarray
+    validated: np.ndarray
+
+
+class HostModel:
+    """DFT properties of defect configurations on one host, from its 2DMD data (any density).
+
+    Two ensembles of :class:`EnvNet`: ``members_energy`` networks fitted to the formation energy on environments
+    within ``radius_energy`` (strain reaches far), and ``members_levels`` networks fitted to the gap and the moment
+    on environments within ``radius_levels`` (defect levels are local); the formation energy is blended with the
+    pair expansion (within ``radius_energy``) by a weight chosen on the validation split.
+
+    Args:
+        host: the host lattice.
+        radius_energy, radius_levels: environment radii (A).
+        members_energy, members_levels: networks per ensemble.
+        epochs, width: network training.
+        seed: base seed.
+    """
+
+    def __init__(self, host: HostLattice, radius_energy: float = 8.0, radius_levels: float = 6.5, members_energy: int = 4,
+                 members_levels: int = 8, epochs: int = 800, width: int = 64, seed: int = 0) -> None:
+        self.host = host
+        self.radius_energy, self.radius_levels = float(radius_energy), float(radius_levels)
+        self.members_energy, self.members_levels = int(members_energy), int(members_levels)
+        self.epochs, self.width, self.seed = int(epochs), int(width), int(seed)
+        self.env_e = DefectEnvironment(host, radius_energy)
+        self.env_g = DefectEnvironment(host, radius_levels)
+        self.env = self.env_g  # the descriptor of embed() and the defect types
+        self.ce = PairCE(host, radius_energy)
+        self.nets_e: list[EnvNet] = []
+        self.nets_g: list[EnvNet] = []
+        self.blend = 0.5  # weight of the pair expansion in the formation energy (chosen on validation by fit)
+        self.calibration: Calibration | None = None
+        self.meta: dict = {}
+        self.train_occ = np.zeros((0, host.n_sites), np.uint8)  # (N, S) every configuration fit saw (train + val)
+        self.train_y = np.zeros((0, 3))  # (N, 3) their targets (TARGETS order, NaN where unknown)
+
+    def settings(self) -> dict:
+        return {"radius_energy": self.radius_energy, "radius_levels": self.radius_levels, "members_energy": self.members_energy,
+                "members_levels": self.members_levels, "epochs": self.epochs, "width": self.width, "seed": self.seed}
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, occ: np.ndarray, y: np.ndarray, val: np.ndarray, progress: Callable[[str], None] | None = None) -> HostModel:
+        """Fit on configurations ``occ (N, S)`` with targets ``y (N, 3)`` (TARGETS order; NaN where unknown);
+        ``val (N,)`` bool marks the calibration split (never trained on)."""
+        t0 = time.time()
+        n = self.n_defects(occ)
+        if (n == 0).any():
+            raise InvdesignError("training data holds pristine cells (no defects): formation energy per site undefined")
+        tr = ~val
+        self.ce.fit(occ[tr], y[tr, 0])
+        # every density band weighs the same in the networks' loss (a large low-density set must not drown
+        # a few hundred high-density structures)
+        b = band_of(n[tr])
+        w = 1.0 / np.bincount(b, minlength=len(BANDS))[b]
+        w *= len(w) / w.sum()
+        total = self.members_energy + self.members_levels
+        self.nets_e, self.nets_g = [], []
+        for env, nets, count, tasks in ((self.env_e, self.nets_e, self.members_energy, (True, False, False)),
+                                        (self.env_g, self.nets_g, self.members_levels, (False, True, True))):
+            F, owner = env.transform(occ)
+            Ftr, otr = self._rows(F, owner, np.flatnonzero(tr))
+            for _ in range(count):
+                k = len(self.nets_e) + len(self.nets_g)
+                nets.append(fit_envnet(Ftr, otr, n[tr], y[tr], seed=self.seed + k, epochs=self.epochs, width=self.width,
+                                       weight=w, tasks=tasks))
+                if progress:
+                    progress(f"network {k + 1}/{total}")
+        self.calibration = None
+        # the formation energy's blend of expansion and networks: chosen on the validation split
+        nets_fe, ce_fe = self._fe_parts(occ[val])
+        yv = y[val, 0]
+        grid = np.linspace(0.0, 1.0, 11)
+        self.blend = float(grid[np.argmin([np.nanmean(np.abs(a * ce_fe + (1 - a) * nets_fe - yv)) for a in grid])])
+        mu, spread = self._raw(occ[val])
+        self.calibration = calibrate(mu, spread, y[val], n[val])
+        self.train_occ = np.asarray(occ, dtype=np.uint8)
+        self.train_y = np.asarray(y, dtype=np.float64)
+        self.meta = {"n_train": int(tr.sum()), "n_val": int(val.sum()), "seconds": round(time.time() - t0, 1),
+                     "blend_ce": self.blend, "kmax": int(n.max()), "kmin": int(n.min()),
+                     "targets_known": [bool(np.isfinite(y[:, j]).any()) for j in range(3)],
+                     "compositions": np.unique(self._type_counts(occ), axis=0).tolist()}
+        return self
+
+    @staticmethod
+    def _rows(F: np.ndarray, owner: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        remap = np.full(int(owner.max(initial=-1)) + 1, -1, dtype=np.int64)
+        remap[idx] = np.arange(len(idx))
+        sel = remap[owner] >= 0
+        return F[sel], remap[owner[sel]]
+
+    def embed(self, occ: np.ndarray) -> np.ndarray:
+        """``(N, dim)`` an exactly invariant descriptor of each configuration: its defects' environment vectors
+        averaged (zeros for a pristine cell). For distances between candidates (diversity, nearest known), not
+        an invertible embedding."""
+        occ = np.asarray(occ)
+        F, owner = self.env.transform(occ)
+        n = np.maximum(np.bincount(owner, minlength=len(occ)), 1)
+        out = np.zeros((len(occ), F.shape[1]))
+        np.add.at(out, owner, F)
+        return out / n[:, None]
+
+    def n_defects(self, occ: np.ndarray) -> np.ndarray:
+        return (np.asarray(occ) != self.host.host_code[None, :]).sum(1)
+
+    def _type_counts(self, occ: np.ndarray) -> np.ndarray:
+        ty = self.env.types(occ)
+        return np.stack([(ty == t).sum(1) for t in range(self.env.n_types)], axis=1)
+
+    # ------------------------------------------------------------------ predict
+    def _members(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(Me, N)`` energy members' formation energy per site and ``(Mg, N, 2)`` level members' gap and moment."""
+        occ = np.asarray(occ)
+        N = len(occ)
+        n = self.n_defects(occ).astype(np.float64)
+        F, owner = self.env_e.transform(occ)
+        E = np.stack([m.predict(F, owner, N)[:, 0] for m in self.nets_e])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            E = np.where(n[None, :] > 0, E / n[None, :], np.nan)
+        F, owner = self.env_g.transform(occ)
+        G = np.stack([m.predict(F, owner, N)[:, 1:] for m in self.nets_g])
+        return E, G
+
+    def _fe_parts(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(N,)`` formation energy per site of the networks (mean) and of the pair expansion."""
+        return self._members(occ)[0].mean(0), self.ce.predict(occ)
+
+    def _raw(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Means and spreads ``(N, 3)`` (before calibration): the level networks' mean and spread for the gap and
+        the moment; for the formation energy the blend of networks and expansion, its spread the energy members'
+        and the expansion's about it."""
+        E, G = self._members(occ)
+        ce = self.ce.predict(occ)
+        mu = np.zeros((len(ce), 3))
+        spread = np.zeros((len(ce), 3))
+        mu[:, 1:], spread[:, 1:] = G.mean(0), G.std(0)
+        mu[:, 0] = self.blend * ce + (1 - self.blend) * E.mean(0)
+        spread[:, 0] = np.sqrt(np.mean((np.concatenate([E, ce[None]]) - mu[None, :, 0]) ** 2, axis=0))
+        return mu, spread
+
+    def host_gap(self) -> float:
+        """The largest gap the model can serve (eV): the level networks' learned host gap."""
+        return max(m.host_gap for m in self.nets_g)
+
+    def predict(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(N, S)`` occupancies -> means ``(N, 3)``, stds ``(N, 3)`` (eV, eV, Bohr magnetons; TARGETS order)
+        and ``validated (N, 3)`` bool (the density band had calibration data and the count lies within the
+        trained range). FE per site is NaN for pristine cells."""
+        mu, spread = self._raw(occ)
+        n = self.n_defects(occ)
+        b = band_of(n)
+        c = self.calibration
+        std = np.full_like(mu, np.nan)
+        ok = np.zeros(mu.shape, bool)
+        in_range = (n >= self.meta.get("kmin", 1)) & (n <= self.meta.get("kmax", 10_000))
+        for j in range(3):
+            bb = np.clip(b, 0, len(BANDS) - 1)
+            std[:, j] = c.scale[j, bb] * (spread[:, j] + c.floor[j])
+            ok[:, j] = c.validated[j, bb] & in_range & (b >= 0)
+        known = np.array(self.meta.get("targets_known", [True, True, True]))
+        mu[:, ~known] = np.nan
+        std[:, ~known] = np.nan
+        return mu, std, ok
+
+    # ------------------------------------------------------------------ save / load
+    def arrays(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {"ce_coef": self.ce.coef, "blend": np.array(self.blend), "cal_scale": self.calibration.scale,
+                                      "train_occ": self.train_occ, "train_y": self.train_y,
+                                      "cal_floor": self.calibration.floor, "cal_validated": self.calibration.validated}
+        for tag, nets in (("e", self.nets_e), ("g", self.nets_g)):
+            for k, m in enumerate(nets):
+                for i, w in enumerate(m.weights):
+                    out[f"net{tag}{k}_w{i}"] = w
+                out[f"net{tag}{k}_mean"], out[f"net{tag}{k}_scale"] = m.mean, m.scale
+                out[f"net{tag}{k}_host_gap"] = np.array(m.host_gap)
+        return out
+
+    def save(self, path: str | Path, host_spec: dict) -> Path:
+        """Write the model as one ``.npz`` (arrays, and a JSON header: format, host, settings, meta). No pickle."""
+        import io
+
+        from invdesign.outputs import write_bytes_atomic
+
+        header = {"format": FORMAT, "host": host_spec, "settings": self.settings(), "meta": self.meta}
+        buf = io.BytesIO()
+        np.savez_compressed(buf, header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **self.arrays())
+        return write_bytes_atomic(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path, host: HostLattice | None = None) -> HostModel:
+        """Read a model written by :meth:`save` (``host``: the lattice it was trained on; default: from the header)."""
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                a = {k: f[k] for k in f.files}
+            header = json.loads(a.pop("header").tobytes().decode())
+        except (OSError, ValueError, KeyError) as exc:
+            raise InvdesignError(f"not an invdesign host model ({exc.__class__.__name__})", source=str(path)) from None
+        if header.get("format") != FORMAT:
+            raise InvdesignError(f"unknown host-model format {header.get('format')!r}", source=str(path))
+        if host is None:
+            host = host_from_spec(header["host"])
+        m = cls(host, **header["settings"])
+        m.ce.coef = a["ce_coef"]
+        m.blend = float(a["blend"])
+        m.train_occ, m.train_y = a["train_occ"], a["train_y"]
+        m.calibration = Calibration(a["cal_scale"], a["cal_floor"], a["cal_validated"].astype(bool))
+
+        def nets(tag: str, count: int) -> list[EnvNet]:
+            return [EnvNet([a[f"net{tag}{k}_w{i}"] for i in range(6)], a[f"net{tag}{k}_mean"], a[f"net{tag}{k}_scale"],
+                           float(a[f"net{tag}{k}_host_gap"])) for k in range(count)]
+
+        m.nets_e, m.nets_g = nets("e", m.members_energy), nets("g", m.members_levels)
+        m.meta = header["meta"]
+        m.meta["header"] = {k: v for k, v in header.items() if k != "meta"}
+        return m
+
+
+def host_from_spec(spec: dict) -> HostLattice:
+    """The host lattice a model header names: ``{"name": packaged host, "supercell": [a, b]}``."""
+    from invdesign.lattice.hosts import packaged_host
+
+    return packaged_host(spec["name"], tuple(spec["supercell"]))
+
+
+def calibrate(mu: np.ndarray, spread: np.ndarray, y: np.ndarray, n: np.ndarray) -> Calibration:
+    """Split-conformal std scales per target and density band from validation means/spreads ``(V, 3)``,
+    targets ``y (V, 3)`` and defect counts ``n (V,)``: ``std = scale * (spread + floor)`` with ``floor`` the
+    median validation spread and ``scale`` the :data:`LEVEL` quantile of ``|error| / (spread + floor)``
+    over 1.96. Bands with fewer than 8 validation rows take the largest scale of the others."""
+    nb = len(BANDS)
+    scale = np.ones((3, nb))
+    floor = np.zeros(3)
+    validated = np.zeros((3, nb), bool)
+    b = band_of(n)
+    for j in range(3):
+        ok = np.isfinite(y[:, j]) & np.isfinite(mu[:, j])
+        if not ok.any():
+            continue
+        floor[j] = float(np.median(spread[ok, j])) + 1e-6
+        z = np.abs(mu[:, j] - y[:, j]) / (spread[:, j] + floor[j])
+        for k in range(nb):
+            sel = ok & (b == k)
+            if sel.sum() >= 8:
+                m = int(sel.sum())
+                q = min(1.0, np.ceil((m + 1) * LEVEL) / m)
+                scale[j, k] = float(np.quantile(z[sel], q)) / 1.96
+                validated[j, k] = True
+        if validated[j].any():
+            scale[j, ~validated[j]] = scale[j, validated[j]].max()
+    return Calibration(scale, floor, validated)
+
+
+def split_train_val(n_rows: int, val_fraction: float = 0.15, seed: int = 0) -> np.ndarray:
+    """``(n_rows,)`` bool validation mask (a seeded random share)."""
+    rng = np.random.default_rng(seed)
+    val = np.zeros(n_rows, bool)
+    val[rng.permutation(n_rows)[: max(1, int(round(val_fraction * n_rows)))]] = True
+    return val
+
+
+def targets_of(ds) -> np.ndarray:
+    """``(N, 3)`` targets of a 2DMD :class:`~invdesign.data.dataset.Dataset` in :data:`TARGETS` order: the gap is
+    ``homo_lumo_gap_min`` for spin-polarised sets (the published benchmarks' choice), ``total_mag`` NaN where absent."""
+    t = ds.targets
+    gap = t["homo_lumo_gap_min"] if "homo_lumo_gap_min" in t else t["homo_lumo_gap"]
+    # the non-spin-polarised sets (MoS2, WSe2) carry total_mag = 0 everywhere: not a measured moment
+    spin = "total_mag" in t and bool((np.asarray(t["total_mag"], float) != 0).any())
+    mag = t["total_mag"] if spin else np.full(len(t), np.nan)
+    return np.stack([t["formation_energy_per_site"].to_numpy(float), np.asarray(gap, float), np.asarray(mag, float)], 1)
+
+
+def stack(datasets: Sequence) -> tuple[HostLattice, np.ndarray, np.ndarray]:
+    """One host's datasets -> ``(host, occ (N, S), y (N, 3))``; refuses datasets of different hosts."""
+    host = datasets[0].host
+    for d in datasets[1:]:
+        if d.host.fingerprint != host.fingerprint:
+            raise InvdesignError(f"datasets of different hosts ({host.name}, {d.host.name}): train one model per host",
+                                 source=d.name)
+    return host, np.concatenate([d.occ for d in datasets]), np.concatenate([targets_of(d) for d in datasets])
