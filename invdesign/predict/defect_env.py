@@ -96,25 +96,31 @@ class DefectEnvironment:
 
     def transform(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(N, S)`` occupancies -> ``F (D, dim)`` float32 environments of all ``D`` defects and
-        ``owner (D,)`` int64: the configuration each defect belongs to (rows grouped by configuration)."""
+        ``owner (D,)`` int64: the configuration each defect belongs to (rows grouped by configuration, defects
+        in site order). Vectorised over configurations (defect lists padded to the largest count)."""
         ty = self.types(occ)
         T, n_orb = self.n_types, self.n_orbits
-        feats, owner = [], []
-        for n, row in enumerate(ty):
-            ds = np.flatnonzero(row >= 0)
-            k = len(ds)
-            if k == 0:
-                continue
-            f = np.zeros((k, T, n_orb + 1), dtype=np.float32)
-            f[np.arange(k), row[ds], n_orb] = 1.0  # own type, in the extra column
-            oo = self._site_orbit[np.ix_(ds, ds)]
-            i, j = np.nonzero(oo >= 0)
-            np.add.at(f, (i, row[ds[j]], oo[i, j]), 1.0)
-            feats.append(np.concatenate([f[:, :, n_orb], f[:, :, :n_orb].reshape(k, T * n_orb)], axis=1))
-            owner.append(np.full(k, n, dtype=np.int64))
-        if not feats:
+        N = len(ty)
+        is_def = ty >= 0
+        k = is_def.sum(1)
+        if N == 0 or k.max(initial=0) == 0:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64)
-        return np.concatenate(feats), np.concatenate(owner)
+        K = int(k.max())
+        # (N, K) defect sites in site order, padded with -1
+        order = np.argsort(~is_def, axis=1, kind="stable")[:, :K]
+        valid = np.arange(K)[None, :] < k[:, None]
+        sites = np.where(valid, order, 0)
+        dty = np.where(valid, np.take_along_axis(ty, order, axis=1), -1)
+        oo = self._site_orbit[sites[:, :, None], sites[:, None, :]]  # (N, K, K)
+        pair = valid[:, :, None] & valid[:, None, :] & (oo >= 0) & ~np.eye(K, dtype=bool)[None]
+        n_i, i, j = np.nonzero(pair)
+        row = n_i * K + i  # the defect whose environment counts partner j
+        col = T + dty[n_i, j] * n_orb + oo[n_i, i, j]
+        F = np.bincount(row * self.dim + col, minlength=N * K * self.dim).astype(np.float32).reshape(N * K, self.dim)
+        flat_valid = valid.ravel()
+        F[np.flatnonzero(flat_valid), dty.ravel()[flat_valid]] = 1.0  # own type
+        owner = np.repeat(np.arange(N, dtype=np.int64), K)[flat_valid]
+        return F[flat_valid], owner
 
 
 # ---------------------------------------------------------------------- cluster expansion (energy)
@@ -174,11 +180,16 @@ class EnvNet:
     host_gap: float
 
     def terms(self, F: np.ndarray) -> np.ndarray:
-        """``(D, 3)``: energy term (eV), gap level (eV), moment term (Bohr magnetons) of each defect."""
-        W1, b1, W2, b2, W3, b3 = self.weights
-        h = _silu(((F - self.mean) / self.scale) @ W1 + b1)
+        """``(D, 3)``: energy term (eV), gap level (eV), moment term (Bohr magnetons) of each defect (the layers
+        in float32, as trained; the sums over defects in float64)."""
+        if "_f32" not in self.__dict__:  # the input scaling folded into the first layer, float32, once
+            W1, b1, W2, b2, W3, b3 = self.weights
+            W1s = W1 / self.scale[:, None]
+            self._f32 = tuple(np.asarray(w, np.float32) for w in (W1s, b1 - self.mean @ W1s, W2, b2, W3, b3))
+        W1, b1, W2, b2, W3, b3 = self._f32
+        h = _silu(np.asarray(F, np.float32) @ W1 + b1)
         h = _silu(h @ W2 + b2)
-        return h @ W3 + b3
+        return (h @ W3 + b3).astype(np.float64)
 
     def predict(self, F: np.ndarray, owner: np.ndarray, N: int) -> np.ndarray:
         """``(N, 3)``: total formation energy (eV), gap (eV), total moment of each configuration."""
@@ -360,45 +371,53 @@ class HostModel:
         return np.stack([(ty == t).sum(1) for t in range(self.env.n_types)], axis=1)
 
     # ------------------------------------------------------------------ predict
-    def _members(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(Me, N)`` energy members' formation energy per site and ``(Mg, N, 2)`` level members' gap and moment."""
+    def _energy_members(self, occ: np.ndarray) -> np.ndarray:
+        """``(Me, N)`` the energy networks' formation energy per defect site (NaN for pristine cells)."""
         occ = np.asarray(occ)
-        N = len(occ)
         n = self.n_defects(occ).astype(np.float64)
         F, owner = self.env_e.transform(occ)
-        E = np.stack([m.predict(F, owner, N)[:, 0] for m in self.nets_e])
+        o = np.stack([m.terms(F)[:, 0] for m in self.nets_e])  # (Me, D)
+        E = np.stack([np.bincount(owner, weights=row, minlength=len(occ)) for row in o])
         with np.errstate(invalid="ignore", divide="ignore"):
-            E = np.where(n[None, :] > 0, E / n[None, :], np.nan)
+            return np.where(n[None, :] > 0, E / n[None, :], np.nan)
+
+    def _level_members(self, occ: np.ndarray) -> np.ndarray:
+        """``(Mg, N, 2)`` the level networks' gap (eV) and moment (Bohr magnetons)."""
+        occ = np.asarray(occ)
         F, owner = self.env_g.transform(occ)
-        G = np.stack([m.predict(F, owner, N)[:, 1:] for m in self.nets_g])
-        return E, G
+        return np.stack([m.predict(F, owner, len(occ))[:, 1:] for m in self.nets_g])
 
     def _fe_parts(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(N,)`` formation energy per site of the networks (mean) and of the pair expansion."""
-        return self._members(occ)[0].mean(0), self.ce.predict(occ)
+        return self._energy_members(occ).mean(0), self.ce.predict(occ)
 
-    def _raw(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Means and spreads ``(N, 3)`` (before calibration): the level networks' mean and spread for the gap and
-        the moment; for the formation energy the blend of networks and expansion, its spread the energy members'
-        and the expansion's about it."""
-        E, G = self._members(occ)
-        ce = self.ce.predict(occ)
-        mu = np.zeros((len(ce), 3))
-        spread = np.zeros((len(ce), 3))
-        mu[:, 1:], spread[:, 1:] = G.mean(0), G.std(0)
-        mu[:, 0] = self.blend * ce + (1 - self.blend) * E.mean(0)
-        spread[:, 0] = np.sqrt(np.mean((np.concatenate([E, ce[None]]) - mu[None, :, 0]) ** 2, axis=0))
+    def _raw(self, occ: np.ndarray, targets: tuple[int, ...] = (0, 1, 2)) -> tuple[np.ndarray, np.ndarray]:
+        """Means and spreads ``(N, 3)`` (before calibration; columns not in ``targets`` NaN): the level networks'
+        mean and spread for the gap and the moment; for the formation energy the blend of networks and expansion,
+        its spread the energy members' and the expansion's about it."""
+        occ = np.asarray(occ)
+        mu = np.full((len(occ), 3), np.nan)
+        spread = np.full((len(occ), 3), np.nan)
+        if 0 in targets:
+            E = self._energy_members(occ)
+            ce = self.ce.predict(occ)
+            mu[:, 0] = self.blend * ce + (1 - self.blend) * E.mean(0)
+            spread[:, 0] = np.sqrt(np.mean((np.concatenate([E, ce[None]]) - mu[None, :, 0]) ** 2, axis=0))
+        if 1 in targets or 2 in targets:
+            G = self._level_members(occ)
+            mu[:, 1:], spread[:, 1:] = G.mean(0), G.std(0)
         return mu, spread
 
     def host_gap(self) -> float:
         """The largest gap the model can serve (eV): the level networks' learned host gap."""
         return max(m.host_gap for m in self.nets_g)
 
-    def predict(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict(self, occ: np.ndarray, targets: tuple[int, ...] = (0, 1, 2)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(N, S)`` occupancies -> means ``(N, 3)``, stds ``(N, 3)`` (eV, eV, Bohr magnetons; TARGETS order)
         and ``validated (N, 3)`` bool (the density band had calibration data and the count lies within the
-        trained range). FE per site is NaN for pristine cells."""
-        mu, spread = self._raw(occ)
+        trained range). FE per site is NaN for pristine cells. ``targets``: the columns to compute (the
+        others NaN; the formation energy alone skips the level networks)."""
+        mu, spread = self._raw(occ, targets)
         n = self.n_defects(occ)
         b = band_of(n)
         c = self.calibration

@@ -196,6 +196,15 @@ class Predictor(ABC):
         A head whose columns are all served by others is not evaluated.
         """
         occ = self._check(occ)
+        hd = self._hd_rows(occ)
+        if hd.any():  # more than 3 defects on 8x8 MoS2: the DFT host model (1-24 defects, 2DMD low + high density)
+            mean = np.zeros((len(occ), len(self.targets)))
+            std = np.zeros_like(mean)
+            hm, hs, _ = self.high_density_model().predict(occ[hd])
+            mean[hd], std[hd] = hm[:, :2], hs[:, :2]
+            if (~hd).any():
+                mean[~hd], std[~hd] = self.predict(occ[~hd])
+            return mean, std
         X = self.cluster_features(occ)
         which = self.serving_heads()
         mean = np.zeros((len(occ), len(self.targets)))
@@ -212,10 +221,6 @@ class Predictor(ABC):
             std[:, j] = np.where(self.gap_validated(occ), std[:, j], np.maximum(std[:, j], unvalidated_std(head.eg_max)))
         k = np.maximum(n_defects(occ, self.host), 1).astype(float)
         mean[:, 0], std[:, 0] = self._fe_served(X, mean[:, 0], std[:, 0], k)
-        hd = self._hd_rows(occ)
-        if hd.any():  # more than 3 defects on 8x8 MoS2: the DFT host model (1-24 defects, 2DMD low + high density)
-            hm, hs, _ = self.high_density_model().predict(occ[hd])
-            mean[hd], std[hd] = hm[:, :2], hs[:, :2]
         return mean, std
 
     def predict_target(self, occ: np.ndarray, target: str, with_std: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -229,6 +234,20 @@ class Predictor(ABC):
             raise InvdesignError(f"unknown target {target!r}; the model predicts {list(self.targets)}")
         occ = self._check(occ)
         j = self.targets.index(target)
+        hd = self._hd_rows(occ)
+        if hd.any():  # the DFT host model's rows (only this target's ensemble runs)
+            mean = np.zeros(len(occ))
+            std = np.zeros(len(occ)) if with_std else None
+            hm, hs, _ = self.high_density_model().predict(occ[hd], targets=(j,))
+            mean[hd] = hm[:, j]
+            if with_std:
+                std[hd] = hs[:, j]
+            if (~hd).any():
+                m, s_ = self.predict_target(occ[~hd], target, with_std)
+                mean[~hd] = m
+                if with_std:
+                    std[~hd] = s_
+            return mean, std
         head = self.serving_heads()[target]
         X = self.cluster_features(occ)
         if not with_std and hasattr(self.heads[head], "folded"):  # a linear head's mean alone (no leverage)
@@ -246,12 +265,6 @@ class Predictor(ABC):
         if j == 0:  # formation energy: predicted per cell, served per defect site (pristine cells count as one)
             k = np.maximum(n_defects(occ, self.host), 1).astype(float)
             mean, std = self._fe_served(X, mean, std, k)
-        hd = self._hd_rows(occ)
-        if hd.any():
-            hm, hs, _ = self.high_density_model().predict(occ[hd])
-            mean[hd] = hm[:, j]
-            if std is not None:
-                std[hd] = hs[:, j]
         return mean, std
 
     def gap_validated(self, occ: np.ndarray) -> np.ndarray:
