@@ -105,14 +105,29 @@ def check_defect_range(host, max_defects: int, min_defects: int, types=None) -> 
                              f"can occupy; lower it to at most {n}")
 
 
+def estimate_orbit_count(host, max_defects: int, min_defects: int, types) -> float:
+    """Approximate number of symmetry-distinct configurations of ``min_defects..max_defects`` defects of the
+    defect ``types`` (indices into ``host.defect_types``): labelled placements divided by the group order (a
+    lower bound, tight for large spaces)."""
+    sizes = {s: int((host.sublattice == s).sum()) for s in range(len(host.sublattices))}
+    by_sub: dict[int, int] = {}
+    for t in types:
+        by_sub[host.defect_types[t][0]] = by_sub.get(host.defect_types[t][0], 0) + 1
+    # number of placements of k defects = coefficient of x^k in prod_s sum_j C(n_s, j) m_s^j x^j
+    poly = [0] * (max_defects + 1)
+    poly[0] = 1
+    for s, m in by_sub.items():
+        term = [math.comb(sizes[s], j) * m**j for j in range(max_defects + 1)]
+        poly = [sum(poly[i] * term[k - i] for i in range(k + 1)) for k in range(max_defects + 1)]
+    return float(sum(poly[min_defects:])) / host.n_ops
+
+
 def enumeration_bytes(host, max_defects: int, types=None) -> float:
     """Estimated peak memory (bytes) of enumerating up to ``max_defects`` defects of ``types`` (indices; None: all).
 
     Level ``k`` expands every ``(k-1)``-defect orbit by one defect on each free site: ``orbits(k-1) *
     type_sites * types_per_site`` candidate rows of ``n_sites`` bytes, canonicalised together.
     """
-    from invdesign.generate.decoder import Limits, estimate_orbits
-
     idx = tuple(range(len(host.defect_types))) if types is None else tuple(sorted(set(types)))
     if not idx:
         return 0.0
@@ -120,7 +135,7 @@ def enumeration_bytes(host, max_defects: int, types=None) -> float:
     sites = _type_sites(host, idx)
     peak = 0.0
     for k in range(1, max_defects + 1):
-        prev = 1.0 if k == 1 else max(1.0, estimate_orbits(host, Limits(k - 1, k - 1, idx)))
+        prev = 1.0 if k == 1 else max(1.0, estimate_orbit_count(host, k - 1, k - 1, idx))
         peak = max(peak, prev * sites * per_site * host.n_sites * ENUM_BYTES_PER_CANDIDATE_SITE)
         if peak > 1e18:
             break

@@ -27,7 +27,6 @@ types within the limits (:func:`validate` is applied to every answer).
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -93,21 +92,11 @@ def validate(occ: np.ndarray, host: HostLattice, limits: Limits) -> np.ndarray:
 
 
 def estimate_orbits(host: HostLattice, limits: Limits) -> float:
-    """Approximate number of symmetry-distinct configurations within ``limits``.
+    """Approximate number of symmetry-distinct configurations within ``limits``
+    (:func:`invdesign.limits.estimate_orbit_count`: labelled placements over the group order, a lower bound)."""
+    from invdesign.limits import estimate_orbit_count
 
-    Labelled placements divided by the group order (a lower bound, tight for large spaces).
-    """
-    sizes = {s: int((host.sublattice == s).sum()) for s in range(len(host.sublattices))}
-    by_sub: dict[int, int] = {}
-    for t in limits.types:
-        by_sub[host.defect_types[t][0]] = by_sub.get(host.defect_types[t][0], 0) + 1
-    # number of placements of k defects = coefficient of x^k in prod_s sum_j C(n_s, j) m_s^j x^j
-    poly = np.zeros(limits.max_defects + 1, dtype=object)
-    poly[0] = 1
-    for s, m in by_sub.items():
-        term = np.array([math.comb(sizes[s], j) * m**j for j in range(limits.max_defects + 1)], dtype=object)
-        poly = np.array([sum(poly[i] * term[k - i] for i in range(k + 1)) for k in range(limits.max_defects + 1)], dtype=object)
-    return float(sum(poly[limits.min_defects :])) / host.n_ops
+    return estimate_orbit_count(host, limits.max_defects, limits.min_defects, limits.types)
 
 
 # ---------------------------------------------------------------------- the orbit table
