@@ -32,11 +32,30 @@ SETS = {"MoS2": ["mos2-low", "mos2-high"], "WSe2": ["wse2-low", "wse2-high"], "B
         "GaSe": ["gase-high"], "InSe": ["inse-high"], "P": ["bp-high"]}
 
 
+def packaged_fe_head() -> str:
+    """The fingerprint of the packaged 8x8 MoS2 model's formation-energy head (what the MoS2 host model serves beside)."""
+    from invdesign.predict.hd_correction import fe_head_fingerprint
+    from invdesign.predictor import load_predictor
+
+    p = load_predictor()
+    return fe_head_fingerprint(p.heads["ridge_ce"], p.train_stats().seen_clusters)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hosts", default=",".join(SETS))
     ap.add_argument("--out", default=str(ROOT / "invdesign" / "resources" / "host_models"))
+    ap.add_argument("--stamp-only", action="store_true",
+                    help="only record in an existing MoS2 host model which formation-energy head it serves beside")
     a = ap.parse_args()
+    if a.stamp_only:
+        path = Path(a.out) / "MoS2.npz"
+        m = HostModel.load(path)
+        m.meta.pop("header", None)
+        m.meta["serves_beside"] = packaged_fe_head()
+        m.save(path, {"name": "MoS2", "supercell": [8, 8]})
+        print(f"{path}: serves beside {m.meta['serves_beside'][:16]}")
+        return
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     for name in a.hosts.split(","):
@@ -46,6 +65,8 @@ def main() -> None:
         val = split_train_val(len(occ), 0.15, seed=0)
         m = HostModel(host).fit(occ, y, val)
         m.meta["trained_on"] = SETS[name]
+        if name == "MoS2":  # serves the packaged model's configurations of 4+ defects (Predictor.high_density_model)
+            m.meta["serves_beside"] = packaged_fe_head()
         s = spec(name)
         path = m.save(out / f"{name}.npz", {"name": s.name, "supercell": list(s.supercell)})
         print(json.dumps({"host": name, "sets": SETS[name], "structures": len(occ), "seconds": round(time.time() - t0, 1),

@@ -115,7 +115,7 @@ class Predictor(ABC):
         if os.environ.get("INVDESIGN_HD_MODEL", "1") == "0":
             return None
         if not hasattr(self, "_hd_model"):
-            self._hd_model = packaged_hd_model(self.host)
+            self._hd_model = packaged_hd_model(self)
         return self._hd_model
 
     def _hd_rows(self, occ: np.ndarray) -> np.ndarray:
@@ -371,14 +371,21 @@ HD_MIN = 4
 HD_REFERENCE = "DFT-trained host model (2DMD MoS2 low + high density, PBE)"
 
 
-def packaged_hd_model(host: HostLattice):
-    """The packaged MoS2 host model when ``host`` is the packaged 8x8 MoS2 (else None)."""
+def packaged_hd_model(pred: Predictor):
+    """The packaged MoS2 host model for the packaged 8x8 MoS2 model ``pred`` (else None): the host model records the
+    formation-energy head it serves beside (``meta["serves_beside"]``, :func:`fe_head_fingerprint`), so a model a
+    user trained keeps its own predictions (and flags) beyond its data."""
     from invdesign.lattice.hosts import packaged_host
     from invdesign.predict.host_serving import host_model_resource, packaged_host_model
 
-    if host.fingerprint != packaged_host("MoS2").fingerprint or not host_model_resource("MoS2").is_file():
+    if pred.host.fingerprint != packaged_host("MoS2").fingerprint or not host_model_resource("MoS2").is_file():
         return None
-    return packaged_host_model("MoS2")
+    if "ridge_ce" not in getattr(pred, "heads", {}):
+        return None
+    hm = packaged_host_model("MoS2")
+    if hm.meta.get("serves_beside") != fe_head_fingerprint(pred.heads["ridge_ce"], pred.train_stats().seen_clusters):
+        return None
+    return hm
 
 
 def _host_model_reasons(model, occ: np.ndarray) -> list[str]:
