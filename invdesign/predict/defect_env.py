@@ -428,6 +428,8 @@ class HostModel:
             bb = np.clip(b, 0, len(BANDS) - 1)
             std[:, j] = c.scale[j, bb] * (spread[:, j] + c.floor[j])
             ok[:, j] = c.validated[j, bb] & in_range & (b >= 0)
+        # beyond the trained counts the gap is known only to lie in [0, host gap]: at least that uniform's std
+        std[:, 1] = np.where(ok[:, 1] | (b < 0), std[:, 1], np.maximum(std[:, 1], self.host_gap() / np.sqrt(12.0)))
         known = np.array(self.meta.get("targets_known", [True, True, True]))
         mu[:, ~known] = np.nan
         std[:, ~known] = np.nan

@@ -61,7 +61,7 @@ class ChemicalPotentials:
     def reference(cls) -> ChemicalPotentials:
         """The mu's that define the model's (2DMD's) formation energies."""
         r = load_reference()
-        return cls(dict(r["mu_ref"]), "reference", r["reference"])
+        return cls({**r.get("mu_ref_all_hosts", {}), **r["mu_ref"]}, "reference", r["reference"])
 
     def delta(self, host: HostLattice) -> np.ndarray:
         """``(E,)`` ``mu - mu_ref`` over :func:`elements` of the host (eV/atom)."""
