@@ -53,9 +53,7 @@ class HostPredictor:
         self.model = model
         self.host: HostLattice = model.host
         self.reference = reference or "DFT-trained host model (2DMD, PBE)"
-        self.meta = {"targets": list(self.targets),
-                     "serving": {FE: "host model (pair expansion + defect-environment networks)",
-                                 GAP: "host model (defect-environment networks)"}}
+        self.meta = {"targets": list(self.targets), "serving": {FE: "host model", GAP: "host model"}}
 
     def serving_heads(self) -> dict[str, str]:
         return dict(self.meta["serving"])
