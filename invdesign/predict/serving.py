@@ -37,7 +37,7 @@ from invdesign.predict.heads import RidgeHead
 from invdesign.predict.pair_prior import PRIOR_VERSION, PairPrior
 
 #: Version of the cached serving file's layout (part of its name).
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 
 PRISTINE_NOTE = "no defects: the formation energy per defect site is undefined (NaN)"
 
@@ -102,10 +102,16 @@ class Predictor(ABC):
         (:func:`invdesign.predict.hd_correction.resource_path`) when it was fitted on this very head
         (:func:`fe_head_fingerprint`), else None and ``status`` says why. Computed once per object.
         """
-        if getattr(self, "_fe_terms", None) is None:  # (a cached serving model brings them precomputed)
-            self._fe_terms = derive_fe_terms(self)
+        prior, corr, status = self._derived_fe_terms()
         if self.high_density_model() is not None:  # above 3 defects the DFT host model serves, not the correction
-            return self._fe_terms[0], None, "replaced by the DFT host model above 3 defects"
+            return prior, None, "replaced by the DFT host model above 3 defects"
+        return prior, corr, status
+
+    def _derived_fe_terms(self) -> tuple[PairPrior | None, HDCorrection | None, str]:
+        """The prior and correction as derived for this head, whatever serves above 3 defects (what a serving
+        cache stores; a cached serving model brings them precomputed)."""
+        if getattr(self, "_fe_terms", None) is None:
+            self._fe_terms = derive_fe_terms(self)
         return self._fe_terms
 
     def high_density_model(self):
@@ -464,7 +470,7 @@ class ServingModel(Predictor):
             "stats/compositions": st.compositions,
             "stats/seen_clusters": st.seen_clusters,
         }
-        prior, corr, status = self.fe_terms()
+        prior, corr, status = self._derived_fe_terms()  # the switch INVDESIGN_HD_MODEL acts when serving, not here
         out["fe_terms/status"] = np.array(status)
         if prior is not None:
             out.update(prior.arrays("pair_prior/"))
