@@ -150,7 +150,7 @@ def test_incremental_decoder_limits_exclusions_and_distinct(enc_model, host):
     assert len(set(res.keys)) == len(z) and first.keys[0] not in res.keys
     with pytest.raises(InvdesignError, match="incremental"):
         decode(z, enc_model, limits, method="nope")
-    with pytest.raises(InvdesignError, match="no configuration"):  # 66 W on 64 Mo sites: refused, nothing enumerated
+    with pytest.raises(InvdesignError, match="beyond the 64 sites"):  # 66 W on 64 Mo sites: refused with the limits
         decode(z, enc_model, Limits.make(host, 70, 66, ["W_Mo"]))
 
 
