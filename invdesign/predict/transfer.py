@@ -131,7 +131,7 @@ class TransferredModel(Predictor):
         """The trained model's pair prior (it reads the mapped counts, i.e. the trained cell's columns); no
         high-density correction: it was fitted on the trained cell's densities (defects per site), which a
         larger cell does not share."""
-        prior, corr, status = self.trained.fe_terms()
+        prior, corr, status = self.trained._derived_fe_terms()  # the 8x8 host model does not serve this cell either
         if corr is not None:
             status = (f"the high-density correction was fitted on {cell_tag(self.trained.host)} cells; "
                       f"not applied on {cell_tag(self.host)}")

@@ -61,16 +61,18 @@ class ChemicalPotentials:
     def reference(cls) -> ChemicalPotentials:
         """The mu's that define the model's (2DMD's) formation energies."""
         r = load_reference()
-        return cls({**r.get("mu_ref_all_hosts", {}), **r["mu_ref"]}, "reference", r["reference"])
+        return cls(dict(r["mu_ref"]), "reference", r["reference"])
 
     def delta(self, host: HostLattice) -> np.ndarray:
         """``(E,)`` ``mu - mu_ref`` over :func:`elements` of the host (eV/atom)."""
-        ref = ChemicalPotentials.reference().mu
-        missing = [e for e in elements(host) if e not in self.mu]
+        r = load_reference()
+        ref = {**r.get("mu_ref_all_hosts", {}), **r["mu_ref"]}  # every 2DMD element (the release's elements.csv)
+        mu = {**ref, **self.mu} if self.name == "reference" else self.mu
+        missing = [e for e in elements(host) if e not in mu]
         if missing:
             raise InvdesignError(f"chemical potentials {self.name!r} give no value for {missing[0]} "
                                  f"(needed: {', '.join(elements(host))})")
-        return np.array([self.mu[e] - ref[e] for e in elements(host)], dtype=float)
+        return np.array([mu[e] - ref[e] for e in elements(host)], dtype=float)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "mu_eV_per_atom": dict(self.mu), "note": self.note}
