@@ -26,6 +26,19 @@ def random_configurations(host, rng: np.random.Generator, n_conf: int, lo: int, 
     return occ
 
 
+def write_small_pool(d: Path, host) -> Path:
+    """Write 6 CIFs (3 of V_S + W_Mo, 3 of 2 Se_S; seeded) into the new folder ``d``; return it."""
+    from invdesign.io import write_structure
+    from invdesign.lattice.enumerate import sample_configurations
+
+    d.mkdir()
+    occ = np.concatenate([sample_configurations(host, {"V_S": 1, "W_Mo": 1}, 3, 1),
+                          sample_configurations(host, {"Se_S": 2}, 3, 2)])
+    for i, o in enumerate(occ):
+        write_structure(o, host, d / f"s{i}.cif")
+    return d
+
+
 def shared_dir() -> Path:
     return Path(os.environ.get("INVDESIGN_SHARED", ROOT.parent / "shared"))
 

@@ -149,15 +149,9 @@ def test_unsafe_ids_in_an_archive_are_refused(tmp_path, capsys, host, name):
 # ---------------------------------------------------------------------- (b) option values
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory, host):
-    from invdesign.lattice.enumerate import sample_configurations
+    from conftest import write_small_pool
 
-    d = tmp_path_factory.mktemp("hostile") / "pool"
-    d.mkdir()
-    occ = np.concatenate([sample_configurations(host, {"V_S": 1, "W_Mo": 1}, 3, 1),
-                          sample_configurations(host, {"Se_S": 2}, 3, 2)])
-    for i, o in enumerate(occ):
-        write_structure(o, host, d / f"s{i}.cif")
-    return d
+    return write_small_pool(tmp_path_factory.mktemp("hostile") / "pool", host)
 
 
 _DESIGN = ["design", "--target", "formation_energy_per_site=0:5"]

@@ -30,7 +30,6 @@ from hypothesis import strategies as st  # noqa: E402
 
 from invdesign.cli import main  # noqa: E402
 from invdesign.data.dataset import TARGETS  # noqa: E402
-from invdesign.io import write_structure  # noqa: E402
 
 SETTINGS = dict(deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -78,16 +77,9 @@ def _replaceable(argv: list[str]) -> str:
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory, host):
-    from invdesign.lattice.enumerate import sample_configurations
+    from conftest import write_small_pool
 
-    root = tmp_path_factory.mktemp("hpool")
-    d = root / "pool"
-    d.mkdir()
-    occ = np.concatenate([sample_configurations(host, {"V_S": 1, "W_Mo": 1}, 3, 1),
-                          sample_configurations(host, {"Se_S": 2}, 3, 2)])
-    for i, o in enumerate(occ):
-        write_structure(o, host, d / f"s{i}.cif")
-    return d
+    return write_small_pool(tmp_path_factory.mktemp("hpool") / "pool", host)
 
 
 @pytest.fixture(scope="module")
