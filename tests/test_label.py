@@ -91,6 +91,7 @@ def test_label_records_failures(tmp_path, tests_on_path):
     (["--oracle", "python:label_oracles:missing"], "has no 'missing'"),
     (["--oracle", "python:label_oracles:slow_oracle", "--steps", "3"], "--steps/--fmax apply to relaxing oracles"),
     (["--oracle", "python:label_oracles:slow_oracle", "--executor", "bogus"], "unknown executor"),
+    (["--oracle", "chgnet+delta", "--steps", "3"], "--steps/--fmax relax the structures that --relaxed DIR writes"),
 ])
 def test_label_bad_input(tmp_path, tests_on_path, capsys, args, msg):
     d, _ = _folder(tmp_path, 1)
@@ -107,6 +108,42 @@ def test_label_refuses_foreign_csv(tmp_path, tests_on_path, capsys):
     assert main(["label", str(d), "--oracle", "python:label_oracles:slow_oracle", "--out", str(out)]) == 2
     assert "not a label file" in capsys.readouterr().err
     assert out.read_text() == "a,b\n1,2\n"
+
+
+def test_label_relaxed_chgnet_delta_relaxes(tmp_path, share, capsys):
+    """``--relaxed`` with ``chgnet+delta`` (a single-point oracle) writes relaxed structures: atoms moved and
+    CHGNet's energy of the written structure is below the single point that the row reports."""
+    if share is None:
+        pytest.skip("needs the 2DMD share")
+    import tarfile
+
+    from ase.io import read as ase_read
+
+    from invdesign.campaign.oracles import ChgnetDeltaOracle
+
+    src = tmp_path / "in"
+    src.mkdir()
+    with tarfile.open(share / "initial.tar.gz") as tf:
+        member = next(m for m in tf if m.isfile() and m.name.endswith(".cif"))
+        (src / Path(member.name).name).write_bytes(tf.extractfile(member).read())
+    cif = next(src.iterdir())
+    out, rdir = tmp_path / "labels.csv", tmp_path / "relaxed"
+    assert main(["label", str(src), "--oracle", "chgnet+delta", "--out", str(out), "--relaxed", str(rdir),
+                 "--steps", "3", "--executor", "inline"]) == 0
+    row = pd.read_csv(out).iloc[0]
+    assert row["id"] == cif.stem and pd.isna(row["error"])
+    assert row["relax_steps"] == 3 and row["max_displacement"] > 1e-3
+    relaxed = ase_read(rdir / f"{cif.stem}.cif")
+    before = ase_read(cif)
+    assert len(relaxed) == len(before)
+    moved = np.linalg.norm(relaxed.get_positions() - before.get_positions(), axis=1).max()
+    assert moved > 1e-3, "the structure --relaxed wrote is the unrelaxed input"
+    relaxed.calc = ChgnetDeltaOracle.from_file().calculator()
+    assert relaxed.get_potential_energy() < row["energy"] - 1e-3  # relaxation lowered the energy
+    # the reported energy stays the single point the correction was fitted on
+    single = ase_read(cif)
+    single.calc = relaxed.calc
+    assert abs(single.get_potential_energy() - row["energy"]) < 0.05
 
 
 def _free_port() -> int:

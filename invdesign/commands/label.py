@@ -27,8 +27,11 @@ def label_cmd(
     executor: str = typer.Option("auto", "--executor", help="auto (process pool; inline for tables), inline, thread[:N], "
                                  "process[:N], dask-local[:N], dask://host:port."),
     relaxed: Path = typer.Option(None, "--relaxed", help="Write each relaxed structure as DIR/<id>.cif (relaxing oracles)."),
-    steps: int = typer.Option(None, "--steps", min=0, help="chgnet / ase: most FIRE steps (0 = single point; default 50)."),
-    fmax: float = typer.Option(None, "--fmax", min=0.0, help="chgnet / ase: force threshold, eV/Angstrom (default 0.1)."),
+    steps: int = typer.Option(None, "--steps", min=0, help="chgnet / ase: most FIRE steps (0 = single point; default 50). "
+                              "chgnet+delta: its energy stays the single point its correction was fitted on; --steps "
+                              "relaxes the structures --relaxed writes (default 50)."),
+    fmax: float = typer.Option(None, "--fmax", min=0.0, help="chgnet / ase / chgnet+delta --relaxed: force threshold, "
+                               "eV/Angstrom (default 0.1)."),
     host: str = HostOpt,
     supercell: str = SupercellOpt,
     tol: float = TolOpt,
@@ -36,7 +39,7 @@ def label_cmd(
     """Evaluate an oracle on every structure: `id,canonical_key,<oracle outputs>,seconds,error` (eV, Angstrom, s)."""
     from invdesign.campaign.executors import check_spec
     from invdesign.campaign.label import label
-    from invdesign.campaign.oracles import AseOracle, make_oracle
+    from invdesign.campaign.oracles import AseOracle, ChgnetDeltaOracle, make_oracle
     from invdesign.data.dataset import map_structures
     from invdesign.errors import InvdesignError
     from invdesign.limits import check_number
@@ -55,7 +58,16 @@ def label_cmd(
         raise InvdesignError("exists and is not a folder", source=str(relaxed))
     h = resolve_host(host, supercell)
     orc = make_oracle(oracle, h, need_mu=False)
-    if steps is not None or fmax is not None:
+    if isinstance(orc, ChgnetDeltaOracle) and orc.steps == 0:
+        # the corrected energy is the single point of the ideal geometry (the protocol its correction was
+        # fitted on, which a relaxation would leave); the structures --relaxed writes are relaxed afterwards
+        if relaxed is None and (steps is not None or fmax is not None):
+            raise InvdesignError(f"{oracle}: the energy is the single point its correction was fitted on; "
+                                 "--steps/--fmax relax the structures that --relaxed DIR writes (give --relaxed)")
+        if relaxed is not None:
+            orc.check_steps = 50 if steps is None else steps
+            orc.check_fmax = 0.1 if fmax is None else fmax
+    elif steps is not None or fmax is not None:
         if not isinstance(orc, AseOracle):
             raise InvdesignError(f"--steps/--fmax apply to relaxing oracles (chgnet, ase), not {oracle}")
         if ":" in oracle and oracle.startswith("chgnet"):
@@ -70,6 +82,8 @@ def label_cmd(
     if isinstance(orc, TableOracle):  # every label there and finite, or refused before anything is written
         orc.check_complete(list(ds.ids), ds.keys)
     desc = f"labelling with {getattr(orc, 'name', oracle)}" + (f" ({orc.protocol})" if isinstance(orc, AseOracle) else "")
+    if isinstance(orc, AseOracle) and orc.steps == 0 and orc.check_steps > 0:
+        desc += f"; structures relaxed after it (FIRE fmax {orc.check_fmax:g} eV/A, <= {orc.check_steps} steps)"
     with task(desc, total=len(ds)) as advance:
         stats = label(ds.occ, list(ds.ids), orc, out, h, executor=executor, relaxed_dir=relaxed,
                       on_row=advance)
