@@ -211,6 +211,35 @@ def test_table_oracle_and_make_oracle(pool, host):
             make_oracle(bad, host)
 
 
+def test_gap_window_needs_an_oracle_that_gives_a_gap(tmp_path, pool, host, capsys):
+    """CHGNet gives no gap: a gap window with chgnet+delta, or with a table of CHGNet labels, is refused in one
+    line that says which oracles give a gap, before any CHGNet call and before the database exists."""
+    gap = ["--target", "homo_lumo_gap=1.0:1.2", "--budget", "2"]
+    db = tmp_path / "c.sqlite"
+    assert main(["campaign", "run", "--db", str(db), "--pool", str(pool["dir"]), "--oracle", "chgnet+delta", *gap]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "oracle chgnet+delta gives no homo_lumo_gap" in err
+    assert "table:F.csv with DFT gaps" in err and "surrogate" in err and not db.exists()
+    # what `invdesign label --oracle chgnet+delta` writes: energies and a formation energy, no gap
+    chg = tmp_path / "chgnet_labels.csv"
+    pd.DataFrame({"id": pool["ids"], "canonical_key": canonical_keys(pool["occ"], host), "energy": -1400.0,
+                  "raw_energy": 10.0, "formation_energy_per_site": pool["y"][:, 0]}).to_csv(chg, index=False)
+    assert main(["campaign", "run", "--db", str(db), "--pool", str(pool["dir"]), "--oracle", f"table:{chg}", *gap]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no column homo_lumo_gap" in err and "CHGNet/ASE oracle, which gives no gap" in err
+    assert "surrogate" in err and not db.exists()
+    # the same labels serve a formation-energy window; the Python API refuses an oracle object the same way
+    assert TableOracle(chg, host, needed=["formation_energy_per_site"]).present == ["formation_energy_per_site"]
+    with pytest.raises(InvdesignError, match="gives no homo_lumo_gap"):
+        make_oracle("chgnet+delta", host, needed=["formation_energy_per_site", "homo_lumo_gap"])
+    c = Campaign.create(tmp_path / "api.sqlite", Target(window={"homo_lumo_gap": (1.0, 1.2)}), [pool["dir"]], features="pairs")
+    with pytest.raises(InvdesignError, match="gives no homo_lumo_gap"):
+        c.run(make_oracle("chgnet+delta", host), budget=2)
+    assert c.status()["evaluations"] == 0
+    c.close()
+    make_oracle("surrogate", host, needed=["homo_lumo_gap"])  # the model's own gap: allowed (a rehearsal)
+
+
 def test_callable_and_ase_oracles_recover_chemical_potentials(pool, host):
     from ase.calculators.lj import LennardJones
 

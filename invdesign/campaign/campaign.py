@@ -578,6 +578,11 @@ class Campaign:
         if isinstance(oracle, str):
             oracle = make_oracle(absolute_spec(oracle, self.store.path.absolute().parent), self.host,
                                  needed=self.target.names, allow_failures=allow_failures)
+        else:  # an oracle object: one that cannot give a target (CHGNet and a gap) is refused before any work
+            from invdesign.campaign.oracles import TableOracle, check_gives
+
+            if not (allow_failures and isinstance(oracle, TableOracle)):
+                check_gives(oracle, self.target.names)
         _check_coverage(oracle, self.candidates[0], allow_failures)
         if not hasattr(oracle, "evaluate"):
             if callable(oracle):

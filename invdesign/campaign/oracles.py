@@ -138,7 +138,10 @@ class TableOracle:
             raise InvdesignError(f"oracle table has none of the target columns {list(TARGETS)}", source=self.name)
         missing_needed = [t for t in needed if t not in df.columns]
         if missing_needed and not allow_failures:
-            raise InvdesignError(f"the table has no column {missing_needed[0]} (a target of the campaign)", source=source)
+            t = missing_needed[0]
+            why = (" (these are energy labels from a CHGNet/ASE oracle, which gives no gap)"
+                   if t == "homo_lumo_gap" and "raw_energy" in df.columns else "")
+            raise InvdesignError(f"the table has no column {t}, a target of the campaign{why}; {GIVES[t]}", source=source)
         if allow_failures:
             for t in present:
                 vals = pd.to_numeric(df[t], errors="coerce").astype(float)
@@ -570,18 +573,45 @@ def load_callable(path: str, what: str = "oracle"):
     return obj
 
 
+#: where a target's values can come from (the end of the one-line refusal when an oracle cannot give one)
+GIVES = {
+    "homo_lumo_gap": "a homo_lumo_gap target needs an oracle that gives a gap: table:F.csv with DFT gaps (a 2DMD "
+                     "targets.csv.gz, your own DFT results), python:module:function returning the gap, or surrogate "
+                     "(the model's own predictions: a rehearsal, not a measurement); CHGNet, chgnet+delta and ASE "
+                     "calculators give energies only",
+    "formation_energy_per_site": "a formation_energy_per_site target needs an oracle that gives it: table:F.csv, "
+                                 "chgnet+delta, chgnet:MU.json, python:module:function or surrogate",
+}
+
+
+def oracle_gives(oracle) -> list[str] | None:
+    """The targets an oracle can give (``None``: unknown until it runs, e.g. a Python function)."""
+    if isinstance(oracle, TableOracle):
+        return list(oracle.present)
+    if isinstance(oracle, AseOracle):
+        return ["formation_energy_per_site"] if oracle.mu or isinstance(oracle, ChgnetDeltaOracle) else []
+    if isinstance(oracle, SurrogateOracle):
+        return list(TARGETS)
+    return None
+
+
+def check_gives(oracle, needed: Sequence[str], spec: str | None = None) -> None:
+    """Refuse (one line, before any work) an oracle that cannot give one of the ``needed`` targets."""
+    gives = oracle_gives(oracle)
+    if gives is None:
+        return
+    for t in needed:
+        if t not in gives:
+            name = spec or getattr(oracle, "name", type(oracle).__name__)
+            raise InvdesignError(f"oracle {name} gives no {t}; {GIVES.get(t, 'choose an oracle that gives it')}")
+
+
 SPECS = ("table:F.csv, surrogate[:MODEL], chgnet:MU.json, chgnet+delta[:FILE], python:module:function "
          "(fn(Structure) -> (E_f, gap) or dict), ase:module:factory (factory() -> ASE calculator; raw energies, label only)")
 
 
-def make_oracle(spec: str, host: HostLattice | None = None, needed: Sequence[str] = (),
-                allow_failures: bool = False, need_mu: bool = True) -> Oracle:
-    """Oracle from a spec string (see :data:`SPECS`).
-
-    ``needed`` (the campaign's target names) and ``allow_failures`` go to :class:`TableOracle`.
-    ``need_mu=False`` (``invdesign label``) also accepts plain ``chgnet`` (raw energies; no
-    chemical potentials, so no formation energy).
-    """
+def _make_oracle(spec: str, host: HostLattice | None, needed: Sequence[str], allow_failures: bool,
+                 need_mu: bool) -> Oracle:
     kind, _, arg = spec.partition(":")
     if kind == "table":
         if not arg:
@@ -607,6 +637,21 @@ def make_oracle(spec: str, host: HostLattice | None = None, needed: Sequence[str
             raise InvdesignError("oracle ase:module:factory gives raw energies only here; use it with invdesign label")
         return AseOracle(factory, None, host, name=spec)
     raise InvdesignError(f"unknown oracle {spec!r} ({SPECS})")
+
+
+def make_oracle(spec: str, host: HostLattice | None = None, needed: Sequence[str] = (),
+                allow_failures: bool = False, need_mu: bool = True) -> Oracle:
+    """Oracle from a spec string (see :data:`SPECS`).
+
+    ``needed`` (the campaign's target names) and ``allow_failures`` go to :class:`TableOracle`; an
+    oracle that cannot give a ``needed`` target (CHGNet and a gap) is refused before any work.
+    ``need_mu=False`` (``invdesign label``) also accepts plain ``chgnet`` (raw energies; no
+    chemical potentials, so no formation energy).
+    """
+    orc = _make_oracle(spec, host, needed, allow_failures, need_mu)
+    if not (allow_failures and isinstance(orc, TableOracle)):
+        check_gives(orc, needed, spec)
+    return orc
 
 
 def stratified_sample(dataset, n: int, seed: int = 0) -> np.ndarray:
