@@ -356,31 +356,32 @@ def train_model(dataset: Dataset, seed: int = 0, config: dict | None = None, spl
 
 
 def _as_occ(structures, model: Model) -> tuple[list[str], np.ndarray]:
-    """ids and ``(N, n_sites)`` occupancies from paths, pymatgen Structures, or an occupancy array."""
+    """ids and ``(N, n_sites)`` occupancies from paths, pymatgen Structures, ASE Atoms, or an occupancy array."""
     if isinstance(structures, np.ndarray):
         occ = model._check(structures)
         return [str(i) for i in range(len(occ))], occ
     items = list(structures) if isinstance(structures, (list, tuple)) else [structures]
-    from pymatgen.core import Structure
+    from invdesign.lattice.config import as_structure
 
-    if items and all(isinstance(s, Structure) for s in items):
+    structs = [as_structure(s) for s in items]
+    if items and all(s is not None for s in structs):
         from invdesign.lattice.config import structure_to_config
 
-        occ = np.stack([structure_to_config(s, model.host, source=f"structure {i}") for i, s in enumerate(items)])
+        occ = np.stack([structure_to_config(s, model.host, source=f"structure {i}") for i, s in enumerate(structs)])
         return [str(i) for i in range(len(occ))], occ
     if items and all(isinstance(s, (str, Path)) for s in items):
         from invdesign.data.dataset import map_structures
 
         ds = map_structures(items, model.host)
         return [str(i) for i in ds.ids], ds.occ
-    raise InvdesignError("structures must be paths, pymatgen Structures, or an (N, n_sites) occupancy array")
+    raise InvdesignError("structures must be paths, pymatgen Structures, ASE Atoms, or an (N, n_sites) occupancy array")
 
 
 def embed(structures, model: Model | str | Path | None = None):
     """Embeddings as a DataFrame ``id, z0..z{d-1}`` (the ``invdesign embed`` CSV).
 
-    ``structures``: STRUCTURES paths (files, folders, archives), pymatgen Structures, or an
-    ``(N, n_sites)`` uint8 occupancy array (ids are then row numbers).
+    ``structures``: STRUCTURES paths (files, folders, archives), pymatgen Structures, ASE Atoms, or an
+    ``(N, n_sites)`` uint8 occupancy array (ids are then row numbers, as for Structures and Atoms).
     """
     import pandas as pd
 
@@ -394,7 +395,8 @@ def embed(structures, model: Model | str | Path | None = None):
 
 def predict(structures, model: Model | str | Path | None = None):
     """Predictions as a DataFrame ``id, <targets>, <targets>_std, extrapolation, extrapolation_reason, note``
-    (eV; the CLI's columns, :func:`prediction_table`)."""
+    (eV; :func:`prediction_table`). ``structures`` as for :func:`embed` (paths, pymatgen Structures, ASE
+    Atoms, or an occupancy array)."""
     m = model if isinstance(model, Model) else load_model(model)
     ids, occ = _as_occ(structures, m)
     return prediction_table(m, ids, occ)

@@ -166,6 +166,23 @@ def map_structures(
     return Dataset(host, np.array(ids, dtype=object), occ, pd.DataFrame(index=range(len(ids))), name=",".join(map(str, paths)))
 
 
+def structures_dataset(structures: Sequence, host: HostLattice | None = None, tol: float = DEFAULT_TOL) -> Dataset:
+    """pymatgen Structures or ASE Atoms mapped onto ``host`` (default: MoS2 8x8) as a Dataset; ids ``"0"``,
+    ``"1"``, ... in their order (as :func:`invdesign.model.predict` gives them)."""
+    from invdesign.lattice.config import as_structure, structure_to_config
+
+    host = host or HostLattice.default()
+    occ = []
+    for i, obj in enumerate(structures):
+        st = as_structure(obj)
+        if st is None:
+            raise InvdesignError(f"not a pymatgen Structure or an ASE Atoms: {type(obj).__name__}", source=f"structure {i}")
+        occ.append(structure_to_config(st, host, source=f"structure {i}", tol=tol))
+    occ_arr = np.stack(occ) if occ else np.zeros((0, host.n_sites), np.uint8)
+    ids = np.array([str(i) for i in range(len(occ))], dtype=object)
+    return Dataset(host, ids, occ_arr, pd.DataFrame(index=range(len(ids))), name="structures")
+
+
 def _check_unique(ids: list[str], records: list[SourceRecord]) -> None:
     seen: dict[str, str] = {}
     for i, r in zip(ids, records):

@@ -89,6 +89,13 @@ class DesignResult:
     train_y: np.ndarray | None = field(default=None, repr=False)
     window: Window | None = field(default=None, repr=False)
 
+    def structures(self) -> list:
+        """The candidates as pymatgen Structures in rank order (what ``structures/<id>.cif`` holds);
+        ``AseAtomsAdaptor.get_atoms(s)`` makes ASE Atoms of them."""
+        from invdesign.lattice.config import config_to_structure
+
+        return [config_to_structure(o, self.host) for o in self.occ]
+
     def write(self, out: str | Path, overwrite: bool = False, extra=None) -> Path:
         """Write ``candidates.csv``, ``structures/<id>.cif``, ``poscar/<id>.vasp``, ``summary.json``, ``candidates.png``.
 
@@ -203,7 +210,8 @@ def design(
             in eV, a :class:`Window`, or CLI strings ``["NAME=LO:HI", ...]``.
         n: number of candidates wanted.
         model: a :class:`~invdesign.model.Model`, a path to one, or None for the packaged default.
-        pool: STRUCTURES to rank instead of generating (files, folders, 2DMD archives), or a Dataset.
+        pool: STRUCTURES to rank instead of generating (files, folders, 2DMD archives), a Dataset, or
+            pymatgen Structures / ASE Atoms (ids ``"0"``, ``"1"``, ... in their order).
         max_defects, min_defects, types: limits on the configurations (types like ``"V_S"``).
         exclude: canonical keys, key files (CSV with ``canonical_key`` or text) or STRUCTURES never to return.
         seed: seeds the flow samples (results are reproducible from the summary).
@@ -225,13 +233,24 @@ def design(
     if mode not in MODES:
         raise InvdesignError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     from invdesign.data.dataset import Dataset
+    from invdesign.lattice.config import as_structure
 
-    if pool is not None and isinstance(pool, (str, Path)):
+    if pool is not None and (isinstance(pool, (str, Path)) or as_structure(pool) is not None):
         pool = [pool]
+    structs = None  # a pool of pymatgen Structures / ASE Atoms: mapped onto the model's host below
     if pool is not None and not isinstance(pool, Dataset):
-        missing = [str(p) for p in pool if not Path(p).exists()]
-        if missing:
-            raise InvdesignError("pool file or folder not found", source=missing[0])
+        pool = list(pool)
+        structs = [as_structure(p) for p in pool]
+        kinds = {"path" if isinstance(p, (str, Path)) else "structure" if st is not None else type(p).__name__
+                 for p, st in zip(pool, structs)}
+        if len(kinds) > 1 or not kinds <= {"path", "structure"}:
+            raise InvdesignError(f"pool must be STRUCTURES paths, a Dataset, or pymatgen Structures / ASE Atoms, "
+                                 f"one kind at a time (got {', '.join(sorted(kinds))})")
+        if kinds != {"structure"}:
+            structs = None
+            missing = [str(p) for p in pool if not Path(p).exists()]
+            if missing:
+                raise InvdesignError("pool file or folder not found", source=missing[0])
     if out is not None:
         from invdesign.outputs import check_dir
 
@@ -241,6 +260,10 @@ def design(
 
         model = load_model(model)
     host = model.host
+    if structs is not None:
+        from invdesign.data.dataset import structures_dataset
+
+        pool = structures_dataset(structs, host)
     limits = Limits.make(host, max_defects, min_defects, types)
     excl = _resolve_exclude(exclude, host)
     timings: dict[str, float] = {}

@@ -54,6 +54,16 @@ class Configuration:
         object.__setattr__(self, "occ", occ)
 
     @classmethod
+    def from_structure(cls, structure, host: HostLattice | None = None, tol: float = DEFAULT_TOL,
+                       source: str = "<structure>") -> Configuration:
+        """Map a pymatgen ``Structure`` or an ASE ``Atoms`` onto ``host`` (default: 8x8 MoS2)."""
+        host = host or HostLattice.default()
+        st = as_structure(structure)
+        if st is None:
+            raise InvdesignError(f"not a pymatgen Structure or an ASE Atoms: {type(structure).__name__}", source=source)
+        return cls(structure_to_config(st, host, source=source, tol=tol), host)
+
+    @classmethod
     def from_defects(cls, host: HostLattice, defects: dict[int, str] | list[tuple[int, str]]) -> Configuration:
         """Build from ``{site: species}`` (species ``"Vac"`` for a vacancy)."""
         occ = host.host_code.copy()
@@ -275,6 +285,21 @@ def _abc_angles(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     abc = np.sqrt((m * m).sum(axis=1))
     cos = np.array([m[1] @ m[2] / (abc[1] * abc[2]), m[0] @ m[2] / (abc[0] * abc[2]), m[0] @ m[1] / (abc[0] * abc[1])])
     return abc, np.degrees(np.arccos(np.clip(cos, -1, 1)))
+
+
+def as_structure(obj) -> Structure | None:
+    """``obj`` as a pymatgen Structure: a Structure itself, an ASE ``Atoms`` converted by pymatgen's
+    ``AseAtomsAdaptor`` (ASE is optional: an ``Atoms`` exists only where it is installed), else None."""
+    if isinstance(obj, Structure):
+        return obj
+    import sys
+
+    ase = sys.modules.get("ase")  # imported already wherever an Atoms was made
+    if ase is not None and isinstance(obj, getattr(ase, "Atoms", ())):
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        return AseAtomsAdaptor.get_structure(obj)
+    return None
 
 
 def structure_to_config(
