@@ -228,6 +228,18 @@ def test_enumeration_estimate_allows_what_fits(host):
     assert enumeration_bytes(host, 3) < 0.5 * 2**30 < 4 * 2**30 < enumeration_bytes(host, 4)
 
 
+def test_design_with_every_pool_structure_excluded_is_one_line(tmp_path, capsys, pool):
+    out = tmp_path / "o"
+    code, err = _run(capsys, [*_DESIGN, "--pool", pool, "--exclude", pool, "--out", out])
+    assert code == 2 and "every structure of the pool (6) is excluded (--exclude)" in err and str(pool) in err, err
+    assert not out.exists()
+    some = sorted(pool.glob("*.cif"))[:2]  # excluding some still ranks the rest
+    code, err = _run(capsys, [*_DESIGN, "-n", "6", "--pool", pool, *[a for p in some for a in ("--exclude", p)],
+                              "--out", out])
+    assert code == 0, err
+    assert len(pd.read_csv(out / "candidates.csv")) < 6
+
+
 def test_design_of_scored_candidates_writes_no_nan(tmp_path, capsys, pool):
     out = tmp_path / "o"
     code, err = _run(capsys, [*_DESIGN, "-n", "3", "--pool", pool, "--out", out])  # scored, not decoded: as exhaustive

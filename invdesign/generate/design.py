@@ -304,7 +304,7 @@ def design(
         score = p + ok.astype(float)  # candidates within the limits first (only the pool may break them)
     else:
         d = table["window_distance"].to_numpy()
-        score = -d / (np.nanmax(d) + 1e-12) + ok.astype(float)
+        score = -d / ((np.nanmax(d) if len(d) else 0.0) + 1e-12) + ok.astype(float)
     order = rank_with_diversity(score, z, n, diversity if reachable else 0.0)
     timings["rank_s"] = time.perf_counter() - t
     cand = table.iloc[order].reset_index(drop=True)
@@ -386,6 +386,9 @@ def _pool(pool, model, window, limits, excl, timings, counts):
         raise InvdesignError("the pool holds no structures", source=",".join(map(str, pool)))
     keys = ds.keys
     keep = np.array([k not in excl for k in keys], dtype=bool)
+    if not keep.any():
+        raise InvdesignError(f"every structure of the pool ({len(ds)}) is excluded (--exclude); nothing left to rank",
+                             source=",".join(map(str, pool)) if not isinstance(pool, Dataset) else (pool.name or "pool"))
     occ, ids, keys = ds.occ[keep], ds.ids[keep], [k for k, m in zip(keys, keep) if m]
     timings["read_s"] = time.perf_counter() - t
     t = time.perf_counter()
