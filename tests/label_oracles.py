@@ -24,7 +24,8 @@ _SETUPS = 0  # set-ups done in this process
 
 class SetupCountingOracle:
     """A batch oracle whose first call in a fresh copy does a "set-up" (as CHGNet loads its model): E_f is the
-    number of set-ups this process has done so far, gap its pid. A worker that keeps one live copy returns 1 always."""
+    number of set-ups this process has done so far, gap its pid modulo 1000 (a value a gap can take: one beyond
+    +-1000 eV is no measurement and not stored). A worker that keeps one live copy returns 1 always."""
 
     cheap = False
     name = "setup-counting"
@@ -42,4 +43,4 @@ class SetupCountingOracle:
         if not self._ready:
             _SETUPS += 1
             self._ready = True
-        return np.column_stack([np.full(len(ids), float(_SETUPS)), np.full(len(ids), float(os.getpid()))])
+        return np.column_stack([np.full(len(ids), float(_SETUPS)), np.full(len(ids), float(os.getpid() % 1000))])

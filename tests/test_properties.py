@@ -46,10 +46,12 @@ def _tree(root: Path) -> dict[str, str]:
     return out
 
 
-def _run(capsys, argv: list[str], root: Path, name: str, changes: tuple[str, ...] = ()) -> tuple[int, str]:
+def _run(capsys, argv: list[str], root: Path, name: str, changes: tuple[str, ...] = (),
+         sidecars: tuple[str, ...] = ()) -> tuple[int, str]:
     """Run the CLI; on exit 2 assert one line and an untouched ``root``; on exit 0 nothing but the command's
     own outputs (and the files in ``changes``, e.g. the campaign database it records into) changed.
-    Returns ``(code, stdout)``."""
+    ``sidecars`` are ignored either way (SQLite's ``-wal``/``-shm`` files, which it creates when reading a
+    database in WAL mode). Returns ``(code, stdout)``."""
     TRIED[name] = TRIED.get(name, 0) + 1
     capsys.readouterr()
     before = _tree(root)
@@ -59,11 +61,12 @@ def _run(capsys, argv: list[str], root: Path, name: str, changes: tuple[str, ...
     if code == 2:
         lines = cap.err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("invdesign: error: ") and "Traceback" not in cap.err, (argv, cap.err)
-        assert _tree(root) == before, argv
+        after = {k: v for k, v in _tree(root).items() if k not in sidecars}
+        assert after == {k: v for k, v in before.items() if k not in sidecars}, argv
     else:  # nothing that was there is lost or changed, except a previous output the command replaces
         after = _tree(root)
         lost = [k for k, h in before.items()
-                if after.get(k) != h and not k.startswith(_replaceable(argv)) and k not in changes]
+                if after.get(k) != h and not k.startswith(_replaceable(argv)) and k not in changes + sidecars]
         assert not lost, (argv, lost)
     return code, cap.out
 
@@ -323,6 +326,62 @@ def test_campaign_database_ids(capsys, template_db, cid):
         assert not outside and not (Path("/tmp") / "x.cif").exists()
         if code == 0:
             assert len(list((root / "sug").glob("*.cif"))) == 6
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def observed_db(tmp_path_factory, template_db):
+    """The template campaign with two observations and one pending suggestion."""
+    d = tmp_path_factory.mktemp("hobs")
+    db = d / "c.sqlite"
+    shutil.copy(template_db, db)
+    (d / "obs.csv").write_text("id,formation_energy_per_site,homo_lumo_gap\ns0,1.1,0.7\ns3,1.3,1.1\n")
+    assert main(["campaign", "observe", "--db", str(db), "--from", str(d / "obs.csv")]) == 0
+    assert main(["campaign", "suggest", "--db", str(db), "-n", "1"]) == 0
+    return db
+
+
+_CELLS = [("observations", "homo_lumo_gap", "seq = 1"), ("observations", "formation_energy_per_site", "seq = 2"),
+          ("observations", "step", "seq = 1"), ("observations", "occ", "seq = 1"), ("observations", "canonical_key", "seq = 2"),
+          ("suggestions", "acquisition", "sid = 1"), ("suggestions", "homo_lumo_gap_std", "sid = 1"),
+          ("suggestions", "step", "sid = 1"), ("suggestions", "idx", "sid = 1"), ("candidates", "occ", "idx = 2"),
+          ("candidates", "canonical_key", "idx = 4"), ("meta", "value", "key = 'step'"),
+          ("arrays", "data", "name = 'features'"), ("arrays", "shape", "name = 'features'")]
+_cell = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**63), 2**63 - 1),
+                  st.text(max_size=8), st.binary(max_size=8), st.none(), st.sampled_from([1e308, -1.0, "1e400", "0.5"]))
+
+
+@settings(max_examples=24, **SETTINGS)
+@given(cell=st.sampled_from(_CELLS), value=_cell)
+def test_campaign_database_values(capsys, observed_db, cell, value):
+    """Any value written by hand into a campaign database (observations, suggestions, candidates, the step,
+    the features): suggest and status either work or refuse in one line, with the database unchanged, and
+    never print NaN or infinity."""
+    import sqlite3
+
+    root = _work()
+    try:
+        db = root / "c.sqlite"
+        shutil.copy(observed_db, db)
+        table, column, where = cell
+        con = sqlite3.connect(db)
+        try:
+            con.execute(f"UPDATE {table} SET {column} = ? WHERE {where}", (value,))
+            con.commit()
+        except sqlite3.IntegrityError:  # NOT NULL / UNIQUE / CHECK: SQLite itself keeps this value out
+            return
+        finally:
+            con.close()
+        TRIED["campaign database values"] = TRIED.get("campaign database values", 0) + 1
+        sidecars = ("c.sqlite-wal", "c.sqlite-shm")
+        code, out = _run(capsys, ["campaign", "status", "--db", str(db), "--json"], root, "campaign database status",
+                         sidecars=sidecars)
+        if code == 0:
+            assert "NaN" not in out and "Infinity" not in out, out
+        argv = ["campaign", "suggest", "--db", str(db), "-n", "1", "--structures", str(root / "sug")]
+        code, _ = _run(capsys, argv, root, "campaign database suggest", changes=("c.sqlite",), sidecars=sidecars)
+        assert (code == 0) == (root / "sug").is_dir()
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

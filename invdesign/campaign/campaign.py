@@ -15,6 +15,7 @@ Units: all target values, means and stds are eV.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,9 +92,13 @@ class Campaign:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.config = store.config
-        self.target = Target.from_dict(self.config["target"])
-        self.host = host_from_spec(self.config["host"])
+        try:
+            self.config, self.target, self.host = _checked_config(store)
+        except BaseException:
+            store.close()
+            raise
+        store.n_sites = self.host.n_sites
+        store.site_codes = _site_codes(self.host)
         self._cand: tuple[pd.DataFrame, np.ndarray] | None = None
         self._feat = None
 
@@ -242,8 +247,50 @@ class Campaign:
     def candidates(self) -> tuple[pd.DataFrame, np.ndarray]:
         """Candidate table (``idx, id, canonical_key, source``) and ``(C, n_sites)`` occupancies."""
         if self._cand is None:
-            self._cand = self.store.candidates()
+            df, occ = self.store.candidates()
+            _check_keys(self.store, list(df["canonical_key"]), occ, self.host, "candidate")
+            if not df["canonical_key"].is_unique or not df["id"].is_unique:
+                raise self.store.damaged("its candidates repeat an id or a canonical key")
+            self._cand = df, occ
         return self._cand
+
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Features ``(C, d)`` and the prior mean and std ``(C, 2)`` (or None), checked against the candidates."""
+        C = len(self.candidates[0])
+        X = self.store.array("features")
+        if X is None or X.ndim != 2 or X.shape[0] != C or X.shape[1] < 1:
+            raise self.store.damaged(f"its features are {'absent' if X is None else f'of shape {X.shape}'}, not "
+                                     f"({C}, d) for its {C} candidates")
+        pm, ps = self.store.array("prior_mean"), self.store.array("prior_std")
+        for name, a in (("prior_mean", pm), ("prior_std", ps)):
+            if a is not None and a.shape != (C, len(TARGETS)):
+                raise self.store.damaged(f"its {name} is of shape {a.shape}, not ({C}, {len(TARGETS)})")
+        if (pm is None) != (ps is None):
+            raise self.store.damaged("it holds a prior mean without a prior std or the reverse")
+        if ps is not None and (ps < 0).any():
+            raise self.store.damaged("its prior_std holds negative values")
+        return X, pm, ps
+
+    def observation_occ(self) -> np.ndarray:
+        """``(n, n_sites)`` occupancies of the observations in evaluation order (each checked against its key)."""
+        occ = self.store.observation_occ()
+        keys = list(self.store.observations()["canonical_key"])
+        if len(keys) != len(occ):
+            raise self.store.damaged("its observations changed while read")
+        _check_keys(self.store, keys, occ, self.host, "observation")
+        return occ
+
+    def suggestions(self, status: str | None = None) -> pd.DataFrame:
+        """The stored suggestions (validated: each names a candidate of this campaign, at its index)."""
+        sug = self.store.suggestions(status)
+        cands, _ = self.candidates
+        by_key = dict(zip(cands["canonical_key"], range(len(cands))))
+        for sid, key, cid, idx in zip(sug["sid"], sug["canonical_key"], sug["id"], sug["idx"]):
+            i = by_key.get(key)
+            if i is None or cands["id"].iat[i] != cid or (idx is not None and not pd.isna(idx) and int(idx) != i):
+                raise self.store.damaged(f"suggestion {sid}: {str(cid)[:40]} ({str(key)[:60]}) is not a candidate of "
+                                         "this campaign at its index")
+        return sug
 
     def featurizer(self):
         if self._feat is None:
@@ -253,6 +300,7 @@ class Campaign:
     def observations(self) -> pd.DataFrame:
         """Observations in evaluation order, with a ``hit`` column and a ``score`` (larger is better)."""
         obs = self.store.observations()
+        _check_keys(self.store, list(obs["canonical_key"]), None, self.host, "observation")
         y = obs[list(TARGETS)].to_numpy(float)
         obs["hit"] = self.target.hits(y)
         obs["score"] = self.target.score(y)
@@ -301,9 +349,11 @@ class Campaign:
             raise InvdesignError("batch must be at least 1")
         cands, occ = self.candidates
         with self.store.transaction() as c:
-            step = int(c.execute("SELECT value FROM meta WHERE key = 'step'").fetchone()[0]) + 1
-            obs_rows = c.execute(f"SELECT canonical_key, {', '.join(TARGETS)}, occ FROM observations").fetchall()
-            sug = c.execute("SELECT canonical_key, status FROM suggestions").fetchall()
+            step = self.store.step(c) + 1
+            obs_rows = self.store.observation_rows(c)
+            _check_keys(self.store, [r[0] for r in obs_rows], None, self.host, "observation")
+            stored = self.suggestions()  # read inside this transaction
+            sug = list(zip(stored["canonical_key"], stored["status"]))
             budget = self.config.get("budget")
             n_spent = sum(s in ("pending", "failed") for _, s in sug)  # failed evaluations count against the budget
             if budget is not None:
@@ -334,8 +384,7 @@ class Campaign:
         cands, occ = self.candidates
         C = len(cands)
         rng = np.random.default_rng([int(self.config["seed"]), step])
-        X = self.store.array("features")
-        pm, ps = self.store.array("prior_mean"), self.store.array("prior_std")
+        X, pm, ps = self._arrays()
         acq_kind = self.config["acquisition"]
         if acq_kind == "auto":
             acq_kind = "ei" if self.target.objective else "pwin"
@@ -427,7 +476,7 @@ class Campaign:
         cands, occ = self.candidates
         by_id = dict(zip(cands["id"], range(len(cands))))
         by_key = dict(zip(cands["canonical_key"], range(len(cands))))
-        sug = self.store.suggestions()
+        sug = self.suggestions()
         sug_by_id = dict(zip(sug["id"], sug["canonical_key"]))
         rows = []
         self.last_skipped = 0
@@ -485,7 +534,7 @@ class Campaign:
         """
         import concurrent.futures as cf
 
-        pend = self.store.suggestions("pending")
+        pend = self.suggestions("pending")
         if not len(pend):
             return 0
         cands, occ = self.candidates
@@ -539,6 +588,9 @@ class Campaign:
                     bad = ", ".join(f"{TARGETS[j]}={v[j]}" for j in used if not np.isfinite(v[j]))
                     self.store.mark_failed(k, f"oracle returned no finite value ({bad})")
                     continue
+                # a target the campaign does not use is kept only as a measurement could give it (else not measured)
+                v = np.array([x if j in used or (np.isfinite(x) and not unphysical(TARGETS[j], x)) else np.nan
+                              for j, x in enumerate(v)])
                 recs.append({"id": i, "canonical_key": k, **dict(zip(TARGETS, v))})
             if recs:
                 new += self.observe(pd.DataFrame(recs), source=name, physical=False)[0]
@@ -751,3 +803,124 @@ def _candidate_set(host: HostLattice, pool, max_defects: int, min_defects: int, 
     df = pd.DataFrame({"id": [str(ds.ids[i]) for i in keep], "canonical_key": [keys[i] for i in keep], "source": "pool"})
     desc["n"], desc["duplicates_dropped"] = len(keep), len(ds) - len(keep)
     return df, ds.occ[keep], desc
+
+
+# ---------------------------------------------------------------------- reading a stored campaign (data, not trusted)
+def _checked_config(store: Store) -> tuple[dict, Target, HostLattice]:
+    """The stored config with every value checked (types, ranges, the target and the host), its target and host.
+
+    A database is a file anyone may have edited: a value the campaign would choke on later is refused here,
+    in one line naming the file and the setting."""
+    from invdesign.campaign.executors import check_spec
+
+    cfg = store.config
+
+    def bad(field: str, why: str) -> InvdesignError:
+        return store.damaged(f"its stored setting {field} {why}")
+
+    def integer(field: str, lo: int, hi: int, optional: bool = False) -> None:
+        v = cfg.get(field)
+        if v is None and optional:
+            return
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise bad(field, f"{str(v)[:40]!r} is not an integer between {lo} and {hi:,}")
+
+    for field in ("target", "host", "batch", "seed", "features", "acquisition"):
+        if field not in cfg:
+            raise bad(field, "is missing")
+    integer("batch", 1, MAX_COUNT)
+    integer("seed", 0, 2**63 - 1)
+    integer("budget", 1, MAX_COUNT, optional=True)
+    integer("until_hits", 1, MAX_COUNT, optional=True)
+    if cfg["features"] not in ("model", "pairs"):
+        raise bad("features", f"{str(cfg['features'])[:40]!r} is not model or pairs")
+    if cfg["acquisition"] not in ACQUISITIONS:
+        raise bad("acquisition", f"{str(cfg['acquisition'])[:40]!r} is not one of {', '.join(ACQUISITIONS)}")
+    for field in ("oracle", "model"):
+        if cfg.get(field) is not None and not isinstance(cfg[field], str):
+            raise bad(field, f"{str(cfg[field])[:40]!r} is not text")
+    if not isinstance(cfg.get("warm_start", False), bool):
+        raise bad("warm_start", f"{str(cfg['warm_start'])[:40]!r} is not true or false")
+    space = cfg.get("space", {})
+    if not isinstance(space, dict) or not (space.get("paths") is None or (
+            isinstance(space["paths"], list) and all(isinstance(p, str) for p in space["paths"]))):
+        raise bad("space", f"{str(space)[:60]!r} is not a search-space description")
+    try:
+        check_spec(cfg.get("executor", "auto") if isinstance(cfg.get("executor", "auto"), str) else "?")
+    except InvdesignError as exc:
+        raise bad("executor", f"is refused ({exc})") from None
+    t = cfg["target"]
+    try:
+        if not isinstance(t, dict) or not isinstance(t.get("window") or {}, dict):
+            raise InvdesignError("not a window or an objective")
+        if t.get("threshold") is not None and not (isinstance(t["threshold"], (int, float))
+                                                   and math.isfinite(t["threshold"])):
+            raise InvdesignError(f"threshold {t['threshold']!r} is not a finite number")
+        target = Target.from_dict(t)
+        if not target.objective:
+            target.as_window()  # finite, ordered bounds
+    except (InvdesignError, TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise bad("target", f"{str(t)[:80]!r} is not a target ({exc})") from None
+    acq = cfg["acquisition"]
+    if (acq == "pwin" and target.objective) or (acq == "ei" and not target.objective):
+        raise bad("acquisition", f"{acq} does not fit the target {target.describe()}")
+    spec = cfg["host"]
+    if not isinstance(spec, dict) or not isinstance(spec.get("host", ""), str) \
+            or not isinstance(spec.get("supercell", ""), str):
+        raise bad("host", f"{str(spec)[:80]!r} is not a host and a supercell")
+    try:
+        host = host_from_spec(spec)
+    except InvdesignError as exc:
+        raise bad("host", f"{spec.get('host')} {spec.get('supercell')} cannot be built ({exc.reason})") from None
+    return cfg, target, host
+
+
+def _site_codes(host: HostLattice) -> np.ndarray:
+    """``(n_sites, 256)`` bool: the species codes each site may hold (host species, substituents, vacancy)."""
+    table = np.zeros((host.n_sites, 256), dtype=bool)
+    table[:, : host.n_species] = host.allowed[host.sublattice]
+    return table
+
+
+def _key_codes(host: HostLattice) -> dict[str, int]:
+    """``"site=species"`` -> ``site * n_species + species`` for every defect a canonical key may name."""
+    table = host._cache.get("key_codes")
+    if table is None:
+        from invdesign.lattice.canonical import _code_labels
+
+        table = {lab: c for c, lab in enumerate(_code_labels(host))}
+        host._cache["key_codes"] = table
+    return table
+
+
+def _check_keys(store: Store, keys: list[str], occ: np.ndarray | None, host: HostLattice, what: str) -> None:
+    """Each key names a configuration of ``host`` (defects on distinct sites, allowed species) and, with ``occ``,
+    one of the same composition as its occupancy (a key and an occupancy that do not belong together are refused)."""
+    codes, ns = _key_codes(host), host.n_species
+    allowed = host.allowed[host.sublattice]
+    base = np.bincount(host.host_code, minlength=ns)
+    comp = None
+    if occ is not None and len(occ):
+        comp = np.stack([(occ == s).sum(axis=1) for s in range(ns)], axis=1)
+    prefix = f"{host.name}:"
+    for i, key in enumerate(keys):
+        ok = isinstance(key, str) and key.startswith(prefix)
+        counts = base.copy()
+        if ok and key != f"{prefix}pristine":
+            sites = set()
+            for item in key[len(prefix):].split(","):
+                c = codes.get(item)
+                if c is None:
+                    ok = False
+                    break
+                site, sp = divmod(c, ns)
+                if site in sites or sp == host.host_code[site] or not allowed[site, sp]:
+                    ok = False
+                    break
+                sites.add(site)
+                counts[host.host_code[site]] -= 1
+                counts[sp] += 1
+        if not ok:
+            raise store.damaged(f"{what} {i + 1}: {str(key)[:60]!r} is not a canonical key of {host.name}")
+        if comp is not None and not np.array_equal(counts, comp[i]):
+            raise store.damaged(f"{what} {i + 1}: its canonical key {key[:60]!r} does not name its occupancy")

@@ -32,10 +32,10 @@ def write_report(campaign, out: str | Path, overwrite: bool = False) -> Path:
 
     out = Path(out)
     obs = campaign.observations()
-    sug = campaign.store.suggestions()
+    sug = campaign.suggestions()
     pred_cols = ["canonical_key", "acquisition"] + [f"{t}_{s}" for t in TARGETS for s in ("mean", "std")]
     table = obs.drop(columns=["created"]).merge(sug[pred_cols], on="canonical_key", how="left")
-    occ = campaign.store.observation_occ()
+    occ = campaign.observation_occ()
     status = campaign.status()
     with atomic_dir(out, "campaign report", overwrite) as tmp:
         write_csv(tmp / "observations.csv", table)

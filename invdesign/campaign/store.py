@@ -16,9 +16,11 @@ lock (readers never block in WAL mode). Tables:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -78,12 +80,47 @@ def _nan_to_none(v) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
 
 
+# ---------------------------------------------------------------------- reading (the file is data, not trusted)
+EDITED = "the campaign database was edited or is damaged"
+MAX_STEP = 2**62
+_ARRAY_DTYPES = ("<f8", "<f4")
+_STATUSES = ("pending", "observed", "failed")
+SUGGESTION_COLUMNS = ["sid", "step", "idx", "id", "canonical_key", "acquisition",
+                      *[f"{t}_{s}" for t in TARGETS for s in ("mean", "std")], "status", "error", "created"]
+OBSERVATION_COLUMNS = ["seq", "canonical_key", "id", *TARGETS, "source", "step", "created"]
+
+
+def _not_text(v) -> str:
+    return "is empty" if v == "" else "is not text"
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _reads(fn):
+    """Turn an SQLite error while reading or writing the file (a damaged page, a dropped table) into one line."""
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise self.damaged(f"cannot read it ({exc})") from None
+    return wrapper
+
+
 class Store:
     """A campaign's SQLite file. Open with :meth:`open` (existing) or :meth:`create` (new)."""
 
     def __init__(self, path: str | Path, conn: sqlite3.Connection) -> None:
         self.path = Path(path)
         self.conn = conn
+        self.n_sites: int | None = None  # the host's sites (set by the campaign): occupancy blobs are checked against it
+        self.site_codes: np.ndarray | None = None  # (n_sites, 256) bool: the species codes each site may hold
+
+    def damaged(self, what: str) -> InvdesignError:
+        """One line naming the file and the stored value that is wrong."""
+        return InvdesignError(f"{what}; {EDITED}", source=str(self.path))
 
     # ------------------------------------------------------------------ opening
     @staticmethod
@@ -119,13 +156,24 @@ class Store:
         # recognised read-only first: a foreign SQLite file is refused unchanged (never switched to WAL)
         probe = cls(path, cls._connect_readonly(path))
         try:
-            version = probe.get_meta("schema_version")
+            version = cls._meta_in(probe.conn, "schema_version")
         except sqlite3.DatabaseError as exc:
             probe.close()
             raise InvdesignError(f"not a campaign database ({exc})", source=str(path)) from None
         if version is None:
             probe.close()
             raise InvdesignError("not a campaign database (no config)", source=str(path))
+        if version != SCHEMA_VERSION:
+            probe.close()
+            raise InvdesignError(f"campaign database of schema version {str(version)[:20]!r}; this invdesign reads "
+                                 f"version {SCHEMA_VERSION}", source=str(path))
+        try:  # a damaged page (a torn copy, a disk error, an edit) is found before any command reads or writes
+            check = probe.conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            check = str(exc)
+        if check != "ok":
+            probe.close()
+            raise probe.damaged(f"SQLite finds it damaged ({str(check)[:200]})")
         if readonly:
             return probe
         probe.close()
@@ -226,15 +274,27 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception): one campaign step."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise self.damaged(f"cannot write it ({exc})") from None
         try:
             yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+        except BaseException as exc:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.DatabaseError:
+                pass  # a damaged file: the transaction is gone with the connection
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise self.damaged(f"cannot read it ({exc})") from None
             raise
-        self.conn.execute("COMMIT")
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise self.damaged(f"cannot write it ({exc})") from None
 
     # ------------------------------------------------------------------ meta and arrays
+    @_reads
     def get_meta(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
@@ -245,7 +305,27 @@ class Store:
 
     @property
     def config(self) -> dict:
-        return json.loads(self.get_meta("config") or "{}")
+        """The stored config: a JSON object (its values are checked by the campaign)."""
+        raw = self.get_meta("config")
+        if not isinstance(raw, str):
+            raise self.damaged("it holds no config")
+        try:
+            cfg = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            raise self.damaged(f"its config is not JSON ({exc})") from None
+        if not isinstance(cfg, dict):
+            raise self.damaged("its config is not a JSON object")
+        return cfg
+
+    def step(self, c: sqlite3.Connection | None = None) -> int:
+        """The step counter (validated: an integer 0..2**62)."""
+        try:
+            raw = self._meta_in(c or self.conn, "step")
+        except sqlite3.DatabaseError as exc:
+            raise self.damaged(f"cannot read it ({exc})") from None
+        if not isinstance(raw, str) or not re.fullmatch(r"\d{1,19}", raw) or int(raw) > MAX_STEP:
+            raise self.damaged(f"its step counter {str(raw)[:40]!r} is not a step number")
+        return int(raw)
 
     @staticmethod
     def _put_array(c: sqlite3.Connection, name: str, arr: np.ndarray) -> None:
@@ -253,24 +333,100 @@ class Store:
         c.execute("INSERT OR REPLACE INTO arrays (name, dtype, shape, data) VALUES (?, ?, ?, ?)",
                   (name, a.dtype.str, json.dumps(list(a.shape)), a.tobytes()))
 
+    @_reads
     def array(self, name: str) -> np.ndarray | None:
+        """A stored array (float, 1-D or 2-D, every value finite), or None when absent."""
         row = self.conn.execute("SELECT dtype, shape, data FROM arrays WHERE name = ?", (name,)).fetchone()
         if row is None:
             return None
-        return np.frombuffer(row[2], dtype=np.dtype(row[0])).reshape(json.loads(row[1])).copy()
+        dtype, shape, data = row
+        what = f"its array {name!r}"
+        if dtype not in _ARRAY_DTYPES:
+            raise self.damaged(f"{what} has dtype {str(dtype)[:20]!r}, not one of {', '.join(_ARRAY_DTYPES)}")
+        try:
+            shape = json.loads(shape) if isinstance(shape, str) else None
+        except ValueError:
+            shape = None
+        if not isinstance(shape, list) or not 1 <= len(shape) <= 2 or not all(_is_int(n) and 0 <= n < 2**40 for n in shape):
+            raise self.damaged(f"{what} has no valid shape ({str(row[1])[:40]!r})")
+        size = math.prod(shape) * np.dtype(dtype).itemsize
+        if not isinstance(data, bytes) or len(data) != size:
+            raise self.damaged(f"{what} holds {len(data) if isinstance(data, bytes) else 'no'} bytes, not the "
+                               f"{size} of shape {tuple(shape)}")
+        a = np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape).astype(np.float64)
+        if not np.isfinite(a).all():
+            raise self.damaged(f"{what} holds {int((~np.isfinite(a)).sum())} non-finite value(s)")
+        return a
 
     # ------------------------------------------------------------------ candidates
+    @_reads
     def candidates(self) -> tuple[pd.DataFrame, np.ndarray]:
-        """Candidate table (``idx, id, canonical_key, source``) and ``(C, n_sites)`` uint8 occupancies."""
+        """Candidate table (``idx, id, canonical_key, source``) and ``(C, n_sites)`` uint8 occupancies.
+
+        Validated: ``idx`` is 0..C-1, ids, keys and sources are text, every occupancy has ``n_sites`` bytes
+        (the species codes and keys are checked against the host by the campaign)."""
         rows = self.conn.execute("SELECT idx, id, canonical_key, source, occ FROM candidates ORDER BY idx").fetchall()
+        if not rows:
+            raise self.damaged("it holds no candidates")
+        n = self.n_sites if self.n_sites is not None else (len(rows[0][4]) if isinstance(rows[0][4], bytes) else -1)
+        for pos, (idx, cid, key, source, occ) in enumerate(rows):
+            where = f"candidate {idx!r}"[:60]
+            if idx != pos or not _is_int(idx):
+                raise self.damaged(f"its candidates are not numbered 0..{len(rows) - 1} ({where} at position {pos})")
+            for field, v in (("id", cid), ("canonical_key", key), ("source", source)):
+                if not isinstance(v, str) or not v:
+                    raise self.damaged(f"{where}: its {field} {str(v)[:40]!r} {_not_text(v)}")
+            if not isinstance(occ, bytes) or len(occ) != n:
+                raise self.damaged(f"{where} ({cid}): its occupancy has "
+                                   f"{len(occ) if isinstance(occ, (bytes, str)) else 'no'} bytes, not {n} (one per site)")
         df = pd.DataFrame([r[:4] for r in rows], columns=["idx", "id", "canonical_key", "source"])
-        occ = np.stack([np.frombuffer(r[4], dtype=np.uint8) for r in rows]) if rows else np.zeros((0, 0), np.uint8)
+        occ = np.frombuffer(b"".join(r[4] for r in rows), dtype=np.uint8).reshape(len(rows), n).copy()
+        self._check_codes(occ, "candidate", df["id"])
         return df, occ
 
+    def _check_codes(self, occ: np.ndarray, what: str, ids=None) -> None:
+        """Every site holds a species it may hold (with ``site_codes``)."""
+        if self.site_codes is None or not len(occ):
+            return
+        ok = self.site_codes[np.arange(occ.shape[1])[None, :], occ].all(axis=1)
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            site = int(np.flatnonzero(~self.site_codes[np.arange(occ.shape[1]), occ[i]])[0])
+            name = f" ({ids.iat[i] if hasattr(ids, 'iat') else ids[i]})" if ids is not None else ""
+            raise self.damaged(f"{what} {i + 1}{name}: its occupancy holds species code {occ[i, site]} on site {site}, "
+                               "which that site cannot hold")
+
     # ------------------------------------------------------------------ suggestions
+    @_reads
     def suggestions(self, status: str | None = None) -> pd.DataFrame:
-        q = "SELECT * FROM suggestions" + (" WHERE status = ?" if status else "") + " ORDER BY sid"
-        return pd.read_sql_query(q, self.conn, params=(status,) if status else ())
+        """Suggestions (columns :data:`SUGGESTION_COLUMNS`, ``sid`` order), every stored value validated."""
+        q = (f"SELECT {', '.join(SUGGESTION_COLUMNS)} FROM suggestions" + (" WHERE status = ?" if status else "")
+             + " ORDER BY sid")
+        rows = self.conn.execute(q, (status,) if status else ()).fetchall()
+        for r in rows:
+            self._check_suggestion(r)
+        df = pd.DataFrame(rows, columns=SUGGESTION_COLUMNS)
+        for col in SUGGESTION_COLUMNS[5:-3] + ["created"]:
+            df[col] = df[col].astype(float)
+        return df
+
+    def _check_suggestion(self, r: tuple) -> None:
+        d = dict(zip(SUGGESTION_COLUMNS, r))
+        where = f"suggestion {str(d['sid'])[:20]}"
+        if not _is_int(d["sid"]) or not _is_int(d["step"]) or not 0 <= d["step"] <= MAX_STEP:
+            raise self.damaged(f"{where}: its number or step {str(d['step'])[:40]!r} is not an integer")
+        if d["idx"] is not None and not (_is_int(d["idx"]) and d["idx"] >= 0):
+            raise self.damaged(f"{where}: its candidate index {str(d['idx'])[:40]!r} is not an index")
+        for field in ("id", "canonical_key"):
+            if not isinstance(d[field], str) or not d[field]:
+                raise self.damaged(f"{where}: its {field} {str(d[field])[:40]!r} {_not_text(d[field])}")
+        if d["status"] not in _STATUSES or not (d["error"] is None or isinstance(d["error"], str)):
+            raise self.damaged(f"{where}: its status {str(d['status'])[:40]!r} is not one of {', '.join(_STATUSES)}")
+        for field in SUGGESTION_COLUMNS[5:-3] + ["created"]:
+            v = d[field]
+            if (v is not None or field == "created") and not (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                               and math.isfinite(v)):
+                raise self.damaged(f"{where}: its {field} {str(v)[:40]!r} is not a finite number")
 
     def add_suggestions(self, c: sqlite3.Connection, step: int, rows: list[dict]) -> None:
         """Insert suggestions (inside a transaction) and advance the step counter."""
@@ -287,23 +443,76 @@ class Store:
         )
         self._set_meta(c, "step", str(step))
 
+    @_reads
     def mark_failed(self, key: str, error: str) -> None:
         with self.transaction() as c:
             c.execute("UPDATE suggestions SET status = 'failed', error = ? WHERE canonical_key = ? AND status = 'pending'",
                       (error[:500], key))
 
     # ------------------------------------------------------------------ observations
+    @_reads
     def observations(self) -> pd.DataFrame:
-        """All observations in evaluation order: ``seq, canonical_key, id, <targets>, source, step, created``."""
-        cols = ["seq", "canonical_key", "id", *TARGETS, "source", "step", "created"]
-        df = pd.read_sql_query(f"SELECT {', '.join(cols)} FROM observations ORDER BY seq", self.conn)
+        """All observations in evaluation order: ``seq, canonical_key, id, <targets>, source, step, created``.
+
+        Validated: targets are NULL or finite numbers a measurement can give (a gap >= 0, within +-1000 eV),
+        at least one per row; ids, keys and sources are text; ``step`` an integer, ``created`` a number."""
+        rows = self.conn.execute(f"SELECT {', '.join(OBSERVATION_COLUMNS)} FROM observations ORDER BY seq").fetchall()
+        for r in rows:
+            self._check_observation(dict(zip(OBSERVATION_COLUMNS, r)))
+        df = pd.DataFrame(rows, columns=OBSERVATION_COLUMNS)
         for t in TARGETS:
             df[t] = df[t].astype(float)
+        df["created"] = df["created"].astype(float)
         return df
 
+    def _check_observation(self, d: dict) -> None:
+        from invdesign.campaign.oracles import unphysical
+
+        where = f"observation {str(d.get('seq'))[:20]}"
+        if "seq" in d and not _is_int(d["seq"]):
+            raise self.damaged(f"{where}: its number is not an integer")
+        for field in ("id", "canonical_key", "source"):
+            if field in d and (not isinstance(d[field], str) or not d[field]):
+                raise self.damaged(f"{where}: its {field} {str(d[field])[:40]!r} {_not_text(d[field])}")
+        if "step" in d and d["step"] is not None and not (_is_int(d["step"]) and 0 <= d["step"] <= MAX_STEP):
+            raise self.damaged(f"{where}: its step {str(d['step'])[:40]!r} is not an integer")
+        if "created" in d and not (isinstance(d["created"], (int, float)) and math.isfinite(d["created"])):
+            raise self.damaged(f"{where}: its created time {str(d['created'])[:40]!r} is not a number")
+        for t in TARGETS:
+            v = d[t]
+            if v is None:
+                continue
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                raise self.damaged(f"{where}: its {t} {str(v)[:40]!r} is not a finite number (eV)")
+            if unphysical(t, v):
+                raise self.damaged(f"{where}: its {t} {v!r} eV is no measurement (a gap >= 0, within +-1000 eV)")
+        if all(d[t] is None for t in TARGETS):
+            raise self.damaged(f"{where}: it holds no value")
+
+    def _check_occ_blobs(self, blobs: list, what: str) -> np.ndarray:
+        n = self.n_sites if self.n_sites is not None else (len(blobs[0]) if blobs and isinstance(blobs[0], bytes) else 0)
+        for i, b in enumerate(blobs):
+            if not isinstance(b, bytes) or len(b) != n:
+                raise self.damaged(f"{what} {i + 1}: its occupancy has {len(b) if isinstance(b, (bytes, str)) else 'no'} "
+                                   f"bytes, not {n} (one per site)")
+        occ = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(len(blobs), n).copy()
+        self._check_codes(occ, what)
+        return occ
+
+    @_reads
     def observation_occ(self) -> np.ndarray:
         rows = self.conn.execute("SELECT occ FROM observations ORDER BY seq").fetchall()
-        return np.stack([np.frombuffer(r[0], dtype=np.uint8) for r in rows]) if rows else np.zeros((0, 0), np.uint8)
+        return self._check_occ_blobs([r[0] for r in rows], "observation") if rows else np.zeros((0, 0), np.uint8)
+
+    def observation_rows(self, c: sqlite3.Connection) -> list[tuple]:
+        """``(canonical_key, <targets>, occ bytes)`` of every observation, validated (inside a transaction)."""
+        rows = c.execute(f"SELECT {', '.join(OBSERVATION_COLUMNS)}, occ FROM observations ORDER BY seq").fetchall()
+        for r in rows:
+            self._check_observation(dict(zip(OBSERVATION_COLUMNS, r)))
+        if rows:
+            self._check_occ_blobs([r[-1] for r in rows], "observation")
+        k = OBSERVATION_COLUMNS.index
+        return [(r[k("canonical_key")], *(r[k(t)] for t in TARGETS), r[-1]) for r in rows]
 
     def add_observations(self, rows: list[dict], source: str) -> tuple[int, int]:
         """Record observations in one transaction; idempotent by canonical key.
@@ -318,10 +527,12 @@ class Store:
         new = rep = 0
         now = time.time()
         with self.transaction() as c:
-            step = int(self._meta_in(c, "step") or 0)
+            step = self.step(c)
             for r in rows:
                 old = c.execute(f"SELECT {', '.join(TARGETS)}, id FROM observations WHERE canonical_key = ?",
                                 (r["canonical_key"],)).fetchone()
+                if old is not None:
+                    self._check_observation({"id": old[-1], **dict(zip(TARGETS, old[:-1]))})
                 vals = [_nan_to_none(r.get(t)) for t in TARGETS]
                 if old is not None:
                     if all(_same(a, b) for a, b in zip(old[: len(TARGETS)], vals)):
@@ -344,6 +555,7 @@ class Store:
         row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
+    @_reads
     def counts(self) -> dict[str, int]:
         """``evaluations``, ``pending``, ``failed``, ``suggested``, ``step`` (one consistent read)."""
         c = self.conn
@@ -351,17 +563,20 @@ class Store:
         try:
             ev = c.execute("SELECT COUNT(*) FROM observations").fetchone()[0]
             by = dict(c.execute("SELECT status, COUNT(*) FROM suggestions GROUP BY status").fetchall())
-            step = int(self._meta_in(c, "step") or 0)
+            step = self.step(c)
         finally:
             c.execute("COMMIT")
         return {"evaluations": int(ev), "pending": int(by.get("pending", 0)), "failed": int(by.get("failed", 0)),
                 "suggested": int(sum(by.values())), "step": step}
 
+    @_reads
     def failures(self, limit: int = 5) -> list[dict]:
         """The first ``limit`` failed suggestions: ``id``, ``canonical_key``, ``error``."""
         rows = self.conn.execute("SELECT id, canonical_key, error FROM suggestions WHERE status = 'failed' ORDER BY sid LIMIT ?",
                                  (limit,)).fetchall()
-        return [{"id": r[0], "canonical_key": r[1], "error": r[2]} for r in rows]
+        return [{"id": str(r[0]), "canonical_key": str(r[1]), "error": None if r[2] is None else str(r[2])[:500]}
+                for r in rows]
 
+    @_reads
     def integrity(self) -> str:
         return self.conn.execute("PRAGMA integrity_check").fetchone()[0]
