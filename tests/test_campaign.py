@@ -412,7 +412,14 @@ def test_cli_contract_run_status_report(tmp_path, pool, window, capsys):
     assert len(obs) == st["evaluations"] and obs["hit"].sum() == st["hits"]
     assert {"formation_energy_per_site_mean", "acquisition", "canonical_key"} <= set(obs.columns)
     assert (out / "best_so_far.png").stat().st_size > 1000 and (out / "hits.png").stat().st_size > 1000
+    assert (out / "observations.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((out / "structures").glob("*.cif"))) == st["hits"]
+    # hits.png's random-search line: exact from the table oracle, which labels every candidate
+    from invdesign.campaign.report import _random_reference
+
+    with Campaign.open(db) as c:
+        K, N, how = _random_reference(c)
+    assert N == len(pool["ids"]) and K == int(target.hits(pool["y"]).sum()) >= 8 and how.startswith("exact")
 
 
 def test_cli_step_by_step_and_errors(tmp_path, pool, window, capsys):
@@ -520,6 +527,25 @@ def test_failed_evaluations_are_recorded_and_count_against_the_budget(tmp_path, 
         failed = sug[sug["status"] == "failed"]
         assert set(failed["id"]) <= bad and failed["error"].str.contains("SCF did not converge").all()
         assert not set(c.observations()["id"]) & bad
+
+
+def test_report_random_reference_from_the_model_prior(tmp_path, pool, window, tiny_model):
+    """Without a table oracle the random-search line is the model prior's expected number in the window."""
+    from invdesign.campaign.acquisition import log_p_window
+    from invdesign.campaign.report import _random_reference
+
+    target, _ = window
+    with Campaign.create(tmp_path / "p.db", target, [pool["dir"]], model=str(tiny_model), batch=2) as c:
+        K, N, how = _random_reference(c)
+        pm, ps = c.store.array("prior_mean"), c.store.array("prior_std")
+        assert N == len(pool["ids"]) and how.startswith("estimated")
+        assert K == pytest.approx(float(np.exp(log_p_window(pm, ps, target)).sum())) and 0 < K < N
+        c.run("surrogate:" + str(tiny_model), budget=2)
+        c.report(tmp_path / "rep")
+    assert (tmp_path / "rep" / "observations.png").read_bytes()[:4] == b"\x89PNG"
+    with Campaign.create(tmp_path / "o.db", Target(objective=("formation_energy_per_site", "min")), [pool["dir"]],
+                         features="pairs") as c:
+        assert _random_reference(c) is None  # no threshold: no hits to compare
 
 
 def test_flow_candidates_with_surrogate_oracle(tmp_path, pool, window, tiny_model, capsys):

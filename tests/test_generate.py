@@ -522,3 +522,16 @@ def test_design_flow_mode_beyond_enumeration_samples_the_hd_flow(toy, toy_hd, ho
     c = res.candidates
     assert len(c) == 1 and (c["source"] == "flow").all() and c["within_limits"].all() and 6 <= c["n_defects"][0] <= 7
     assert res.summary["counts"]["sampled"] == 1 and (c["decode_method"] == "search").all()  # the local-search decoder (toy: no encoder)
+
+
+def test_candidates_plot_zooms_onto_the_candidates():
+    """The zoom panel of candidates.png: every candidate's one-std bar inside, a near window edge drawn in view,
+    a far one (the window much wider than the candidates) left out so they do not collapse into one blob."""
+    from invdesign.generate.design import _zoom_range
+
+    v, s = np.array([1.04, 1.05, 1.075]), np.array([0.005, 0.005, 0.005])
+    lo, hi = _zoom_range(v, s, np.array([1.0, 3.0]))
+    assert lo < 1.0 < 1.035 and 1.08 < hi < 1.3  # the near edge 1.0 in view, the far edge 3.0 not
+    assert (hi - lo) < 0.2 * (3.0 - 1.0)
+    lo, hi = _zoom_range(np.array([2.0]), np.array([0.0]), np.array([-np.inf, np.inf]))
+    assert hi - lo >= 0.02 and lo < 2.0 < hi  # one candidate, no window edge: never a zero-width axis

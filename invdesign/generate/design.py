@@ -728,47 +728,101 @@ def generator_recall(
     }
 
 
+def _zoom_range(v: np.ndarray, s: np.ndarray, edges: np.ndarray) -> tuple[float, float]:
+    """Axis limits around the candidates (mean +- std), widened to the window's finite edges where they are
+    near (within twice the candidates' spread), padded; never narrower than 0.02 eV."""
+    s = np.nan_to_num(np.asarray(s, float))
+    lo, hi = float(np.min(v - s)), float(np.max(v + s))
+    span = max(hi - lo, 0.02)
+    for e in edges[np.isfinite(edges)]:
+        if lo - 2 * span <= e <= hi + 2 * span:
+            lo, hi = min(lo, float(e)), max(hi, float(e))
+    span = max(hi - lo, 0.02)
+    mid = 0.5 * (lo + hi)
+    return mid - 0.56 * span, mid + 0.56 * span
+
+
 def plot_candidates(res: DesignResult, path: str | Path) -> Path:
-    """Candidates in property space (eV) with error bars, the window drawn, training data in grey."""
+    """Candidates in property space (eV), two panels: every training configuration with the candidates and
+    the window (left, the zoomed area dotted), and a zoom onto the candidates (right: error bars of one std,
+    colour = ``p_in_window``, the top five labelled by rank, the window drawn, training data in grey)."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state, faster import
     from matplotlib.patches import Rectangle
 
-    fig = Figure(figsize=(6.4, 4.8), dpi=110)
-    ax = fig.subplots()
+    fig = Figure(figsize=(11.5, 5.4), dpi=110, layout="constrained")  # room for the legends below the axes
+    ax_all, ax = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.0, 1.3]})
     c = res.candidates
     ty = res.train_y if res.train_y is not None else np.zeros((0, 2))
+    w = res.window.array if res.window is not None else np.array([[-np.inf, np.inf]] * 2)
+    x = c[TARGETS[0]].to_numpy(float) if len(c) else np.zeros(0)
+    y = c[TARGETS[1]].to_numpy(float) if len(c) else np.zeros(0)
+
+    # left: the whole property space
+    allx, ally = np.concatenate([ty[:, 0], x]), np.concatenate([ty[:, 1], y])
+    xs = np.concatenate([allx, w[0][np.isfinite(w[0])]])
+    ys = np.concatenate([ally, w[1][np.isfinite(w[1])]])
+    xlo, xhi = (float(xs.min()), float(xs.max())) if len(xs) else (0.0, 1.0)
+    ylo, yhi = (float(ys.min()), float(ys.max())) if len(ys) else (0.0, 1.0)
+    padx, pady = 0.05 * (xhi - xlo + 1e-3), 0.05 * (yhi - ylo + 1e-3)
+    ax_all.set_xlim(xlo - padx, xhi + padx)
+    ax_all.set_ylim(ylo - pady, yhi + pady)
     if len(ty):
-        ax.scatter(ty[:, 0], ty[:, 1], s=4, c="0.8", label="training data", zorder=1)
+        ax_all.scatter(ty[:, 0], ty[:, 1], s=4, c="0.8", label="training data (DFT)", zorder=1, rasterized=True)
     if len(c):
-        x, y = c[TARGETS[0]].to_numpy(), c[TARGETS[1]].to_numpy()
-        ax.errorbar(x, y, xerr=c[f"{TARGETS[0]}_std"], yerr=c[f"{TARGETS[1]}_std"], fmt="none", ecolor="0.4", lw=0.6, zorder=2)
-        sc = ax.scatter(x, y, c=c["p_in_window"], cmap="viridis", vmin=0, vmax=1, s=22, edgecolors="k", linewidths=0.4, zorder=3, label="candidates")
-        fig.colorbar(sc, ax=ax, label="p_in_window")
+        ax_all.scatter(x, y, s=14, c="tab:blue", edgecolors="k", linewidths=0.3, zorder=3, label="candidates")
+
+    def window_patch(a, lim_x, lim_y, label):
+        x0 = w[0, 0] if np.isfinite(w[0, 0]) else lim_x[0]
+        x1 = w[0, 1] if np.isfinite(w[0, 1]) else lim_x[1]
+        y0 = w[1, 0] if np.isfinite(w[1, 0]) else lim_y[0]
+        y1 = w[1, 1] if np.isfinite(w[1, 1]) else lim_y[1]
+        a.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="crimson", lw=1.5, ls="--", label=label, zorder=4))
+
+    window_patch(ax_all, ax_all.get_xlim(), ax_all.get_ylim(), "target window")
+    ax_all.set_title("all of property space", fontsize=10)
+
+    # right: zoom onto the candidates
+    if len(c):
+        sx, sy = c[f"{TARGETS[0]}_std"].to_numpy(float), c[f"{TARGETS[1]}_std"].to_numpy(float)
+        zx, zy = _zoom_range(x, sx, w[0]), _zoom_range(y, sy, w[1])
+        zy = (max(zy[0], -0.03 * (zy[1] - zy[0])), zy[1])  # a gap is >= 0: the view and the error bars stop there
+        sy_lo = np.minimum(np.nan_to_num(sy), np.maximum(y, 0.0))
+        ax.set_xlim(*zx)
+        ax.set_ylim(*zy)
+        if len(ty):
+            inside = (ty[:, 0] >= zx[0]) & (ty[:, 0] <= zx[1]) & (ty[:, 1] >= zy[0]) & (ty[:, 1] <= zy[1])
+            if inside.any():
+                ax.scatter(ty[inside, 0], ty[inside, 1], s=6, c="0.75", label="training data (DFT)", zorder=1)
+        ax.errorbar(x, y, xerr=sx, yerr=[sy_lo, sy], fmt="none", ecolor="0.45", lw=0.6, zorder=2,
+                    label="one std (gap cut at 0)")
+        sc = ax.scatter(x, y, c=c["p_in_window"], cmap="viridis", vmin=0, vmax=1, s=30, edgecolors="k",
+                        linewidths=0.4, zorder=3, label="candidates (colour: p_in_window)")
+        fig.colorbar(sc, ax=ax, label="p_in_window (probability inside the window)")
+        ranks = c["rank"].to_numpy() if "rank" in c.columns else np.arange(1, len(c) + 1)
+        for i in range(min(5, len(c))):
+            ax.annotate(str(ranks[i]), (x[i], y[i]), xytext=(5, 3 + 6 * (i % 2)), textcoords="offset points",
+                        fontsize=7, zorder=6, fontweight="bold")
         if "unlikely_to_form" in c.columns and c["unlikely_to_form"].any():  # synthesis planning: arrangement too high
             u = c["unlikely_to_form"].to_numpy(bool)
             ax.scatter(x[u], y[u], marker="x", c="crimson", s=40, lw=1.0, zorder=5,
-                       label="unlikely to form (> 3 kT above its composition's lowest arrangement)")
-    allx = np.concatenate([ty[:, 0], c[TARGETS[0]].to_numpy()]) if len(c) else ty[:, 0]
-    ally = np.concatenate([ty[:, 1], c[TARGETS[1]].to_numpy()]) if len(c) else ty[:, 1]
-    w = res.window.array if res.window is not None else np.array([[-np.inf, np.inf]] * 2)
-    xs = np.concatenate([allx, w[0][np.isfinite(w[0])]]) if len(allx) else w[0][np.isfinite(w[0])]
-    ys = np.concatenate([ally, w[1][np.isfinite(w[1])]]) if len(ally) else w[1][np.isfinite(w[1])]
-    xlo, xhi = (xs.min(), xs.max()) if len(xs) else (0, 1)
-    ylo, yhi = (ys.min(), ys.max()) if len(ys) else (0, 1)
-    padx, pady = 0.05 * (xhi - xlo + 1e-3), 0.05 * (yhi - ylo + 1e-3)
-    ax.set_xlim(xlo - padx, xhi + padx)
-    ax.set_ylim(ylo - pady, yhi + pady)
-    x0 = w[0, 0] if np.isfinite(w[0, 0]) else xlo - padx
-    x1 = w[0, 1] if np.isfinite(w[0, 1]) else xhi + padx
-    y0 = w[1, 0] if np.isfinite(w[1, 0]) else ylo - pady
-    y1 = w[1, 1] if np.isfinite(w[1, 1]) else yhi + pady
-    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="crimson", lw=1.5, ls="--", label="target window", zorder=4))
-    ax.set_xlabel("formation energy per site (eV)")
-    ax.set_ylabel("HOMO-LUMO gap (eV)")
+                       label="unlikely to form (> 3 kT)")
+        window_patch(ax, zx, zy, "target window")
+        visible = not (w[0, 1] < zx[0] or w[0, 0] > zx[1] or w[1, 1] < zy[0] or w[1, 0] > zy[1])
+        if not visible:
+            ax.text(0.02, 0.02, "the target window lies outside this view (left panel)", transform=ax.transAxes,
+                    fontsize=8, color="crimson")
+        ax_all.add_patch(Rectangle((zx[0], zy[0]), zx[1] - zx[0], zy[1] - zy[0], fill=False, ec="0.3", lw=0.8, ls=":",
+                                   label="zoomed area (right)", zorder=5))
+        ax.set_title("zoom on the candidates (labels: rank)", fontsize=10)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=7, frameon=False)  # never on the data
+    else:
+        ax.text(0.5, 0.5, "no candidates", transform=ax.transAxes, ha="center")
+    ax_all.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=7, frameon=False)
+    for a in (ax_all, ax):
+        a.set_xlabel("formation energy per defect site (eV)")
+        a.set_ylabel("HOMO-LUMO gap (eV)")
     mode = res.summary.get("request", {}).get("mode_used", "")
-    ax.set_title(f"{len(c)} candidates ({mode})" + ("; window unreachable" if res.message else ""))
-    ax.legend(loc="upper right", fontsize=8)  # "best" scans every training point: seconds per plot
-    fig.tight_layout()
+    fig.suptitle(f"{len(c)} candidates ({mode})" + ("; window unreachable: nearest candidates shown" if res.message else ""))
     fig.savefig(path)
     return Path(path)
 
