@@ -91,6 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     """
     warnings.filterwarnings("ignore")
     try:
+        return _main(argv)
+    finally:
+        from invdesign.outputs import release_locks
+
+        release_locks()  # the outputs this command validated may be written by the next one
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
         rc = app(args=argv, standalone_mode=False, prog_name="invdesign")  # a typer.Exit's code comes back here
     except InvdesignError as exc:
         print(f"invdesign: error: {_one_line(exc)}", file=sys.stderr)

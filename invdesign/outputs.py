@@ -22,10 +22,20 @@ Outputs honour the umask (``0644`` files and ``0755`` folders under the usual ``
 
 Validation (:func:`check_dir`, :func:`check_file`) is separate from writing so that commands call it
 before loading a model or computing anything.
+
+Concurrent runs on one output are refused, not interleaved: validation takes an exclusive lock
+(``fcntl.flock``, non-blocking) on a lock file of the output and holds it until the command ends
+(:func:`release_locks`; the CLI releases on exit, a killed process's lock is released by the kernel).
+The lock file is ``.NAME.invdesign-lock`` next to the output (``.invdesign-lock`` inside an existing
+output folder whose parent is not writable); it is removed when released (never listed in a manifest,
+never seen as a foreign file). A second run on a locked output stops in one line naming the process
+that holds it.
 """
 
 from __future__ import annotations
 
+import atexit
+import fcntl
 import json
 import os
 import re
@@ -41,6 +51,7 @@ from invdesign.errors import InvdesignError
 
 MANIFEST = ".invdesign-manifest.json"
 _STAGE_IN = ".invdesign-tmp."  # staging folder inside an existing output folder
+LOCK_IN = ".invdesign-lock"  # lock file inside an output folder whose parent is read-only (else ".NAME.invdesign-lock" next to it)
 
 
 # ---------------------------------------------------------------------- modes and temporary names
@@ -132,6 +143,91 @@ def _temp_dir(parent: Path, prefix: str, suffix: str = "") -> Path:
     return tmp
 
 
+# ---------------------------------------------------------------------- locks (one run per output at a time)
+_HELD: dict[str, tuple[int, Path]] = {}  # absolute output path -> (fd, lock file) held by this process
+
+
+def lock_path(out: str | Path) -> Path:
+    """The lock file of ``out``: next to it (the same file whether or not the output exists yet), or inside
+    it for an existing folder whose parent is not writable."""
+    ab = Path(out).absolute()
+    if not os.access(ab.parent, os.W_OK) and ab.is_dir() and not ab.is_symlink():
+        return ab / LOCK_IN
+    return ab.parent / f".{ab.name}.invdesign-lock"
+
+
+def _holder(lock: Path) -> str:
+    try:
+        text = lock.read_text()[:100].strip()
+    except OSError:
+        return ""
+    m = re.fullmatch(r"([A-Za-z0-9_.\-]+) (\d+)", text)
+    return f" (pid {m.group(2)} on {m.group(1)})" if m else ""
+
+
+def acquire_lock(out: str | Path) -> bool:
+    """Take the exclusive lock of ``out`` (non-blocking). Returns True when taken now, False when this
+    process already holds it (or no lock can be made there: a missing or read-only folder, a file system
+    without locks, where validation names the problem itself). Raises :class:`InvdesignError` in one line
+    when another process holds it."""
+    key = str(Path(out).absolute())
+    if key in _HELD or not Path(key).name:
+        return False
+    lock = lock_path(out)
+    for _ in range(5):  # the lock file may be removed by its holder between our open and our flock: retry
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, file_mode())
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise InvdesignError(f"another invdesign run{_holder(lock)} is writing this output; wait for it to finish "
+                                 "or choose another", source=str(out)) from None
+        except OSError:  # no locks on this file system (ENOLCK): go on as before
+            os.close(fd)
+            return False
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock, follow_symlinks=False).st_ino
+        except OSError:
+            same = False
+        if not same:  # locked a file its holder had already removed: take the new one
+            os.close(fd)
+            continue
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{_tag().rpartition('-')[0]} {os.getpid()}\n".encode())
+        except OSError:
+            pass  # the holder's pid is only for the message
+        _HELD[key] = (fd, lock)
+        return True
+    return False
+
+
+def release_lock(out: str | Path) -> None:
+    """Release (and remove) the lock of ``out`` if this process holds it."""
+    held = _HELD.pop(str(Path(out).absolute()), None)
+    if held is None:
+        return
+    fd, lock = held
+    try:  # removed while still held: a run that opened it meanwhile sees another file and retries
+        if os.fstat(fd).st_ino == os.stat(lock, follow_symlinks=False).st_ino:
+            lock.unlink()
+    except OSError:
+        pass
+    os.close(fd)
+
+
+def release_locks() -> None:
+    """Release every output lock this process holds (the end of a command)."""
+    for key in list(_HELD):
+        release_lock(key)
+
+
+atexit.register(release_locks)
+
+
 # ---------------------------------------------------------------------- manifests
 # Names an invdesign command writes into an output folder: the only ones a manifest may list for removal.
 _OUTPUT_SUFFIXES = (".csv", ".cif", ".vasp", ".json", ".png", ".in", ".txt", ".md", ".npz", ".pt")
@@ -183,6 +279,7 @@ def _entries(folder: Path) -> tuple[set[str], set[str]]:
         rel = Path(root).relative_to(folder)
         if rel == Path("."):
             dnames[:] = [d for d in dnames if not d.startswith(_STAGE_IN)]
+            fnames = [f for f in fnames if f != LOCK_IN]
         for d in list(dnames):
             if (Path(root) / d).is_symlink():
                 files.add(str(rel / d))
@@ -208,10 +305,29 @@ def _check_parent(path: Path, missing: str = "output folder does not exist") -> 
         raise InvdesignError("the output's parent is not a folder", source=str(parent))
 
 
+def _locked(check):
+    """Run a validation holding the output's lock: kept when it passes (until :func:`release_locks`),
+    released when it refuses (if taken by it)."""
+    import functools
+
+    @functools.wraps(check)
+    def wrapper(out, *args, **kwargs):
+        taken = acquire_lock(out)
+        try:
+            return check(out, *args, **kwargs)
+        except BaseException:
+            if taken:
+                release_lock(out)
+            raise
+    return wrapper
+
+
+@_locked
 def check_dir(out: str | Path, command: str, overwrite: bool = False) -> Path:
     """Validate a folder output of ``command`` under the policy (module docstring) before any work.
 
-    Removes staging leftovers of killed runs. Returns ``out``; raises :class:`InvdesignError`.
+    Takes the output's lock (held until :func:`release_locks`) and removes staging leftovers of killed
+    runs. Returns ``out``; raises :class:`InvdesignError`.
     """
     out = Path(out)
     ab = out.absolute()
@@ -258,8 +374,10 @@ def check_dir(out: str | Path, command: str, overwrite: bool = False) -> Path:
     return out
 
 
+@_locked
 def check_file(out: str | Path, suffixes: tuple[str, ...] | None = (".csv",), overwrite: bool = False) -> Path:
-    """Validate a file output before any work: suffix, parent folder, and an existing file only with ``overwrite``."""
+    """Validate a file output before any work: suffix, parent folder, and an existing file only with ``overwrite``.
+    Takes the output's lock (held until :func:`release_locks`)."""
     out = Path(out)
     if suffixes is not None and not any(out.name.endswith(s) for s in suffixes):
         raise InvdesignError(f"output must end in {' or '.join(suffixes)}", source=str(out))
@@ -323,7 +441,18 @@ def output_dir(out: str | Path, command: str, overwrite: bool = False) -> Iterat
     staging folder is removed and ``out`` is untouched.
     """
     out = Path(out)
+    held = str(out.absolute()) in _HELD  # the command's own validation took the lock: it keeps it
     check_dir(out, command, overwrite)
+    try:
+        with _output_dir(out, command, overwrite) as stage:
+            yield stage
+    finally:
+        if not held:  # taken here (a library call without a prior check): released with the output written
+            release_lock(out)
+
+
+@contextmanager
+def _output_dir(out: Path, command: str, overwrite: bool) -> Iterator[Path]:
     ab = out.absolute()
     existing = ab.is_dir()
     try:
