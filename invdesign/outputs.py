@@ -35,7 +35,6 @@ that holds it.
 from __future__ import annotations
 
 import atexit
-import fcntl
 import json
 import os
 import re
@@ -48,6 +47,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from invdesign.errors import InvdesignError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not a POSIX system: outputs are not locked
+    fcntl = None
 
 MANIFEST = ".invdesign-manifest.json"
 _STAGE_IN = ".invdesign-tmp."  # staging folder inside an existing output folder
@@ -171,7 +175,7 @@ def acquire_lock(out: str | Path) -> bool:
     without locks, where validation names the problem itself). Raises :class:`InvdesignError` in one line
     when another process holds it."""
     key = str(Path(out).absolute())
-    if key in _HELD or not Path(key).name:
+    if key in _HELD or not Path(key).name or fcntl is None:
         return False
     lock = lock_path(out)
     for _ in range(5):  # the lock file may be removed by its holder between our open and our flock: retry
