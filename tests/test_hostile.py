@@ -697,6 +697,40 @@ def test_rows_lost_by_a_dead_worker_are_retried_and_the_run_fails(tmp_path, caps
     assert sorted(df["id"]) == sorted(first["id"]) and (df["error"] == "").all()  # each id once, labelled
 
 
+def test_label_refuses_a_missing_surrogate_model_before_writing(tmp_path, capsys, pool):
+    out = tmp_path / "n.csv"
+    code, err = _run(capsys, ["label", pool, "--oracle", "surrogate:nope.pt", "--out", out])
+    assert code == 2 and "nope.pt: model file not found" in err and not out.exists()
+
+
+def test_label_retries_oracle_failures_when_asked(tmp_path, capsys, pool, monkeypatch):
+    fixed = tmp_path / "fixed"
+    (tmp_path / "flaky_oracle.py").write_text(
+        "from pathlib import Path\n"
+        "def f(structure):\n"
+        f"    if not Path({str(fixed)!r}).exists():\n"
+        "        raise ValueError('the code is not installed')\n"
+        "    return (1.0, 0.5)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "l.csv"
+    argv = ["label", pool, "--oracle", "python:flaky_oracle:f", "--out", out, "--executor", "inline"]
+    capsys.readouterr()
+    assert main([str(a) for a in argv]) == 1  # every row failed: not a success
+    err = capsys.readouterr().err
+    assert "the oracle failed on all 6 structure(s)" in err and "not installed" in err and "--retry-failed" in err
+    assert "Traceback" not in err
+    first = pd.read_csv(out, keep_default_na=False)
+    assert len(first) == 6 and first["error"].str.contains("not installed").all()
+    fixed.write_text("x")
+    code, err = _run(capsys, argv)  # oracle errors are kept unless asked: a rerun skips them
+    assert code == 0 and pd.read_csv(out, keep_default_na=False).equals(first)
+    code, err = _run(capsys, [*argv, "--retry-failed"])
+    assert code == 0, err
+    df = pd.read_csv(out, keep_default_na=False)
+    assert sorted(df["id"]) == sorted(first["id"]) and (df["error"] == "").all()  # each id once, labelled
+    assert (df["formation_energy_per_site"] == 1.0).all()
+
+
 def test_pool_workers_die_with_their_parent(tmp_path):
     import signal
     import subprocess

@@ -111,11 +111,13 @@ def evaluate_many(occ: np.ndarray, ids: Sequence[str], oracle, executor: str = "
     return out
 
 
-def read_done(out: Path, columns: list[str]) -> set[str]:
+def read_done(out: Path, columns: list[str], retry_failed: bool = False) -> set[str]:
     """Ids already in a label file written for these ``columns`` (a torn last line is dropped).
 
     The header is checked before anything is changed: a file that is not a label file of this oracle
-    is refused untouched (a torn last line is cut only from a file that is ours).
+    is refused untouched (a torn last line is cut only from a file that is ours). Rows the infrastructure
+    lost (:data:`INFRA`), and with ``retry_failed`` every row with an error, are dropped (atomically) so
+    that this run labels them again.
     """
     if not out.exists():
         return set()
@@ -137,14 +139,16 @@ def read_done(out: Path, columns: list[str]) -> set[str]:
         text = text[: text.rfind("\n") + 1]
         out.write_text(text)
     rows = list(csv.reader(text.splitlines()))
-    lost = [r for r in rows[1:] if r and r[-1].startswith(INFRA)]
-    if lost:  # rows whose worker died: dropped (atomically) so that this run labels them again, each id once
+    def again(r: list[str]) -> bool:
+        return r[-1].startswith(INFRA) or (retry_failed and bool(r[-1]))
+
+    if any(r and again(r) for r in rows[1:]):  # dropped (atomically) so that this run labels them again, each id once
         from invdesign.io import atomic_write_text
 
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows([rows[0], *(r for r in rows[1:] if r and not r[-1].startswith(INFRA))])
+        csv.writer(buf, lineterminator="\n").writerows([rows[0], *(r for r in rows[1:] if r and not again(r))])
         atomic_write_text(out, buf.getvalue())
-    return {r[0] for r in rows[1:] if r and not r[-1].startswith(INFRA)}
+    return {r[0] for r in rows[1:] if r and not again(r)}
 
 
 @contextmanager
@@ -176,6 +180,7 @@ def label(
     relaxed_dir: str | Path | None = None,
     keys: Sequence[str] | None = None,
     on_row: Callable[[int], None] | None = None,
+    retry_failed: bool = False,
 ) -> dict:
     """Label configurations ``occ (N, n_sites)`` with ``oracle``, appending rows to ``out``.
 
@@ -184,6 +189,8 @@ def label(
         executor: an executor spec (:func:`invdesign.campaign.executors.resolve`).
         relaxed_dir: write each relaxed structure as ``<id>.cif`` there (oracles that relax).
         on_row: called as ``on_row(n)`` with ``n`` structures newly accounted for (first the skipped ones; progress).
+        retry_failed: label again the rows of ``out`` whose oracle failed (rows the infrastructure lost, a dead
+            worker or a cancelled future, are labelled again always).
 
     Returns:
         ``{"total", "skipped", "labelled", "failed", "lost", "seconds"}`` for this run (``lost``: rows whose
@@ -197,7 +204,7 @@ def label(
     if len(set(ids)) != len(ids):
         raise InvdesignError("duplicate ids among the structures")
     columns = ["id", "canonical_key", *oracle_columns(oracle), "seconds", "error"]
-    done = read_done(out, columns)
+    done = read_done(out, columns, retry_failed)
     todo = [i for i, cid in enumerate(ids) if cid not in done]
     if keys is None:
         from invdesign.lattice.canonical import canonical_keys

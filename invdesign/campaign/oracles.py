@@ -618,7 +618,9 @@ def _make_oracle(spec: str, host: HostLattice | None, needed: Sequence[str], all
             raise InvdesignError("oracle table:F.csv needs a file")
         return TableOracle(arg, host, needed=needed, allow_failures=allow_failures)
     if kind == "surrogate":
-        return SurrogateOracle(arg or None, host)
+        if arg and not Path(arg).expanduser().is_file():  # refused now, not as an error in every row
+            raise InvdesignError("model file not found (oracle surrogate:MODEL)", source=arg)
+        return SurrogateOracle(str(Path(arg).expanduser()) if arg else None, host)
     if kind == "chgnet":
         if not arg:
             if need_mu:

@@ -32,11 +32,18 @@ def label_cmd(
                               "relaxes the structures --relaxed writes (default 50)."),
     fmax: float = typer.Option(None, "--fmax", min=0.0, help="chgnet / ase / chgnet+delta --relaxed: force threshold, "
                                "eV/Angstrom (default 0.1)."),
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed",
+        help="Label again the rows of --out whose oracle failed (rows lost by the executor, a dead worker or a "
+             "cancelled call, are labelled again always)."),
     host: str = HostOpt,
     supercell: str = SupercellOpt,
     tol: float = TolOpt,
 ) -> None:
-    """Evaluate an oracle on every structure: `id,canonical_key,<oracle outputs>,seconds,error` (eV, Angstrom, s)."""
+    """Evaluate an oracle on every structure: `id,canonical_key,<oracle outputs>,seconds,error` (eV, Angstrom, s).
+
+    Exit status 1 when rows were lost by the executor (rerun to label them) or when every row this run
+    labelled failed."""
     from invdesign.campaign.executors import check_spec
     from invdesign.campaign.label import label
     from invdesign.campaign.oracles import AseOracle, ChgnetDeltaOracle, make_oracle
@@ -86,7 +93,7 @@ def label_cmd(
         desc += f"; structures relaxed after it (FIRE fmax {orc.check_fmax:g} eV/A, <= {orc.check_steps} steps)"
     with task(desc, total=len(ds)) as advance:
         stats = label(ds.occ, list(ds.ids), orc, out, h, executor=executor, relaxed_dir=relaxed,
-                      on_row=advance)
+                      on_row=advance, retry_failed=retry_failed)
     console.print(
         f"{stats['labelled']} labelled ({stats['failed']} failed), {stats['skipped']} already in {out}; "
         f"{stats['total']} structures, {stats['seconds']:.1f} s", highlight=False)
@@ -96,6 +103,23 @@ def label_cmd(
         print(f"invdesign: error: {stats['lost']} structure(s) were lost by the executor (a worker died or a call was "
               f"cancelled); rerun the same command to label them", file=sys.stderr)
         raise typer.Exit(1)
+    if stats["labelled"] and stats["failed"] == stats["labelled"]:  # the oracle failed on every structure
+        import sys
+
+        first = _first_error(out)
+        print(f"invdesign: error: the oracle failed on all {stats['labelled']} structure(s) of this run"
+              + (f" (first: {first})" if first else "") + "; fix it and rerun with --retry-failed", file=sys.stderr)
+        raise typer.Exit(1)
+
+
+def _first_error(out: Path) -> str:
+    import csv
+
+    try:
+        with open(out, newline="") as fh:
+            return next((r[-1] for r in list(csv.reader(fh))[1:] if r and r[-1]), "")[:200]
+    except (OSError, csv.Error):
+        return ""
 
 
 def register(app: typer.Typer) -> None:
