@@ -21,8 +21,7 @@ def gase():
     ds = load_2dmd(root)
     host, occ, y = stack([ds])
     idx = np.random.default_rng(0).permutation(len(occ))[:160]
-    val = split_train_val(len(idx), 0.25, seed=0)
-    m = HostModel(host, members_energy=2, members_levels=2, epochs=150).fit(occ[idx], y[idx], val)
+    m = HostModel(host, members_energy=2, members_levels=2, epochs=150).fit(occ[idx], y[idx])
     return m, occ, y, idx
 
 
@@ -65,3 +64,19 @@ def test_calibration_reaches_the_level_on_its_own_data():
     cover = (np.abs(y) <= 1.96 * std).mean(0)
     assert (cover >= 0.94).all() and (cover <= 0.99).all()
     assert c.validated.all()
+
+
+def test_crossfit_reports_heldout_errors_and_the_validation_split_still_works(gase):
+    m, occ, y, idx = gase
+    held = m.meta["heldout_mae_meV"]
+    # out-of-fold errors: every training structure predicted by members that did not see it
+    assert m.meta["n_val"] == len(idx) and set(held) == {"formation_energy_per_site", "homo_lumo_gap", "total_mag"}
+    assert 0 < held["formation_energy_per_site"] < 1e3 * np.abs(y[idx, 0] - y[idx, 0].mean()).mean()
+    assert len(m.trees_g) == m.members_levels and 0.0 <= m.blend_gap <= 1.0
+    with pytest.raises(ValueError):
+        HostModel(m.host, members_energy=2, members_levels=2, epochs=5).fit(occ[idx], y[idx], np.zeros(len(idx), bool))
+    val = split_train_val(len(idx), 0.25, seed=0)
+    v = HostModel(m.host, members_energy=2, members_levels=2, epochs=30, crossfit=False).fit(occ[idx], y[idx], val)
+    assert v.meta["n_val"] == val.sum() and v.meta["n_train"] == (~val).sum()
+    mu, std, _ = v.predict(occ[:20])
+    assert np.isfinite(mu).all() and (mu[:, 1] >= 0).all() and (mu[:, 1] <= v.host_gap() + 1e-12).all()

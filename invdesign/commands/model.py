@@ -158,7 +158,7 @@ def _train_host_model(data: list[Path], out: Path, seed: int, overwrite: bool) -
 
     from invdesign.data.dataset import load_dataset
     from invdesign.lattice.hosts import host_spec_of
-    from invdesign.predict.defect_env import HostModel, split_train_val, stack
+    from invdesign.predict.defect_env import HostModel, stack
     from invdesign.progress import task
 
     check_out_file(out, (".npz",), overwrite)
@@ -172,18 +172,17 @@ def _train_host_model(data: list[Path], out: Path, seed: int, overwrite: bool) -
         raise InvdesignError("the data lacks formation_energy_per_site or homo_lumo_gap(_min) for some structures",
                              source=str(data[0]))
     t0 = time.time()
-    val = split_train_val(len(occ), 0.15, seed=seed)
     m = HostModel(host, seed=seed)
     total = m.members_energy + m.members_levels
     with task(f"host model on {len(occ)} structures of {host.name} ({total} networks)", total=total) as advance:
-        m.fit(occ, y, val, progress=lambda _: advance())
+        m.fit(occ, y, progress=lambda _: advance())
     m.meta["trained_on"] = [d.name for d in sets]
     m.save(out, {"name": spec.name, "supercell": [int(v) for v in np.diag(host.matrix)[:2]]})
-    mu, std, _ = m.predict(occ[val])
-    fe, gap = (np.abs(mu[:, j] - y[val, j]).mean() * 1e3 for j in (0, 1))
-    console.print(f"host model for {host.name} trained on {int((~val).sum())} structures of {', '.join(d.name for d in sets)} "
-                  f"in {time.time() - t0:.0f} s -> {out}; validation ({int(val.sum())} structures, used for the std "
-                  f"calibration): formation_energy_per_site {fe:.1f} meV, homo_lumo_gap {gap:.1f} meV", highlight=False)
+    held = m.meta["heldout_mae_meV"]
+    console.print(f"host model for {host.name} trained on {len(occ)} structures of {', '.join(d.name for d in sets)} "
+                  f"in {time.time() - t0:.0f} s -> {out}; out-of-fold MAE (each structure predicted by the members that "
+                  f"did not train on it; the std calibration's data): formation_energy_per_site "
+                  f"{held['formation_energy_per_site']:.1f} meV, homo_lumo_gap {held['homo_lumo_gap']:.1f} meV", highlight=False)
 
 
 def train_cmd(

@@ -253,6 +253,18 @@ def fit_envnet(F: np.ndarray, owner: np.ndarray, n: np.ndarray, y: np.ndarray, s
     return EnvNet(weights, mean.astype(np.float64), scale.astype(np.float64), float(log_gap.exp().item()))
 
 
+def _fit_gap_trees(Z: np.ndarray, gap: np.ndarray, seed: int):
+    """Gradient-boosted trees ``Z (N, p) -> gap (N,)`` (eV), as plain arrays (:class:`invdesign.predict.gap._Forest`)."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from invdesign.predict.gap import _Forest
+
+    ok = np.isfinite(gap)
+    est = HistGradientBoostingRegressor(max_iter=400, learning_rate=0.05, l2_regularization=1.0, early_stopping=False,
+                                        random_state=seed).fit(Z[ok], gap[ok])
+    return _Forest.from_sklearn(est)
+
+
 # ---------------------------------------------------------------------- the host model
 @dataclass
 class Calibration:
@@ -281,8 +293,9 @@ class HostModel:
     """
 
     def __init__(self, host: HostLattice, radius_energy: float = 8.0, radius_levels: float = 6.5, members_energy: int = 4,
-                 members_levels: int = 8, epochs: int = 800, width: int = 64, seed: int = 0) -> None:
+                 members_levels: int = 8, epochs: int = 800, width: int = 64, seed: int = 0, crossfit: bool = True, gap_trees: bool = True) -> None:
         self.host = host
+        self.crossfit, self.gap_trees = bool(crossfit), bool(gap_trees)
         self.radius_energy, self.radius_levels = float(radius_energy), float(radius_levels)
         self.members_energy, self.members_levels = int(members_energy), int(members_levels)
         self.epochs, self.width, self.seed = int(epochs), int(width), int(seed)
@@ -293,6 +306,8 @@ class HostModel:
         self.nets_e: list[EnvNet] = []
         self.nets_g: list[EnvNet] = []
         self.blend = 0.5  # weight of the pair expansion in the formation energy (chosen on validation by fit)
+        self.trees_g: list = []  # gradient-boosted trees of the gap on cluster counts (one per level member)
+        self.blend_gap = 0.0  # weight of the trees in the gap (chosen on held-out predictions by fit)
         self.calibration: Calibration | None = None
         self.meta: dict = {}
         self.train_occ = np.zeros((0, host.n_sites), np.uint8)  # (N, S) every configuration fit saw (train + val)
@@ -300,47 +315,101 @@ class HostModel:
 
     def settings(self) -> dict:
         return {"radius_energy": self.radius_energy, "radius_levels": self.radius_levels, "members_energy": self.members_energy,
-                "members_levels": self.members_levels, "epochs": self.epochs, "width": self.width, "seed": self.seed}
+                "members_levels": self.members_levels, "epochs": self.epochs, "width": self.width, "seed": self.seed,
+                "crossfit": self.crossfit, "gap_trees": self.gap_trees}
 
     # ------------------------------------------------------------------ fit
-    def fit(self, occ: np.ndarray, y: np.ndarray, val: np.ndarray, progress: Callable[[str], None] | None = None) -> HostModel:
-        """Fit on configurations ``occ (N, S)`` with targets ``y (N, 3)`` (TARGETS order; NaN where unknown);
-        ``val (N,)`` bool marks the calibration split (never trained on)."""
+    def fit(self, occ: np.ndarray, y: np.ndarray, val: np.ndarray | None = None,
+            progress: Callable[[str], None] | None = None) -> HostModel:
+        """Fit on configurations ``occ (N, S)`` with targets ``y (N, 3)`` (TARGETS order; NaN where unknown).
+
+        Cross-fitted (``crossfit``, the default; ``val`` must be None): the rows are dealt into as many folds as
+        each ensemble has members, and member ``k`` trains on every fold but its own, so the ensemble sees all
+        the data while every row keeps an out-of-fold prediction (from the member that did not see it, and a
+        pair expansion fitted without its fold). The blend and the std calibration are chosen on those
+        out-of-fold predictions (jackknife+-style; the served spread on a training row is smaller than on a new
+        one, so the stds err wide). Otherwise ``val (N,)`` bool marks a calibration split never trained on."""
         t0 = time.time()
+        occ = np.asarray(occ)
         n = self.n_defects(occ)
+        N = len(occ)
         if (n == 0).any():
             raise InvdesignError("training data holds pristine cells (no defects): formation energy per site undefined")
-        tr = ~val
+        if self.crossfit:
+            if val is not None:
+                raise ValueError("a cross-fitted model chooses its own folds: pass val=None")
+            if min(self.members_energy, self.members_levels) < 2 or N < 2 * max(self.members_energy, self.members_levels):
+                raise InvdesignError(f"cross-fitting {self.members_energy}/{self.members_levels} members needs at least "
+                                     f"{2 * max(self.members_energy, self.members_levels)} structures (got {N})")
+            rng = np.random.default_rng(self.seed)
+            fold_e = rng.permutation(N) % self.members_energy
+            fold_g = rng.permutation(N) % self.members_levels
+            masks_e = [fold_e != k for k in range(self.members_energy)]
+            masks_g = [fold_g != k for k in range(self.members_levels)]
+            tr = np.ones(N, bool)
+        else:
+            if val is None:
+                raise ValueError("a model that is not cross-fitted needs a validation mask")
+            tr = ~np.asarray(val, bool)
+            masks_e, masks_g = [tr] * self.members_energy, [tr] * self.members_levels
         self.ce.fit(occ[tr], y[tr, 0])
-        # every density band weighs the same in the networks' loss (a large low-density set must not drown
-        # a few hundred high-density structures)
-        b = band_of(n[tr])
-        w = 1.0 / np.bincount(b, minlength=len(BANDS))[b]
-        w *= len(w) / w.sum()
         total = self.members_energy + self.members_levels
         self.nets_e, self.nets_g = [], []
-        for env, nets, count, tasks in ((self.env_e, self.nets_e, self.members_energy, (True, False, False)),
-                                        (self.env_g, self.nets_g, self.members_levels, (False, True, True))):
+        for env, nets, masks, tasks in ((self.env_e, self.nets_e, masks_e, (True, False, False)),
+                                        (self.env_g, self.nets_g, masks_g, (False, True, True))):
             F, owner = env.transform(occ)
-            Ftr, otr = self._rows(F, owner, np.flatnonzero(tr))
-            for _ in range(count):
+            for mask in masks:
+                rows = np.flatnonzero(mask)
+                Ftr, otr = self._rows(F, owner, rows)
+                # every density band weighs the same in the networks' loss (a large low-density set must not
+                # drown a few hundred high-density structures)
+                b = band_of(n[rows])
+                w = 1.0 / np.bincount(b, minlength=len(BANDS))[b]
+                w *= len(w) / w.sum()
                 k = len(self.nets_e) + len(self.nets_g)
-                nets.append(fit_envnet(Ftr, otr, n[tr], y[tr], seed=self.seed + k, epochs=self.epochs, width=self.width,
+                nets.append(fit_envnet(Ftr, otr, n[rows], y[rows], seed=self.seed + k, epochs=self.epochs, width=self.width,
                                        weight=w, tasks=tasks))
                 if progress:
                     progress(f"network {k + 1}/{total}")
+        # gradient-boosted trees on the cluster counts for the gap (thresholds on which defects are near which)
+        Z = self._tree_features(occ)
+        self.trees_g = [_fit_gap_trees(Z[m], y[m, 1], seed=self.seed + k) for k, m in enumerate(masks_g)] if self.gap_trees else []
         self.calibration = None
-        # the formation energy's blend of expansion and networks: chosen on the validation split
-        nets_fe, ce_fe = self._fe_parts(occ[val])
-        yv = y[val, 0]
+        if self.crossfit:  # out-of-fold predictions of every row
+            idx = np.arange(N)
+            nets_fe = self._energy_members(occ)[fold_e, idx]
+            ce_fe = np.empty(N)
+            for k in range(self.members_energy):
+                ce_fe[~masks_e[k]] = PairCE(self.host, self.radius_energy).fit(occ[masks_e[k]], y[masks_e[k], 0]) \
+                    .predict(occ[~masks_e[k]])
+            levels = self._level_members(occ)[fold_g, idx]  # (N, 2)
+            tree_gap = np.stack([t.predict(Z) for t in self.trees_g])[fold_g, idx] if self.trees_g else levels[:, 0]
+            yv, cal_rows = y, idx
+        else:
+            cal_rows = np.flatnonzero(~tr)
+            nets_fe, ce_fe = self._fe_parts(occ[cal_rows])
+            levels = self._level_members(occ[cal_rows]).mean(0)
+            tree_gap = np.mean([t.predict(Z[cal_rows]) for t in self.trees_g], axis=0) if self.trees_g else levels[:, 0]
+            yv = y[cal_rows]
         grid = np.linspace(0.0, 1.0, 11)
-        self.blend = float(grid[np.argmin([np.nanmean(np.abs(a * ce_fe + (1 - a) * nets_fe - yv)) for a in grid])])
-        mu, spread = self._raw(occ[val])
-        self.calibration = calibrate(mu, spread, y[val], n[val])
+        self.blend_gap = float(grid[np.argmin([np.nanmean(np.abs(a * tree_gap + (1 - a) * levels[:, 0] - yv[:, 1]))
+                                               for a in grid])])
+        # the formation energy's blend of expansion and networks: chosen on held-out predictions
+        self.blend = float(grid[np.argmin([np.nanmean(np.abs(a * ce_fe + (1 - a) * nets_fe - yv[:, 0])) for a in grid])])
+        mu, spread = self._raw(occ[cal_rows])
+        if self.crossfit:
+            gap = np.clip(self.blend_gap * tree_gap + (1 - self.blend_gap) * levels[:, 0], 0.0, self.host_gap())
+            mu = np.column_stack([self.blend * ce_fe + (1 - self.blend) * nets_fe, gap, levels[:, 1]])
+        self.calibration = calibrate(mu, spread, yv, n[cal_rows])
+        with np.errstate(invalid="ignore"):
+            heldout = {t: round(float(np.nanmean(np.abs(mu[:, j] - yv[:, j]))) * 1e3, 2)
+                       for j, t in enumerate(TARGETS) if np.isfinite(yv[:, j]).any()}
         self.train_occ = np.asarray(occ, dtype=np.uint8)
         self.train_y = np.asarray(y, dtype=np.float64)
-        self.meta = {"n_train": int(tr.sum()), "n_val": int(val.sum()), "seconds": round(time.time() - t0, 1),
-                     "blend_ce": self.blend, "kmax": int(n.max()), "kmin": int(n.min()),
+        self.meta = {"n_train": int(tr.sum()), "n_val": len(cal_rows), "seconds": round(time.time() - t0, 1),
+                     "calibration": "cross-fitted (out-of-fold)" if self.crossfit else "validation split",
+                     "heldout_mae_meV": heldout,
+                     "blend_ce": self.blend, "blend_gap_trees": self.blend_gap, "kmax": int(n.max()), "kmin": int(n.min()),
                      "targets_known": [bool(np.isfinite(y[:, j]).any()) for j in range(3)],
                      "compositions": np.unique(self._type_counts(occ), axis=0).tolist()}
         return self
@@ -406,7 +475,20 @@ class HostModel:
         if 1 in targets or 2 in targets:
             G = self._level_members(occ)
             mu[:, 1:], spread[:, 1:] = G.mean(0), G.std(0)
+            if self.trees_g and self.blend_gap > 0:
+                Z = self._tree_features(occ)
+                Tg = np.clip(np.stack([t.predict(Z) for t in self.trees_g]), 0.0, self.host_gap())  # (Mt, N)
+                mu[:, 1] = np.clip(self.blend_gap * Tg.mean(0) + (1 - self.blend_gap) * G[:, :, 0].mean(0), 0.0, self.host_gap())
+                spread[:, 1] = np.sqrt(np.mean((np.concatenate([G[:, :, 0], Tg]) - mu[None, :, 1]) ** 2, axis=0))
         return mu, spread
+
+    def _tree_features(self, occ: np.ndarray) -> np.ndarray:
+        """``(N, 2P + 1)`` the gap trees' inputs: the pair expansion's cluster counts (``P``), per defect, and the
+        defect count."""
+        X = self.ce.features(occ)
+        X[:, : self.ce._T] /= 10.0
+        n = np.maximum(X[:, : self.ce._T].sum(1), 1.0)
+        return np.concatenate([X, X / n[:, None], n[:, None]], axis=1)
 
     def host_gap(self) -> float:
         """The largest gap the model can serve (eV): the level networks' learned host gap."""
@@ -446,6 +528,11 @@ class HostModel:
                     out[f"net{tag}{k}_w{i}"] = w
                 out[f"net{tag}{k}_mean"], out[f"net{tag}{k}_scale"] = m.mean, m.scale
                 out[f"net{tag}{k}_host_gap"] = np.array(m.host_gap)
+        out["blend_gap"] = np.array(self.blend_gap)
+        for k, t in enumerate(self.trees_g):
+            for f in (*t.FIELDS, "roots"):
+                out[f"tree{k}_{f}"] = getattr(t, f)
+            out[f"tree{k}_baseline"] = np.array(t.baseline)
         return out
 
     def save(self, path: str | Path, host_spec: dict) -> Path:
@@ -483,6 +570,12 @@ class HostModel:
                            float(a[f"net{tag}{k}_host_gap"])) for k in range(count)]
 
         m.nets_e, m.nets_g = nets("e", m.members_energy), nets("g", m.members_levels)
+        if "blend_gap" in a:
+            from invdesign.predict.gap import _Forest
+
+            m.blend_gap = float(a["blend_gap"])
+            m.trees_g = [_Forest(*(a[f"tree{k}_{f}"] for f in _Forest.FIELDS), roots=a[f"tree{k}_roots"],
+                                 baseline=float(a[f"tree{k}_baseline"])) for k in range(m.members_levels)]
         m.meta = header["meta"]
         m.meta["header"] = {k: v for k, v in header.items() if k != "meta"}
         return m
