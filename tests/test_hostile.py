@@ -355,6 +355,64 @@ def test_disk_full_filling_an_output_folder_removes_the_staging(tmp_path, capsys
     assert not out.exists() and not csv.exists() and not _leftovers(tmp_path)
 
 
+def test_disk_full_creating_a_campaign_leaves_nothing(tmp_path, capsys, pool, monkeypatch):
+    import sqlite3
+
+    from invdesign.campaign.store import Store
+
+    def full(c, name, arr):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Store, "_put_array", staticmethod(full))
+    db = tmp_path / "c.sqlite"
+    code, err = _run(capsys, ["campaign", "init", "--db", db, "--pool", pool, "--features", "pairs",
+                              "--target", "homo_lumo_gap=1:2"])
+    assert code == 2 and f"{db}: cannot create the campaign database (database or disk is full); nothing was written" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_disk_full_recording_a_step_is_one_line_and_records_nothing(tmp_path, capsys, campaign_db, monkeypatch):
+    import shutil
+    import sqlite3
+
+    from invdesign.campaign.store import Store
+
+    db = tmp_path / "c.sqlite"
+    shutil.copy(campaign_db, db)
+
+    def full(*a, **k):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Store, "add_suggestions", full)
+    code, err = _run(capsys, ["campaign", "suggest", "--db", db, "-n", "2"])
+    assert code == 2 and "database or disk is full" in err and "nothing of this step was recorded" in err, err
+    assert "edited" not in err
+    monkeypatch.undo()
+    from invdesign.campaign import Campaign
+
+    with Campaign.open(db, readonly=True) as c:
+        assert c.status()["pending"] == 0 and c.status()["steps"] == 0
+
+
+def test_disk_full_starting_a_label_file_leaves_nothing(tmp_path, capsys, pool, monkeypatch):
+    import invdesign.campaign.label as label_mod
+
+    class Full(io.StringIO):
+        def write(self, s):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_open(path, mode="r", **kwargs):
+        Path(path).touch()  # opening for appending creates the file
+        return Full()
+
+    monkeypatch.setattr(label_mod, "open", full_open, raising=False)
+    table = _label_table(pool, tmp_path / "F.csv")
+    out = tmp_path / "l.csv"
+    code, err = _run(capsys, ["label", pool, "--oracle", f"table:{table}", "--out", out])
+    assert code == 2 and f"{out}: cannot write (No space left on device); nothing was written" in err, err
+    assert not out.exists()
+
+
 def test_a_concurrent_run_creating_the_same_output_is_one_line(tmp_path):
     from invdesign.errors import InvdesignError
     from invdesign.outputs import output_dir
@@ -538,7 +596,7 @@ _DB_EDITS = {  # hand edits of a campaign database (issue 28): each refused in o
     "mean text": (_sql("UPDATE suggestions SET homo_lumo_gap_mean = 'x'"), "homo_lumo_gap_mean 'x' is not a finite number"),
     "suggested key": (_sql("UPDATE suggestions SET canonical_key = 'zzz'"), "is not a candidate of this campaign"),
     "suggested index": (_sql("UPDATE suggestions SET idx = 'x'"), "candidate index 'x' is not an index"),
-    "dropped table": (_sql("DROP TABLE observations"), "cannot read it (no such table: observations)"),
+    "dropped table": (_sql("DROP TABLE observations"), "it (no such table: observations); the campaign database was edited"),
 }
 
 
@@ -633,11 +691,11 @@ def test_campaign_creation_is_atomic(tmp_path, monkeypatch, pool):
 
     seen = []
 
-    def dying(self, c, name, arr):  # a SIGKILL here would leave whatever is at the name now
+    def dying(c, name, arr):  # a SIGKILL here would leave whatever is at the name now
         seen.append(db.exists())
         raise boom
 
-    monkeypatch.setattr(Store, "_put_array", dying)
+    monkeypatch.setattr(Store, "_put_array", staticmethod(dying))
     with pytest.raises(RuntimeError):
         Campaign.create(db, Target(window={"homo_lumo_gap": (1.0, 2.0)}), [pool], features="pairs")
     assert seen == [False]  # built under a temporary name: nothing at the name until complete

@@ -152,14 +152,22 @@ def read_done(out: Path, columns: list[str], retry_failed: bool = False) -> set[
 
 
 @contextmanager
-def _appending(out: Path):
-    """``out`` opened for appending; an OSError (disk full, permission) ends as one line naming it."""
+def _appending(out: Path, new_file: bool = False):
+    """``out`` opened for appending; an OSError (disk full, permission) ends as one line naming it. A file this
+    run created that holds no complete row yet is removed then (nothing half-written is left)."""
     try:
         with open(out, "a", newline="") as fh:
             yield fh
     except OSError as exc:
-        raise InvdesignError(f"cannot write ({exc.strerror or exc.__class__.__name__}); the rows written so far "
-                             "are kept and a rerun resumes", source=str(out)) from None
+        kept = "the rows written so far are kept and a rerun resumes"
+        if new_file:
+            try:
+                if out.stat().st_size == 0 or out.read_text().count("\n") <= 1:  # no row, at most the header
+                    out.unlink()
+                    kept = "nothing was written"
+            except (OSError, UnicodeDecodeError):
+                pass
+        raise InvdesignError(f"cannot write ({exc.strerror or exc.__class__.__name__}); {kept}", source=str(out)) from None
 
 
 def _fmt(v) -> str:
@@ -227,7 +235,7 @@ def label(
     written: set[str] = set(done)
     t0 = time.perf_counter()
     # the executor first: one that cannot start (a Dask scheduler not there) leaves no file behind
-    with make_executor(spec, cheap=getattr(oracle, "cheap", False)) as ex, _appending(out) as fh:
+    with make_executor(spec, cheap=getattr(oracle, "cheap", False)) as ex, _appending(out, new_file) as fh:
         w = csv.writer(fh, lineterminator="\n")
         if new_file:
             w.writerow(columns)

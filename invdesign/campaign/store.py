@@ -98,14 +98,18 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+_NOT_THE_FILE = ("disk is full", "disk I/O error", "readonly database", "database is locked", "unable to open")
+
+
 def _reads(fn):
-    """Turn an SQLite error while reading or writing the file (a damaged page, a dropped table) into one line."""
+    """Turn an SQLite error while reading or writing the file (a damaged page, a dropped table, a full disk)
+    into one line."""
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
         try:
             return fn(self, *args, **kwargs)
         except sqlite3.DatabaseError as exc:
-            raise self.damaged(f"cannot read it ({exc})") from None
+            raise self.sqlite_error(exc, "read") from None
     return wrapper
 
 
@@ -121,6 +125,13 @@ class Store:
     def damaged(self, what: str) -> InvdesignError:
         """One line naming the file and the stored value that is wrong."""
         return InvdesignError(f"{what}; {EDITED}", source=str(self.path))
+
+    def sqlite_error(self, exc: sqlite3.DatabaseError, doing: str) -> InvdesignError:
+        """One line for an SQLite error: the file system's (a full disk, no permission, a lock held too long:
+        the transaction is rolled back, nothing of it recorded) or the file's (damaged or edited)."""
+        if isinstance(exc, sqlite3.OperationalError) and any(w in str(exc) for w in _NOT_THE_FILE):
+            return InvdesignError(f"cannot {doing} it ({exc}); nothing of this step was recorded", source=str(self.path))
+        return self.damaged(f"cannot {doing} it ({exc})")
 
     # ------------------------------------------------------------------ opening
     @staticmethod
@@ -159,6 +170,8 @@ class Store:
             version = cls._meta_in(probe.conn, "schema_version")
         except sqlite3.DatabaseError as exc:
             probe.close()
+            if isinstance(exc, sqlite3.OperationalError) and any(w in str(exc) for w in _NOT_THE_FILE):
+                raise InvdesignError(f"cannot open the campaign database ({exc})", source=str(path)) from None
             raise InvdesignError(f"not a campaign database ({exc})", source=str(path)) from None
         if version is None:
             probe.close()
@@ -224,27 +237,11 @@ class Store:
         _clean_stale_builds(path)
         from invdesign.outputs import temp_file
 
-        fd, tmp = temp_file(path.absolute())
-        os.close(fd)
-        store = cls(tmp, cls._connect(tmp))
+        tmp = None
         try:
-            with store.transaction() as c:
-                for stmt in _SCHEMA.strip().split(";"):
-                    if stmt.strip():
-                        c.execute(stmt)
-                c.executemany(
-                    "INSERT INTO candidates (idx, id, canonical_key, occ, source) VALUES (?, ?, ?, ?, ?)",
-                    [(i, str(r.id), str(r.canonical_key), np.ascontiguousarray(occ[i], dtype=np.uint8).tobytes(), str(r.source))
-                     for i, r in enumerate(candidates.itertuples(index=False))],
-                )
-                for name, arr in arrays.items():
-                    store._put_array(c, name, arr)
-                store._set_meta(c, "config", json.dumps(config))
-                store._set_meta(c, "step", "0")
-                store._set_meta(c, "created", repr(time.time()))
-                store._set_meta(c, "schema_version", SCHEMA_VERSION)
-            store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            store.close()  # the last connection: its WAL is folded into the file
+            fd, tmp = temp_file(path.absolute())
+            os.close(fd)
+            cls._build(tmp, config, candidates, occ, arrays)
             if path.exists() and path.stat().st_size > 0 and not cls.blank(path):
                 raise InvdesignError("another run created a campaign database here meanwhile", source=str(path))
             if path.exists():
@@ -256,11 +253,44 @@ class Store:
             except OSError:  # a file system without hard links
                 os.replace(tmp, path)
             cls._remove(tmp)
+        except (sqlite3.DatabaseError, OSError) as exc:  # a full disk, a permission, an I/O error
+            if tmp is not None:
+                cls._remove(tmp)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise InvdesignError(f"cannot create the campaign database ({reason}); nothing was written",
+                                 source=str(path)) from None
         except BaseException:
-            store.close()
-            cls._remove(tmp)
+            if tmp is not None:
+                cls._remove(tmp)
             raise
         return cls(path, cls._connect(path))
+
+    @staticmethod
+    def _build(tmp: Path, config: dict, candidates: pd.DataFrame, occ: np.ndarray, arrays: dict[str, np.ndarray]) -> None:
+        """Write the whole database into ``tmp`` in one transaction, its WAL folded in (SQLite errors raised as such)."""
+        conn = sqlite3.connect(str(tmp), timeout=120.0, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            for stmt in _SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            conn.executemany(
+                "INSERT INTO candidates (idx, id, canonical_key, occ, source) VALUES (?, ?, ?, ?, ?)",
+                [(i, str(r.id), str(r.canonical_key), np.ascontiguousarray(occ[i], dtype=np.uint8).tobytes(), str(r.source))
+                 for i, r in enumerate(candidates.itertuples(index=False))],
+            )
+            for name, arr in arrays.items():
+                Store._put_array(conn, name, arr)
+            Store._set_meta(conn, "config", json.dumps(config))
+            Store._set_meta(conn, "step", "0")
+            Store._set_meta(conn, "created", repr(time.time()))
+            Store._set_meta(conn, "schema_version", SCHEMA_VERSION)
+            conn.execute("COMMIT")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            conn.close()  # the last connection: its WAL is folded into the file
 
     def close(self) -> None:
         self.conn.close()  # closing twice is harmless
@@ -277,7 +307,7 @@ class Store:
         try:
             self.conn.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as exc:
-            raise self.damaged(f"cannot write it ({exc})") from None
+            raise self.sqlite_error(exc, "write") from None
         try:
             yield self.conn
         except BaseException as exc:
@@ -286,12 +316,16 @@ class Store:
             except sqlite3.DatabaseError:
                 pass  # a damaged file: the transaction is gone with the connection
             if isinstance(exc, sqlite3.DatabaseError):
-                raise self.damaged(f"cannot read it ({exc})") from None
+                raise self.sqlite_error(exc, "update") from None
             raise
         try:
             self.conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
-            raise self.damaged(f"cannot write it ({exc})") from None
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.DatabaseError:
+                pass
+            raise self.sqlite_error(exc, "write") from None
 
     # ------------------------------------------------------------------ meta and arrays
     @_reads
@@ -322,7 +356,7 @@ class Store:
         try:
             raw = self._meta_in(c or self.conn, "step")
         except sqlite3.DatabaseError as exc:
-            raise self.damaged(f"cannot read it ({exc})") from None
+            raise self.sqlite_error(exc, "read") from None
         if not isinstance(raw, str) or not re.fullmatch(r"\d{1,19}", raw) or int(raw) > MAX_STEP:
             raise self.damaged(f"its step counter {str(raw)[:40]!r} is not a step number")
         return int(raw)
