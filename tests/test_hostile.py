@@ -394,6 +394,33 @@ def test_disk_full_recording_a_step_is_one_line_and_records_nothing(tmp_path, ca
         assert c.status()["pending"] == 0 and c.status()["steps"] == 0
 
 
+@pytest.mark.parametrize("output", ["--structures", "--out"])
+def test_a_suggestion_whose_files_cannot_be_written_is_not_recorded(tmp_path, capsys, campaign_db, monkeypatch, output):
+    import shutil
+
+    import invdesign.io as io_mod
+
+    db = tmp_path / "c.sqlite"
+    shutil.copy(campaign_db, db)
+    if output == "--structures":  # the first CIF of the staged folder
+        monkeypatch.setattr(io_mod, "write_structure", lambda occ, host, path: _enospc(path))
+    else:  # renaming the written CSV into place
+        monkeypatch.setattr(os, "replace", _enospc)
+    dest = tmp_path / ("sug" if output == "--structures" else "b.csv")
+    code, err = _run(capsys, ["campaign", "suggest", "--db", db, "-n", "2", output, dest])
+    assert code == 2 and "No space left on device" in err and str(dest) in err, err
+    assert not dest.exists() and not _leftovers(tmp_path)
+    monkeypatch.undo()
+    from invdesign.campaign import Campaign
+
+    with Campaign.open(db, readonly=True) as c:  # nothing recorded: the next suggest gives the same batch
+        assert c.status()["pending"] == 0 and c.status()["steps"] == 0
+    assert _run(capsys, ["campaign", "suggest", "--db", db, "-n", "2", output, dest])[0] == 0
+    assert dest.exists()
+    with Campaign.open(db, readonly=True) as c:
+        assert c.status()["pending"] == 2
+
+
 def test_disk_full_starting_a_label_file_leaves_nothing(tmp_path, capsys, pool, monkeypatch):
     import invdesign.campaign.label as label_mod
 

@@ -333,12 +333,14 @@ class Campaign:
         }
 
     # ------------------------------------------------------------------ suggest
-    def suggest(self, n: int | None = None) -> pd.DataFrame:
+    def suggest(self, n: int | None = None, on_batch=None) -> pd.DataFrame:
         """Choose the next batch, record it as pending, and return it.
 
         Args:
             n: batch size (default: the campaign's); capped by the budget left
                 (``budget - evaluations - pending``) and by the candidates left.
+            on_batch: called with the batch before it is recorded (inside the transaction), e.g. to write
+                the batch's files: when it raises (a full disk), nothing is recorded.
 
         Returns:
             DataFrame ``step, id, canonical_key, acquisition, <target>_mean, <target>_std`` (eV);
@@ -372,8 +374,10 @@ class Campaign:
                     r[f"{t}_mean"], r[f"{t}_std"] = float(mean[i, j]), float(std[i, j])
                 rows.append(r)
             self.store.add_suggestions(c, step, rows)
-        out = pd.DataFrame(rows).drop(columns=["idx"])
-        out.insert(0, "step", step)
+            out = pd.DataFrame(rows).drop(columns=["idx"])
+            out.insert(0, "step", step)
+            if on_batch is not None:
+                on_batch(out)
         return out
 
     def _choose(self, q: int, step: int, obs_rows: list, pending_keys: list[str], allowed: np.ndarray):

@@ -97,18 +97,24 @@ def suggest(
             for cid in c.candidates[0]["id"]:
                 check_id(str(cid), str(db), "candidate id", "{reason}, so it cannot name a file (was the database "
                          "edited?); nothing was suggested")
-        df = c.suggest(n)
-        if out is not None:
-            sheet = df.copy()
-            for t in TARGETS:
-                sheet[t] = ""
-            write_csv(out, sheet)
-        if structures is not None and len(df):
-            cands, occ = c.candidates
-            idx = dict(zip(cands["canonical_key"], range(len(cands))))
-            with atomic_dir(structures, "campaign suggest --structures", overwrite) as tmp:
-                for r in df.itertuples(index=False):
-                    write_structure(occ[idx[r.canonical_key]], c.host, tmp / f"{r.id}.cif")
+        from contextlib import ExitStack
+
+        with ExitStack() as staged:
+            def write_batch(df) -> None:  # before the batch is recorded: a failed write records nothing
+                if out is not None:
+                    sheet = df.copy()
+                    for t in TARGETS:
+                        sheet[t] = ""
+                    write_csv(out, sheet)
+                if structures is not None:
+                    cands, occ = c.candidates
+                    idx = dict(zip(cands["canonical_key"], range(len(cands))))
+                    tmp = staged.enter_context(atomic_dir(structures, "campaign suggest --structures", overwrite))
+                    for r in df.itertuples(index=False):
+                        write_structure(occ[idx[r.canonical_key]], c.host, tmp / f"{r.id}.cif")
+
+            df = c.suggest(n, on_batch=write_batch)
+        # (the structures folder is moved into place once the batch is recorded)
     if not len(df):
         console.print("nothing left to suggest (candidates or budget exhausted)")
         return
