@@ -106,6 +106,9 @@ def test_design_cli_end_to_end(model_file, dataset, tmp_path):
     c2 = pd.read_csv(out2 / "candidates.csv")
     assert (c2["source"] == "exhaustive").all() and (c2["n_defects"] <= 2).all()
     assert not c2["composition"].str.contains("Mo").any()
+    num = c2.drop(columns=["extrapolation_reason"]).select_dtypes("number")  # (that one is text, empty: no reason)
+    # no NaN in any numeric column (issue 28: reembed_distance was NaN in every exhaustive row)
+    assert np.isfinite(num.to_numpy(float)).all(), num.columns[~np.isfinite(num).all()].tolist()
 
 
 def test_design_cli_pool_mode(model_file, dataset, tmp_path):
