@@ -816,6 +816,26 @@ def test_label_retries_oracle_failures_when_asked(tmp_path, capsys, pool, monkey
     assert (df["formation_energy_per_site"] == 1.0).all()
 
 
+def test_a_worker_that_dies_once_costs_no_label_in_the_same_run(tmp_path, capsys, pool, monkeypatch):
+    """One pool worker dies (as by SIGKILL) on one structure: the calls still queued are tried again on a fresh
+    pool in the same run, and every structure is labelled once, exit 0."""
+    died = tmp_path / "died"
+    (tmp_path / "once_oracle.py").write_text(
+        "import os\nfrom pathlib import Path\n"
+        "def f(structure):\n"
+        f"    marker = Path({str(died)!r})\n"
+        "    if not marker.exists():\n"
+        "        marker.write_text('x')\n"
+        "        os._exit(1)\n"
+        "    return (1.0, 0.5)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "l.csv"
+    code, err = _run(capsys, ["label", pool, "--oracle", "python:once_oracle:f", "--out", out, "--executor", "process:1"])
+    assert code == 0, err
+    df = pd.read_csv(out, keep_default_na=False)
+    assert died.exists() and len(df) == 6 and df["id"].is_unique and (df["error"] == "").all()
+
+
 def test_pool_workers_die_with_their_parent(tmp_path):
     import signal
     import subprocess

@@ -4,8 +4,10 @@
 ``out``, appending each row as its structure finishes (flushed and synced), so an interrupted run
 loses at most the calls in flight; a rerun reads ``out`` and skips the ids already there. Calls run
 on any executor of :mod:`invdesign.campaign.executors` (a process pool, a Dask ``LocalCluster``,
-or a running Dask scheduler): if a Dask worker dies, the scheduler reruns its calls elsewhere and
-each id is still written once (the writer is this process, and it writes an id at most once).
+or a running Dask scheduler): if a Dask worker dies, the scheduler reruns its calls elsewhere; if a
+pool worker dies (every call still queued fails with it), those calls are tried again on a fresh
+executor (:data:`LOST_ROUNDS`); each id is still written once (the writer is this process, and it
+writes an id at most once).
 
 The oracle is pickled once per call but each worker keeps one live copy per oracle (keyed by a
 hash of its pickle), so a CHGNet model is loaded and the pristine host evaluated once per worker.
@@ -22,7 +24,7 @@ import os
 import pickle
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +79,7 @@ def _token(oracle) -> str:
 
 
 INFRA = "infrastructure: "  # error prefix of a row whose call was lost (dead worker, cancelled future): retried on rerun
+LOST_ROUNDS = 3  # calls the executor lost are tried again on a fresh executor, at most this many rounds in all
 
 
 def _run(ex: cf.Executor, token: str, oracle, occ: np.ndarray, ids: Sequence[str], todo: Sequence[int]):
@@ -234,28 +237,59 @@ def label(
     new_file = not out.exists() or out.stat().st_size == 0
     written: set[str] = set(done)
     t0 = time.perf_counter()
+    cheap = getattr(oracle, "cheap", False)
+    position = {cid: i for i, cid in enumerate(ids)}
+    executor_stack = ExitStack()
     # the executor first: one that cannot start (a Dask scheduler not there) leaves no file behind
-    with make_executor(spec, cheap=getattr(oracle, "cheap", False)) as ex, _appending(out, new_file) as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        if new_file:
-            w.writerow(columns)
-            fh.flush()
-        for cid, res, sec, err in _run(ex, token, oracle, occ, ids, todo):
-            if cid in written:
-                continue
-            relaxed = res.pop("relaxed", None)
-            if rdir is not None and relaxed is not None:
-                from pymatgen.io.cif import CifWriter
+    ex = executor_stack.enter_context(make_executor(spec, cheap=cheap))
+    try:
+        with _appending(out, new_file) as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            if new_file:
+                w.writerow(columns)
+                fh.flush()
 
-                atomic_write_text(rdir / f"{cid}.cif", str(CifWriter(relaxed)))
-            w.writerow([cid, key_of[cid], *(_fmt(res.get(c)) for c in columns[2:-2]), _fmt(sec), err])
-            fh.flush()
-            os.fsync(fh.fileno())
-            written.add(cid)
-            stats["labelled"] += 1
-            stats["failed"] += bool(err)
-            stats["lost"] += err.startswith(INFRA)
-            if on_row is not None:
-                on_row(1)
+            def write(cid: str, res: dict, sec: float, err: str) -> None:
+                relaxed = res.pop("relaxed", None)
+                if rdir is not None and relaxed is not None:
+                    from pymatgen.io.cif import CifWriter
+
+                    atomic_write_text(rdir / f"{cid}.cif", str(CifWriter(relaxed)))
+                w.writerow([cid, key_of[cid], *(_fmt(res.get(c)) for c in columns[2:-2]), _fmt(sec), err])
+                fh.flush()
+                os.fsync(fh.fileno())
+                written.add(cid)
+                stats["labelled"] += 1
+                stats["failed"] += bool(err)
+                stats["lost"] += err.startswith(INFRA)
+                if on_row is not None:
+                    on_row(1)
+
+            left = list(todo)
+            for attempt in range(LOST_ROUNDS):
+                # a dead pool worker fails every call still queued: those are tried again on a fresh executor
+                # (the one call that kills its worker each time ends as lost after the last round)
+                final = attempt == LOST_ROUNDS - 1
+                lost: list[tuple[str, str]] = []
+                for cid, res, sec, err in _run(ex, token, oracle, occ, ids, left):
+                    if cid in written:
+                        continue
+                    if err.startswith(INFRA) and not final:
+                        lost.append((cid, err))
+                        continue
+                    write(cid, res, sec, err)
+                if not lost:
+                    break
+                executor_stack.close()  # the broken pool (or lost client) is shut down
+                executor_stack = ExitStack()
+                try:
+                    ex = executor_stack.enter_context(make_executor(spec, cheap=cheap))
+                except InvdesignError:  # e.g. the Dask scheduler is gone: the rows stay lost (a rerun labels them)
+                    for cid, err in lost:
+                        write(cid, {}, float("nan"), err)
+                    break
+                left = [position[cid] for cid, _ in lost]
+    finally:
+        executor_stack.close()
     stats["seconds"] = time.perf_counter() - t0
     return stats
