@@ -100,6 +100,22 @@ class _Moves:
         self.sub_p = w / w.sum()
         self.host_code = host.host_code
         self.sublattice = host.sublattice.astype(np.int64)
+        # padded tables for batched proposals (:meth:`propose_batch`)
+        nsub = len(host.sublattices)
+        self.n_sites_sub = np.zeros(nsub, np.int64)
+        self.n_codes = np.zeros(nsub, np.int64)
+        width = max(len(v) for v in self.sites.values())
+        self.sites_pad = np.zeros((nsub, width), np.int64)
+        self.codes_pad = np.zeros((nsub, max(len(v) for v in self.codes.values())), np.int64)
+        for s in self.subs:
+            self.n_sites_sub[s], self.n_codes[s] = len(self.sites[s]), len(self.codes[s])
+            self.sites_pad[s, : len(self.sites[s])] = self.sites[s]
+            self.codes_pad[s, : len(self.codes[s])] = self.codes[s]
+        self.code_type = np.full((nsub, host.n_species), -1, np.int64)
+        for t, (sub, code) in enumerate(host.defect_types):
+            self.code_type[sub, code] = t
+        self.type_sub = np.array([sub for sub, _ in host.defect_types], np.int64)
+        self.type_code = np.array([code for _, code in host.defect_types], np.int64)
 
     def random(self, rng: np.random.Generator, m: int) -> np.ndarray:
         """``(m, n_sites)`` random configurations within the limits."""
@@ -151,6 +167,58 @@ class _Moves:
                     return new
         return new
 
+    def propose_batch(self, site: np.ndarray, typ: np.ndarray, occ: np.ndarray, rng: np.random.Generator, tries: int = 8):
+        """One random move per chain of slot states ``site, typ (C, K)`` (``typ -1``: empty slot) with occupancies
+        ``occ (C, S)``, as :class:`~invdesign.predict.host_incremental.Moves`, drawn like :meth:`propose` (the move
+        type by :data:`MOVE_P`, the first of four draws that applies; a defect uniform among the chain's defects; a
+        free site uniform on its sublattice, by up to ``tries`` draws; no free site found: no move)."""
+        from invdesign.predict.host_incremental import Moves
+
+        C, K = typ.shape
+        cc = np.arange(C)
+        lim = self.limits
+        valid = typ >= 0
+        k = valid.sum(1)
+        u = rng.random((C, 6))
+        # a random defect's slot (k > 0) and the first empty slot
+        r = np.minimum((u[:, 0] * k).astype(np.int64), np.maximum(k - 1, 0))
+        slot_d = np.argmax(np.cumsum(valid, axis=1) > r[:, None], axis=1)
+        slot_e = np.argmax(~valid, axis=1)
+        t_d = np.maximum(typ[cc, slot_d], 0)
+        sub_d = self.type_sub[t_d]
+        draws = rng.choice(4, size=(C, 4), p=MOVE_P)  # hop, retype, add, remove
+        can = np.stack([k > 0, (k > 0) & (self.n_codes[sub_d] > 1), k < lim.max_defects, k > lim.min_defects], axis=1)
+        app = np.take_along_axis(can, draws, axis=1)
+        any_app = app.any(1)
+        move = np.where(any_app, draws[cc, np.argmax(app, axis=1)], -1)
+        hop, ret, add, rem = (move == 0), (move == 1), (move == 2), (move == 3)
+        # the sublattice of the arriving defect: the moved one's (hop), or drawn as :meth:`_add` draws it (add)
+        sub_add = self.subs[np.minimum(np.searchsorted(np.cumsum(self.sub_p), u[:, 1], side="right"), len(self.subs) - 1)]
+        sub_new = np.where(add, sub_add, sub_d)
+        idx = (rng.random((C, tries)) * self.n_sites_sub[sub_new][:, None]).astype(np.int64)
+        cand = self.sites_pad[sub_new[:, None], idx]  # (C, tries)
+        free = occ[cc[:, None], cand] == self.host_code[cand]
+        got = free.any(1)
+        b = cand[cc, np.argmax(free, axis=1)]
+        hop, add = hop & got, add & got
+        # codes: a new defect's (uniform among the sublattice's allowed codes), a retyped one's (another one)
+        code_add = self.codes_pad[sub_add, np.minimum((u[:, 2] * self.n_codes[sub_add]).astype(np.int64), self.n_codes[sub_add] - 1)]
+        nc = self.n_codes[sub_d]
+        j = np.minimum((u[:, 3] * np.maximum(nc - 1, 1)).astype(np.int64), np.maximum(nc - 2, 0))
+        cur = self.type_code[t_d]
+        pos = np.argmax(self.codes_pad[sub_d] == cur[:, None], axis=1)
+        code_ret = self.codes_pad[sub_d, j + (j >= pos)]
+        t_add = self.code_type[sub_add, code_add]
+        t_ret = self.code_type[sub_d, code_ret]
+        neg = np.full(C, -1, np.int64)
+        has_old = hop | ret | rem
+        old_site = np.where(has_old, site[cc, slot_d], neg)
+        old_typ = np.where(has_old, t_d, neg)
+        new_site = np.where(hop | add, b, np.where(ret, site[cc, slot_d], neg))
+        new_typ = np.where(hop, t_d, np.where(ret, t_ret, np.where(add, t_add, neg)))
+        slot = np.where(add, slot_e, slot_d)
+        return Moves(slot, old_site, old_typ, new_site, new_typ)
+
 
 def anneal(
     model,
@@ -168,6 +236,7 @@ def anneal(
     restart=None,
     progress=None,
     max_seconds: float | None = None,
+    fast: bool | None = None,
 ) -> AnnealResult:
     """Harvest up to ``want`` distinct configurations with ``p_in_window >= accept_p`` by annealing.
 
@@ -186,6 +255,11 @@ def anneal(
             that restart (e.g. more flow samples); default: random configurations.
         progress: ``advance(n)`` callback per harvested configuration.
         max_seconds: stop after this much wall time (None: no limit).
+        fast: evaluate moves incrementally (:class:`~invdesign.predict.host_incremental.HostChains`: the
+            changed per-defect terms only, all chains in one batch) where a host model serves every state
+            within the limits; None (default): wherever possible (``INVDESIGN_FAST_ANNEAL=0`` switches it
+            off); False: the full :meth:`model.predict` of every proposal (the same predictions to float32
+            round-off; another random stream).
 
     Returns:
         an :class:`AnnealResult`.
@@ -199,7 +273,17 @@ def anneal(
     if start is not None and len(start):
         m = min(len(start), chains)
         state[:m] = start[:m]
-    mean, std = model.predict(state)
+    hm = _fast_model(model, limits) if fast is not False else None
+    if fast and hm is None:
+        raise ValueError("no incremental evaluation for this model and these limits (a host model must serve every state)")
+    if hm is not None:
+        from invdesign.predict.host_incremental import HostChains
+
+        fc = HostChains(hm, state, limits.max_defects)
+        state = fc.occ
+        mean, std = fc.predict()
+    else:
+        mean, std = model.predict(state)
     energy = -log_p_in(window, mean, std)
     harvested: dict[str, int] = {}
     h_occ, h_mean, h_std = [], [], []
@@ -231,29 +315,44 @@ def anneal(
 
     harvest(np.flatnonzero(inside(mean, energy)), state, mean, std)
     ratio = T_END / T_START
+    t_loop = time.perf_counter()
     while len(harvested) < want and step < max_steps:
         if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
             break
         temp = T_START * ratio ** ((step % SWEEP) / max(1, SWEEP - 1))
-        prop = np.stack([mv.propose(state[c], rng) for c in range(chains)])
-        pm, ps = model.predict(prop)
+        if hm is not None:
+            pst = fc.propose(mv.propose_batch(fc.site, fc.typ, fc.occ, rng))
+            pm, ps = fc.predict(pst)
+        else:
+            prop = np.stack([mv.propose(state[c], rng) for c in range(chains)])
+            pm, ps = model.predict(prop)
         pe = -log_p_in(window, pm, ps)
         evals += chains
         ok = (pe <= energy) | (rng.random(chains) < np.exp(-np.clip(pe - energy, 0.0, 700 * temp) / temp))
         accepted += int(ok.sum())
-        state[ok], energy[ok], mean[ok], std[ok] = prop[ok], pe[ok], pm[ok], ps[ok]
+        if hm is not None:
+            fc.accept(pst, ok)
+        else:
+            state[ok] = prop[ok]
+        energy[ok], mean[ok], std[ok] = pe[ok], pm[ok], ps[ok]
         harvest(np.flatnonzero(ok & inside(pm, pe)), state, mean, std)
         reserve.extend((float(energy[c]), state[c].tobytes()) for c in np.flatnonzero(ok))
         if len(reserve) > 8 * want:
             reserve = sorted(set(reserve))[: 2 * want]
         done = np.flatnonzero(per_chain >= cap)
         if len(done):  # restart chains that have harvested their share: spread over many basins
-            state[done] = mv.random(rng, len(done)) if restart is None else restart(rng, len(done))
-            mean[done], std[done] = model.predict(state[done])
+            fresh = mv.random(rng, len(done)) if restart is None else restart(rng, len(done))
+            if hm is not None:
+                fc.set_state(fresh, rows=done)
+                mean[done], std[done] = (a[done] for a in fc.predict())
+            else:
+                state[done] = fresh
+                mean[done], std[done] = model.predict(state[done])
             energy[done] = -log_p_in(window, mean[done], std[done])
             per_chain[done] = 0
             evals += len(done)
         step += 1
+    loop_s = time.perf_counter() - t_loop
     n_in = len(harvested)
     if n_in < want and reserve:  # the window is not reached often enough: add the best states seen
         best = sorted(set(reserve))
@@ -278,8 +377,21 @@ def anneal(
         evaluations=evals,
         seconds=time.perf_counter() - t0,
         stats={"chains": chains, "cap": cap, "acceptance": round(accepted / max(1, step * chains), 4),
-               "harvested_in_window": n_in},
+               "harvested_in_window": n_in, "incremental": hm is not None,
+               "loop_seconds": round(loop_s, 4)},
     )
+
+
+def _fast_model(model, limits: Limits):
+    """The host model that serves every state within ``limits`` (so :func:`anneal` can evaluate moves
+    incrementally), or None (``INVDESIGN_FAST_ANNEAL=0``, or another head serves some states)."""
+    import os
+
+    if os.environ.get("INVDESIGN_FAST_ANNEAL", "1").strip() in ("0", "false", "no", "off"):
+        return None
+    from invdesign.predict.host_incremental import served_host_model
+
+    return served_host_model(model, limits.min_defects)
 
 
 def random_search(

@@ -1,0 +1,357 @@
+"""Incremental, batched evaluation of a host model's served properties for Monte Carlo chains.
+
+:class:`~invdesign.predict.defect_env.HostModel` builds every property from per-defect terms: each defect's
+environment row (defects of each type in each pair orbit within a radius) goes through small networks, and
+the pair cluster expansion is a sum of per-defect rows too. A single-defect move therefore changes only the
+environment rows of the defects within the radius of the moved one (each by one count), the moved defect's
+own row, and so only those rows' network terms. :class:`HostChains` keeps, for ``C`` chains of at most ``K``
+defects each:
+
+- the defects in ``K`` slots: ``site (C, K)``, ``typ (C, K)`` (``-1``: empty slot) and ``occ (C, S)``;
+- the environment rows ``Fe (C, K, De)``, ``Fg (C, K, Dg)`` (float32 counts, exact) of the energy and the
+  level environments (:class:`~invdesign.predict.defect_env.DefectEnvironment`);
+- the networks' per-defect outputs ``Oe (Me, C, K)`` (energy terms) and ``Og (Mg, C, K, 3)`` (levels, moments)
+  and the expansion's per-defect energy ``Ece (C, K)``.
+
+:meth:`HostChains.propose` applies one move per chain to a copy: the partners' rows get ``-1`` / ``+1`` in one
+column, the moved row is rebuilt from its ``k - 1`` partners, and the networks run on the changed rows of all
+chains at once (all members stacked in three matrix products), so a step costs a fixed number of numpy calls
+whatever ``C``. The served mean and std then follow from the slot sums exactly as
+:meth:`HostModel.predict` computes them (blend, soft minimum of levels, calibration per density band).
+Everything reads the model's public attributes; the result equals :meth:`HostModel.predict` to float32
+round-off of the networks (``tests/test_host_incremental.py`` walks random moves and compares).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from invdesign.lattice.host import HostLattice
+from invdesign.predict.defect_env import BANDS, TAU, HostModel, band_of
+from invdesign.predict.features import orbit_distances
+
+
+def _silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+class _Stack:
+    """The members of one network ensemble stacked: ``(R, D)`` rows -> ``(M, R, 3)`` outputs (float32 layers, as
+    :meth:`EnvNet.terms`: the input scaling folded into the first layer)."""
+
+    def __init__(self, nets) -> None:
+        parts = []
+        for m in nets:
+            W1, b1, W2, b2, W3, b3 = m.weights
+            W1s = W1 / m.scale[:, None]
+            parts.append([np.asarray(w, np.float32) for w in (W1s, b1 - m.mean @ W1s, W2, b2, W3, b3)])
+        self.M = len(parts)
+        self.H = parts[0][0].shape[1] if parts else 0
+        self.W1 = np.concatenate([p[0] for p in parts], axis=1) if parts else None  # (D, M H)
+        self.b1 = np.stack([p[1] for p in parts])[:, None, :] if parts else None  # (M, 1, H)
+        self.W2 = np.stack([p[2] for p in parts]) if parts else None  # (M, H, H)
+        self.b2 = np.stack([p[3] for p in parts])[:, None, :] if parts else None
+        self.W3 = np.stack([p[4] for p in parts]) if parts else None  # (M, H, 3)
+        self.b3 = np.stack([p[5] for p in parts])[:, None, :] if parts else None
+        self.host_gap = np.array([m.host_gap for m in nets], dtype=np.float64)
+
+    def __call__(self, F: np.ndarray) -> np.ndarray:
+        R = len(F)
+        h = (np.asarray(F, np.float32) @ self.W1).reshape(R, self.M, self.H).transpose(1, 0, 2) + self.b1
+        h = _silu(h)
+        h = _silu(np.matmul(h, self.W2) + self.b2)
+        return (np.matmul(h, self.W3) + self.b3).astype(np.float64)
+
+
+class _EnvTable:
+    """What a :class:`DefectEnvironment` needs to update rows: the column of each site pair and the radius."""
+
+    def __init__(self, host: HostLattice, radius: float, n_types: int) -> None:
+        od = orbit_distances(host)
+        orbs = np.flatnonzero((od > 0) & (od <= radius + 1e-6))
+        omap = np.full(len(od), -1, dtype=np.int64)
+        omap[orbs] = np.arange(len(orbs))
+        self.O = len(orbs)
+        self.T = n_types
+        self.D = n_types * (1 + self.O)
+        self.site_orbit = omap[host.pair_orbits]  # (S, S) local orbit of each site pair, -1 beyond the radius
+        self.orbits = orbs  # (O,) global pair-orbit numbers
+
+
+@dataclass
+class Moves:
+    """One move per chain: empty ``slot`` (``C,``) gets / loses a defect.
+
+    ``old_site, old_typ`` (``-1``: no defect leaves) and ``new_site, new_typ`` (``-1``: none arrives): a hop moves
+    a defect (both, same type), a retype changes its type (both, same site), an add fills an empty slot (new
+    only), a remove empties one (old only); ``old_*`` and ``new_*`` both ``-1``: no move (the same state).
+    """
+
+    slot: np.ndarray
+    old_site: np.ndarray
+    old_typ: np.ndarray
+    new_site: np.ndarray
+    new_typ: np.ndarray
+
+
+class HostChains:
+    """``C`` configurations of a :class:`HostModel`'s host with their per-defect terms; move by move.
+
+    Args:
+        model: the host model (its fitted networks, expansion and calibration are read, never changed).
+        occ: ``(C, S)`` uint8 starting configurations, at most ``max_defects`` defects each.
+        max_defects: slots per chain ``K``.
+    """
+
+    def __init__(self, model: HostModel, occ: np.ndarray, max_defects: int) -> None:
+        self.model = model
+        host = model.host
+        self.host = host
+        self.K = int(max_defects)
+        T = len(host.defect_types)
+        self.T = T
+        code_type = np.full((len(host.sublattices), host.n_species), -1, dtype=np.int64)
+        for t, (sub, code) in enumerate(host.defect_types):
+            code_type[sub, code] = t
+        self.code_type = code_type
+        self.type_code = np.array([c for _, c in host.defect_types], dtype=np.uint8)
+        self.sublattice = host.sublattice.astype(np.int64)
+        self.host_code = host.host_code
+        self.env_e = _EnvTable(host, model.env_e.radius, T)
+        self.env_g = _EnvTable(host, model.env_g.radius, T)
+        self.net_e = _Stack(model.nets_e)
+        self.net_g = _Stack(model.nets_g)
+        # the pair expansion as a per-defect linear form on the energy environment: Wce[t_d] . Fe[d]
+        ce = model.ce
+        if abs(ce.radius - model.env_e.radius) > 1e-9:
+            raise ValueError("the pair expansion and the energy environment have different radii")
+        npo = int(host.pair_orbits.max()) + 1
+        od = orbit_distances(host)
+        keep = np.zeros((T, T, npo), bool)
+        keep[:, :, od <= ce.radius + 1e-6] = True
+        cols = np.concatenate([np.arange(T), T + np.flatnonzero(keep.ravel())])
+        full = np.zeros(T + T * T * npo)
+        full[cols] = np.asarray(ce.coef, dtype=np.float64)
+        pair = full[T:].reshape(T, T, npo)
+        ee = self.env_e
+        self.Wce = np.zeros((T, ee.D))
+        for a in range(T):
+            self.Wce[a, a] = 10.0 * full[a]  # singlets enter the expansion scaled by 10
+            self.Wce[a, T:] = pair[a][:, ee.orbits].ravel()
+        self.blend = float(model.blend)
+        self.trees = list(model.trees_g) if model.trees_g and model.blend_gap > 0 else []
+        self.blend_gap = float(model.blend_gap)
+        if self.trees:
+            self._ce_cols = cols
+        cal = model.calibration
+        self.cal_scale, self.cal_floor, self.cal_validated = cal.scale, cal.floor, cal.validated
+        self.kmin, self.kmax = model.meta.get("kmin", 1), model.meta.get("kmax", 10_000)
+        self.known = np.array(model.meta.get("targets_known", [True, True, True]), bool)
+        self.host_gap = model.host_gap()
+        self.set_state(np.asarray(occ, np.uint8))
+
+    # ------------------------------------------------------------------ state
+    def _slots(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(m, S)`` occupancies -> ``site, typ (m, K)`` (defects in site order; empty slots ``0, -1``)."""
+        ty = self.code_type[self.sublattice[None, :], occ]  # (m, S)
+        is_def = ty >= 0
+        k = is_def.sum(1)
+        if (k > self.K).any():
+            raise ValueError(f"a configuration has {int(k.max())} defects > {self.K} slots")
+        order = np.argsort(~is_def, axis=1, kind="stable")[:, : self.K]
+        valid = np.arange(self.K)[None, :] < k[:, None]
+        site = np.where(valid, order, 0)
+        typ = np.where(valid, np.take_along_axis(ty, order, axis=1), -1)
+        return site.astype(np.int64), typ.astype(np.int64)
+
+    def _rows_full(self, env: _EnvTable, site: np.ndarray, typ: np.ndarray) -> np.ndarray:
+        """``(m, K, D)`` environment rows built from scratch (:meth:`DefectEnvironment.transform`'s counts)."""
+        m, K = site.shape
+        valid = typ >= 0
+        oo = env.site_orbit[site[:, :, None], site[:, None, :]]  # (m, K, K)
+        pair = valid[:, :, None] & valid[:, None, :] & (oo >= 0) & ~np.eye(K, dtype=bool)[None]
+        n_i, i, j = np.nonzero(pair)
+        col = env.T + typ[n_i, j] * env.O + oo[n_i, i, j]
+        F = np.bincount((n_i * K + i) * env.D + col, minlength=m * K * env.D).astype(np.float32).reshape(m, K, env.D)
+        c, s = np.nonzero(valid)
+        F[c, s, typ[c, s]] = 1.0
+        return F
+
+    def _terms(self, Fe: np.ndarray, Fg: np.ndarray, typ: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-slot outputs of rows ``(m, K, D)``: ``Oe (Me, m, K)``, ``Og (Mg, m, K, 3)``, ``Ece (m, K)`` (0 in empty slots)."""
+        m, K = typ.shape
+        valid = typ >= 0
+        Oe = np.zeros((self.net_e.M, m, K))
+        Og = np.zeros((self.net_g.M, m, K, 3))
+        c, s = np.nonzero(valid)
+        if len(c):
+            Oe[:, c, s] = self.net_e(Fe[c, s])[:, :, 0]
+            Og[:, c, s] = self.net_g(Fg[c, s])
+        Ece = np.where(valid, np.einsum("ckd,ckd->ck", Fe.astype(np.float64), self.Wce[np.maximum(typ, 0)]), 0.0)
+        return Oe, Og, Ece
+
+    def set_state(self, occ: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """(Re)start chains ``rows`` (default all) from ``occ (len(rows), S)``: a full evaluation."""
+        occ = np.asarray(occ, np.uint8)
+        site, typ = self._slots(occ)
+        Fe, Fg = self._rows_full(self.env_e, site, typ), self._rows_full(self.env_g, site, typ)
+        Oe, Og, Ece = self._terms(Fe, Fg, typ)
+        if rows is None:
+            self.occ, self.site, self.typ, self.Fe, self.Fg = occ.copy(), site, typ, Fe, Fg
+            self.Oe, self.Og, self.Ece = Oe, Og, Ece
+            return
+        self.occ[rows], self.site[rows], self.typ[rows], self.Fe[rows], self.Fg[rows] = occ, site, typ, Fe, Fg
+        self.Oe[:, rows], self.Og[:, rows], self.Ece[rows] = Oe, Og, Ece
+
+    # ------------------------------------------------------------------ moves
+    def propose(self, mv: Moves) -> dict:
+        """The chains after one move each (a new state dict; the current state is unchanged)."""
+        C, K = self.typ.shape
+        cc = np.arange(C)
+        slot = np.asarray(mv.slot, np.int64)
+        has_old, has_new = mv.old_site >= 0, mv.new_site >= 0
+        a, b = np.maximum(mv.old_site, 0), np.maximum(mv.new_site, 0)
+        valid = self.typ >= 0
+        others = valid.copy()
+        others[cc, slot] = False
+        typ = self.typ.copy()
+        site = self.site.copy()
+        typ[cc, slot] = np.where(has_new, mv.new_typ, np.where(has_old, -1, typ[cc, slot]))
+        site[cc, slot] = np.where(has_new, b, np.where(has_old, 0, site[cc, slot]))
+        moved = has_old | has_new
+        occ = self.occ.copy()
+        occ[cc[has_old], a[has_old]] = self.host_code[a[has_old]]
+        occ[cc[has_new], b[has_new]] = self.type_code[mv.new_typ[has_new]]
+        out = {"occ": occ, "site": site, "typ": typ}
+        changed_rows = {}
+        for tag, env, F0 in (("e", self.env_e, self.Fe), ("g", self.env_g, self.Fg)):
+            F = F0.copy()
+            Ff = F.reshape(C * K, env.D)
+            oa = env.site_orbit[self.site, a[:, None]]  # (C, K) partner's orbit to the old site
+            ob = env.site_orbit[self.site, b[:, None]]
+            rm = others & has_old[:, None] & (oa >= 0)
+            ad = others & has_new[:, None] & (ob >= 0)
+            c1, j1 = np.nonzero(rm)
+            Ff[c1 * K + j1, env.T + mv.old_typ[c1] * env.O + oa[c1, j1]] -= 1.0
+            c2, j2 = np.nonzero(ad)
+            Ff[c2 * K + j2, env.T + mv.new_typ[c2] * env.O + ob[c2, j2]] += 1.0
+            # the moved slot's own row, rebuilt from its partners
+            F[cc[moved], slot[moved]] = 0.0
+            cn = cc[has_new]
+            F[cn, slot[cn], mv.new_typ[cn]] = 1.0
+            c3, j3 = np.nonzero(ad)
+            ob_own = env.site_orbit[b[c3], self.site[c3, j3]]  # the arriving defect's orbit to each partner
+            np.add.at(Ff, (c3 * K + slot[c3], env.T + self.typ[c3, j3] * env.O + ob_own), 1.0)
+            ch = rm | ad
+            ch[cc[has_new], slot[has_new]] = True
+            changed_rows[tag] = np.nonzero(ch)
+            out["F" + tag] = F
+        Oe, Og = self.Oe.copy(), self.Og.copy()
+        Oe[:, cc[moved], slot[moved]] = 0.0  # an emptied slot holds no terms (rebuilt below where a defect arrives)
+        Og[:, cc[moved], slot[moved]] = 0.0
+        c, s = changed_rows["e"]
+        if len(c):
+            Oe[:, c, s] = self.net_e(out["Fe"][c, s])[:, :, 0]
+        c, s = changed_rows["g"]
+        if len(c):
+            Og[:, c, s] = self.net_g(out["Fg"][c, s])
+        Ece = self.Ece.copy()
+        Ece[cc[moved], slot[moved]] = 0.0
+        c, s = changed_rows["e"]
+        if len(c):
+            Ece[c, s] = np.einsum("rd,rd->r", out["Fe"][c, s].astype(np.float64), self.Wce[typ[c, s]])
+        out.update(Oe=Oe, Og=Og, Ece=Ece)
+        return out
+
+    def accept(self, prop: dict, ok: np.ndarray) -> None:
+        """Take the proposal's state for chains ``ok`` (``(C,)`` bool)."""
+        if not ok.any():
+            return
+        for k in ("occ", "site", "typ", "Fe", "Fg", "Ece"):
+            getattr(self, k)[ok] = prop[k][ok]
+        self.Oe[:, ok] = prop["Oe"][:, ok]
+        self.Og[:, ok] = prop["Og"][:, ok]
+
+    # ------------------------------------------------------------------ predictions
+    def current(self) -> dict:
+        return {k: getattr(self, k) for k in ("occ", "site", "typ", "Fe", "Fg", "Oe", "Og", "Ece")}
+
+    def predict(self, st: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(C, 2)`` mean and std (eV; formation energy per defect site, gap) of a state (default: the current one),
+        as :meth:`HostModel.predict` serves them."""
+        st = self.current() if st is None else st
+        typ = st["typ"]
+        valid = typ >= 0
+        n = valid.sum(1)
+        nf = n.astype(np.float64)
+        C = len(typ)
+        mu = np.full((C, 3), np.nan)
+        spread = np.full((C, 3), np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            E = st["Oe"].sum(2) / nf[None, :]  # (Me, C) per site
+            ce = st["Ece"].sum(1) / nf
+            E = np.where(n[None, :] > 0, E, np.nan)
+            ce = np.where(n > 0, ce, np.nan)
+        mu[:, 0] = self.blend * ce + (1 - self.blend) * E.mean(0)
+        spread[:, 0] = np.sqrt(np.mean((np.concatenate([E, ce[None]]) - mu[None, :, 0]) ** 2, axis=0))
+        Og = st["Og"]  # (Mg, C, K, 3)
+        hg = self.net_g.host_gap[:, None]  # (Mg, 1)
+        lv = np.where(valid[None], -Og[..., 1] / TAU, -np.inf)  # (Mg, C, K)
+        mx = np.maximum(-hg / TAU, lv.max(axis=2))  # (Mg, C)
+        s = np.exp(-hg / TAU - mx) + np.exp(lv - mx[..., None]).sum(2)
+        G = np.logaddexp(0.0, -TAU * (np.log(s) + mx) * 10.0) / 10.0
+        G = np.minimum(G, hg)
+        M = np.logaddexp(0.0, Og[..., 2].sum(2))
+        mu[:, 1], spread[:, 1] = G.mean(0), G.std(0)
+        mu[:, 2], spread[:, 2] = M.mean(0), M.std(0)
+        if self.trees:
+            Z = self._tree_features(st)
+            Tg = np.clip(np.stack([t.predict(Z) for t in self.trees]), 0.0, self.host_gap)
+            mu[:, 1] = np.clip(self.blend_gap * Tg.mean(0) + (1 - self.blend_gap) * G.mean(0), 0.0, self.host_gap)
+            spread[:, 1] = np.sqrt(np.mean((np.concatenate([G, Tg]) - mu[None, :, 1]) ** 2, axis=0))
+        b = band_of(n)
+        bb = np.clip(b, 0, len(BANDS) - 1)
+        std = np.full_like(mu, np.nan)
+        ok = np.zeros(mu.shape, bool)
+        in_range = (n >= self.kmin) & (n <= self.kmax)
+        for j in range(3):
+            std[:, j] = self.cal_scale[j, bb] * (spread[:, j] + self.cal_floor[j])
+            ok[:, j] = self.cal_validated[j, bb] & in_range & (b >= 0)
+        std[:, 1] = np.where(ok[:, 1] | (b < 0), std[:, 1], np.maximum(std[:, 1], self.host_gap / np.sqrt(12.0)))
+        mu[:, ~self.known] = np.nan
+        std[:, ~self.known] = np.nan
+        return mu[:, :2], std[:, :2]
+
+    def _tree_features(self, st: dict) -> np.ndarray:
+        """The gap trees' inputs (:meth:`HostModel._tree_features`) from the slot rows: the expansion's cluster
+        counts are the energy rows summed by the defect's own type."""
+        typ, Fe = st["typ"], st["Fe"].astype(np.float64)
+        T, env = self.T, self.env_e
+        valid = typ >= 0
+        onehot = (typ[:, :, None] == np.arange(T)[None, None, :]) & valid[:, :, None]  # (C, K, T)
+        sums = np.einsum("ckt,ckd->ctd", onehot.astype(np.float64), Fe)  # (C, T_own, D)
+        npo = int(self.host.pair_orbits.max()) + 1
+        full = np.zeros((len(typ), T + T * T * npo))
+        full[:, :T] = onehot.sum(1)
+        pairs = np.zeros((len(typ), T, T, npo))
+        pairs[:, :, :, env.orbits] = sums[:, :, T:].reshape(len(typ), T, T, env.O)
+        full[:, T:] = pairs.reshape(len(typ), -1)
+        X = full[:, self._ce_cols]
+        n = np.maximum(X[:, :T].sum(1), 1.0)
+        return np.concatenate([X, X / n[:, None], n[:, None]], axis=1)
+
+
+def served_host_model(model, min_defects: int):
+    """The :class:`HostModel` that serves every configuration of at least ``min_defects`` defects of ``model`` (a
+    :class:`~invdesign.predict.host_serving.HostPredictor`, or a predictor whose high-density host model takes
+    over from :data:`~invdesign.predict.serving.HD_MIN` defects), else None."""
+    from invdesign.predict.host_serving import HostPredictor
+    from invdesign.predict.serving import HD_MIN, Predictor
+
+    if isinstance(model, HostPredictor):
+        return model.model
+    if isinstance(model, Predictor) and min_defects >= HD_MIN:
+        return model.high_density_model()
+    return None
