@@ -836,6 +836,38 @@ def test_a_worker_that_dies_once_costs_no_label_in_the_same_run(tmp_path, capsys
     assert died.exists() and len(df) == 6 and df["id"].is_unique and (df["error"] == "").all()
 
 
+def test_campaign_evaluations_lost_by_a_dead_worker_stay_pending(tmp_path, capsys, pool, monkeypatch):
+    """A campaign's pool worker dies: its evaluations are not failures (no budget spent), they stay pending, the
+    run exits 1 saying so, and a rerun evaluates them."""
+    marker = tmp_path / "fixed"
+    (tmp_path / "dying_campaign_oracle.py").write_text(
+        "import os\nfrom pathlib import Path\n"
+        "def f(structure):\n"
+        f"    if not Path({str(marker)!r}).exists():\n"
+        "        os._exit(1)\n"
+        "    return (1.0, 0.5)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    db = tmp_path / "c.sqlite"
+    argv = ["campaign", "run", "--db", db, "--pool", pool, "--features", "pairs", "--target",
+            "formation_energy_per_site=0.5:1.5", "--oracle", "python:dying_campaign_oracle:f", "--batch", "2",
+            "--budget", "2", "--executor", "process:1"]
+    capsys.readouterr()
+    assert main([str(a) for a in argv]) == 1
+    err = capsys.readouterr().err
+    assert "2 evaluation(s) were lost by the executor" in err and "rerun" in err and "Traceback" not in err, err
+    from invdesign.campaign import Campaign
+
+    with Campaign.open(db, readonly=True) as c:
+        st = c.status()
+    assert st["pending"] == 2 and st["failed"] == 0 and st["evaluations"] == 0
+    marker.write_text("x")
+    code, err = _run(capsys, argv)
+    assert code == 0, err
+    with Campaign.open(db, readonly=True) as c:
+        st = c.status()
+    assert st["evaluations"] == 2 and st["pending"] == 0 and st["failed"] == 0 and st["steps"] == 1
+
+
 def test_pool_workers_die_with_their_parent(tmp_path):
     import signal
     import subprocess

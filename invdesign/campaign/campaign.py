@@ -560,7 +560,7 @@ class Campaign:
             futs[f] = slice(s, s + chunk)
         used = [TARGETS.index(t) for t in self.target.names]
         name = getattr(oracle, "name", type(oracle).__name__)
-        new = 0
+        new = lost = 0
 
         # inline: results in suggestion (acquisition) order; pools: as they land, each committed at once
         arrivals = list(futs) if isinstance(executor, InlineExecutor) else cf.as_completed(futs)
@@ -574,7 +574,12 @@ class Campaign:
                 for k in keys[sl]:
                     self.store.mark_failed(k, f"{sys.exc_info()[1]}")
                 continue
-            except Exception as exc:  # noqa: BLE001 - any oracle failure is recorded, the campaign goes on
+            except BaseException as exc:  # noqa: BLE001 - any oracle failure is recorded, the campaign goes on
+                if lost_by_executor(exc):  # a dead worker, a cancelled call: no answer of the oracle; stays pending
+                    lost += len(keys[sl])
+                    continue
+                if not isinstance(exc, Exception):
+                    raise
                 for k in keys[sl]:
                     self.store.mark_failed(k, f"{type(exc).__name__}: {exc}")
                 continue
@@ -600,6 +605,8 @@ class Campaign:
                 new += self.observe(pd.DataFrame(recs), source=name, physical=False)[0]
             if on_result is not None:
                 on_result()
+        if lost:
+            raise LostEvaluations(lost)
         return new
 
     def run(self, oracle=None, *, until_hits: int | None = None, budget: int | None = None,
@@ -721,6 +728,26 @@ def _features_from(src: Path, config: dict, cands: pd.DataFrame) -> dict[str, np
     if not config["warm_start"]:
         arrays = {"features": arrays["features"]}
     return {k: v for k, v in arrays.items() if v is not None}
+
+
+class LostEvaluations(InvdesignError):
+    """Evaluations the executor lost (a worker died, a call was cancelled): they stay pending, and a rerun
+    (``campaign run`` resumes pending suggestions first) evaluates them."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        super().__init__(f"{n} evaluation(s) were lost by the executor (a worker died or a call was cancelled); "
+                         "they stay pending: rerun the same command to evaluate them")
+
+
+def lost_by_executor(exc: BaseException) -> bool:
+    """True for an exception of the executor, not of the oracle: a dead process-pool worker, a cancelled
+    future, a Dask worker killed or a scheduler gone."""
+    import concurrent.futures as cf
+    from concurrent.futures.process import BrokenProcessPool
+
+    return isinstance(exc, (BrokenProcessPool, cf.CancelledError)) or type(exc).__name__ in (
+        "KilledWorker", "CancelledError", "CommClosedError", "FutureCancelledError")
 
 
 def _check_coverage(oracle, cands: pd.DataFrame, allow_failures: bool) -> None:

@@ -239,11 +239,17 @@ def run(
                     features or "model", warm_start, acquisition, executor, max_defects, min_defects, types, host, supercell,
                     generate, allow_failures)
         resumed = False
+    from invdesign.campaign.campaign import LostEvaluations
+
     with c:
         before = c.status()["evaluations"]
         failed_before = c.status()["failed"]
-        st = c.run(oracle or None, until_hits=until_hits, budget=budget, executor=executor, max_steps=max_steps,
-                   allow_failures=allow_failures, trust_stored_code=trust_db)
+        try:
+            st = c.run(oracle or None, until_hits=until_hits, budget=budget, executor=executor, max_steps=max_steps,
+                       allow_failures=allow_failures, trust_stored_code=trust_db)
+        except LostEvaluations as exc:  # not the oracle's answer, so not final: exit 1 as label does
+            err_console.print(f"invdesign: error: {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
     new = st["evaluations"] - before
     console.print(
         f"{'resumed' if resumed else 'ran'} {db}: {st['evaluations']} evaluations ({new} new), "
