@@ -69,6 +69,33 @@ def absolute_path(p: str | Path | None, base: Path | None = None) -> str | None:
     return str(q.absolute())
 
 
+def _host_request(host: str | None, supercell: str | None, pool) -> tuple[str, str]:
+    """The stored host spec ``(host, supercell)``: a packaged host named by ``host`` (``GaSe`` -> ``builtin:GaSe``
+    in its release cell unless ``supercell``), another ``host`` as given (8x8 by default), or with neither the
+    packaged host recognised from the pool's first structure, else 8x8 MoS2."""
+    from invdesign.lattice.hosts import PACKAGED, host_spec_of
+    from invdesign.lattice.hosts import spec as packaged_spec
+
+    names = {s.name.lower() for s in PACKAGED} | {a for s in PACKAGED for a in s.aliases}
+    if host is not None:
+        h = str(host)
+        if h.removeprefix("builtin:").lower() in names and not Path(h).exists():
+            s = packaged_spec(h)
+            return f"builtin:{s.name}", supercell or "x".join(map(str, s.supercell))
+        return h, supercell or "8x8"
+    if supercell is None and pool is not None:
+        if isinstance(pool, Dataset):
+            found = pool.host
+        else:
+            from invdesign.data.dataset import recognised_host
+
+            found = recognised_host([p for p in pool if Path(p).exists()])
+        s = host_spec_of(found) if found is not None else None
+        if s is not None:
+            return f"builtin:{s.name}", "x".join(str(int(v)) for v in np.diag(found.matrix)[:2])
+    return "builtin:MoS2", supercell or "8x8"
+
+
 def _featurizer(config: dict, host: HostLattice):
     from invdesign.campaign.features import ModelFeatures, PairFeatures
 
@@ -78,8 +105,13 @@ def _featurizer(config: dict, host: HostLattice):
         from invdesign.model import load_model
     except ImportError:
         raise InvdesignError("no model is available in this install; use features='pairs' (--features pairs)") from None
+    from invdesign.predict.host_serving import packaged_predictor
     from invdesign.predict.transfer import on_host
 
+    if config.get("model") is None:  # a packaged host other than MoS2: its packaged host model's descriptors and predictions
+        served = packaged_predictor(host)
+        if served is not None:
+            return ModelFeatures(served)
     return ModelFeatures(on_host(load_model(config.get("model")), host))
 
 
@@ -113,8 +145,8 @@ class Campaign:
         max_defects: int = 3,
         min_defects: int = 1,
         defect_types: Sequence[str] | None = None,
-        host: str = "builtin:MoS2",
-        supercell: str = "8x8",
+        host: str | None = None,
+        supercell: str | None = None,
         oracle: str | None = None,
         batch: int = 5,
         budget: int | None = None,
@@ -136,6 +168,9 @@ class Campaign:
             target: the goal (:class:`~invdesign.campaign.target.Target`).
             pool: candidate structures (STRUCTURES paths, or a Dataset); None: every symmetry-distinct
                 configuration with ``min_defects..max_defects`` defects of ``defect_types`` (enumeration).
+            host, supercell: a packaged host (``"GaSe"``, ``"builtin:BN"``; its release cell unless ``supercell``),
+                a unit-cell CIF or a host TOML; None: the packaged host recognised from the pool's structures,
+                else 8x8 MoS2.
             oracle: spec stored for ``run`` (``table:F.csv``, ``surrogate``, ``chgnet:MU.json``); None
                 when observations come from outside (``observe``) or a Python oracle is passed to ``run``.
             batch: suggestions per step; budget: most evaluations; until_hits: stop after this many hits.
@@ -160,6 +195,7 @@ class Campaign:
         # every path is stored absolute: the campaign resumes from any working folder
         oracle = absolute_spec(oracle) if isinstance(oracle, str) else oracle
         model = absolute_path(model) if isinstance(model, (str, Path)) else model
+        host, supercell = _host_request(host, supercell, pool)
         if not str(host).startswith("builtin:"):
             host = absolute_path(host)
         if pool is not None and not isinstance(pool, Dataset):

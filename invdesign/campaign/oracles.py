@@ -225,10 +225,15 @@ class SurrogateOracle:
 
     def evaluate(self, occ: np.ndarray, ids: Sequence[str]) -> np.ndarray:
         if self._model is None:
-            from invdesign.model import load_model
-            from invdesign.predict.transfer import on_host
+            from invdesign.predict.host_serving import packaged_predictor
 
-            self._model = on_host(load_model(self.model_path), self.host)
+            # a packaged host other than MoS2 (GaSe, h-BN, ...): its packaged host model
+            self._model = packaged_predictor(self.host) if self.model_path is None and self.host is not None else None
+            if self._model is None:
+                from invdesign.model import load_model
+                from invdesign.predict.transfer import on_host
+
+                self._model = on_host(load_model(self.model_path), self.host)
         mean, _ = self._model.predict(np.asarray(occ, dtype=np.uint8))
         return np.asarray(mean, dtype=float)
 
@@ -509,6 +514,13 @@ class ChgnetDeltaOracle(ChgnetOracle):
                     cov=cov)
         except (OSError, ValueError, KeyError, IndexError) as exc:
             raise InvdesignError(f"cannot read the CHGNet correction ({exc})", source=str(path)) from None
+        from invdesign.lattice.hosts import host_spec_of
+
+        spec = host_spec_of(host)
+        if spec is not None and spec.name != "MoS2" and spec.name not in str(d.get("host", "MoS2")):
+            raise InvdesignError(f"this CHGNet correction was fitted on {d.get('host', 'MoS2')} DFT and does not apply to "
+                                 f"{host.name}: use chgnet:MU.json (invdesign campaign fit-chgnet --data DIR), a table of "
+                                 "DFT labels (table:F.csv) or surrogate", source=str(path))
         if len(w) != n_cluster_features(host):
             raise InvdesignError(f"the CHGNet correction has {len(w)} features, the host {host.name} needs "
                                  f"{n_cluster_features(host)}", source=str(path))

@@ -32,8 +32,10 @@ ExecOpt = typer.Option(None, "--executor", help="auto, inline, process[:N], thre
 MaxDefOpt = typer.Option(3, "--max-defects", min=1, help="Enumeration: largest number of defects.")
 MinDefOpt = typer.Option(1, "--min-defects", min=1, help="Enumeration: smallest number of defects.")
 TypeOpt = typer.Option(None, "--type", help="Enumeration: allowed defect types, e.g. V_S (repeat; default all).")
-HostOpt = typer.Option("builtin:MoS2", "--host", help="Host: a pristine unit-cell CIF, a host TOML, or builtin:MoS2.")
-SupercellOpt = typer.Option("8x8", "--supercell", help="Supercell of the host, e.g. 8x8.")
+HostOpt = typer.Option(None, "--host", help="Host: a packaged host (MoS2, WSe2, BN, GaSe, InSe, P), a pristine unit-cell "
+                       "CIF or a host TOML; default: recognised from the --pool structures, else 8x8 MoS2.")
+SupercellOpt = typer.Option(None, "--supercell", help="Supercell of the host, e.g. 8x8 (default: a packaged host's 2DMD "
+                            "cell, else 8x8).")
 GenOpt = typer.Option(None, "--generate", min=1, help="Candidates: N configurations from the model's flow + decoder for the window.")
 
 

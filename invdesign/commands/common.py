@@ -67,17 +67,9 @@ class LazyConsole:
 def recognised_host(paths) -> HostLattice | None:
     """The packaged host of the first structure among STRUCTURES ``paths`` (None: none there, or no packaged
     host fits it; the caller then uses its default and the mapping names any misfit file)."""
-    from invdesign.data.readers import iter_sources, parse
-    from invdesign.lattice.hosts import recognise
+    from invdesign.data.dataset import recognised_host as recognise_first
 
-    first = next(iter(iter_sources(paths)), None)
-    if first is None:
-        return None
-    raw = parse(first)
-    try:
-        return recognise(raw.lattice, list(raw.species), raw.source)
-    except InvdesignError:
-        return None
+    return recognise_first(paths)
 
 
 def resolve_host(host: str | None, supercell: str | None, structures=None) -> HostLattice:

@@ -63,7 +63,7 @@ def label_cmd(
     check_spec(executor)
     if relaxed is not None and relaxed.exists() and not relaxed.is_dir():
         raise InvdesignError("exists and is not a folder", source=str(relaxed))
-    h = resolve_host(host, supercell)
+    h = resolve_host(host, supercell, structures)  # a packaged host is recognised from the structures
     orc = make_oracle(oracle, h, need_mu=False)
     if isinstance(orc, ChgnetDeltaOracle) and orc.steps == 0:
         # the corrected energy is the single point of the ideal geometry (the protocol its correction was

@@ -166,6 +166,21 @@ def map_structures(
     return Dataset(host, np.array(ids, dtype=object), occ, pd.DataFrame(index=range(len(ids))), name=",".join(map(str, paths)))
 
 
+def recognised_host(paths: Sequence[str | Path]) -> HostLattice | None:
+    """The packaged host of the first structure among STRUCTURES ``paths`` (None: none there, or no packaged
+    host fits it; the caller then uses its default and the mapping names any misfit file)."""
+    from invdesign.lattice.hosts import recognise
+
+    first = next(iter(iter_sources(paths)), None)
+    if first is None:
+        return None
+    raw = parse(first)
+    try:
+        return recognise(raw.lattice, list(raw.species), raw.source)
+    except InvdesignError:
+        return None
+
+
 def structures_dataset(structures: Sequence, host: HostLattice | None = None, tol: float = DEFAULT_TOL) -> Dataset:
     """pymatgen Structures or ASE Atoms mapped onto ``host`` (default: MoS2 8x8) as a Dataset; ids ``"0"``,
     ``"1"``, ... in their order (as :func:`invdesign.model.predict` gives them)."""
@@ -248,7 +263,8 @@ def is_2dmd(path: Path) -> bool:
 
 
 def read_targets(path: Path, raw: bool = False) -> pd.DataFrame:
-    """A targets/labels table with its id column renamed ``_id`` (str). ``raw``: every column read as
+    """A targets/labels table with its id column renamed ``_id`` (str), with ``homo_lumo_gap`` taken from
+    ``homo_lumo_gap_min`` (spin-polarised sets) or ``band_gap`` where it is absent. ``raw``: every column read as
     text (no NaN guessing), for callers that check each value (:func:`invdesign.campaign.oracles.check_labels`)."""
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False) if raw else pd.read_csv(path)
@@ -259,6 +275,9 @@ def read_targets(path: Path, raw: bool = False) -> pd.DataFrame:
         raise InvdesignError("targets file has no '_id' or 'id' column", source=str(path))
     df = df.rename(columns={idcol: "_id"})
     df["_id"] = df["_id"].astype(str)
+    if "homo_lumo_gap" not in df.columns and "homo_lumo_gap_min" in df.columns:
+        # spin-polarised 2DMD sets: the gap is the smaller of the two spin channels' (the published benchmarks' choice)
+        df["homo_lumo_gap"] = df["homo_lumo_gap_min"]
     if "homo_lumo_gap" not in df.columns and "band_gap" in df.columns:
         df["homo_lumo_gap"] = df["band_gap"]
     if df["_id"].duplicated().any():

@@ -133,3 +133,15 @@ def predictor_for(host: HostLattice) -> HostPredictor:
         raise InvdesignError(f"the packaged {spec.label} model is for its {model.host.name} cell, not {host.name}")
     sets = " + ".join(model.meta.get("trained_on", []))
     return HostPredictor(model, f"DFT-trained host model (2DMD {sets}, PBE)" if sets else "")
+
+
+def packaged_predictor(host: HostLattice) -> HostPredictor | None:
+    """The packaged host model's predictor where one serves ``host`` by default (a packaged host other than
+    MoS2, in its release supercell, with a packaged model); None where the packaged MoS2 model (or none) does."""
+    from invdesign.lattice.hosts import host_spec_of
+
+    spec = host_spec_of(host)
+    if spec is None or spec.name == "MoS2" or tuple(int(v) for v in np.diag(host.matrix)[:2]) != spec.supercell \
+            or not host_model_resource(spec.name).is_file():
+        return None
+    return predictor_for(host)
