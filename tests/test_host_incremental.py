@@ -110,3 +110,23 @@ def test_predictor_for_other_hosts_uses_the_fast_path():
     assert res.stats["incremental"]
     m, _ = pred.predict(res.occ)
     assert np.abs(m - res.mean).max() < TOL
+
+
+def test_gap_trees_on_distinct_rows_give_the_same_floats():
+    """The exhaustive screen walks the gap trees once per distinct row (issue 25 item 3): bit for bit the
+    predictions of every row walked on its own, means and stds included."""
+    from invdesign.predict.gap import _sigmoid
+    from invdesign.predictor import load_predictor
+
+    model = load_predictor()
+    head = model.heads["gap_gbt"]
+    rng = np.random.default_rng(0)
+    occ = _Moves(model.host, Limits.make(model.host, max_defects=3, min_defects=1)).random(rng, 300)
+    occ = occ[rng.permutation(np.repeat(np.arange(300), 3))]  # every row three times, shuffled: 900 > NUMPY_ROWS
+    X = head._design(model.cluster_features(occ))
+    each = np.stack([f.predict(X) for f in head.forests])
+    once = head._forests_predict(X)
+    assert np.array_equal(each, once) and once.flags.c_contiguous
+    mean, spread = head.raw(model.cluster_features(occ))
+    assert np.array_equal(mean, _sigmoid(each.mean(0), head.eg_max))
+    assert np.array_equal(spread, _sigmoid(each, head.eg_max).std(0, ddof=1))

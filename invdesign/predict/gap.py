@@ -130,15 +130,15 @@ class _Forest:
                 ends = [*self.roots[1:], len(self.feature)]
                 self._used = np.unique(self.feature[~self.leaf])
                 local = np.searchsorted(self._used, self.feature)  # column numbers within X[:, used]
-                trees = []
-                for r, e in zip(self.roots, ends):
-                    nd = np.zeros(e - r, dtype=PREDICTOR_RECORD_DTYPE)
-                    nd["value"], nd["feature_idx"], nd["num_threshold"] = self.value[r:e], local[r:e], self.threshold[r:e]
-                    nd["left"] = np.where(self.leaf[r:e], 0, self.left[r:e] - r)
-                    nd["right"] = np.where(self.leaf[r:e], 0, self.right[r:e] - r)
-                    nd["is_leaf"] = self.leaf[r:e]
-                    trees.append(TreePredictor(nd, np.zeros((0, 8), np.uint32), np.zeros((0, 8), np.uint32)))
-                self._trees = trees
+                # every tree's node records in one array (node links relative to the tree's root), each tree a view
+                root = np.repeat(self.roots, np.diff([*self.roots, len(self.feature)]))
+                nd = np.zeros(len(self.feature), dtype=PREDICTOR_RECORD_DTYPE)
+                nd["value"], nd["feature_idx"], nd["num_threshold"] = self.value, local, self.threshold
+                nd["left"] = np.where(self.leaf, 0, self.left - root)
+                nd["right"] = np.where(self.leaf, 0, self.right - root)
+                nd["is_leaf"] = self.leaf
+                none = np.zeros((0, 8), np.uint32)
+                self._trees = [TreePredictor(nd[r:e], none, none) for r, e in zip(self.roots, ends)]
             except (ImportError, AttributeError, TypeError, ValueError):  # a scikit-learn without these internals
                 self._trees = False
         return self._trees or None
@@ -350,10 +350,28 @@ class BoundedGapHead:
     def raw(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(N,)`` mean gap (eV; members averaged in logit space) and ``(N,)`` member spread (eV)."""
         X = self._design(X)
-        U = np.stack([f.predict(X) for f in self.forests])  # (M, N)
+        U = self._forests_predict(X)  # (M, N)
         G = _sigmoid(U, self.eg_max)
         spread = G.std(0, ddof=1) if len(self.forests) > 1 else np.zeros(U.shape[1])
         return _sigmoid(U.mean(0), self.eg_max), spread
+
+    def _forests_predict(self, X: np.ndarray) -> np.ndarray:
+        """``(M, N)`` every member's raw prediction of the design rows ``X (N, q)``. Many rows (an exhaustive
+        screen): each row distinct on the columns the trees read is walked once and the results spread back
+        (rows equal there take the same paths, so the same floats)."""
+        if len(X) <= NUMPY_ROWS or not self.forests:
+            return np.stack([f.predict(X) for f in self.forests]) if self.forests else np.zeros((0, len(X)))
+        if getattr(self, "_read_cols", None) is None:
+            self._read_cols = np.unique(np.concatenate([f.feature[~f.leaf] for f in self.forests]))
+        cols = self._read_cols
+        Xc = np.ascontiguousarray(X[:, cols])
+        _, first, inverse = np.unique(Xc.view(np.dtype((np.void, Xc.dtype.itemsize * Xc.shape[1]))).ravel(),
+                                      return_index=True, return_inverse=True)
+        if len(first) > 0.9 * len(X):  # hardly any repeats: not worth the gather
+            return np.stack([f.predict(X) for f in self.forests])
+        Xu = X[first]
+        # C order, as np.stack gives: the members' mean then sums in the same order (the same floats)
+        return np.ascontiguousarray(np.stack([f.predict(Xu) for f in self.forests])[:, np.ravel(inverse)])
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(N,)`` gap mean in ``(0, eg_max)`` and ``(N,)`` calibrated std (eV)."""
