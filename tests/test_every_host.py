@@ -5,6 +5,7 @@ potentials, dn and exports with its own species. Small slices of each set: secon
 
 from __future__ import annotations
 
+import json
 import tarfile
 
 import numpy as np
@@ -92,3 +93,69 @@ def test_campaign_on_a_release_pool_with_its_targets_as_oracle(tmp_path):
                  "--target", "formation_energy_per_site=0.9:1.0", "--budget", "5"]) == 0
     with Campaign.open(db2, readonly=True) as c:
         assert c.host.name == "P-6x6" and c.status()["evaluations"] == 5
+
+
+@pytest.mark.parametrize("name", list(SETS))
+def test_each_hosts_chemical_potentials_come_from_its_release(name):
+    """mu_ref is elements.csv's; every named limit lies on the host's stability line (the release's pristine
+    energy); re-referencing the release's formation energies to a limit equals recomputing them from the raw
+    DFT energies with that limit's mu (exactly); an anion vacancy is cheaper cation-rich."""
+    from invdesign.data.dataset import load_dataset
+    from invdesign.lattice.stoichiometry import dn_matrix, elements
+    from invdesign.synthesis.chempot import host_reference, n_defect_sites, read_mu, rereference_per_site
+
+    root = release(name)
+    ds = load_dataset(root)
+    host = ds.host
+    ref = host_reference(host)
+    mu0 = pd.read_csv(root / "elements.csv").set_index("element")["chemical_potential"]
+    assert ref["host"] == name and set(ref["mu_ref"]) == set(elements(host))
+    assert all(ref["mu_ref"][e] == pytest.approx(mu0[e], abs=1e-12) for e in elements(host))
+    pristine = pd.read_csv(root / "initial_structures.csv").set_index("base").loc[name, "energy"]
+    comp = host.unit_cell.composition.reduced_composition
+    n_fu = host.n_sites / comp.num_atoms
+    t = pd.read_csv(root / "targets.csv.gz").set_index("_id").loc[ds.ids]
+    d = dn_matrix(ds.occ, host).astype(float)
+    n = n_defect_sites(ds.occ, host)
+    assert ref["limits"]
+    for limit, mu in ref["limits"].items():
+        assert sum(v * mu[e.symbol] for e, v in comp.items()) == pytest.approx(pristine / n_fu, abs=1e-9)
+        assert all(mu[e] <= mu0[e] + 1e-12 for e in mu)  # never richer than the elemental phase
+        chem = read_mu(limit, host)
+        got = rereference_per_site(t["formation_energy_per_site"].to_numpy(float), ds.occ, host, chem)
+        raw = (t["energy"].to_numpy(float) - pristine - d @ np.array([mu[e] for e in elements(host)])) / n
+        np.testing.assert_allclose(got, raw, rtol=0, atol=1e-8)
+    if len(comp) == 2:
+        cation, anion = (e.symbol for e in comp)
+        one = np.zeros((1, host.n_sites), dtype=host.host_code.dtype) + host.host_code
+        one[0, int(np.flatnonzero(host.sublattice == host.sublattices.index(anion))[0])] = host.species_code["Vac"]
+        rich = {lim: rereference_per_site([1.0], one, host, read_mu(lim, host))[0] for lim in ref["limits"]}
+        assert rich[f"{cation}-rich"] < rich[f"{anion}-rich"]  # V_anion is cheaper where its element is poor
+
+
+def test_design_plan_and_exports_use_the_hosts_own_species_and_mu(tmp_path):
+    """design --pool on GaSe under Ga-rich with every export: summary.json states GaSe's reference and limit,
+    the exports name GaSe's species only (no Mo/S/W leaking from MoS2), candidate.json's linear formula gives
+    back the formation energy under the mu used."""
+    folder, _ = some_structures("GaSe", tmp_path / "pool", 12)
+    out = tmp_path / "d"
+    assert main(["design", "--pool", str(folder), "--target", "formation_energy_per_site=0.5:1.5", "-n", "3",
+                 "--mu", "Ga-rich", "--export", "vasp,qe,json", "--out", str(out)]) == 0
+    summ = json.loads((out / "summary.json").read_text())
+    cp = summ["chemical_potentials"]
+    assert cp["host"] == "GaSe" and set(cp["mu_ref"]) == {"Ga", "Se", "In", "S"} and cp["used"]["name"] == "Ga-rich"
+    assert set(cp["limits"]) == {"Ga-rich", "Se-rich"}
+    c = pd.read_csv(out / "candidates.csv")
+    assert {"dn_Ga", "dn_Se", "dn_In", "dn_S"} <= set(c.columns) and not any(k in c.columns for k in ("dn_Mo", "dn_W"))
+    allowed = {"Ga", "Ga_d", "Se", "In", "In_d", "S"}
+    for cid in c["id"]:
+        folder = out / "export" / str(cid)
+        assert set((folder / "vasp" / "POTCAR.spec").read_text().split()) <= allowed
+        pw = (folder / "qe" / "pw.in").read_text()
+        assert "Ga.pbe.UPF" in pw and "Mo.pbe.UPF" not in pw and "W.pbe.UPF" not in pw
+        rec = json.loads((folder / "candidate.json").read_text())
+        fe = rec["formation_energy"]
+        mu = rec["chemical_potentials_used"]["mu_eV_per_atom"]
+        row = c.set_index("id").loc[cid]
+        per_site = (fe["constant_eV"] + sum(fe["coefficients"][e] * mu[e] for e in mu)) / fe["n_defects"]
+        assert per_site == pytest.approx(row["formation_energy_per_site"], abs=1e-9)

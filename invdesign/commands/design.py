@@ -78,8 +78,10 @@ def design_cmd(
     mode: str = typer.Option("auto", "--mode", help="auto | anneal | flow-anneal | flow | exhaustive (auto: exhaustive where the space is enumerable, beyond it the sampler measured fastest: benchmarks/results/anneal.md)."),
     samples: int = typer.Option(None, "--samples", help="Flow samples (default 10 x n with the exact decoder)."),
     diversity: float = typer.Option(0.05, "--diversity", help="Diversity weight in the ranking (0: sort by p_in_window)."),
-    mu: str = typer.Option(None, "--mu", help="Chemical potentials the formation-energy window applies to: S-rich, Mo-rich or FILE.json "
-                           "(eV/atom in the model's 2DMD reference, or doped's format as FILE.json[#LIMIT]); default: the reference."),
+    mu: str = typer.Option(None, "--mu", help="Chemical potentials the formation-energy window applies to: a limit of the "
+                           "host (MoS2: S-rich, Mo-rich; WSe2: W-rich, Se-rich; BN: B-rich, N-rich; GaSe: Ga-rich, Se-rich; "
+                           "InSe: In-rich, Se-rich; P: N-rich) or FILE.json (eV/atom in the model's 2DMD reference, or "
+                           "doped's format as FILE.json[#LIMIT]); default: the reference."),
     temperature: float = typer.Option(1000.0, "--temperature", help="Growth temperature (K) for the arrangement populations."),
     export: str = typer.Option(None, "--export", help="Per-candidate inputs for the next tools: any of vasp,qe,json -> export/<id>/."),
     overwrite: bool = OverwriteOpt,
@@ -122,10 +124,11 @@ def design_cmd(
     for e in exclude or []:
         if not Path(e).exists() and ":" not in e:
             raise InvdesignError("not a file, folder or canonical key to exclude", source=str(e))
-    from invdesign.synthesis.chempot import read_mu
+    from invdesign.synthesis.chempot import check_mu_spec, read_mu
     from invdesign.synthesis.export import parse_export
 
-    chem, kinds = read_mu(mu), parse_export(export)
+    check_mu_spec(mu)
+    kinds = parse_export(export)
     if not (temperature > 0 and math.isfinite(temperature)):
         raise InvdesignError(f"--temperature must be a positive number of kelvin, not {temperature}")
     check_out_dir(out, "design", overwrite)
@@ -139,6 +142,7 @@ def design_cmd(
         m = predictor_for(auto)
     else:
         m = place_model(_load_model(model), request)
+    chem = read_mu(mu, m.host)  # the host's own reference and limits
     if mode == "flow" and hasattr(m, "cell_map"):
         raise InvdesignError(f"--mode flow samples the flow trained on {m.trained.host.name}; on {m.host.name} use "
                              "--mode anneal, exhaustive or auto")

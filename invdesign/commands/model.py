@@ -281,8 +281,10 @@ def predict_cmd(
     out: Path = typer.Option(..., "--out", help="Output CSV: id,<targets>,<targets>_std (eV),extrapolation,extrapolation_reason,note."),
     model: Path = ModelOpt,
     tol: float = TolOpt,
-    mu: str = typer.Option(None, "--mu", help="Chemical potentials for the formation energy: S-rich, Mo-rich or FILE.json "
-                           "(eV/atom in the model's 2DMD reference, or doped's format as FILE.json[#LIMIT]); default: the reference."),
+    mu: str = typer.Option(None, "--mu", help="Chemical potentials for the formation energy: a limit of the host (MoS2: "
+                           "S-rich, Mo-rich; WSe2: W-rich, Se-rich; BN: B-rich, N-rich; GaSe: Ga-rich, Se-rich; InSe: "
+                           "In-rich, Se-rich; P: N-rich) or FILE.json (eV/atom in the model's 2DMD reference, or doped's "
+                           "format as FILE.json[#LIMIT]); default: the reference."),
     host: str = ModelHostOpt,
     supercell: str = ModelSupercellOpt,
     overwrite: bool = OverwriteOpt,
@@ -292,11 +294,12 @@ def predict_cmd(
     defects (Kroeger-Vink)."""
     from invdesign.io import write_csv
     from invdesign.predict.serving import prediction_table
-    from invdesign.synthesis.chempot import read_mu, with_mu
+    from invdesign.synthesis.chempot import check_mu_spec, read_mu, with_mu
     from invdesign.synthesis.plan import bookkeeping
 
-    chem = read_mu(mu)
+    check_mu_spec(mu)
     m, ds = _inputs(structures, out, model, tol, overwrite, serving=True, host=host, supercell=supercell)
+    chem = read_mu(mu, m.host)  # the host's own reference and limits
     table = prediction_table(with_mu(m, chem), ds.ids, ds.occ)
     if hasattr(m, "magnetisation_columns"):  # spin-polarised hosts: the cell's moment beside the gap
         for k, v in m.magnetisation_columns(ds.occ).items():

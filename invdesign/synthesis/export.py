@@ -100,7 +100,8 @@ def candidate_record(row: dict, occ: np.ndarray, host, model_info: dict, mu_info
         "host": host.name,
         "defects": defect_list(occ, host),
         "dn": {k[3:]: int(v[0]) for k, v in dn_columns(occ, host).items()},
-        "formation_energy": {**coefficients(fe_ref, occ, host), "reference": "2DMD DFT (VASP PBE) mu_ref, see summary.json"},
+        "formation_energy": {**coefficients(fe_ref, occ, host),
+                             "reference": f"2DMD DFT (VASP PBE) mu_ref of {host.name}, see summary.json"},
         "chemical_potentials_used": mu_info,
         "predictions": {t: {"value": float(row[t]), "std": float(row[f"{t}_std"]), "unit": "eV"} for t in targets},
         "arrangement": {

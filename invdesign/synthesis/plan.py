@@ -72,10 +72,10 @@ def plan_design(res, model, mu: ChemicalPotentials | None = None, temperature: f
 
     from invdesign.synthesis.chempot import reference_summary
 
-    mu = mu or ChemicalPotentials.reference()
+    mu = mu or ChemicalPotentials.reference(model.host)
     t = time.perf_counter()
     res.candidates = annotate_design(res.candidates, res.occ, model, mu, temperature, samples, seed)
-    res.summary["chemical_potentials"] = reference_summary(mu)
+    res.summary["chemical_potentials"] = reference_summary(mu, model.host)
     res.summary["arrangements"] = {
         "temperature_K": temperature,
         "energies": "model predictions of the formation energy per cell (eV, DFT-trained); mu-independent within a composition",
@@ -98,7 +98,7 @@ def write_design(res, model, mu: ChemicalPotentials | None, temperature: float, 
                  extra=None) -> None:
     """Write a planned design to ``out`` (atomically, under the output policy): the design files, the
     per-candidate exports of ``export`` and whatever ``extra(tmp)`` writes into the staging folder."""
-    mu = mu or ChemicalPotentials.reference()
+    mu = mu or ChemicalPotentials.reference(model.host)
     kinds = list(export or [])
 
     def more(tmp) -> None:
