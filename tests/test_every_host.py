@@ -159,3 +159,23 @@ def test_design_plan_and_exports_use_the_hosts_own_species_and_mu(tmp_path):
         row = c.set_index("id").loc[cid]
         per_site = (fe["constant_eV"] + sum(fe["coefficients"][e] * mu[e] for e in mu)) / fe["n_defects"]
         assert per_site == pytest.approx(row["formation_energy_per_site"], abs=1e-9)
+
+
+def test_design_modes_on_a_host_model(tmp_path, capsys):
+    """auto screens every orbit where the space is enumerable (1-3 defects), with the host model; the
+    spin-polarised moment rides along; flow modes and a total_mag window are refused in one line each."""
+    out = tmp_path / "d"
+    assert main(["design", "--host", "InSe", "--target", "formation_energy_per_site=0.9:1.2", "-n", "8",
+                 "--min-defects", "3", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    c = pd.read_csv(out / "candidates.csv")
+    assert s["request"]["mode_used"] == "exhaustive" and s["counts"]["orbits_screened"] > 1000
+    assert len(c) == 8 and c["canonical_key"].nunique() == 8 and (c["n_defects"] == 3).all()
+    assert (c["p_in_window"] >= 0.5).all() and (c["total_mag"] >= 0).all() and (c["total_mag_std"] > 0).all()
+    assert (c["source"] == "exhaustive").all() and not s["notes"]
+    capsys.readouterr()
+    for extra, words in ((["--mode", "flow"], "has no flow"), (["--target", "total_mag=0:1"], "total_mag window")):
+        assert main(["design", "--host", "InSe", "--target", "formation_energy_per_site=0.9:1.2", "-n", "2",
+                     "--out", str(tmp_path / "x"), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0] and not (tmp_path / "x").exists()

@@ -137,9 +137,10 @@ def design_cmd(
     if auto is not None:  # a packaged host other than 8x8 MoS2: its DFT host model, designing by annealing
         from invdesign.predict.host_serving import predictor_for
 
-        if mode not in ("auto", "anneal"):
-            raise InvdesignError(f"host models design by annealing (--mode anneal or auto), not --mode {mode}")
         m = predictor_for(auto)
+        if mode not in ("auto", *m.design_modes):
+            raise InvdesignError(f"the {auto.name} host model has no flow: it designs by annealing or by screening every "
+                                 f"orbit (--mode {', '.join(m.design_modes)} or auto), not --mode {mode}")
     else:
         m = place_model(_load_model(model), request)
     chem = read_mu(mu, m.host)  # the host's own reference and limits

@@ -176,7 +176,7 @@ def _model_info(model) -> dict:
 
     meta = dict(getattr(model, "meta", {}) or {})
     info = {k: meta[k] for k in ("version", "name", "created", "fingerprint", "seed", "path") if k in meta}
-    if getattr(model, "design_modes", None) == ("anneal",):
+    if getattr(model, "design_modes", None) is not None:  # a host model (no embedding tag, no flow)
         info["host_model"] = {"serving": meta.get("serving"), "trained_on": getattr(model, "model", None) and
                               model.model.meta.get("trained_on")}
         return info
@@ -370,6 +370,10 @@ def _shortfall_notes(n: int, returned: int, used: str, counts: dict, samples: in
                f"{counts.get('excluded', 0)} excluded)")
     elif used == "exhaustive":
         why = f"only {counts.get('orbits_screened', returned)} configurations exist within the limits (after exclusions)"
+    elif used == "anneal" and "harvested" in counts:
+        why = (f"the {counts.get('chains', '')} annealing chains found {counts['harvested']} distinct configurations "
+               "near the window within the limits; widen the window or --max-defects, or use --mode exhaustive where "
+               "the space is enumerable")
     else:
         why = (f"the {counts.get('sampled', samples)} flow samples decoded to {counts.get('decoded_distinct', returned)} "
                "distinct configurations; raise --samples or use --mode exhaustive")
@@ -559,10 +563,11 @@ def auto_mode(model, limits: Limits) -> tuple[str, str]:
     """``(mode, reason)`` for ``--mode auto``: exhaustive where the space is enumerable, else the sampler
     with the lowest measured time to 50 in-window candidates (:data:`MEASURED_TIME_TO_50`) that this
     model can run (flow-based ones need the high-density flow fitted for its embedding)."""
-    if getattr(model, "design_modes", None) == ("anneal",):
-        return "anneal", "a host model (no invertible embedding, no flow) designs by annealing on its predictions"
-    if is_enumerable(model.host, limits):
+    modes = getattr(model, "design_modes", None)  # a host model: the modes it supports (no flow)
+    if is_enumerable(model.host, limits) and (modes is None or "exhaustive" in modes):
         return "exhaustive", "the space within the limits is enumerable: screening every orbit is exact and no slower than sampling"
+    if modes is not None:
+        return "anneal", "a host model (no invertible embedding, no flow) designs by annealing on its predictions"
     from invdesign.generate.flow_hd import hd_flow_available
 
     skipped = []

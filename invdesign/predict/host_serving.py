@@ -47,7 +47,8 @@ class HostPredictor:
     """
 
     targets = (FE, GAP)
-    design_modes = ("anneal",)  # no invertible embedding and no flow: design anneals on the predictions
+    # no invertible embedding and no flow: design anneals on the predictions, or screens every orbit where enumerable
+    design_modes = ("anneal", "exhaustive")
 
     def __init__(self, model: HostModel, reference: str = "") -> None:
         self.model = model

@@ -103,7 +103,9 @@ def candidate_record(row: dict, occ: np.ndarray, host, model_info: dict, mu_info
         "formation_energy": {**coefficients(fe_ref, occ, host),
                              "reference": f"2DMD DFT (VASP PBE) mu_ref of {host.name}, see summary.json"},
         "chemical_potentials_used": mu_info,
-        "predictions": {t: {"value": float(row[t]), "std": float(row[f"{t}_std"]), "unit": "eV"} for t in targets},
+        "predictions": {t: {"value": float(row[t]), "std": float(row[f"{t}_std"]), "unit": "eV"} for t in targets}
+        | ({"total_mag": {"value": float(row["total_mag"]), "std": float(row["total_mag_std"]), "unit": "Bohr magneton per cell"}}
+           if "total_mag" in row else {}),
         "arrangement": {
             "temperature_K": temperature,
             "e_above_arrangement_min_meV": float(row["e_above_arrangement_min"]),

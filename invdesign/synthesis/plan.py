@@ -4,6 +4,7 @@ Columns added:
 
 - ``dn_<El>`` (int): atoms added minus removed per element; ``defects``: Kroeger-Vink list
   (``"V_S^x+W_Mo^x"``).
+- design on a spin-polarised host: ``total_mag``, ``total_mag_std`` (Bohr magnetons per cell, the host model's).
 - design only: ``formation_energy_per_site_ref`` (eV, under the model's ``mu_ref``; the
   ``formation_energy_per_site`` column stands on the chosen ``--mu``), ``e_above_arrangement_min``
   (meV per cell), ``arrangement_population`` (+ ``_std``, 0 where exact), ``arrangement_method``,
@@ -41,6 +42,9 @@ def annotate_design(table: pd.DataFrame, occ: np.ndarray, model, mu: ChemicalPot
     """
     host = model.host
     out = bookkeeping(table, occ, host)
+    if hasattr(model, "magnetisation_columns"):  # spin-polarised hosts: the cell's moment beside the gap, as predict gives it
+        for k, v in model.magnetisation_columns(occ).items():
+            out[k] = v
     fe = out["formation_energy_per_site"].to_numpy(float)
     out["formation_energy_per_site_ref"] = fe - shift_per_cell(occ, host, mu) / n_defect_sites(occ, host)
     st = arrangement_stats(model, occ, temperature, samples=samples, seed=seed)
