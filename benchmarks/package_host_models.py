@@ -69,8 +69,8 @@ def main() -> None:
         s = spec(name)
         path = m.save(out / f"{name}.npz", {"name": s.name, "supercell": list(s.supercell)})
         print(json.dumps({"host": name, "sets": SETS[name], "structures": len(occ), "seconds": round(time.time() - t0, 1),
-                          "blend_ce": m.blend, "blend_gap_trees": m.blend_gap,
-                          "heldout_mae_meV": m.meta["heldout_mae_meV"], "file": str(path.relative_to(ROOT)), "bytes": path.stat().st_size,
+                          "blend_ce": m.blend.tolist(), "blend_gap_trees": m.blend_gap.tolist(),
+                          "heldout_mae_meV": m.meta["heldout_mae_meV"], "file": str(path), "bytes": path.stat().st_size,
                           "std_scale": np.round(m.calibration.scale, 2).tolist()}), flush=True)
 
 

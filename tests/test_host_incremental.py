@@ -79,7 +79,7 @@ def test_walk_with_gap_trees_equals_full_evaluation():
     Z = model._tree_features(occ)
     y = rng.random(len(occ)) + Z[:, -1] * 0.05
     model.trees_g = [_Forest.from_sklearn(HistGradientBoostingRegressor(max_iter=15, random_state=s).fit(Z, y)) for s in range(3)]
-    model.blend_gap = 0.4
+    model.blend_gap = np.array([0.4, 0.3, 0.5, 0.6])
     assert _walk(model, Limits.make(model.host, max_defects=12, min_defects=4), chains=5, steps=40, seed=2) < TOL
 
 

@@ -72,7 +72,7 @@ def test_crossfit_reports_heldout_errors_and_the_validation_split_still_works(ga
     # out-of-fold errors: every training structure predicted by members that did not see it
     assert m.meta["n_val"] == len(idx) and set(held) == {"formation_energy_per_site", "homo_lumo_gap", "total_mag"}
     assert 0 < held["formation_energy_per_site"] < 1e3 * np.abs(y[idx, 0] - y[idx, 0].mean()).mean()
-    assert len(m.trees_g) == m.members_levels and 0.0 <= m.blend_gap <= 1.0
+    assert len(m.trees_g) == m.members_levels and ((0.0 <= m.blend_gap) & (m.blend_gap <= 1.0)).all() and m.blend_gap.shape == (len(BANDS),)
     with pytest.raises(ValueError):
         HostModel(m.host, members_energy=2, members_levels=2, epochs=5).fit(occ[idx], y[idx], np.zeros(len(idx), bool))
     val = split_train_val(len(idx), 0.25, seed=0)

@@ -265,6 +265,27 @@ def _fit_gap_trees(Z: np.ndarray, gap: np.ndarray, seed: int):
     return _Forest.from_sklearn(est)
 
 
+#: held-out rows a density band needs to get a blend weight of its own (else the weight over all rows)
+BAND_BLEND_MIN = 100
+
+
+def _band_weights(a: np.ndarray, b: np.ndarray, y: np.ndarray, bands: np.ndarray) -> np.ndarray:
+    """``(len(BANDS),)`` weights ``w`` (grid 0, 0.1, ..., 1) minimising the held-out MAE of ``w a + (1 - w) b``
+    against ``y`` in each density band with at least :data:`BAND_BLEND_MIN` known rows, elsewhere over all rows
+    (a large low-density set must not choose the high-density bands' weight)."""
+    grid = np.linspace(0.0, 1.0, 11)
+    ok = np.isfinite(y) & np.isfinite(a) & np.isfinite(b)
+
+    def best(sel: np.ndarray) -> float:
+        if not sel.any():
+            return 0.5
+        return float(grid[np.argmin([np.mean(np.abs(w * a[sel] + (1 - w) * b[sel] - y[sel])) for w in grid])])
+
+    overall = best(ok)
+    return np.array([best(ok & (bands == k)) if (ok & (bands == k)).sum() >= BAND_BLEND_MIN else overall
+                     for k in range(len(BANDS))])
+
+
 # ---------------------------------------------------------------------- the host model
 @dataclass
 class Calibration:
@@ -305,9 +326,11 @@ class HostModel:
         self.ce = PairCE(host, radius_energy)
         self.nets_e: list[EnvNet] = []
         self.nets_g: list[EnvNet] = []
-        self.blend = 0.5  # weight of the pair expansion in the formation energy (chosen on validation by fit)
+        # weights of the pair expansion in the formation energy and of the trees in the gap, per density band
+        # (BANDS; chosen on held-out predictions by fit)
+        self.blend = np.full(len(BANDS), 0.5)
         self.trees_g: list = []  # gradient-boosted trees of the gap on cluster counts (one per level member)
-        self.blend_gap = 0.0  # weight of the trees in the gap (chosen on held-out predictions by fit)
+        self.blend_gap = np.zeros(len(BANDS))
         self.calibration: Calibration | None = None
         self.meta: dict = {}
         self.train_occ = np.zeros((0, host.n_sites), np.uint8)  # (N, S) every configuration fit saw (train + val)
@@ -391,15 +414,15 @@ class HostModel:
             levels = self._level_members(occ[cal_rows]).mean(0)
             tree_gap = np.mean([t.predict(Z[cal_rows]) for t in self.trees_g], axis=0) if self.trees_g else levels[:, 0]
             yv = y[cal_rows]
-        grid = np.linspace(0.0, 1.0, 11)
-        self.blend_gap = float(grid[np.argmin([np.nanmean(np.abs(a * tree_gap + (1 - a) * levels[:, 0] - yv[:, 1]))
-                                               for a in grid])])
+        bands = band_of(n[cal_rows])
+        self.blend_gap = _band_weights(tree_gap, levels[:, 0], yv[:, 1], bands)
         # the formation energy's blend of expansion and networks: chosen on held-out predictions
-        self.blend = float(grid[np.argmin([np.nanmean(np.abs(a * ce_fe + (1 - a) * nets_fe - yv[:, 0])) for a in grid])])
+        self.blend = _band_weights(ce_fe, nets_fe, yv[:, 0], bands)
         mu, spread = self._raw(occ[cal_rows])
         if self.crossfit:
-            gap = np.clip(self.blend_gap * tree_gap + (1 - self.blend_gap) * levels[:, 0], 0.0, self.host_gap())
-            mu = np.column_stack([self.blend * ce_fe + (1 - self.blend) * nets_fe, gap, levels[:, 1]])
+            bg, bc = self._weights(self.blend_gap, n), self._weights(self.blend, n)
+            gap = np.clip(bg * tree_gap + (1 - bg) * levels[:, 0], 0.0, self.host_gap())
+            mu = np.column_stack([bc * ce_fe + (1 - bc) * nets_fe, gap, levels[:, 1]])
         self.calibration = calibrate(mu, spread, yv, n[cal_rows])
         with np.errstate(invalid="ignore"):
             heldout = {t: round(float(np.nanmean(np.abs(mu[:, j] - yv[:, j]))) * 1e3, 2)
@@ -409,7 +432,7 @@ class HostModel:
         self.meta = {"n_train": int(tr.sum()), "n_val": len(cal_rows), "seconds": round(time.time() - t0, 1),
                      "calibration": "cross-fitted (out-of-fold)" if self.crossfit else "validation split",
                      "heldout_mae_meV": heldout,
-                     "blend_ce": self.blend, "blend_gap_trees": self.blend_gap, "kmax": int(n.max()), "kmin": int(n.min()),
+                     "blend_ce": self.blend.tolist(), "blend_gap_trees": self.blend_gap.tolist(), "kmax": int(n.max()), "kmin": int(n.min()),
                      "targets_known": [bool(np.isfinite(y[:, j]).any()) for j in range(3)],
                      "compositions": np.unique(self._type_counts(occ), axis=0).tolist()}
         return self
@@ -470,17 +493,24 @@ class HostModel:
         if 0 in targets:
             E = self._energy_members(occ)
             ce = self.ce.predict(occ)
-            mu[:, 0] = self.blend * ce + (1 - self.blend) * E.mean(0)
+            bc = self._weights(self.blend, self.n_defects(occ))
+            mu[:, 0] = bc * ce + (1 - bc) * E.mean(0)
             spread[:, 0] = np.sqrt(np.mean((np.concatenate([E, ce[None]]) - mu[None, :, 0]) ** 2, axis=0))
         if 1 in targets or 2 in targets:
             G = self._level_members(occ)
             mu[:, 1:], spread[:, 1:] = G.mean(0), G.std(0)
-            if self.trees_g and self.blend_gap > 0:
+            bg = self._weights(self.blend_gap, self.n_defects(occ))
+            if self.trees_g and (bg > 0).any():
                 Z = self._tree_features(occ)
                 Tg = np.clip(np.stack([t.predict(Z) for t in self.trees_g]), 0.0, self.host_gap())  # (Mt, N)
-                mu[:, 1] = np.clip(self.blend_gap * Tg.mean(0) + (1 - self.blend_gap) * G[:, :, 0].mean(0), 0.0, self.host_gap())
+                mu[:, 1] = np.clip(bg * Tg.mean(0) + (1 - bg) * G[:, :, 0].mean(0), 0.0, self.host_gap())
                 spread[:, 1] = np.sqrt(np.mean((np.concatenate([G[:, :, 0], Tg]) - mu[None, :, 1]) ** 2, axis=0))
         return mu, spread
+
+    @staticmethod
+    def _weights(per_band: np.ndarray, n: np.ndarray) -> np.ndarray:
+        """``(N,)`` the band's blend weight of each configuration (pristine cells: the first band's)."""
+        return np.asarray(per_band, float)[np.clip(band_of(n), 0, len(BANDS) - 1)]
 
     def _tree_features(self, occ: np.ndarray) -> np.ndarray:
         """``(N, 2P + 1)`` the gap trees' inputs: the pair expansion's cluster counts (``P``), per defect, and the
@@ -519,7 +549,7 @@ class HostModel:
 
     # ------------------------------------------------------------------ save / load
     def arrays(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {"ce_coef": self.ce.coef, "blend": np.array(self.blend), "cal_scale": self.calibration.scale,
+        out: dict[str, np.ndarray] = {"ce_coef": self.ce.coef, "blend": np.asarray(self.blend, float), "cal_scale": self.calibration.scale,
                                       "train_occ": self.train_occ, "train_y": self.train_y,
                                       "cal_floor": self.calibration.floor, "cal_validated": self.calibration.validated}
         for tag, nets in (("e", self.nets_e), ("g", self.nets_g)):
@@ -528,7 +558,7 @@ class HostModel:
                     out[f"net{tag}{k}_w{i}"] = w
                 out[f"net{tag}{k}_mean"], out[f"net{tag}{k}_scale"] = m.mean, m.scale
                 out[f"net{tag}{k}_host_gap"] = np.array(m.host_gap)
-        out["blend_gap"] = np.array(self.blend_gap)
+        out["blend_gap"] = np.asarray(self.blend_gap, float)
         for k, t in enumerate(self.trees_g):
             for f in (*t.FIELDS, "roots"):
                 out[f"tree{k}_{f}"] = getattr(t, f)
@@ -561,7 +591,7 @@ class HostModel:
             host = host_from_spec(header["host"])
         m = cls(host, **header["settings"])
         m.ce.coef = a["ce_coef"]
-        m.blend = float(a["blend"])
+        m.blend = np.broadcast_to(np.asarray(a["blend"], float), (len(BANDS),)).copy()
         m.train_occ, m.train_y = a["train_occ"], a["train_y"]
         m.calibration = Calibration(a["cal_scale"], a["cal_floor"], a["cal_validated"].astype(bool))
 
@@ -573,7 +603,7 @@ class HostModel:
         if "blend_gap" in a:
             from invdesign.predict.gap import _Forest
 
-            m.blend_gap = float(a["blend_gap"])
+            m.blend_gap = np.broadcast_to(np.asarray(a["blend_gap"], float), (len(BANDS),)).copy()
             m.trees_g = [_Forest(*(a[f"tree{k}_{f}"] for f in _Forest.FIELDS), roots=a[f"tree{k}_roots"],
                                  baseline=float(a[f"tree{k}_baseline"])) for k in range(m.members_levels)]
         m.meta = header["meta"]

@@ -140,9 +140,10 @@ class HostChains:
         for a in range(T):
             self.Wce[a, a] = 10.0 * full[a]  # singlets enter the expansion scaled by 10
             self.Wce[a, T:] = pair[a][:, ee.orbits].ravel()
-        self.blend = float(model.blend)
-        self.trees = list(model.trees_g) if model.trees_g and model.blend_gap > 0 else []
-        self.blend_gap = float(model.blend_gap)
+        # blend weights per density band (BANDS)
+        self.blend = np.broadcast_to(np.asarray(model.blend, float), (len(BANDS),)).copy()
+        self.blend_gap = np.broadcast_to(np.asarray(model.blend_gap, float), (len(BANDS),)).copy()
+        self.trees = list(model.trees_g) if model.trees_g and (self.blend_gap > 0).any() else []
         if self.trees:
             self._ce_cols = cols
         cal = model.calibration
@@ -294,7 +295,9 @@ class HostChains:
             ce = st["Ece"].sum(1) / nf
             E = np.where(n[None, :] > 0, E, np.nan)
             ce = np.where(n > 0, ce, np.nan)
-        mu[:, 0] = self.blend * ce + (1 - self.blend) * E.mean(0)
+        bi = np.clip(band_of(n), 0, len(BANDS) - 1)
+        bc, bg = self.blend[bi], self.blend_gap[bi]
+        mu[:, 0] = bc * ce + (1 - bc) * E.mean(0)
         spread[:, 0] = np.sqrt(np.mean((np.concatenate([E, ce[None]]) - mu[None, :, 0]) ** 2, axis=0))
         Og = st["Og"]  # (Mg, C, K, 3)
         hg = self.net_g.host_gap[:, None]  # (Mg, 1)
@@ -309,7 +312,7 @@ class HostChains:
         if self.trees:
             Z = self._tree_features(st)
             Tg = np.clip(np.stack([t.predict(Z) for t in self.trees]), 0.0, self.host_gap)
-            mu[:, 1] = np.clip(self.blend_gap * Tg.mean(0) + (1 - self.blend_gap) * G.mean(0), 0.0, self.host_gap)
+            mu[:, 1] = np.clip(bg * Tg.mean(0) + (1 - bg) * G.mean(0), 0.0, self.host_gap)
             spread[:, 1] = np.sqrt(np.mean((np.concatenate([G, Tg]) - mu[None, :, 1]) ** 2, axis=0))
         b = band_of(n)
         bb = np.clip(b, 0, len(BANDS) - 1)
