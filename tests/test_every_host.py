@@ -179,3 +179,27 @@ def test_design_modes_on_a_host_model(tmp_path, capsys):
                      "--out", str(tmp_path / "x"), *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0] and not (tmp_path / "x").exists()
+
+
+def test_a_folder_mixing_hosts_is_refused_in_one_line_naming_the_other_host(tmp_path, capsys):
+    folder, _ = some_structures("BN", tmp_path / "mix", 2)
+    some_structures("GaSe", folder, 1)
+    assert main(["predict", str(folder), "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "wrong cell" in err[0] and "6x6 GaSe" in err[0] and "one host per run" in err[0]
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_host_model_file_designs_and_runs_campaigns(tmp_path):
+    """--model F.npz (what invdesign train --out F.npz writes) on design, campaigns and the surrogate oracle."""
+    from invdesign.predict.host_serving import host_model_resource
+
+    path = tmp_path / "gase.npz"
+    path.write_bytes(host_model_resource("GaSe").read_bytes())
+    out = tmp_path / "d"
+    assert main(["design", "--model", str(path), "--target", "formation_energy_per_site=1.0:1.2", "-n", "3",
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["host"] == "GaSe-6x6"
+    db = tmp_path / "c.db"
+    assert main(["campaign", "run", "--db", str(db), "--host", "GaSe", "--model", str(path), "--max-defects", "2",
+                 "--oracle", f"surrogate:{path}", "--target", "formation_energy_per_site=1.0:1.2", "--budget", "4"]) == 0

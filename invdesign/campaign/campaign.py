@@ -112,6 +112,14 @@ def _featurizer(config: dict, host: HostLattice):
         served = packaged_predictor(host)
         if served is not None:
             return ModelFeatures(served)
+    elif str(config["model"]).lower().endswith(".npz"):  # a host model file (invdesign train --out F.npz)
+        from invdesign.predict.host_serving import load_host_predictor
+
+        served = load_host_predictor(config["model"])
+        if served.host.fingerprint != host.fingerprint:
+            raise InvdesignError(f"the host model is for {served.host.name}, not the campaign's {host.name}",
+                                 source=str(config["model"]))
+        return ModelFeatures(served)
     return ModelFeatures(on_host(load_model(config.get("model")), host))
 
 

@@ -229,6 +229,10 @@ class SurrogateOracle:
 
             # a packaged host other than MoS2 (GaSe, h-BN, ...): its packaged host model
             self._model = packaged_predictor(self.host) if self.model_path is None and self.host is not None else None
+            if self.model_path is not None and str(self.model_path).lower().endswith(".npz"):  # a host model file
+                from invdesign.predict.host_serving import load_host_predictor
+
+                self._model = load_host_predictor(self.model_path)
             if self._model is None:
                 from invdesign.model import load_model
                 from invdesign.predict.transfer import on_host
@@ -519,8 +523,8 @@ class ChgnetDeltaOracle(ChgnetOracle):
         spec = host_spec_of(host)
         if spec is not None and spec.name != "MoS2" and spec.name not in str(d.get("host", "MoS2")):
             raise InvdesignError(f"this CHGNet correction was fitted on {d.get('host', 'MoS2')} DFT and does not apply to "
-                                 f"{host.name}: use chgnet:MU.json (invdesign campaign fit-chgnet --data DIR), a table of "
-                                 "DFT labels (table:F.csv) or surrogate", source=str(path))
+                                 f"{host.name}: use chgnet:MU.json, CHGNet with chemical potentials fitted on its data "
+                                 "(invdesign campaign fit-chgnet --data DIR --out MU.json)", source=str(path))
         if len(w) != n_cluster_features(host):
             raise InvdesignError(f"the CHGNet correction has {len(w)} features, the host {host.name} needs "
                                  f"{n_cluster_features(host)}", source=str(path))

@@ -134,15 +134,23 @@ def design_cmd(
     check_out_dir(out, "design", overwrite)
     request = requested_host(host, supercell)
     auto = _host_model_request(model, request, pool)
-    if auto is not None:  # a packaged host other than 8x8 MoS2: its DFT host model, designing by annealing
+    if model is not None and model.suffix.lower() == ".npz":  # a host model file (invdesign train --out F.npz)
+        from invdesign.lattice.host import HostLattice
+        from invdesign.predict.host_serving import load_host_predictor
+
+        m = load_host_predictor(model)
+        if request is not None and not (isinstance(request, HostLattice) and request.fingerprint == m.host.fingerprint):
+            raise InvdesignError(f"this host model designs on its own host {m.host.name} only; drop --host/--supercell",
+                                 source=str(model))
+    elif auto is not None:  # a packaged host other than 8x8 MoS2: its DFT host model
         from invdesign.predict.host_serving import predictor_for
 
         m = predictor_for(auto)
-        if mode not in ("auto", *m.design_modes):
-            raise InvdesignError(f"the {auto.name} host model has no flow: it designs by annealing or by screening every "
-                                 f"orbit (--mode {', '.join(m.design_modes)} or auto), not --mode {mode}")
     else:
         m = place_model(_load_model(model), request)
+    if getattr(m, "design_modes", None) is not None and mode not in ("auto", *m.design_modes):
+        raise InvdesignError(f"the {m.host.name} host model has no flow: it designs by annealing or by screening every "
+                             f"orbit (--mode {', '.join(m.design_modes)} or auto), not --mode {mode}")
     chem = read_mu(mu, m.host)  # the host's own reference and limits
     if mode == "flow" and hasattr(m, "cell_map"):
         raise InvdesignError(f"--mode flow samples the flow trained on {m.trained.host.name}; on {m.host.name} use "

@@ -117,6 +117,22 @@ def config_to_structure(occ: np.ndarray, host: HostLattice) -> Structure:
     return Structure(host.lattice, species, host.frac_coords[keep], coords_are_cartesian=False)
 
 
+def _other_host(lattice: np.ndarray, host: HostLattice) -> str:
+    """``"; ..."`` naming the one packaged host whose 2DMD release cell ``lattice`` has, when that is not
+    ``host``'s: a folder mixing hosts is refused saying so (one host per run), else ``""``."""
+    from invdesign.lattice.hosts import candidates
+
+    try:
+        found = [(s, sc) for s, sc in candidates(lattice, set()) if sc == s.supercell]  # release cells only
+    except Exception:  # noqa: BLE001 (a degenerate cell: the plain message stands)
+        return ""
+    if len(found) != 1 or found[0][0].name == (host.unit_cell.composition.reduced_formula if host.unit_cell else ""):
+        return ""
+    s, (na, nb) = found[0]
+    return (f"; it has the cell of {na}x{nb} {s.name}: one host per run ({host.name} here, from --host or the first "
+            f"structure), so run each host's structures separately")
+
+
 class SiteMapper:
     """Vectorised atom -> host-site assignment for one host (any supercell matrix)."""
 
@@ -178,8 +194,8 @@ class SiteMapper:
             ra, rb, rc = ref.abc
             raise InvdesignError(
                 f"wrong cell: a,b,c = {a:.3f},{b:.3f},{c:.3f} A, gamma = {lat.angles[2]:.1f} deg; "
-                f"host {self.host.name} has {ra:.3f},{rb:.3f},{rc:.3f} A, gamma = {ref.angles[2]:.1f} deg",
-                source=source,
+                f"host {self.host.name} has {ra:.3f},{rb:.3f},{rc:.3f} A, gamma = {ref.angles[2]:.1f} deg"
+                + _other_host(m, self.host), source=source,
             )
 
     def host_frac(self, lattice: Lattice | np.ndarray, frac: np.ndarray, source: str = "<structure>") -> np.ndarray:

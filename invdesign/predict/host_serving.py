@@ -146,3 +146,14 @@ def packaged_predictor(host: HostLattice) -> HostPredictor | None:
             or not host_model_resource(spec.name).is_file():
         return None
     return predictor_for(host)
+
+
+def load_host_predictor(path) -> HostPredictor:
+    """A host model file (``invdesign train --out F.npz``) as a predictor."""
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise InvdesignError("model not found", source=str(path))
+    model = HostModel.load(path)
+    sets = " + ".join(model.meta.get("trained_on", []))
+    return HostPredictor(model, f"DFT-trained host model (2DMD {sets}, PBE)" if sets else "")
