@@ -217,6 +217,10 @@ class Model(Predictor):
         p = Path(path)
         if not p.is_file():
             raise InvdesignError("model file not found", source=str(p))
+        if p.suffix.lower() == ".npz":
+            raise InvdesignError("a host model (.npz, from invdesign train --out F.npz) serves predict, design, campaigns "
+                                 "and the surrogate oracle; this needs an embedding model (.pt; the packaged one is 8x8 "
+                                 "MoS2's)", source=str(p))
         try:
             st = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises many types for foreign or truncated files

@@ -203,3 +203,20 @@ def test_a_host_model_file_designs_and_runs_campaigns(tmp_path):
     db = tmp_path / "c.db"
     assert main(["campaign", "run", "--db", str(db), "--host", "GaSe", "--model", str(path), "--max-defects", "2",
                  "--oracle", f"surrogate:{path}", "--target", "formation_energy_per_site=1.0:1.2", "--budget", "4"]) == 0
+
+
+def test_commands_that_need_the_mos2_embedding_refuse_other_hosts_in_one_line(tmp_path, capsys):
+    from invdesign.predict.host_serving import host_model_resource
+
+    folder, _ = some_structures("GaSe", tmp_path / "s", 2)
+    npz = tmp_path / "gase.npz"
+    npz.write_bytes(host_model_resource("GaSe").read_bytes())
+    cases = [
+        (["embed", str(folder), "--out", str(tmp_path / "e.csv")], "invdesign predict"),
+        (["plot", "umap", "--model", str(npz), "--out", str(tmp_path / "u.png")], "embedding model (.pt"),
+        (["benchmark", "--data", str(release("GaSe")), "--out", str(tmp_path / "b"), "--no-baselines"], "bench_hosts.py"),
+    ]
+    for argv, words in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], argv

@@ -348,6 +348,9 @@ def benchmark_cmd(
         raise InvdesignError("high-density folder not found", source=str(high_density))
     m = _model(model)
     ds = load_dataset(data)
+    if ds.host.fingerprint != m.host.fingerprint:
+        raise InvdesignError(f"benchmark reproduces the seed's table on the model's host {m.host.name}, not {ds.host.name}; "
+                             "the host models of every 2DMD set are measured by benchmarks/bench_hosts.py", source=str(data))
     res = run_benchmark(ds, m, high_density=high_density, baselines=baselines, max_train=max_train)
     with atomic_dir(out, "benchmark", overwrite) as tmp:
         md = write_report(res, tmp)
