@@ -400,10 +400,43 @@ def embed(structures, model: Model | str | Path | None = None):
 def predict(structures, model: Model | str | Path | None = None):
     """Predictions as a DataFrame ``id, <targets>, <targets>_std, extrapolation, extrapolation_reason, note``
     (eV; :func:`prediction_table`). ``structures`` as for :func:`embed` (paths, pymatgen Structures, ASE
-    Atoms, or an occupancy array)."""
+    Atoms, or an occupancy array).
+
+    As ``invdesign predict``: without ``model``, paths on a packaged host other than MoS2 (GaSe, h-BN, ...,
+    recognised from the first structure) are served by that host's packaged model, and a host model file
+    (``.npz``, ``invdesign train --out F.npz``) serves its own host; spin-polarised hosts add ``total_mag``,
+    ``total_mag_std`` (Bohr magnetons per cell)."""
+    hm = _host_model_for(structures, model)
+    if hm is not None:
+        from invdesign.data.dataset import map_structures
+
+        items = list(structures) if isinstance(structures, (list, tuple)) else [structures]
+        ds = map_structures(items, hm.host)
+        table = prediction_table(hm, [str(i) for i in ds.ids], ds.occ)
+        for k, v in hm.magnetisation_columns(ds.occ).items():
+            table[k] = v
+        return table
     m = model if isinstance(model, Model) else load_model(model)
     ids, occ = _as_occ(structures, m)
     return prediction_table(m, ids, occ)
+
+
+def _host_model_for(structures, model):
+    """The host-model predictor serving ``structures`` where the CLI's would (None: the classic model)."""
+    if model is not None and not isinstance(model, Model) and str(model).lower().endswith(".npz"):
+        from invdesign.predict.host_serving import load_host_predictor
+
+        return load_host_predictor(model)
+    if model is not None or isinstance(structures, np.ndarray):
+        return None
+    items = list(structures) if isinstance(structures, (list, tuple)) else [structures]
+    if not items or not all(isinstance(s, (str, Path)) for s in items):
+        return None
+    from invdesign.data.dataset import recognised_host
+    from invdesign.predict.host_serving import packaged_predictor
+
+    host = recognised_host(items)
+    return packaged_predictor(host) if host is not None else None
 
 
 def fit_gap_head(X: np.ndarray, gap: np.ndarray, tr: np.ndarray, va: np.ndarray, config: dict | None = None,

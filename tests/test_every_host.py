@@ -220,3 +220,41 @@ def test_commands_that_need_the_mos2_embedding_refuse_other_hosts_in_one_line(tm
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and words in err[0], argv
+
+
+def test_a_high_density_pool_is_ranked_on_its_own_range(tmp_path):
+    """design --pool without --max-defects ranks a release pool (3-18 defects) by p_in_window: the 3-defect
+    generation default no longer pushes every larger structure below the 3-defect ones."""
+    folder, _ = some_structures("GaSe", tmp_path / "pool", 30)
+    out = tmp_path / "d"
+    assert main(["design", "--pool", str(folder), "--target", "formation_energy_per_site=1.0:1.3", "--target",
+                 "homo_lumo_gap=0.3:0.8", "-n", "30", "--diversity", "0", "--out", str(out)]) == 0
+    c = pd.read_csv(out / "candidates.csv")
+    assert len(c) == 30 and c["within_limits"].all() and (c["n_defects"] > 3).any()
+    assert (np.diff(c["p_in_window"].to_numpy()) <= 1e-12).all()
+    # an explicit limit still applies
+    assert main(["design", "--pool", str(folder), "--target", "formation_energy_per_site=1.0:1.3", "-n", "30",
+                 "--max-defects", "6", "--out", str(tmp_path / "e")]) == 0
+    e = pd.read_csv(tmp_path / "e" / "candidates.csv")
+    assert (e["within_limits"] == (e["n_defects"] <= 6)).all() and not e["within_limits"].all()
+
+
+def test_python_api_serves_other_hosts_as_the_cli_does(tmp_path):
+    import invdesign
+    from invdesign.lattice.hosts import packaged_host
+    from invdesign.predict.host_serving import predictor_for
+    from invdesign.synthesis import plan_design, read_mu, with_mu
+
+    folder, ids = some_structures("BN", tmp_path / "s", 5)
+    p = invdesign.predict(str(folder))
+    assert sorted(p["id"]) == sorted(ids) and p["formation_energy_reference"].str.contains("hbn").all()
+    assert {"total_mag", "total_mag_std"} <= set(p.columns)
+    r = invdesign.design({"formation_energy_per_site": (4.0, 6.0)}, n=3, pool=[str(folder)])
+    assert r.host.name == "BN-8x8" and r.candidates["within_limits"].all()
+    host = packaged_host("BN")
+    mu = read_mu("N-rich", host)
+    m = with_mu(predictor_for(host), mu)
+    res = plan_design(invdesign.design({"formation_energy_per_site": (4.0, 6.0)}, n=3, model=m, min_defects=3), m, mu,
+                      export=["json"], out=tmp_path / "run")
+    assert res.summary["chemical_potentials"]["used"]["name"] == "N-rich"
+    assert (tmp_path / "run" / "export" / res.candidates["id"].iat[0] / "candidate.json").is_file()

@@ -70,7 +70,8 @@ def design_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder: candidates.csv, structures/<id>.cif, poscar/<id>.vasp, summary.json, candidates.png."),
     pool: list[Path] = typer.Option(None, "--pool", help="Rank these STRUCTURES instead of generating (repeat)."),
     model: Path = ModelOpt,
-    max_defects: int = typer.Option(3, "--max-defects", help="Most defects per configuration."),
+    max_defects: int = typer.Option(None, "--max-defects", help="Most defects per configuration (default 3; with --pool "
+                                    "no limit: the pool's own range)."),
     min_defects: int = typer.Option(1, "--min-defects", help="Fewest defects per configuration."),
     types: str = typer.Option(None, "--types", help="Allowed defect types, comma separated, e.g. V_S,W_Mo (default: all)."),
     exclude: list[str] = typer.Option(None, "--exclude", help="STRUCTURES, key files (.csv/.txt) or canonical keys never to return (repeat)."),
@@ -117,7 +118,9 @@ def design_cmd(
         if not p.exists():
             raise InvdesignError("pool file or folder not found", source=str(p))
     _parse_types(types)
-    if max_defects < 0 or min_defects < 0 or min_defects > max_defects:
+    if max_defects is None and not pool:
+        max_defects = 3
+    if max_defects is not None and (max_defects < 0 or min_defects < 0 or min_defects > max_defects):
         raise InvdesignError(f"--min-defects {min_defects} and --max-defects {max_defects} must satisfy 0 <= min <= max")
     if model is not None and not model.exists():
         raise InvdesignError("model not found", source=str(model))
@@ -157,7 +160,8 @@ def design_cmd(
                              "--mode anneal, exhaustive or auto")
     from invdesign.generate.decoder import Limits
 
-    Limits.make(m.host, max_defects, min_defects, _parse_types(types))
+    if max_defects is not None:
+        Limits.make(m.host, max_defects, min_defects, _parse_types(types))
     checker = None
     if check is not None:
         from invdesign.campaign.check import check_oracle

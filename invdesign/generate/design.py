@@ -190,7 +190,7 @@ def design(
     *,
     model=None,
     pool: Sequence[str | Path] | None = None,
-    max_defects: int = 3,
+    max_defects: int | None = None,
     min_defects: int = 1,
     types: Sequence[str] | None = None,
     exclude=None,
@@ -209,10 +209,13 @@ def design(
         target: the window: ``{"formation_energy_per_site": (lo, hi), "homo_lumo_gap": (lo, hi)}``
             in eV, a :class:`Window`, or CLI strings ``["NAME=LO:HI", ...]``.
         n: number of candidates wanted.
-        model: a :class:`~invdesign.model.Model`, a path to one, or None for the packaged default.
+        model: a :class:`~invdesign.model.Model`, a path to one (``.npz``: a host model), a host model's
+            predictor (:func:`invdesign.predict.host_serving.predictor_for`), or None for the packaged default
+            (a pool of paths on a packaged host other than MoS2: that host's packaged model).
         pool: STRUCTURES to rank instead of generating (files, folders, 2DMD archives), a Dataset, or
             pymatgen Structures / ASE Atoms (ids ``"0"``, ``"1"``, ... in their order).
-        max_defects, min_defects, types: limits on the configurations (types like ``"V_S"``).
+        max_defects, min_defects, types: limits on the configurations (types like ``"V_S"``); ``max_defects``
+            None: 3 when generating, and with a pool no limit (pool members beyond the limits rank last).
         exclude: canonical keys, key files (CSV with ``canonical_key`` or text) or STRUCTURES never to return.
         seed: seeds the flow samples (results are reproducible from the summary).
         mode: ``"auto"``, ``"flow"``, ``"exhaustive"`` or ``"anneal"`` (ignored with ``pool``).
@@ -256,14 +259,22 @@ def design(
 
         check_dir(out, "design", overwrite)
     if model is None or isinstance(model, (str, Path)):
-        from invdesign.model import load_model
+        from invdesign.model import _host_model_for, load_model
 
-        model = load_model(model)
+        # as the CLI: a host model file (.npz), or a pool on a packaged host other than MoS2 -> its host model
+        hm = _host_model_for([str(p) for p in pool], model) if pool is not None and not isinstance(pool, Dataset) \
+            and structs is None else _host_model_for([], model)
+        model = hm if hm is not None else load_model(model)
     host = model.host
     if structs is not None:
         from invdesign.data.dataset import structures_dataset
 
         pool = structures_dataset(structs, host)
+    if max_defects is None:  # a pool keeps its own range (a 3-defect limit would rank a high-density pool backwards)
+        from invdesign.lattice.enumerate import parse_defect_types
+        from invdesign.limits import _type_sites
+
+        max_defects = 3 if pool is None else max(min_defects, _type_sites(host, parse_defect_types(host, types or None)))
     limits = Limits.make(host, max_defects, min_defects, types)
     excl = _resolve_exclude(exclude, host)
     timings: dict[str, float] = {}

@@ -5,7 +5,15 @@ Data flows one way: ``lattice`` (dn bookkeeping) <- ``synthesis.chempot`` <- ``s
 (uses the enumerated orbits of ``generate``) <- ``synthesis.plan`` <- the ``design``/``predict`` commands.
 """
 
-from invdesign.synthesis.chempot import ChemicalPotentials, along_stable_range, load_reference, read_mu, with_mu
+from invdesign.synthesis.chempot import (
+    ChemicalPotentials,
+    along_stable_range,
+    host_reference,
+    load_reference,
+    read_mu,
+    with_mu,
+)
 from invdesign.synthesis.plan import plan_design
 
-__all__ = ["ChemicalPotentials", "along_stable_range", "load_reference", "plan_design", "read_mu", "with_mu"]
+__all__ = ["ChemicalPotentials", "along_stable_range", "host_reference", "load_reference", "plan_design", "read_mu",
+           "with_mu"]
