@@ -219,8 +219,8 @@ class Model(Predictor):
             raise InvdesignError("model file not found", source=str(p))
         if p.suffix.lower() == ".npz":
             raise InvdesignError("a host model (.npz, from invdesign train --out F.npz) serves predict, design, campaigns "
-                                 "and the surrogate oracle; this needs an embedding model (.pt; the packaged one is 8x8 "
-                                 "MoS2's)", source=str(p))
+                                 "and the surrogate oracle; this needs an embedding model (.pt: the packaged 8x8 MoS2 "
+                                 "one, or invdesign train --data DIR --out F.pt on another host's data)", source=str(p))
         try:
             st = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises many types for foreign or truncated files

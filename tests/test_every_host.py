@@ -212,7 +212,7 @@ def test_commands_that_need_the_mos2_embedding_refuse_other_hosts_in_one_line(tm
     npz = tmp_path / "gase.npz"
     npz.write_bytes(host_model_resource("GaSe").read_bytes())
     cases = [
-        (["embed", str(folder), "--out", str(tmp_path / "e.csv")], "invdesign predict"),
+        (["embed", str(folder), "--out", str(tmp_path / "e.csv")], "invdesign train --data DIR --out F.pt"),
         (["plot", "umap", "--model", str(npz), "--out", str(tmp_path / "u.png")], "embedding model (.pt"),
         (["benchmark", "--data", str(release("GaSe")), "--out", str(tmp_path / "b"), "--no-baselines"], "bench_hosts.py"),
     ]

@@ -153,7 +153,8 @@ def design_cmd(
         m = place_model(_load_model(model), request)
     if getattr(m, "design_modes", None) is not None and mode not in ("auto", *m.design_modes):
         raise InvdesignError(f"the {m.host.name} host model has no flow: it designs by annealing or by screening every "
-                             f"orbit (--mode {', '.join(m.design_modes)} or auto), not --mode {mode}")
+                             f"orbit (--mode {', '.join(m.design_modes)} or auto), not --mode {mode}; for the flow train "
+                             "a full model on its data (invdesign train --data DIR --out F.pt) and give --model F.pt")
     chem = read_mu(mu, m.host)  # the host's own reference and limits
     if mode == "flow" and hasattr(m, "cell_map"):
         raise InvdesignError(f"--mode flow samples the flow trained on {m.trained.host.name}; on {m.host.name} use "

@@ -93,8 +93,9 @@ def _inputs(structures: list[Path], out: Path, model_path: Path | None, tol: flo
         return m, ds
     if auto is not None:
         if not serving:
-            raise InvdesignError(f"the packaged embedding is 8x8 MoS2's; structures on {auto.name} can be predicted "
-                                 "(invdesign predict), canonicalised and enumerated, not yet embedded")
+            raise InvdesignError(f"the packaged embedding is 8x8 MoS2's: to embed structures on {auto.name}, train one on "
+                                 "its data (invdesign train --data DIR --out F.pt, minutes) and give --model F.pt; "
+                                 "predict, design, canon and enumerate work on it without")
         from invdesign.predict.host_serving import predictor_for
 
         m = predictor_for(auto)
