@@ -198,7 +198,9 @@ def test_monte_carlo_shares_one_draw_per_composition(model, host):
     e = _cell_energy(model, occ)
     g = np.array([orbit_size(o, host) for o in occ], float)
     ratio = (g[0] * np.exp(-(e[0] - e[1]) / (K_B * 1000.0))) / g[1]
-    assert st.population[0] / st.population[1] == pytest.approx(ratio, rel=1e-9)
+    # exact up to the energies' round-off: at 5 defects the DFT host model serves, whose network layers run
+    # in float32 (a row's energy may differ by ~1e-7 eV between batches of different sizes)
+    assert st.population[0] / st.population[1] == pytest.approx(ratio, rel=1e-5)
     rev = arrangement_stats(model, occ[::-1], temperature=1000.0, samples=500, seed=3)
     np.testing.assert_allclose(rev.population[::-1], st.population, rtol=1e-12)
 
