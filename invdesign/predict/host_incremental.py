@@ -112,10 +112,7 @@ class HostChains:
         self.K = int(max_defects)
         T = len(host.defect_types)
         self.T = T
-        code_type = np.full((len(host.sublattices), host.n_species), -1, dtype=np.int64)
-        for t, (sub, code) in enumerate(host.defect_types):
-            code_type[sub, code] = t
-        self.code_type = code_type
+        self.code_type = model.env._code_type  # (sublattice, species code) -> defect type, -1 for host atoms
         self.type_code = np.array([c for _, c in host.defect_types], dtype=np.uint8)
         self.sublattice = host.sublattice.astype(np.int64)
         self.host_code = host.host_code
