@@ -98,7 +98,7 @@ def pool_ranking(mu: np.ndarray, std: np.ndarray, y: np.ndarray, rng: np.random.
     return rows
 
 
-def run_fold(name: str, variant: str, fold: int, folds: int, settings: dict) -> dict:
+def run_fold(name: str, variant: str, fold: int, folds: int, settings: dict, dump: Path | None = None) -> dict:
     from sklearn.model_selection import KFold
 
     ds = load_2dmd(SHARED / "data" / f"2dmd-{name}")
@@ -142,6 +142,13 @@ def run_fold(name: str, variant: str, fold: int, folds: int, settings: dict) -> 
         Z = m._tree_features(occ[te])
         tg = np.clip(np.mean([t.predict(Z) for t in m.trees_g], axis=0), 0, m.host_gap())
         out["mae"]["gap_trees_only"] = float(np.abs(tg - yt[:, 1]).mean() * 1e3)
+    if dump is not None:  # every part of the blends, out of fold on the training rows and on the test fold
+        dump.mkdir(parents=True, exist_ok=True)
+        _, spread_te = m._raw(occ[te])
+        test = {"n": n, "y": yt, "fe_ce": ce, "fe_nets": net, "gap_nets": m._level_members(occ[te])[:, :, 0].mean(0),
+                "gap_trees": tg if m.trees_g else np.full(len(te), np.nan), "spread": spread_te, "mu": mu, "std": std}
+        np.savez_compressed(dump / f"{name}_{variant}_fold{fold}.npz", **{f"oof_{k}": v for k, v in m.heldout_parts.items()},
+                            **{f"test_{k}": v for k, v in test.items()})
     return out
 
 

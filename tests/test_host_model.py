@@ -8,7 +8,15 @@ import pytest
 from conftest import shared_dir
 
 from invdesign.lattice.canonical import apply_op
-from invdesign.predict.defect_env import BANDS, DefectEnvironment, HostModel, calibrate, split_train_val, stack
+from invdesign.predict.defect_env import (
+    BANDS,
+    DefectEnvironment,
+    HostModel,
+    _band_weights,
+    calibrate,
+    split_train_val,
+    stack,
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +72,23 @@ def test_calibration_reaches_the_level_on_its_own_data():
     cover = (np.abs(y) <= 1.96 * std).mean(0)
     assert (cover >= 0.94).all() and (cover <= 0.99).all()
     assert c.validated.all()
+
+
+def test_blend_weights_of_small_high_density_bands_come_from_the_high_density_rows():
+    # a large low-density band where part a is right, three small high-density bands (60 rows each: too few for
+    # a weight of their own, 180 together) where part b is right: the high bands must take b's weight
+    rng = np.random.default_rng(1)
+    bands = np.repeat([0, 1, 2, 3], [2000, 60, 60, 60])
+    y = rng.normal(0, 1, len(bands))
+    noise = rng.normal(0, 0.5, len(bands))
+    a = np.where(bands == 0, y, y + noise)
+    b = np.where(bands == 0, y + noise, y)
+    w = _band_weights(a, b, y, bands)
+    assert w[0] == 1.0 and (w[1:] == 0.0).all()
+    # with too few high-density rows in all, they fall back to the weight over every row
+    keep = bands == 0
+    keep[[2000, 2060, 2120]] = True
+    assert (_band_weights(a[keep], b[keep], y[keep], bands[keep]) == 1.0).all()
 
 
 def test_crossfit_reports_heldout_errors_and_the_validation_split_still_works(gase):

@@ -271,8 +271,9 @@ BAND_BLEND_MIN = 100
 
 def _band_weights(a: np.ndarray, b: np.ndarray, y: np.ndarray, bands: np.ndarray) -> np.ndarray:
     """``(len(BANDS),)`` weights ``w`` (grid 0, 0.1, ..., 1) minimising the held-out MAE of ``w a + (1 - w) b``
-    against ``y`` in each density band with at least :data:`BAND_BLEND_MIN` known rows, elsewhere over all rows
-    (a large low-density set must not choose the high-density bands' weight)."""
+    against ``y`` in each density band with at least :data:`BAND_BLEND_MIN` known rows; a smaller band above
+    the first takes the weight of all those bands pooled (4+ defects) if they hold that many, else the weight
+    over all rows (a large low-density set must not choose the high-density bands' weight)."""
     grid = np.linspace(0.0, 1.0, 11)
     ok = np.isfinite(y) & np.isfinite(a) & np.isfinite(b)
 
@@ -282,8 +283,10 @@ def _band_weights(a: np.ndarray, b: np.ndarray, y: np.ndarray, bands: np.ndarray
         return float(grid[np.argmin([np.mean(np.abs(w * a[sel] + (1 - w) * b[sel] - y[sel])) for w in grid])])
 
     overall = best(ok)
-    return np.array([best(ok & (bands == k)) if (ok & (bands == k)).sum() >= BAND_BLEND_MIN else overall
-                     for k in range(len(BANDS))])
+    high = ok & (bands >= 1)
+    pooled = best(high) if high.sum() >= BAND_BLEND_MIN else overall
+    return np.array([best(ok & (bands == k)) if (ok & (bands == k)).sum() >= BAND_BLEND_MIN
+                     else (pooled if k >= 1 else overall) for k in range(len(BANDS))])
 
 
 # ---------------------------------------------------------------------- the host model
@@ -333,6 +336,7 @@ class HostModel:
         self.blend_gap = np.zeros(len(BANDS))
         self.calibration: Calibration | None = None
         self.meta: dict = {}
+        self.heldout_parts: dict[str, np.ndarray] = {}  # set by fit: the out-of-fold parts (not saved)
         self.train_occ = np.zeros((0, host.n_sites), np.uint8)  # (N, S) every configuration fit saw (train + val)
         self.train_y = np.zeros((0, 3))  # (N, 3) their targets (TARGETS order, NaN where unknown)
 
@@ -424,6 +428,9 @@ class HostModel:
             gap = np.clip(bg * tree_gap + (1 - bg) * levels[:, 0], 0.0, self.host_gap())
             mu = np.column_stack([bc * ce_fe + (1 - bc) * nets_fe, gap, levels[:, 1]])
         self.calibration = calibrate(mu, spread, yv, n[cal_rows])
+        # the held-out parts behind the blends and the calibration (in memory only: for studies of the recipe)
+        self.heldout_parts = {"n": n[cal_rows], "y": np.asarray(yv), "fe_ce": ce_fe, "fe_nets": nets_fe,
+                              "gap_nets": levels[:, 0], "gap_trees": tree_gap, "spread": spread}
         with np.errstate(invalid="ignore"):
             heldout = {t: round(float(np.nanmean(np.abs(mu[:, j] - yv[:, j]))) * 1e3, 2)
                        for j, t in enumerate(TARGETS) if np.isfinite(yv[:, j]).any()}
