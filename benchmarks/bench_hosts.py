@@ -216,6 +216,8 @@ def main() -> None:
                     "how many folds each row averages")
     ap.add_argument("--settings", default="{}", help="HostModel keyword arguments as JSON (default: its defaults)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "hosts"))
+    ap.add_argument("--dump", default=None, help="folder for one .npz per fold with every part of the blends (out of "
+                    "fold on the training rows, and on the test fold): for studies of the recipe")
     a = ap.parse_args()
     jl = Path(a.out + ".jsonl")
     done = set()
@@ -231,7 +233,7 @@ def main() -> None:
             for fold in (range(a.folds) if a.fold_list is None else [int(f) for f in a.fold_list.split(",")]):
                 if (name, variant, fold) in done:
                     continue
-                r = run_fold(name, variant, fold, a.folds, settings)
+                r = run_fold(name, variant, fold, a.folds, settings, None if a.dump is None else Path(a.dump))
                 lines.append(r)
                 with jl.open("a") as fh:
                     fh.write(json.dumps(r) + "\n")
