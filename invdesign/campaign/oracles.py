@@ -14,6 +14,8 @@ inline than in a worker process.
   (:func:`fit_chemical_potentials`). It supplies no HOMO-LUMO gap (NaN).
 - :class:`ChgnetOracle` (``chgnet`` or ``chgnet:MU.json``): :class:`AseOracle` with CHGNet.
 - :class:`CallableOracle`: a Python function of the batch, or of one pymatgen ``Structure``.
+- :class:`XtbOracle` (``xtb`` or ``xtb:MU.json``): GFN1-xTB single point (tblite): energy and HOMO-LUMO gap;
+  :class:`XtbDeltaOracle` (``xtb+delta[:FILE]``): its gap corrected toward DFT, with per-configuration stds.
 """
 
 from __future__ import annotations
@@ -571,6 +573,189 @@ class ChgnetDeltaOracle(ChgnetOracle):
         return d
 
 
+# ---------------------------------------------------------------------- GFN1-xTB (tblite)
+class XtbOracle:
+    """GFN1-xTB single point (``xtb`` or ``xtb:MU.json``): total energy and HOMO-LUMO gap (eV).
+
+    Periodic, gamma point, on the unrelaxed geometry of the configuration on the host lattice, through
+    ``tblite`` in a subprocess with OpenBLAS preloaded (:func:`invdesign.campaign.xtb.run`). The formation
+    energy per defect site follows the CHGNet oracle's convention, ``(E - E_pristine + sum_e n_e mu_e) /
+    n_defects`` with chemical potentials ``mu`` (eV/atom) fitted by least squares to DFT formation energies
+    (:func:`fit_chemical_potentials`) in xTB's own energy reference; without ``mu`` it is NaN (``label``
+    still gives the energies and the gap). The gap is raw GFN1-xTB: about 0.1 eV from DFT, with offsets
+    that depend on the defect types (``xtb+delta`` corrects them).
+
+    Args:
+        mu: chemical potentials ``{element: eV}`` in xTB's reference, or None.
+        host: host lattice. method: ``GFN1-xTB`` (``GFN2-xTB`` works, but nothing here is fitted on it).
+        threads: BLAS/OpenMP threads per calculation. timeout: seconds per calculation (None: no limit).
+    """
+
+    cheap = False
+
+    def __init__(self, mu: dict[str, float] | None = None, host: HostLattice | None = None, method: str = "GFN1-xTB",
+                 threads: int = 1, timeout: float | None = None, name: str = "xtb") -> None:
+        self.mu = dict(mu) if mu else None
+        self.host = host or HostLattice.default()
+        self.method, self.threads, self.timeout, self.name = method, int(threads), timeout, name
+        self._e_pristine: float | None = None
+
+    protocol = "GFN1-xTB single point (tblite; periodic, gamma point, unrelaxed geometry)"
+
+    @classmethod
+    def from_file(cls, path: str | Path, host: HostLattice | None = None) -> XtbOracle:
+        """Read ``{"mu": {...}}`` (optionally ``"method"``), e.g. a file written by :meth:`save`."""
+        try:
+            d = json.loads(Path(path).read_text())
+            return cls(d["mu"], host, d.get("method", "GFN1-xTB"), name=f"xtb:{path}")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InvdesignError(f"cannot read xTB oracle settings ({exc.__class__.__name__}: {exc})",
+                                 source=str(path)) from None
+
+    def save(self, path: str | Path) -> None:
+        from invdesign.io import atomic_write_json
+
+        atomic_write_json(path, {"mu": self.mu, "method": self.method})
+
+    def singlepoint(self, occ_row: np.ndarray) -> dict:
+        """:func:`invdesign.campaign.xtb.run` on one configuration (eV, CPU-s)."""
+        from invdesign.campaign.xtb import run_structure
+        from invdesign.lattice.config import config_to_structure
+
+        return run_structure(config_to_structure(np.asarray(occ_row), self.host), self.method, self.threads,
+                             self.timeout)
+
+    def pristine_energy(self) -> float:
+        """Energy (eV) of the pristine host, same protocol (computed once per oracle copy)."""
+        if self._e_pristine is None:
+            self._e_pristine = float(self.singlepoint(self.host.host_code)["energy"])
+        return self._e_pristine
+
+    def raw_energies(self, occ: np.ndarray) -> np.ndarray:
+        """``(N,)`` ``E[config] - E[pristine]`` in eV (for :func:`fit_chemical_potentials`)."""
+        e0 = self.pristine_energy()
+        return np.array([self.singlepoint(r)["energy"] - e0 for r in np.asarray(occ)])
+
+    @property
+    def label_columns(self) -> list[str]:
+        return ["energy", "raw_energy", "formation_energy_per_site", "homo_lumo_gap", "homo", "lumo", "cpu_s", "blas"]
+
+    def label(self, occ_row: np.ndarray) -> dict:
+        """One configuration: total ``energy`` and ``raw_energy = E - E_pristine`` (eV),
+        ``formation_energy_per_site`` (eV; NaN without ``mu``), ``homo_lumo_gap``, ``homo``, ``lumo`` (eV),
+        ``cpu_s`` (CPU seconds of this calculation) and ``blas`` (the BLAS it ran on)."""
+        occ_row = np.asarray(occ_row)
+        r = self.singlepoint(occ_row)
+        raw = float(r["energy"]) - self.pristine_energy()
+        fe = (formation_energy_per_site(np.array([raw]), occ_row[None], self.host, self.mu)[0]
+              if self.mu else float("nan"))
+        return {"energy": float(r["energy"]), "raw_energy": raw, "formation_energy_per_site": float(fe),
+                "homo_lumo_gap": float(r["gap"]), "homo": float(r["homo"]), "lumo": float(r["lumo"]),
+                "cpu_s": float(r["cpu_s"]), "blas": r["blas"]}
+
+    def evaluate(self, occ: np.ndarray, ids: Sequence[str]) -> np.ndarray:
+        """``(N, 2)`` formation energy per site (NaN without ``mu``) and gap, eV."""
+        rows = [self.label(r) for r in np.asarray(occ)]
+        return np.array([[d[t] for t in TARGETS] for d in rows], dtype=float).reshape(len(rows), len(TARGETS))
+
+
+def xtb_gap_features(occ: np.ndarray, host: HostLattice, gap: np.ndarray, recipe: str) -> np.ndarray:
+    """``(N, K)`` features of the ``xtb+delta`` gap correction (eV target ``gap_DFT - gap_xTB``).
+
+    Recipes (columns): ``const`` (1, gap); ``types`` (1, each defect type present, log(1 + count) per type);
+    ``types+gap`` (``types`` plus gap and gap x each type present: a per-type slope, since xTB squeezes
+    some types' gaps); ``types+gap+n`` (plus log(1 + number of defects)). ``gap`` is the raw xTB gap (eV).
+    """
+    from invdesign.lattice.enumerate import compositions
+
+    comp = compositions(np.atleast_2d(np.asarray(occ)), host).astype(float)
+    g = np.asarray(gap, float).reshape(-1, 1)
+    one = np.ones_like(g)
+    pres = (comp > 0).astype(float)
+    if recipe == "const":
+        return np.hstack([one, g])
+    cols = [one, pres, np.log1p(comp)]
+    if recipe in ("types+gap", "types+gap+n"):
+        cols += [g, g * pres]
+    if recipe == "types+gap+n":
+        cols.append(np.log1p(comp.sum(axis=1, keepdims=True)))
+    if recipe not in ("types", "types+gap", "types+gap+n"):
+        raise InvdesignError(f"unknown xtb+delta feature recipe {recipe!r}")
+    return np.hstack(cols)
+
+
+class XtbDeltaOracle(XtbOracle):
+    """GFN1-xTB corrected toward DFT (``xtb+delta`` or ``xtb+delta:FILE``), with a per-configuration std.
+
+    Gap: raw xTB gap plus a ridge correction linear in :func:`xtb_gap_features` (defect types present,
+    their counts, the raw gap per type), fitted on 2DMD train splits by ``benchmarks/bench_xtb_gap.py``;
+    clipped at 0 eV. Its std is the ridge predictive std ``sqrt(s2 (1 + x^T A^-1 x))`` with ``s2``
+    calibrated on out-of-fold residuals of the train split so that 95% of them lie within 2 std.
+    Formation energy per site: raw xTB with the fitted chemical potentials (their least squares absorb
+    one offset per element, i.e. per defect type), std = the out-of-fold RMSE per site.
+    """
+
+    def __init__(self, mu: dict[str, float], gap: dict, fe_sigma: float, host: HostLattice | None = None,
+                 name: str = "xtb+delta") -> None:
+        super().__init__(mu, host, name=name)
+        self.recipe = str(gap["recipe"])
+        self.w = np.asarray(gap["weights"], float)
+        self.Ainv = np.asarray(gap["Ainv"], float)
+        self.s2 = float(gap["s2"])
+        self.fe_sigma = float(fe_sigma)
+
+    @classmethod
+    def from_file(cls, path: str | Path | None = None, host: HostLattice | None = None) -> XtbDeltaOracle:
+        """Read a correction written by ``benchmarks/bench_xtb_gap.py --write-resource`` (default: the packaged one)."""
+        if path is None:
+            from importlib.resources import files
+
+            path = Path(str(files("invdesign.resources") / "xtb_delta.json"))
+            if not path.is_file():
+                raise InvdesignError("no packaged xTB correction (run benchmarks/bench_xtb_gap.py --write-resource)",
+                                     source=str(path))
+        host = host or HostLattice.default()
+        try:
+            d = json.loads(Path(path).read_text())
+            o = cls(d["mu"], d["gap"], d["fe_sigma"], host, name=f"xtb+delta:{path}")
+            k = xtb_gap_features(host.host_code[None], host, np.zeros(1), o.recipe).shape[1]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InvdesignError(f"cannot read the xTB correction ({exc.__class__.__name__}: {exc})",
+                                 source=str(path)) from None
+        if len(o.w) != k or o.Ainv.shape != (k, k):
+            raise InvdesignError(f"the xTB correction has {len(o.w)} weights, its recipe {o.recipe!r} needs {k} "
+                                 f"on host {host.name}", source=str(path))
+        from invdesign.lattice.hosts import host_spec_of
+
+        spec = host_spec_of(host)
+        fitted = str(d.get("host", "MoS2"))
+        if spec is not None and spec.name not in fitted:
+            raise InvdesignError(f"this xTB correction was fitted on {fitted} DFT and does not apply to {host.name}: "
+                                 "use xtb (raw GFN1-xTB) or fit one on its data", source=str(path))
+        return o
+
+    def gap_correction(self, occ: np.ndarray, gap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(N,)`` corrected gap (eV, >= 0) and ``(N,)`` its std (eV) from raw xTB gaps ``(N,)``."""
+        X = xtb_gap_features(occ, self.host, gap, self.recipe)
+        corr = np.maximum(np.asarray(gap, float) + X @ self.w, 0.0)
+        std = np.sqrt(self.s2 * (1.0 + np.einsum("ij,jk,ik->i", X, self.Ainv, X)))
+        return corr, std
+
+    @property
+    def label_columns(self) -> list[str]:
+        return ["energy", "raw_energy", "formation_energy_per_site", "formation_energy_per_site_std", "homo_lumo_gap",
+                "homo_lumo_gap_std", "homo_lumo_gap_xtb", "homo", "lumo", "cpu_s", "blas"]
+
+    def label(self, occ_row: np.ndarray) -> dict:
+        """:meth:`XtbOracle.label` with the corrected gap and both stds (eV); the raw gap is ``homo_lumo_gap_xtb``."""
+        d = super().label(occ_row)
+        g, s = self.gap_correction(np.asarray(occ_row)[None], np.array([d["homo_lumo_gap"]]))
+        d["homo_lumo_gap_xtb"] = d["homo_lumo_gap"]
+        d["homo_lumo_gap"], d["homo_lumo_gap_std"] = float(g[0]), float(s[0])
+        d["formation_energy_per_site_std"] = self.fe_sigma
+        return d
+
+
 def load_callable(path: str, what: str = "oracle"):
     """``module:function`` -> the function (the module must be importable, also on Dask workers)."""
     import importlib
@@ -593,8 +778,8 @@ def load_callable(path: str, what: str = "oracle"):
 GIVES = {
     "homo_lumo_gap": "a homo_lumo_gap target needs an oracle that gives a gap: table:F.csv with DFT gaps (a 2DMD "
                      "targets.csv.gz, your own DFT results), python:module:function returning the gap, or surrogate "
-                     "(the model's own predictions: a rehearsal, not a measurement); CHGNet, chgnet+delta and ASE "
-                     "calculators give energies only",
+                     "(the model's own predictions: a rehearsal, not a measurement), xtb or xtb+delta (GFN1-xTB); "
+                     "CHGNet, chgnet+delta and ASE calculators give energies only",
     "formation_energy_per_site": "a formation_energy_per_site target needs an oracle that gives it: table:F.csv, "
                                  "chgnet+delta, chgnet:MU.json, python:module:function or surrogate",
 }
@@ -608,6 +793,8 @@ def oracle_gives(oracle) -> list[str] | None:
         return ["formation_energy_per_site"] if oracle.mu or isinstance(oracle, ChgnetDeltaOracle) else []
     if isinstance(oracle, SurrogateOracle):
         return list(TARGETS)
+    if isinstance(oracle, XtbOracle):
+        return list(TARGETS) if oracle.mu else ["homo_lumo_gap"]
     return None
 
 
@@ -622,7 +809,8 @@ def check_gives(oracle, needed: Sequence[str], spec: str | None = None) -> None:
             raise InvdesignError(f"oracle {name} gives no {t}; {GIVES.get(t, 'choose an oracle that gives it')}")
 
 
-SPECS = ("table:F.csv, surrogate[:MODEL], chgnet:MU.json, chgnet+delta[:FILE], python:module:function "
+SPECS = ("table:F.csv, surrogate[:MODEL], chgnet:MU.json, chgnet+delta[:FILE], xtb[:MU.json], xtb+delta[:FILE], "
+         "python:module:function "
          "(fn(Structure) -> (E_f, gap) or dict), ase:module:factory (factory() -> ASE calculator; raw energies, label only)")
 
 
@@ -646,6 +834,15 @@ def _make_oracle(spec: str, host: HostLattice | None, needed: Sequence[str], all
         return ChgnetOracle.from_file(arg, host)
     if kind == "chgnet+delta":
         return ChgnetDeltaOracle.from_file(arg or None, host)
+    if kind in ("xtb", "xtb+delta"):
+        from invdesign.campaign.xtb import find_openblas, tblite_available
+
+        if not tblite_available():
+            raise InvdesignError(f"oracle {spec} needs the tblite package (pip install tblite, or the peers extra)")
+        find_openblas()  # a bad $INVDESIGN_XTB_BLAS is refused now, not in every row
+        if kind == "xtb+delta":
+            return XtbDeltaOracle.from_file(arg or None, host)
+        return XtbOracle.from_file(arg, host) if arg else XtbOracle(host=host)
     if kind == "python":
         fn = load_callable(arg)
         return CallableOracle(fn, host, per="structure", name=spec)
