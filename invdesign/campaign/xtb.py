@@ -2,7 +2,7 @@
 
 The calculation is periodic with the gamma point only (an 8x8 supercell's Brillouin zone is small), on
 the unrelaxed geometry, at tblite's default electronic temperature (300 K) and SCF settings. It runs in
-a fresh Python subprocess (``python -m invdesign.campaign.xtb``) for two reasons:
+a fresh Python subprocess (this file run as a script) for two reasons:
 
 - speed: the ``tblite`` wheel ships a reference BLAS that is ~4x slower than OpenBLAS on these cells
   (pristine 8x8 MoS2: 141 vs 32 CPU-s). The subprocess starts with an OpenBLAS library preloaded
@@ -42,6 +42,10 @@ OPENBLAS_PATHS = (
     "/usr/local/lib/libopenblas.so.0",
 )
 _WARNED: set[str] = set()
+# the subprocess runs this file as a script: it imports numpy, tblite and invdesign.errors, not the campaign package
+_PKG_ROOT = str(Path(__file__).resolve().parents[2])
+_WORKER = (f"import sys; sys.path.insert(0, {_PKG_ROOT!r}); import runpy; "
+           f"runpy.run_path({str(Path(__file__).resolve())!r}, run_name='__main__')")
 
 
 def find_openblas() -> str | None:
@@ -145,8 +149,8 @@ def run(numbers: Sequence[int], positions: np.ndarray, cell: np.ndarray, method:
                           "cell": np.asarray(cell, float).tolist(), "method": method})
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-m", "invdesign.campaign.xtb"], input=payload, capture_output=True,
-                              text=True, env=env, timeout=timeout)
+        proc = subprocess.run([sys.executable, "-c", _WORKER], input=payload, capture_output=True, text=True, env=env,
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
         raise InvdesignError(f"{method} single point ran past {timeout:g} s") from None
     out = proc.stdout.strip().splitlines()
