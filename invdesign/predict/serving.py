@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -106,6 +107,30 @@ class Predictor(ABC):
         if self.high_density_model() is not None:  # above 3 defects the DFT host model serves, not the correction
             return prior, None, "replaced by the DFT host model above 3 defects"
         return prior, corr, status
+
+    def prediction_digest(self) -> str | None:
+        """SHA-256 of what :meth:`predict` reads besides the code and the packaged resources: the class, the
+        host, the metadata, every head and the training configurations and targets (``train_occ``,
+        ``train_y``) or stored training statistics; None where some attribute is of a kind that cannot be
+        hashed by content. Caches derived from those (:data:`DERIVED_ATTRS`) are left out, so the digest is
+        the same before and after serving. Keys the disk cache of the exhaustive screen
+        (:mod:`invdesign.generate.screen_cache`)."""
+        h = hashlib.sha256(f"{type(self).__module__}.{type(self).__qualname__}".encode())
+        try:
+            uc = self.host.unit_cell
+            host = {"lattice": uc.lattice.matrix, "frac": uc.frac_coords, "species": [str(x.specie) for x in uc],
+                    "matrix": np.asarray(self.host.matrix), "substituents": self.host.substituents,
+                    "symprec": getattr(self.host, "symprec", None), "fingerprint": self.host.fingerprint}
+            parts = {"host": host, "meta": self.meta, "heads": self.heads}
+            for name in ("train_occ", "train_y", "_stats"):
+                if name in vars(self):
+                    parts[name] = vars(self)[name]
+            if type(self).__name__ == "ServingModel":  # its prior and correction are stored state, not derived
+                parts["fe_terms"] = vars(self).get("_fe_terms")
+            _feed(h, parts)
+        except _Unhashable:
+            return None
+        return h.hexdigest()
 
     def _derived_fe_terms(self) -> tuple[PairPrior | None, HDCorrection | None, str]:
         """The prior and correction as derived for this head, whatever serves above 3 defects (what a serving
@@ -426,6 +451,64 @@ def host_from_state(h: dict) -> HostLattice:
     from pymatgen.core import Structure
 
     return HostLattice.from_unit_cell(Structure.from_str(h["unit_cell_cif"], fmt="cif"), np.array(h["matrix"]), h["substituents"])
+
+
+#: Attributes that cache what other state, the code and the packaged resources determine: left out of
+#: :meth:`Predictor.prediction_digest` (``_fe_terms`` of a :class:`ServingModel` is stored state and kept).
+DERIVED_ATTRS = frozenset({"_fe_terms", "_hd_model", "_train_stats", "_trees", "_used", "_read_cols", "_invdesign_probe_tag"})
+
+
+class _Unhashable(Exception):
+    """An attribute whose content :func:`_feed` cannot hash."""
+
+
+def _feed(h, o, depth: int = 0) -> None:
+    """Hash ``o`` by content into ``h``: scalars, strings, numpy arrays, torch tensors and modules (their
+    state), containers, and objects by their attributes (less :data:`DERIVED_ATTRS`); anything else raises
+    :class:`_Unhashable`."""
+    if depth > 16:
+        raise _Unhashable("too deep")
+    if o is None or isinstance(o, (bool, int, float, complex, str, bytes, np.generic)):
+        h.update(f"{type(o).__name__}:{o!r};".encode())
+        return
+    if isinstance(o, np.ndarray):
+        if o.dtype.hasobject:
+            _feed(h, o.tolist(), depth + 1)
+            return
+        a = np.ascontiguousarray(o)
+        h.update(f"nd{a.dtype.str}{a.shape};".encode())
+        h.update(a.tobytes())
+        return
+    if isinstance(o, dict):
+        h.update(f"dict{len(o)}{{".encode())
+        for k in sorted(o, key=repr):
+            _feed(h, k, depth + 1)
+            _feed(h, o[k], depth + 1)
+        h.update(b"}")
+        return
+    if isinstance(o, (list, tuple)):
+        h.update(f"{type(o).__name__}{len(o)}[".encode())
+        for x in o:
+            _feed(h, x, depth + 1)
+        h.update(b"]")
+        return
+    if isinstance(o, (set, frozenset)):
+        _feed(h, sorted(o, key=repr), depth + 1)
+        return
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(o, torch.Tensor):
+        _feed(h, o.detach().cpu().numpy(), depth + 1)
+        return
+    if torch is not None and isinstance(o, torch.nn.Module):
+        h.update(f"module:{type(o).__qualname__}:{o!r};".encode())  # its repr states the layers and their sizes
+        _feed(h, dict(o.state_dict()), depth + 1)
+        return
+    d = getattr(o, "__dict__", None)
+    if d is None or type(o).__module__.split(".")[0] not in ("invdesign", "sklearn"):
+        raise _Unhashable(type(o).__qualname__)
+    h.update(f"obj:{type(o).__module__}.{type(o).__qualname__}{{".encode())
+    _feed(h, {k: v for k, v in d.items() if k not in DERIVED_ATTRS}, depth + 1)
+    h.update(b"}")
 
 
 def host_state(host: HostLattice) -> dict:
