@@ -141,3 +141,30 @@ def test_label_cli_writes_gaps(host, tmp_path, labels):
     assert set(df.index) == {"vs", "w"} and df["error"].isna().all()
     assert df.loc["vs", "homo_lumo_gap"] == pytest.approx(labels["V_S"]["homo_lumo_gap"], abs=1e-4)
     assert (df["cpu_s"] > 0).all()
+
+
+def test_check_needs_both_targets_in_window(host, labels, tmp_path):
+    """``design --check xtb+delta``: a candidate passes when its checked formation energy AND gap are in the window."""
+    from invdesign.campaign.check import check_configurations, check_oracle
+
+    k = xtb_gap_features(host.host_code[None], host, np.zeros(1), "types").shape[1]
+    w = np.zeros(k)
+    w[0] = 0.1
+    f = tmp_path / "delta.json"
+    f.write_text(json.dumps({"host": "MoS2", "mu": {"Mo": -60.0, "S": -100.0, "W": -6.0, "Se": 0.0}, "fe_sigma": 0.05,
+                             "gap": {"recipe": "types", "weights": w.tolist(), "Ainv": np.zeros((k, k)).tolist(),
+                                     "s2": 0.01}}))
+    orc = check_oracle(f"xtb+delta:{f}", host)
+    g = labels["V_S"]["homo_lumo_gap"] + 0.1
+    occ = np.stack([_with(host, "S", "Vac"), _with(host, "Mo", "W")])
+    table, relaxed = check_configurations(occ, ["vs", "w"], orc, (-1e3, 1e3), executor="inline",
+                                          gap_window=(g - 0.05, g + 0.05))
+    t = table.set_index("id")
+    assert relaxed == {}
+    assert t.loc["vs", "check_status"] == "pass" and t.loc["w", "check_status"] == "out_of_window"
+    assert t.loc["vs", "check_homo_lumo_gap"] == pytest.approx(g, abs=1e-4)
+    assert t.loc["vs", "check_homo_lumo_gap_std"] == pytest.approx(0.1)
+    assert 0.3 < t.loc["vs", "check_p_in_window"] < 0.45  # +-0.5 std of a Gaussian: 0.383
+    assert t.loc["w", "check_p_in_window"] < 1e-6
+    with pytest.raises(InvdesignError, match="xtb\\+delta"):
+        check_oracle("xtb", host)

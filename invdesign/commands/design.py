@@ -87,7 +87,9 @@ def design_cmd(
     export: str = typer.Option(None, "--export", help="Per-candidate inputs for the next tools: any of vasp,qe,json -> export/<id>/."),
     overwrite: bool = OverwriteOpt,
     check: str = typer.Option(None, "--check", help="Check the top candidates with physics: chgnet (corrected toward DFT, "
-                              "packaged), chgnet+delta:FILE, or chgnet:MU.json (uncorrected)."),
+                              "packaged), chgnet+delta:FILE, or chgnet:MU.json (uncorrected): formation energy and "
+                              "relaxation; xtb+delta[:FILE] (GFN1-xTB corrected toward DFT) or xtb:MU.json: formation "
+                              "energy and HOMO-LUMO gap, both with stds."),
     check_top: int = typer.Option(10, "--check-top", help="With --check: how many of the top candidates to check."),
     check_steps: int = typer.Option(20, "--check-steps", help="With --check: FIRE steps of the structural relaxation."),
     check_executor: str = typer.Option("auto", "--check-executor", help="With --check: auto (process pool), inline, "
@@ -195,21 +197,32 @@ def _check_and_write(res, checker, top: int, executor: str, out: Path, model, ch
     c = res.candidates
     k = min(top, len(c))
     lo, hi = res.window.lo[0], res.window.hi[0]
+    glo, ghi = res.window.lo[1], res.window.hi[1]
+    gives_gap = "homo_lumo_gap" in getattr(checker, "label_columns", [])
     with task(f"checking the top {k} candidates with {checker.name}", total=k) as advance:
         table, relaxed = check_configurations(res.occ[:k], c["id"].head(k).tolist(), checker, (lo, hi), executor,
-                                              on_row=advance)
+                                              on_row=advance, gap_window=(glo, ghi))
     res.candidates, res.occ = apply_check(c, res.occ, table)
     st = table["check_status"].value_counts().to_dict()
+    if gives_gap:
+        relaxation = "none (single point of the unrelaxed configuration; the structural check is not made)"
+        passing = "formation energy and HOMO-LUMO gap of the checker both in their windows"
+        gap = {"checked": True, "window": [glo, ghi],
+               "share_in_window": float(table["check_gap_in_window"].mean()) if k else None}
+    else:
+        relaxation = f"FIRE fmax {checker.check_fmax:g} eV/A, <= {checker.check_steps} steps"
+        passing = "same configuration after relaxation, corrected CHGNet formation energy in the window"
+        gap = "not checked (CHGNet gives no HOMO-LUMO gap)"
     res.summary["check"] = {
         "oracle": checker.name, "reference": reference_of(checker),
-        "energy_protocol": checker.protocol, "relaxation": f"FIRE fmax {checker.check_fmax:g} eV/A, <= {checker.check_steps} steps",
+        "energy_protocol": checker.protocol, "relaxation": relaxation,
         "checked": k, "status": {s: int(st.get(s, 0)) for s in ("pass", "out_of_window", "changed_configuration", "failed")},
         "share_in_window": float(table["check_in_window"].mean()) if k else None,
         "formation_energy_window": [lo, hi],
-        "ranking": f"the top {k} by the model were checked and re-ranked: pass (same configuration after relaxation, "
-                   "corrected CHGNet formation energy in the window) first, then out_of_window, changed_configuration, "
-                   "failed, each in model order; the rest follow unchecked in model order; model_rank keeps the model's rank",
-        "gap": "not checked (CHGNet gives no HOMO-LUMO gap)",
+        "ranking": f"the top {k} by the model were checked and re-ranked: pass ({passing}) first, then out_of_window, "
+                   "changed_configuration, failed, each in model order; the rest follow unchecked in model order; "
+                   "model_rank keeps the model's rank",
+        "gap": gap,
     }
     from invdesign.synthesis.plan import write_design
 
