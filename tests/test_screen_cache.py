@@ -123,3 +123,31 @@ def test_small_screen_round_trip_and_damaged_file(model, full_index):
     decoder._PRED_CACHE.clear()
     assert all(np.array_equal(a, b) for a, b in zip(fresh, again))
     assert screen_cache.read(key, len(idx.occ)) is not None
+
+
+def test_code_digest_covers_what_predict_runs(model, full_index):
+    """Every module of the package that serving runs (1-3 defects, the DFT host model at 4+, chemical potentials) is
+    in the code the key hashes."""
+    import sys
+    from pathlib import Path
+
+    from invdesign.lattice.enumerate import sample_configurations
+    from invdesign.synthesis.chempot import read_mu, with_mu
+
+    root = Path(screen_cache.__file__).resolve().parent.parent
+    occ = np.concatenate([full_index.occ[::997], sample_configurations(model.host, {"V_S": 4, "W_Mo": 3}, 5, 1)])
+    ref = with_mu(model, read_mu("S-rich", model.host))
+    seen: set[str] = set()
+
+    def trace(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.startswith(str(root)):
+            seen.add(str(Path(frame.f_code.co_filename).relative_to(root)))
+
+    sys.setprofile(trace)
+    try:
+        ref.predict(occ)
+        model.predict(occ)
+    finally:
+        sys.setprofile(None)
+    missing = [f for f in seen if "/" in f and not any(f == c or f.startswith(c + "/") for c in screen_cache.CODE)]
+    assert not missing, missing
