@@ -168,3 +168,18 @@ def test_check_needs_both_targets_in_window(host, labels, tmp_path):
     assert t.loc["w", "check_p_in_window"] < 1e-6
     with pytest.raises(InvdesignError, match="xtb\\+delta"):
         check_oracle("xtb", host)
+
+
+def test_pristine_energy_is_cached_per_host(host, labels, monkeypatch):
+    """A fresh oracle copy (a new pool worker) reads the pristine energy from the cache instead of recomputing it."""
+    orc = XtbOracle(host=host)
+
+    def boom(occ_row):
+        raise AssertionError("recomputed the pristine host")
+
+    monkeypatch.setattr(orc, "singlepoint", boom)
+    assert orc.pristine_energy() == pytest.approx(labels["pristine"]["energy"], abs=1e-8)
+    other = XtbOracle(host=HostLattice.from_unit_cell("builtin:MoS2", (2, 2)))
+    monkeypatch.setattr(other, "singlepoint", boom)
+    with pytest.raises(AssertionError, match="recomputed"):
+        other.pristine_energy()

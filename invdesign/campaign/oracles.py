@@ -626,9 +626,32 @@ class XtbOracle:
                              self.timeout)
 
     def pristine_energy(self) -> float:
-        """Energy (eV) of the pristine host, same protocol (computed once per oracle copy)."""
+        """Energy (eV) of the pristine host, same protocol: computed once per host, method and tblite version and
+        kept in ``<cache dir>/xtb_pristine.json`` (every worker of a pool would otherwise spend ~20-40 CPU-s on it)."""
         if self._e_pristine is None:
-            self._e_pristine = float(self.singlepoint(self.host.host_code)["energy"])
+            from importlib.metadata import PackageNotFoundError, version
+
+            from invdesign.data.dataset import cache_dir
+            from invdesign.io import atomic_write_json
+
+            try:
+                tb = version("tblite")
+            except PackageNotFoundError:
+                tb = "?"
+            key = f"{self.method}|{self.host.fingerprint}|tblite {tb}"
+            path = cache_dir() / "xtb_pristine.json"
+            try:
+                cache = json.loads(path.read_text())
+                self._e_pristine = float(cache[key]) if isinstance(cache, dict) and key in cache else None
+            except (OSError, ValueError, TypeError):
+                cache = {}
+            if self._e_pristine is None:
+                self._e_pristine = float(self.singlepoint(self.host.host_code)["energy"])
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write_json(path, {**(cache if isinstance(cache, dict) else {}), key: self._e_pristine})
+                except OSError:
+                    pass  # a read-only cache dir: computed again next time, nothing else changes
         return self._e_pristine
 
     def raw_energies(self, occ: np.ndarray) -> np.ndarray:
