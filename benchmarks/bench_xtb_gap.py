@@ -44,7 +44,7 @@ from invdesign.lattice.enumerate import compositions
 
 RES = Path("benchmarks/results")
 DATA = Path(os.environ.get("INVDESIGN_SHARED", "../shared")) / "data"
-RECIPES = ("const", "types", "types+gap", "types+gap+n")
+RECIPES = ("const", "types", "types+gap", "types+gap+n", "types+gapc")
 ALPHAS = (0.01, 0.1, 1.0, 10.0)
 FOLDS = 5
 

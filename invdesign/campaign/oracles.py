@@ -687,7 +687,8 @@ def xtb_gap_features(occ: np.ndarray, host: HostLattice, gap: np.ndarray, recipe
 
     Recipes (columns): ``const`` (1, gap); ``types`` (1, each defect type present, log(1 + count) per type);
     ``types+gap`` (``types`` plus gap and gap x each type present: a per-type slope, since xTB squeezes
-    some types' gaps); ``types+gap+n`` (plus log(1 + number of defects)). ``gap`` is the raw xTB gap (eV).
+    some types' gaps); ``types+gap+n`` (plus log(1 + number of defects)); ``types+gapc`` (``types`` plus gap
+    and gap x log(1 + count) per type: slopes that grow with the count). ``gap`` is the raw xTB gap (eV).
     """
     from invdesign.lattice.enumerate import compositions
 
@@ -702,7 +703,9 @@ def xtb_gap_features(occ: np.ndarray, host: HostLattice, gap: np.ndarray, recipe
         cols += [g, g * pres]
     if recipe == "types+gap+n":
         cols.append(np.log1p(comp.sum(axis=1, keepdims=True)))
-    if recipe not in ("types", "types+gap", "types+gap+n"):
+    if recipe == "types+gapc":
+        cols += [g, g * np.log1p(comp)]
+    if recipe not in ("types", "types+gap", "types+gap+n", "types+gapc"):
         raise InvdesignError(f"unknown xtb+delta feature recipe {recipe!r}")
     return np.hstack(cols)
 
