@@ -193,10 +193,14 @@ def hosts_oof(dump: Path | None, df: pd.DataFrame) -> np.ndarray | None:
         p = dump / f"mos2-high_+low_fold{f}.npz"
         if not p.is_file():
             return None
-        mu = np.load(p)["test_mu"]
+        z = np.load(p)
+        mu, yt = z["test_mu"], z["test_y"]
         pos = {int(i): k for k, i in enumerate(splits[f][1])}
         for r in np.flatnonzero((df["set"] == "high").to_numpy() & (df["fold"] == f).to_numpy()):
-            out[r] = mu[pos[int(df["index"].iat[r])], 1]
+            k = pos[int(df["index"].iat[r])]
+            if abs(yt[k, 1] - df["gap_dft"].iat[r]) > 1e-6:  # the dump's rows are not these folds' structures
+                raise SystemExit(f"{p}: row {k} has DFT gap {yt[k, 1]}, not {df['gap_dft'].iat[r]} ({df['id'].iat[r]})")
+            out[r] = mu[k, 1]
     return out
 
 
