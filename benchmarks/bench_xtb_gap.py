@@ -248,7 +248,7 @@ def main() -> None:
     out = {"n": {s: int((df["set"] == s).sum()) for s in ("high", "low")}, "folds": chosen, "rows": {}, "per_fold": {},
            "cost": {}, "labels": str(a.labels)}
     for s in ("high", "low", "all"):
-        k = np.ones(n, bool) if s == "all" else (df["set"] == s).to_numpy()
+        k = np.ones(n, bool) if s == "all" else (df["set"] == s).to_numpy().copy()
         k &= np.isfinite(pred["xtb_delta"])
         if not k.any():
             continue
