@@ -50,6 +50,15 @@ def _load_model(path: Path | None):
     return load_model(path)
 
 
+def _load_design_model(path: Path | None):
+    """The model a design run uses: torch only where the run needs it (:func:`invdesign.generate.design_model.load_design_model`)."""
+    from invdesign.generate.design_model import load_design_model
+
+    if path is not None and not path.exists():
+        raise InvdesignError("model not found", source=str(path))
+    return load_design_model(path)
+
+
 def _host_model_request(model: Path | None, request, pool):
     """The packaged host (other than 8x8 MoS2) whose host model designs this request: named by ``--host``, or
     recognised from the ``--pool`` structures; None for the packaged MoS2 model (or ``--model``)."""
@@ -152,7 +161,7 @@ def design_cmd(
 
         m = predictor_for(auto)
     else:
-        m = place_model(_load_model(model), request)
+        m = place_model(_load_design_model(model), request)
     if getattr(m, "design_modes", None) is not None and mode not in ("auto", *m.design_modes):
         raise InvdesignError(f"the {m.host.name} host model has no flow: it designs by annealing or by screening every "
                              f"orbit (--mode {', '.join(m.design_modes)} or auto), not --mode {mode}; for the flow train "
@@ -177,7 +186,7 @@ def design_cmd(
                                  "the 2DMD reference chemical potentials; drop --mu to check, or --check to re-reference")
         check_spec(check_executor)
         checker = check_oracle(check, m.host, steps=check_steps)
-    from invdesign.generate.flow import one_thread
+    from invdesign.generate.threads import one_thread
 
     with one_thread():  # small batches: one torch thread is fastest and leaves the other cores alone
         res = _run_design(window, n, m, pool, max_defects, min_defects, types, exclude, seed, mode, samples, diversity,

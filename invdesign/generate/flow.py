@@ -35,13 +35,15 @@ from __future__ import annotations
 
 import copy
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from invdesign.errors import InvdesignError
+from invdesign.generate.threads import one_thread, torch_imported
+
+torch_imported()  # imported inside one_thread(): one thread from here on
 
 FORMAT = "invdesign.flow/2"  # /2: composition context and context prior (/1: one-hot defect count)
 PRIOR_MIN_BANDWIDTH = 0.01  # floor of the context prior's kernel width, in units of each target's std
@@ -84,17 +86,6 @@ def _affine_autoregressive(dim: int, hidden: int, n_context: int, num_blocks: in
             return (inputs - shift) * torch.exp(-log_scale), -log_scale.sum(dim=1)
 
     return TwoSidedMAF(dim, hidden, context_features=n_context, num_blocks=num_blocks)
-
-
-@contextmanager
-def one_thread():
-    """Run torch on one thread: these nets are small, and extra threads only contend for the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 def _logdet(chol: np.ndarray) -> float:

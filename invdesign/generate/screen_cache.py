@@ -12,8 +12,8 @@ scikit-learn's compiled predictor) in every new process. The predictions are a p
   high-density correction and the packaged DFT host models, and this module and the decoder; the
   commands, campaigns and samplers only call it);
 - the enumerated orbit table (its configurations, byte for byte);
-- the numerical environment (Python, numpy and scikit-learn versions, the machine, thread settings,
-  and every ``INVDESIGN_*`` switch but the cache folder and the progress bars).
+- the numerical environment (Python, numpy and scikit-learn versions, the machine, thread settings (torch's
+  where a deep ensemble serves), and every ``INVDESIGN_*`` switch but the cache folder and the progress bars).
 
 Their SHA-256 names the cache file (``screen-<key>.npz`` in ``$INVDESIGN_CACHE_DIR``), so a cached
 screen is only ever read back for the very computation that wrote it: a changed model, code file,
@@ -77,7 +77,17 @@ def package_digest() -> str:
     return _PACKAGE_DIGEST
 
 
-def _environment() -> dict:
+def _torch_serves(model) -> bool:
+    """True where torch computes some of ``model``'s predictions (a deep ensemble serves a target): its thread
+    count then enters the key. Ridge, trees and the DFT host model serve in numpy."""
+    base = getattr(model, "base", model)
+    try:
+        return "ensemble_ce" in base.serving_heads().values()
+    except (AttributeError, TypeError, ValueError):
+        return True
+
+
+def _environment(torch_serves: bool = True) -> dict:
     from importlib import metadata
 
     try:
@@ -92,7 +102,7 @@ def _environment() -> dict:
         "machine": platform.machine(),
         "node": platform.node(),
         "threads": {k: os.environ.get(k) for k in THREAD_ENV},
-        "torch_threads": torch.get_num_threads() if torch is not None else None,
+        "torch_threads": torch.get_num_threads() if torch is not None and torch_serves else None,
         "invdesign_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("INVDESIGN_") and k not in NEUTRAL_ENV},
     }
 
@@ -130,7 +140,7 @@ def screen_key(model, idx) -> str | None:
         return None
     occ = np.ascontiguousarray(idx.occ)
     h = hashlib.sha256()
-    h.update(json.dumps({"format": FORMAT, "model": m, "package": package_digest(), "env": _environment(),
+    h.update(json.dumps({"format": FORMAT, "model": m, "package": package_digest(), "env": _environment(_torch_serves(model)),
                          "host": idx.host.fingerprint, "occ": [str(occ.dtype), list(occ.shape)]},
                         sort_keys=True, default=repr).encode())
     h.update(occ.tobytes())
