@@ -52,6 +52,10 @@ def test_lazy_model_predicts_as_the_full_model(pair):
         assert np.array_equal(stored_table(lazy, name, len(full.train_occ) if name == "train_z" else len(idx.occ), 3, idx.types),
                               stored_table(full, name, len(full.train_occ) if name == "train_z" else len(idx.occ), 3, idx.types))
     assert getattr(lazy, "design_modes", None) is None and lazy._full_model is None  # refused without loading
+    full.high_density_model()  # the full model's own caches are never forwarded: a copy fills its own
+    assert not any(k.startswith("_") for k in lazy._attr_names & set(vars(full)))
+    lazy.high_density_model()
+    assert lazy._full_model is None
     assert lazy.prediction_digest() == full.prediction_digest()  # checked equal when written: one cached screen
     # what it does not hold comes from the full model
     assert np.array_equal(lazy.embed(occ[:5]), full.embed(occ[:5])) and lazy._full_model is not None

@@ -38,7 +38,7 @@ from invdesign.predict.serving import (
 )
 
 #: Layout of the cached copy (part of its name).
-FORMAT = 3
+FORMAT = 4
 
 
 def design_cache_path(model_path: str | Path) -> Path:
@@ -122,9 +122,10 @@ class LazyModel(ServingModel):
         return self._digest
 
     @classmethod
-    def write(cls, model, path: Path) -> bool:
-        """Write the numpy copy of the full ``model`` to ``path``; False where it has no numpy serving part (a deep
-        ensemble serves) or the folder cannot be written."""
+    def write(cls, model, path: Path, source: Path) -> bool:
+        """Write the numpy copy of the full ``model`` (loaded from the file ``source``) to ``path``; False where it
+        has no numpy serving part (a deep ensemble serves), the copy would predict otherwise, or the folder cannot
+        be written."""
         from invdesign.generate.decoder import _model_tag
 
         sm = ServingModel.from_model(model)
@@ -134,7 +135,7 @@ class LazyModel(ServingModel):
         arrays = {f"serving/{k}": v for k, v in sm.arrays().items()}
         tables = (model.extras or {}).get("design_tables")
         info = {"head_names": list(model.heads), "extras_names": list(model.extras or {}), "digest": digest,
-                "tag": _model_tag(model, model.host), "tables": None, "attr_names": sorted(dir(model))}
+                "tag": _model_tag(model, model.host), "tables": None, "attr_names": _public_names(model)}
         if isinstance(tables, dict):
             info["tables"] = {}
             for k, v in tables.items():
@@ -145,7 +146,7 @@ class LazyModel(ServingModel):
         arrays["info"] = np.array(json.dumps(info))
         arrays["train_occ"] = np.asarray(model.train_occ)
         arrays["train_y"] = np.asarray(model.train_y)
-        back = cls._build(arrays, Path("unused"))
+        back = cls._build(arrays, source)
         if back is None or not _same_predictions(model, back):
             return False  # never serve a copy that predicts otherwise
         try:
@@ -189,6 +190,12 @@ class LazyModel(ServingModel):
             return None
 
 
+def _public_names(model) -> list[str]:
+    """What a :class:`LazyModel` forwards to the full model: the class's attributes and the instance's own public
+    ones (not the caches it fills while serving, such as ``_hd_model``: a copy fills its own)."""
+    return sorted(set(dir(type(model))) | {k for k in vars(model) if not k.startswith("_")})
+
+
 def _same_predictions(model, lazy: LazyModel) -> bool:
     """The copy predicts as ``model`` on probe rows (1-3 defects at random, 4-9 defects where the DFT host model
     serves, every 97th training configuration), bit for bit, with the same gap validity and extrapolation reasons."""
@@ -223,5 +230,5 @@ def load_design_model(path: str | Path | None = None):
 
     model = load_model(path)
     if cache is not None and design_cache_path(p) == cache:  # the file did not change while it loaded
-        LazyModel.write(model, cache)
+        LazyModel.write(model, cache, p)
     return model
