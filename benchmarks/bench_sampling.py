@@ -17,6 +17,12 @@ the cell's formation energy in eV), then sampled on an 8x8 cell with 10 defects 
   snapshots every 10 trial moves scored by its own energy; ours annealing toward the window (64 chains).
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/bench_sampling.py  # writes benchmarks/results/sampling.{md,json}
+    python benchmarks/bench_sampling.py --cli  # the design CLI time goals -> benchmarks/results/sampling_cli.{md,json}
+
+``--cli`` times ``invdesign design`` in new processes (the issue's two goals: ``-n 100`` in the enumerable space,
+``-n 50 --min-defects 8 --max-defects 12``), median of 3, before (full model, no screen cache), cold (empty cache
+folder) and warm (the default) interleaved, each run's exit status checked and its candidates compared byte for
+byte with a reference run's.
 
 Every in-process run is checked (the sampler ran every step it was asked for, the final energy of icet's
 ensemble equals a fresh evaluation of its configuration); a failed check stops the benchmark (no timing
@@ -369,11 +375,136 @@ def write(result: dict) -> None:
     (OUT / "sampling.md").write_text("\n".join(lines) + "\n")
 
 
+# ---------------------------------------------------------------------- design from the CLI (issue 25's time goals)
+#: The two commands of the issue's goals: a design in the enumerable space (1-3 defects: every orbit screened) and
+#: one at 8-12 defects (annealing, arrangement populations by Monte Carlo); the same window for both.
+CLI_RUNS = {
+    "n100_enumerable": ["--target", "formation_energy_per_site=1.0:1.2", "--target", "homo_lumo_gap=0.9:1.3", "-n", "100"],
+    "n50_8to12": ["--target", "formation_energy_per_site=1.0:1.2", "--target", "homo_lumo_gap=0.9:1.3", "-n", "50",
+                  "--min-defects", "8", "--max-defects", "12"],
+}
+CLI_GOALS_S = {"n100_enumerable": 3.0, "n50_8to12": 10.0}
+#: before: the full model and no screen cache (the switches restore the earlier path); cold: an empty cache folder
+#: (the first run on a machine: it writes the model's numpy copy and the screen); warm: the default, caches in place
+CLI_VARIANTS = {
+    "before": {"INVDESIGN_FAST_PREDICT": "0", "INVDESIGN_SCREEN_CACHE": "0"},
+    "cold": {},
+    "warm": {},
+}
+
+
+def _uptime() -> str:
+    import subprocess
+
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def cli_timings(reps: int = 3) -> dict:
+    """Wall time of ``invdesign design`` in a new process, median of ``reps`` per command and variant, the variants
+    interleaved (before, cold, warm in turn) so they share the load; every run into a new folder, its exit status
+    checked; the candidates of every run compared with the first run's, byte for byte."""
+    import shutil
+    import tempfile
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from checked import run_checked
+
+    script = Path(sys.executable).with_name("invdesign")  # the console script a user runs
+    exe = [str(script)] if script.is_file() else [sys.executable, "-m", "invdesign.cli"]
+    work = Path(tempfile.mkdtemp(prefix="bench-design-cli-"))
+    base = {**os.environ, "OMP_NUM_THREADS": "1", "INVDESIGN_PROGRESS": "0"}
+    warm_cache = work / "cache-warm"
+    out: dict = {"uptime_before": _uptime(), "load_before": [round(v, 2) for v in os.getloadavg()], "runs": {}}
+    try:
+        for name, args in CLI_RUNS.items():
+            # prime the warm cache (a run like any other; not timed)
+            run_checked([*exe, "design", *args, "--out", str(work / f"{name}-prime")], what=f"design {name} (priming)",
+                        env={**base, "INVDESIGN_CACHE_DIR": str(warm_cache)}, cwd=ROOT)
+            ref = (work / f"{name}-prime" / "candidates.csv").read_bytes()
+            rec = {v: {"seconds": [], "load": []} for v in CLI_VARIANTS}
+            rec["command"] = "invdesign design " + " ".join(args) + " --out DIR"
+            for i in range(reps):
+                for v, extra in CLI_VARIANTS.items():
+                    cache = work / f"cache-cold-{name}-{i}" if v == "cold" else warm_cache
+                    env = {**base, **extra, "INVDESIGN_CACHE_DIR": str(cache)}
+                    dest = work / f"{name}-{v}-{i}"
+                    load = os.getloadavg()[0]
+                    t = time.perf_counter()
+                    run_checked([*exe, "design", *args, "--out", str(dest)], what=f"design {name} ({v})", env=env, cwd=ROOT)
+                    rec[v]["seconds"].append(round(time.perf_counter() - t, 2))
+                    rec[v]["load"].append(round((load + os.getloadavg()[0]) / 2, 2))
+                    check((dest / "candidates.csv").read_bytes() == ref, f"design {name} ({v}) gave other candidates")
+                    summ = json.loads((dest / "summary.json").read_text())
+                    rec[v]["inside_last_run_s"] = summ.get("timings_s")
+                    rec[v]["returned"] = summ["counts"].get("returned")
+                    rec[v]["returned_in_window"] = summ["counts"].get("returned_in_window")
+                    if v == "cold":
+                        shutil.rmtree(cache, ignore_errors=True)
+                    print(name, v, i, rec[v]["seconds"][-1], flush=True)
+            for v in CLI_VARIANTS:
+                rec[v]["median_s"] = float(np.median(rec[v]["seconds"]))
+            rec["goal_s"] = CLI_GOALS_S[name]
+            out["runs"][name] = rec
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out["uptime_after"] = _uptime()
+    out["load_after"] = [round(v, 2) for v in os.getloadavg()]
+    return out
+
+
+def write_cli(result: dict) -> None:
+    OUT.mkdir(exist_ok=True)
+    (OUT / "sampling_cli.json").write_text(json.dumps(result, indent=1))
+    r = result
+    lines = [
+        "# `invdesign design` from the CLI: the time goals of issue 25",
+        "",
+        f"`python benchmarks/bench_sampling.py --cli`, {r['meta']['when']}; {r['meta']['platform']}. Wall time of a new "
+        "process (imports, model load, sampling or screen, checks, arrangement populations, writing), median of "
+        f"{r['meta']['reps']}, the three variants interleaved so they share the load; every run into its own new folder, "
+        "its exit status checked (a failed run stops the benchmark), and its candidates.csv compared with a reference "
+        "run's byte for byte (all equal). OMP_NUM_THREADS=1.",
+        "",
+        f"The machine is 2 cores shared with other jobs: load average {r['cli']['load_before']} before, "
+        f"{r['cli']['load_after']} after (`uptime`: {r['cli']['uptime_before']} / {r['cli']['uptime_after']}); the load "
+        "beside each run is the mean of the 1-minute load before and after it. The goals are for load ~1; at this load "
+        "the ratios between the variants, measured side by side, are the comparable figures.",
+        "",
+        "- **before**: the full model (torch) and no screen cache (`INVDESIGN_FAST_PREDICT=0 INVDESIGN_SCREEN_CACHE=0`): "
+        "the path before these changes;",
+        "- **cold**: an empty cache folder (`INVDESIGN_CACHE_DIR`): the first run of a model on a machine (it writes the "
+        "model's numpy copy and the screen);",
+        "- **warm**: the default, caches in place (the model's numpy copy, no torch or scikit-learn where the run needs "
+        "neither; the exhaustive screen read back, exact).",
+        "",
+        "| command | goal | before: median (runs) | cold: median (runs) | warm: median (runs) | warm / before | load (warm runs) | returned (in window) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for rec in r["cli"]["runs"].values():
+        b, c, w = rec["before"], rec["cold"], rec["warm"]
+        lines.append(
+            f"| `{rec['command']}` | < {rec['goal_s']:g} s | {b['median_s']:.2f} s ({', '.join(map(str, b['seconds']))}) | "
+            f"{c['median_s']:.2f} s ({', '.join(map(str, c['seconds']))}) | {w['median_s']:.2f} s ({', '.join(map(str, w['seconds']))}) | "
+            f"{w['median_s'] / b['median_s']:.2f} | {', '.join(map(str, w['load']))} | {w['returned']} ({w['returned_in_window']}) |")
+    lines += ["", "Inside the last warm run (s, `summary.json` timings):", ""]
+    for name, rec in r["cli"]["runs"].items():
+        lines.append(f"- {name}: {rec['warm']['inside_last_run_s']}")
+    (OUT / "sampling_cli.md").write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=40_000, help="icet trial moves per timing")
     ap.add_argument("--quick", action="store_true", help="fewer steps (a smoke run; not for the table)")
+    ap.add_argument("--cli", action="store_true", help="only the design CLI timings (results/sampling_cli.{md,json})")
+    ap.add_argument("--reps", type=int, default=3, help="with --cli: runs per command and variant (median)")
     args = ap.parse_args()
+    if args.cli:
+        res = {"meta": {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "platform": platform.platform(),
+                        "reps": args.reps}, "cli": cli_timings(args.reps)}
+        write_cli(res)
+        print(json.dumps(res, indent=1))
+        return
     steps = 4_000 if args.quick else args.steps
     import icet
 
