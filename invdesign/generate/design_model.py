@@ -38,7 +38,7 @@ from invdesign.predict.serving import (
 )
 
 #: Layout of the cached copy (part of its name).
-FORMAT = 4
+FORMAT = 5
 
 
 def design_cache_path(model_path: str | Path) -> Path:
@@ -83,10 +83,10 @@ class LazyModel(ServingModel):
 
     def __init__(self, sm: ServingModel, source: Path, train_occ: np.ndarray, train_y: np.ndarray, tag: str,
                  digest: str, head_names: list[str], extras_names: list[str], tables: dict | None,
-                 attr_names: list[str]) -> None:
+                 attr_names: list[str], file_sha256: str = "") -> None:
         super().__init__(sm.host, sm.heads, sm.meta, sm.train_stats())
         self._source, self._full_model, self._digest = Path(source), None, digest
-        self._attr_names = frozenset(attr_names)
+        self._attr_names, self._file_sha256 = frozenset(attr_names), file_sha256
         self.train_occ, self.train_y = train_occ, train_y
         self._invdesign_probe_tag = tag
         self.heads = _LazyMapping(self, "heads", head_names, sm.heads)
@@ -98,6 +98,10 @@ class LazyModel(ServingModel):
             from invdesign.generate.threads import torch_imported
             from invdesign.model import load_model
 
+            if _file_digest(self._source) != self._file_sha256:  # replaced since the copy was read: not this model
+                from invdesign.errors import InvdesignError
+
+                raise InvdesignError("the model file changed during the run; run it again", source=str(self._source))
             self._full_model = load_model(self._source)
             torch_imported()
         return self._full_model
@@ -105,7 +109,7 @@ class LazyModel(ServingModel):
     def __getattr__(self, name: str):
         # only for what this object does not hold: the full model's attributes and methods (what the full model
         # does not have either, e.g. a host model's ``design_modes``, is refused without loading it)
-        if name.startswith("__") or name in ("_full_model", "_source", "_attr_names") or name not in self._attr_names:
+        if name.startswith("__") or name in ("_full_model", "_source", "_attr_names", "_file_sha256") or name not in self._attr_names:
             raise AttributeError(name)
         return getattr(self._full(), name)
 
@@ -135,7 +139,8 @@ class LazyModel(ServingModel):
         arrays = {f"serving/{k}": v for k, v in sm.arrays().items()}
         tables = (model.extras or {}).get("design_tables")
         info = {"head_names": list(model.heads), "extras_names": list(model.extras or {}), "digest": digest,
-                "tag": _model_tag(model, model.host), "tables": None, "attr_names": _public_names(model)}
+                "tag": _model_tag(model, model.host), "tables": None, "attr_names": _public_names(model),
+                "file_sha256": _file_digest(source)}
         if isinstance(tables, dict):
             info["tables"] = {}
             for k, v in tables.items():
@@ -185,7 +190,7 @@ class LazyModel(ServingModel):
                 tables.update({k[len("tables/"):]: np.asarray(z[k]) for k in z if k.startswith("tables/")})
             sm._fe_terms = None  # derived again from the resources as they are now, as the full model derives them
             return cls(sm, source, np.asarray(z["train_occ"]), np.asarray(z["train_y"]), info["tag"], info["digest"],
-                       info["head_names"], info["extras_names"], tables, info["attr_names"])
+                       info["head_names"], info["extras_names"], tables, info["attr_names"], info["file_sha256"])
         except (ValueError, KeyError, TypeError, json.JSONDecodeError):
             return None
 
