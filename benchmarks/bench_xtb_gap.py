@@ -130,7 +130,8 @@ def fit_delta(occ: np.ndarray, host, g: np.ndarray, y: np.ndarray, recipes=RECIP
     w, Ainv = ridge_fit(X, y - g, a)
     z2 = (p - y) ** 2 / (4.0 * (1.0 + lev))
     s2 = float(np.quantile(z2, 0.95))
-    return {"recipe": rec, "alpha": a, "weights": w.tolist(), "Ainv": Ainv.tolist(), "s2": s2, "inner_cv_mae": mae}
+    return {"recipe": rec, "alpha": a, "weights": w.tolist(), "Ainv": Ainv.tolist(), "s2": s2, "inner_cv_mae": mae,
+            "oof": p}
 
 
 def apply_delta(model: dict, occ: np.ndarray, host, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -225,6 +226,8 @@ def main() -> None:
     n = len(df)
     pred = {k: np.full(n, np.nan) for k in ("xtb", "xtb_linear", "xtb_delta", "type_mean", "types_ridge", "fe_xtb")}
     std = np.full(n, np.nan)
+    oof_hosts = hosts_oof(a.hosts_dump, df)
+    pred["blend_host"] = np.full(n, np.nan)
     chosen = []
     for f in range(FOLDS):
         te = np.flatnonzero(df["fold"].to_numpy() == f)
@@ -238,13 +241,21 @@ def main() -> None:
         chosen.append({"fold": f, "recipe": m["recipe"], "alpha": m["alpha"], "inner_cv_mae": 1e3 * m["inner_cv_mae"],
                        "n_train": len(tr), "n_test": len(te)})
         pred["xtb_delta"][te], std[te] = apply_delta(m, occ[te], host, g[te])
+        if oof_hosts is not None:  # stacking on high density: w * xtb+delta + (1 - w) * host model, w on the training part
+            h_tr = np.flatnonzero(np.isfinite(oof_hosts[tr]))
+            h_te = te[np.isfinite(oof_hosts[te])]
+            if len(h_tr) >= 5 and len(h_te):
+                ws = np.linspace(0, 1, 21)
+                errs = [np.abs(w * m["oof"][h_tr] + (1 - w) * oof_hosts[tr][h_tr] - y[tr][h_tr]).mean() for w in ws]
+                wb = float(ws[int(np.argmin(errs))])
+                chosen[-1]["blend_w_xtb"] = wb
+                pred["blend_host"][h_te] = wb * pred["xtb_delta"][h_te] + (1 - wb) * oof_hosts[h_te]
         pred["type_mean"][te] = type_mean(kinds[tr], y[tr], kinds[te])
         tm = fit_types_ridge(occ[tr], host, y[tr])
         pred["types_ridge"][te] = np.maximum(xtb_gap_features(occ[te], host, np.zeros(len(te)), "types") @ tm["weights"], 0)
         mu = fit_mu(occ[tr], host, raw[tr], fe_y[tr])
         pred["fe_xtb"][te] = formation_energy_per_site(raw[te], occ[te], host, mu)
     served = served_gap(occ)
-    oof_hosts = hosts_oof(a.hosts_dump, df)
     out = {"n": {s: int((df["set"] == s).sum()) for s in ("high", "low")}, "folds": chosen, "rows": {}, "per_fold": {},
            "cost": {}, "labels": str(a.labels)}
     for s in ("high", "low", "all"):
@@ -256,6 +267,7 @@ def main() -> None:
         r["served_model_in_sample_hd" if s != "low" else "served_model"] = mae(served[k, 0], y[k])
         if oof_hosts is not None and s == "high":
             r["host_model_oof"] = mae(oof_hosts[k], y[k])
+            r["blend_xtb_delta_host_oof"] = mae(pred["blend_host"][k], y[k])
         r["xtb_delta_cover2"] = float((np.abs(pred["xtb_delta"][k] - y[k]) <= 2 * std[k]).mean())
         r["xtb_delta_mean_std_meV"] = float(std[k].mean() * 1e3)
         r["served_cover2"] = float((np.abs(served[k, 0] - y[k]) <= 2 * served[k, 1]).mean())
@@ -320,7 +332,8 @@ def report(o: dict) -> str:
         served = r.get("served_model_in_sample_hd", r.get("served_model"))
         sv = f"{served:.1f}" + (" (in sample at high density)" if s != "low" else "")
         if "host_model_oof" in r:
-            sv += f"; host model OOF {r['host_model_oof']:.1f}"
+            sv += (f"; host model out of fold {r['host_model_oof']:.1f}; blend xtb+delta with it "
+                   f"{r['blend_xtb_delta_host_oof']:.1f}")
         L.append(f"| {s} | {r['n']} | {r['xtb']:.1f} | {r['xtb_linear']:.1f} | **{r['xtb_delta']:.1f}** | "
                  f"{r['type_mean']:.1f} | {r['types_ridge']:.1f} | {sv} | {r['xtb_delta_cover2']:.2f} | "
                  f"{r['xtb_delta_mean_std_meV']:.0f} | {r['fe_xtb_mu_meV']:.1f} |")
