@@ -487,25 +487,77 @@ def test_label_resumes_after_a_torn_row_or_header(tmp_path, capsys, pool):
     assert len(pd.read_csv(out)) == 6
 
 
-def test_campaign_commands_never_change_a_foreign_sqlite_file(tmp_path, capsys):
+@pytest.mark.parametrize("journal", ["delete", "wal"])
+def test_campaign_commands_never_change_a_foreign_sqlite_file(tmp_path, capsys, pool, journal):
+    """A foreign SQLite file, in either journal mode, is refused by every campaign command, unchanged, and with
+    nothing left beside it (a read-only look at a WAL-mode file creates -wal/-shm: removed again)."""
     import hashlib
     import sqlite3
 
     other = tmp_path / "other.sqlite"
     con = sqlite3.connect(other)
+    con.execute(f"PRAGMA journal_mode={journal}")
     con.execute("CREATE TABLE notes (x TEXT)")
     con.execute("INSERT INTO notes VALUES ('mine')")
     con.commit()
     con.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.sqlite"]
     digest = hashlib.sha256(other.read_bytes()).hexdigest()
+    create = ["--pool", pool, "--features", "pairs", "--target", "homo_lumo_gap=1:2"]
     for argv in (["campaign", "suggest", "--db", other], ["campaign", "observe", "--db", other, "--from", other],
-                 ["campaign", "run", "--db", other, "--budget", "1"], ["campaign", "status", "--db", other]):
+                 ["campaign", "run", "--db", other, "--budget", "1"], ["campaign", "status", "--db", other],
+                 ["campaign", "report", "--db", other, "--out", tmp_path / "rep"],
+                 ["campaign", "init", "--db", other, *create],
+                 ["campaign", "run", "--db", other, *create, "--oracle", "surrogate", "--budget", "1"]):
         code, err = _run(capsys, argv)
-        assert code == 2 and "not a campaign database" in err, (argv, err)
+        assert code == 2 and ("not a campaign database" in err or "that is not a campaign database is here" in err), \
+            (argv, err)
         assert hashlib.sha256(other.read_bytes()).hexdigest() == digest
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["other.sqlite"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["other.sqlite"], argv
     con = sqlite3.connect(other)
-    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == journal
+    assert con.execute("SELECT x FROM notes").fetchall() == [("mine",)]
+    con.close()
+
+
+def test_side_files_another_process_uses_are_never_removed(tmp_path):
+    """The -wal/-shm clean-up after a refused look removes only files no connection uses: here another process
+    opened the (foreign, WAL-mode) file meanwhile, so they stay and its write is kept."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from invdesign.campaign.store import _absent_side_files, _drop_side_files
+
+    db = tmp_path / "other.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA journal_mode=wal")
+    con.execute("CREATE TABLE notes (x TEXT)")
+    con.commit()
+    con.close()
+    made = _absent_side_files(db)
+    assert len(made) == 2
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sqlite3, sys\n"
+                               f"con = sqlite3.connect({str(db)!r})\n"
+                               "con.execute('SELECT * FROM notes').fetchall()\n"
+                               "print('open', flush=True)\n"
+                               "sys.stdin.readline()\n"
+                               "con.execute(\"INSERT INTO notes VALUES ('theirs')\")\n"
+                               "con.commit()\n"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        assert all(p.exists() for p in made)  # the other process's connection created them
+        _drop_side_files(db, made)
+        assert all(p.exists() for p in made)  # in use: kept
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.wait(30) == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT x FROM notes").fetchall() == [("theirs",)]
     con.close()
 
 
@@ -646,10 +698,11 @@ def test_an_edited_campaign_database_is_refused_in_one_line(tmp_path, capsys, ob
     assert code == 2 and str(db) in err and words in err, err
     assert hashlib.sha256(db.read_bytes()).hexdigest() == digest and not (tmp_path / "sug").exists()
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))) == ["c.sqlite"]
-    for argv in (["campaign", "status", "--db", db], ["campaign", "report", "--db", db, "--out", tmp_path / "rep"]):
-        code, err = _run(capsys, argv)  # each reads what it needs: refused likewise, or correct
-        assert code in (0, 2) and (code == 0 or str(db) in err), err
-    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+    for argv in (["campaign", "status", "--db", db], ["campaign", "status", "--db", db, "--json"],
+                 ["campaign", "report", "--db", db, "--out", tmp_path / "rep"]):
+        code, err = _run(capsys, argv)  # what suggest (and run) refuses is not reported as a healthy campaign
+        assert code == 2 and str(db) in err and words in err, (argv, err)
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest and not (tmp_path / "rep").exists()
 
 
 def test_a_damaged_page_is_refused_in_one_line(tmp_path, capsys, observed_db):
@@ -868,6 +921,33 @@ def test_campaign_evaluations_lost_by_a_dead_worker_stay_pending(tmp_path, capsy
     assert st["evaluations"] == 2 and st["pending"] == 0 and st["failed"] == 0 and st["steps"] == 1
 
 
+def test_a_campaign_worker_that_dies_once_costs_no_evaluation_in_the_same_run(tmp_path, capsys, pool, monkeypatch):
+    """A campaign's pool worker dies (as by SIGKILL) on one evaluation: the evaluations still pending are tried again
+    on a fresh pool in the same run, which ends with every evaluation observed, exit 0, nothing failed or pending."""
+    died = tmp_path / "died"
+    (tmp_path / "once_campaign_oracle.py").write_text(
+        "import os\nfrom pathlib import Path\n"
+        "def f(structure):\n"
+        f"    marker = Path({str(died)!r})\n"
+        "    if not marker.exists():\n"
+        "        marker.write_text('x')\n"
+        "        os._exit(1)\n"
+        "    return (1.0, 0.5)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    db = tmp_path / "c.sqlite"
+    code, err = _run(capsys, ["campaign", "run", "--db", db, "--pool", pool, "--features", "pairs", "--target",
+                              "formation_energy_per_site=0.5:1.5", "--oracle", "python:once_campaign_oracle:f",
+                              "--batch", "2", "--budget", "4", "--executor", "process:1"])
+    assert code == 0 and died.exists(), err
+    from invdesign.campaign import Campaign
+
+    with Campaign.open(db, readonly=True) as c:
+        st = c.status()
+        obs = c.observations()
+    assert st["evaluations"] == 4 and st["pending"] == 0 and st["failed"] == 0 and st["hits"] == 4
+    assert obs["canonical_key"].is_unique and (obs["formation_energy_per_site"] == 1.0).all()
+
+
 def test_pool_workers_die_with_their_parent(tmp_path):
     import signal
     import subprocess
@@ -897,3 +977,115 @@ def test_pool_workers_die_with_their_parent(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+# ---------------------------------------------------------------------- (g) Dask schedulers
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens there once closed
+
+
+@pytest.fixture
+def not_dask():
+    """A TCP server that answers every connection with an HTTP reply (something listens, but not Dask)."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    stop = threading.Event()
+
+    def serve():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            with c:
+                c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    yield srv.getsockname()[1]
+    stop.set()
+    th.join(5)
+    srv.close()
+
+
+@pytest.mark.parametrize("where", ["nothing listens", "not dask"])
+def test_an_unreachable_dask_scheduler_is_one_line_at_once_and_creates_nothing(tmp_path, capsys, pool, not_dask, where):
+    import time
+
+    table = _label_table(pool, tmp_path / "F.csv")
+    spec = f"dask://127.0.0.1:{_closed_port() if where == 'nothing listens' else not_dask}"
+    words = "nothing listens on 127.0.0.1" if where == "nothing listens" else "not as a Dask scheduler"
+    for argv in (["label", pool, "--oracle", f"table:{table}", "--out", tmp_path / "l.csv", "--executor", spec],
+                 ["campaign", "run", "--db", tmp_path / "c.sqlite", "--pool", pool, "--features", "pairs", "--target",
+                  "homo_lumo_gap=0.5:1", "--oracle", f"table:{table}", "--budget", "2", "--executor", spec]):
+        t0 = time.perf_counter()
+        code, err = _run(capsys, argv)
+        assert code == 2 and spec in err and words in err, err
+        assert time.perf_counter() - t0 < 8  # not Dask's 30 s of retries
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["F.csv"]  # no label file, database, lock or temporary
+
+
+def test_a_killed_dask_scheduler_costs_no_label(tmp_path, capsys, pool, monkeypatch):
+    """A real ``dask scheduler`` and worker; the scheduler is SIGKILLed by the third call: the run ends at once in one
+    line, exit 1, the calls it lost marked for the rerun, which labels each of them once (here inline)."""
+    pytest.importorskip("distributed")
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from distributed import Client
+
+    port = _closed_port()
+    calls, pid_file = tmp_path / "calls", tmp_path / "scheduler.pid"
+    (tmp_path / "scheduler_killer.py").write_text(
+        "import os, signal\nfrom pathlib import Path\n"
+        "def f(structure):\n"
+        f"    calls = Path({str(calls)!r})\n"
+        "    with open(calls, 'a') as fh:\n"
+        "        fh.write('x')\n"
+        f"    if len(calls.read_text()) == 3 and Path({str(pid_file)!r}).exists():\n"
+        f"        os.kill(int(Path({str(pid_file)!r}).read_text()), signal.SIGKILL)\n"
+        "    return (1.0, 0.5)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path]), "OMP_NUM_THREADS": "1"}
+    quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
+                               str(port), "--no-dashboard"], **quiet)]
+    try:
+        procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", f"tcp://127.0.0.1:{port}",
+                                       "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
+                                       "--death-timeout", "5"], **quiet))
+        with Client(f"tcp://127.0.0.1:{port}", timeout=60) as c:
+            c.wait_for_workers(1, timeout=90)
+        pid_file.write_text(str(procs[0].pid))
+        out = tmp_path / "l.csv"
+        argv = ["label", pool, "--oracle", "python:scheduler_killer:f", "--out", out]
+        t0 = time.perf_counter()
+        code, err = _run(capsys, [*argv, "--executor", f"dask://127.0.0.1:{port}"])
+        assert procs[0].wait(10) == -signal.SIGKILL
+        assert code == 1 and time.perf_counter() - t0 < 30, err
+        lines = err.strip().splitlines()  # one line: no Dask log record, no traceback
+        assert len(lines) == 1 and "were lost by the executor" in lines[0] and "rerun" in lines[0], err
+        first = pd.read_csv(out, keep_default_na=False)
+        lost = first["error"].str.startswith("infrastructure: ")
+        assert len(first) == 6 and first["id"].is_unique and lost.sum() >= 3  # the calls after the third at least
+        assert (first.loc[~lost, "error"] == "").all() and (first.loc[~lost, "homo_lumo_gap"] == 0.5).all()
+        before = len(calls.read_text())
+        code, err = _run(capsys, [*argv, "--executor", "inline"])
+        assert code == 0, err
+        df = pd.read_csv(out, keep_default_na=False)
+        assert sorted(df["id"]) == sorted(first["id"]) and (df["error"] == "").all()  # each id once, labelled
+        assert len(calls.read_text()) - before == lost.sum()  # only the lost ones were labelled again
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)

@@ -198,7 +198,14 @@ class Campaign:
         from invdesign.campaign.oracles import make_oracle
 
         db = Path(db)
+        if db.exists() and (db.is_symlink() or not db.is_file()):
+            raise InvdesignError("exists and is not a regular file; choose another --db", source=str(db))
         if db.exists() and db.stat().st_size > 0 and not Store.blank(db):
+            try:
+                Store.open(db, readonly=True).close()
+            except InvdesignError:
+                raise InvdesignError("a file that is not a campaign database is here (it is left as it is); choose "
+                                     "another --db", source=str(db)) from None
             raise InvdesignError("a campaign database already exists here (use `run` to resume it)", source=str(db))
         # every path is stored absolute: the campaign resumes from any working folder
         oracle = absolute_spec(oracle) if isinstance(oracle, str) else oracle
@@ -349,6 +356,16 @@ class Campaign:
         obs["hit"] = self.target.hits(y)
         obs["score"] = self.target.score(y)
         return obs
+
+    def validate(self) -> None:
+        """Read and check every stored value that :meth:`suggest` and :meth:`run` use (config, step counter,
+        candidates, features and prior, observations with their occupancies, suggestions), so that a command
+        that only reads (status, report) refuses a database those would refuse, in the same one line."""
+        self.store.step()
+        self._arrays()
+        self.observation_occ()
+        self.observations()
+        self.suggestions()
 
     def status(self) -> dict:
         """Counts and the best observation: ``evaluations, hits, pending, failed, steps, best, ...``."""
@@ -607,9 +624,14 @@ class Campaign:
         new = lost = 0
 
         # inline: results in suggestion (acquisition) order; pools: as they land, each committed at once
-        arrivals = list(futs) if isinstance(executor, InlineExecutor) else cf.as_completed(futs)
-        for f in arrivals:
+        from invdesign.campaign.executors import completed
+
+        arrivals = ((f, False) for f in futs) if isinstance(executor, InlineExecutor) else completed(executor, futs)
+        for f, gone in arrivals:
             sl = futs[f]
+            if gone:  # the Dask scheduler went away with this call's result: no answer of the oracle
+                lost += len(keys[sl])
+                continue
             try:
                 y = np.asarray(f.result(), dtype=float).reshape(-1, len(TARGETS))
             except InvdesignError:
@@ -703,12 +725,19 @@ class Campaign:
         budget = self.config.get("budget")
         if until is None and budget is None:
             raise InvdesignError("give a budget or until-hits (or both) so that the campaign can stop")
+        from contextlib import ExitStack
+
+        from invdesign.campaign.label import LOST_ROUNDS
         from invdesign.progress import task
 
         steps = 0
         spec = resolve(executor or self.config.get("executor", "auto"), oracle)
-        with make_executor(spec, cheap=getattr(oracle, "cheap", False)) as ex, \
-                task(f"campaign: {self.target.describe()}", total=budget) as advance:
+        cheap = getattr(oracle, "cheap", False)
+        with ExitStack() as outer, task(f"campaign: {self.target.describe()}", total=budget) as advance:
+            pool = ExitStack()
+            outer.callback(lambda: pool.close())
+            ex = pool.enter_context(make_executor(spec, cheap=cheap))
+            lost_rounds = 0
             while True:
                 st = self.status()
                 if st["done"] and not st["pending"]:
@@ -719,7 +748,22 @@ class Campaign:
                     if not len(self.suggest()):
                         break  # nothing left to suggest (candidates or budget exhausted)
                     steps += 1
-                self.evaluate_pending(oracle, ex, on_result=advance, allow_failures=allow_failures)
+                try:
+                    self.evaluate_pending(oracle, ex, on_result=advance, allow_failures=allow_failures)
+                    lost_rounds = 0
+                except LostEvaluations:
+                    # a dead pool worker fails every call still queued: they stay pending and are evaluated again
+                    # on a fresh executor (a call that kills its worker each time ends the run after LOST_ROUNDS)
+                    lost_rounds += 1
+                    if lost_rounds >= LOST_ROUNDS:
+                        raise
+                    pool.close()
+                    pool = ExitStack()
+                    try:
+                        ex = pool.enter_context(make_executor(spec, cheap=cheap))
+                    except InvdesignError:  # e.g. the Dask scheduler is gone: they stay pending for a rerun
+                        n = len(self.suggestions("pending"))
+                        raise LostEvaluations(n) from None
         return self.status()
 
     def _update_stop(self, until_hits: int | None, budget: int | None) -> None:

@@ -132,14 +132,89 @@ def make_executor(spec: str = "auto", cheap: bool = False, processes: bool = Tru
                 Client(cluster) as client:
             yield client.get_executor()
     else:  # dask://host:port
+        probe_scheduler(spec)  # nothing listening there: one line at once (Dask itself retries for its whole timeout)
         from dask.distributed import Client
 
         address = "tcp://" + spec[len("dask://"):]
-        try:
-            client = Client(address, timeout=30)
-        except OSError as exc:
-            raise InvdesignError(f"cannot reach the Dask scheduler ({exc})", source=spec) from None
-        try:
-            yield client.get_executor()
-        finally:
-            client.close()
+        with _quiet_dask():
+            try:
+                client = Client(address, timeout=CONNECT_TIMEOUT)
+            except (OSError, TimeoutError) as exc:
+                raise InvdesignError(f"cannot reach the Dask scheduler ({exc})", source=spec) from None
+            except Exception as exc:  # noqa: BLE001 - something answers there, but not Dask's protocol
+                raise InvdesignError(f"something answers there, but not as a Dask scheduler ({type(exc).__name__}); "
+                                     "check the address", source=spec) from None
+            try:
+                yield client.get_executor()
+            finally:
+                client.close()
+
+
+def completed(ex: cf.Executor, futures, poll: float = 0.5) -> Iterator[tuple[cf.Future, bool]]:
+    """Yield ``(future, lost)`` for ``futures`` as they finish, like ``concurrent.futures.as_completed``; ``lost``
+    is True for a future left unresolved when the executor's Dask client lost its scheduler (a finished call whose
+    result is still on a worker then never resolves: Dask would wait for it for ever)."""
+    pending = set(futures)
+    client = getattr(ex, "_client", None)  # a Dask ClientExecutor's client
+    while pending:
+        done, pending = cf.wait(pending, timeout=poll, return_when=cf.FIRST_COMPLETED)
+        for fut in done:
+            yield fut, False
+        if pending and client is not None and getattr(client, "status", "running") != "running":
+            done, pending = cf.wait(pending, timeout=poll)  # those already on their way in
+            for fut in done:
+                yield fut, False
+            for fut in pending:
+                yield fut, True
+            return
+
+
+CONNECT_TIMEOUT = 10.0  # seconds: the TCP connection and Dask's handshake with the scheduler (and a reconnect after its loss)
+
+
+def _host_port(spec: str) -> tuple[str, int]:
+    host, _, port = spec[len("dask://"):].rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def probe_scheduler(spec: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Refuse, in one line and at once, a ``dask://host:port`` where no scheduler can be reached: an unknown
+    host, a refused connection (nothing listens there) or no answer within ``timeout`` s. Starts nothing."""
+    import socket
+
+    host, port = _host_port(spec)
+    if not 0 < port < 65536:
+        raise InvdesignError(f"port {port} is not a TCP port (1-65535)", source=spec)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except socket.gaierror:
+        raise InvdesignError(f"cannot reach the Dask scheduler: unknown host {host!r}", source=spec) from None
+    except ConnectionRefusedError:
+        raise InvdesignError(f"cannot reach the Dask scheduler: nothing listens on {host}:{port} (start one with "
+                             f"`dask scheduler --port {port}`, or give its address)", source=spec) from None
+    except TimeoutError:
+        raise InvdesignError(f"cannot reach the Dask scheduler: no answer from {host}:{port} within {timeout:g} s",
+                             source=spec) from None
+    except OSError as exc:
+        raise InvdesignError(f"cannot reach the Dask scheduler ({exc.strerror or exc.__class__.__name__})",
+                             source=spec) from None
+
+
+@contextmanager
+def _quiet_dask() -> Iterator[None]:
+    """Dask's own log records (a traceback when the scheduler goes away, reconnection attempts) are kept off
+    stderr while our client lives: what happened to the calls is reported by the caller in one line."""
+    import logging
+
+    names = {"distributed", "distributed.client", "distributed.utils", "distributed.core"}
+    names |= {n for n in logging.root.manager.loggerDict if n.startswith("distributed.")}
+    loggers = [logging.getLogger(n) for n in sorted(names)]
+    before = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, lv in zip(loggers, before):
+            lg.setLevel(lv)

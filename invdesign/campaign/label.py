@@ -89,8 +89,13 @@ def _run(ex: cf.Executor, token: str, oracle, occ: np.ndarray, ids: Sequence[str
     is the infrastructure's (a dead pool worker: BrokenProcessPool; Dask: CancelledError, KilledWorker),
     marked :data:`INFRA` so that a rerun labels that row again.
     """
+    from invdesign.campaign.executors import completed
+
     futures = {ex.submit(_task, token, oracle, np.asarray(occ[i]), ids[i]): ids[i] for i in todo}
-    for fut in cf.as_completed(futures):
+    for fut, gone in completed(ex, futures):
+        if gone:  # the Dask scheduler went away with this call's result
+            yield futures[fut], {}, float("nan"), INFRA + "the connection to the Dask scheduler was lost"
+            continue
         try:
             yield fut.result()
         except BaseException as exc:  # noqa: BLE001 - CancelledError is a BaseException

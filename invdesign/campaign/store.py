@@ -76,6 +76,45 @@ def _clean_stale_builds(path: Path) -> None:
                 p.unlink(missing_ok=True)
 
 
+def _absent_side_files(path: Path) -> list[Path]:
+    """The ``-wal``/``-shm`` files of the SQLite file ``path`` that do not exist (yet)."""
+    return [p for p in (Path(f"{path}-wal"), Path(f"{path}-shm")) if not os.path.lexists(p)]
+
+
+def _drop_side_files(path: Path, made: list[Path]) -> None:
+    """Remove the ``-wal``/``-shm`` files of ``path`` that our (now closed) read-only connection created (they were
+    in ``made``: absent before it opened), unless another connection may use them: a WAL that holds frames, or a
+    ``-shm`` whose SQLite "connection alive" byte another process holds locked. Files that existed before are
+    never touched."""
+    made = [p for p in made if os.path.lexists(p)]
+    if not made:
+        return
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    try:
+        if wal in made and (wal.is_symlink() or wal.stat().st_size):
+            return  # written to since: another connection's
+        if shm.exists() and not shm.is_symlink():
+            try:
+                import fcntl
+            except ImportError:  # pragma: no cover - not POSIX: leave them
+                return
+            fd = os.open(shm, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                # SQLite's unix VFS holds a shared lock on byte 128 of -shm (its DMS byte) for every open connection
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, 128)
+            except OSError:
+                return  # another process has the database open
+            else:
+                for p in made:
+                    p.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+        elif wal in made and not shm.exists():
+            wal.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def _nan_to_none(v) -> float | None:
     return None if v is None or not np.isfinite(v) else float(v)
 
@@ -164,33 +203,45 @@ class Store:
             raise InvdesignError("no campaign database here (create one with `invdesign campaign init`)", source=str(path))
         if path.stat().st_size == 0:
             raise InvdesignError("not a campaign database (empty file)", source=str(path))
-        # recognised read-only first: a foreign SQLite file is refused unchanged (never switched to WAL)
-        probe = cls(path, cls._connect_readonly(path))
+        # recognised read-only first: a foreign SQLite file is refused unchanged (never switched to WAL), and
+        # the -wal/-shm files a read-only look at a WAL-mode file creates are removed again when it is refused
+        made = _absent_side_files(path)
         try:
-            version = cls._meta_in(probe.conn, "schema_version")
-        except sqlite3.DatabaseError as exc:
+            probe = cls(path, cls._connect_readonly(path))
+        except BaseException:
+            _drop_side_files(path, made)
+            raise
+        try:
+            probe._recognise()
+        except BaseException:
             probe.close()
-            if isinstance(exc, sqlite3.OperationalError) and any(w in str(exc) for w in _NOT_THE_FILE):
-                raise InvdesignError(f"cannot open the campaign database ({exc})", source=str(path)) from None
-            raise InvdesignError(f"not a campaign database ({exc})", source=str(path)) from None
-        if version is None:
-            probe.close()
-            raise InvdesignError("not a campaign database (no config)", source=str(path))
-        if version != SCHEMA_VERSION:
-            probe.close()
-            raise InvdesignError(f"campaign database of schema version {str(version)[:20]!r}; this invdesign reads "
-                                 f"version {SCHEMA_VERSION}", source=str(path))
-        try:  # a damaged page (a torn copy, a disk error, an edit) is found before any command reads or writes
-            check = probe.conn.execute("PRAGMA quick_check(1)").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            check = str(exc)
-        if check != "ok":
-            probe.close()
-            raise probe.damaged(f"SQLite finds it damaged ({str(check)[:200]})")
+            _drop_side_files(path, made)
+            raise
         if readonly:
             return probe
         probe.close()
         return cls(path, cls._connect(path))
+
+    def _recognise(self) -> None:
+        """Refuse (one line) a file that is not a campaign database of this schema, or that SQLite finds damaged."""
+        path = self.path
+        try:
+            version = self._meta_in(self.conn, "schema_version")
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and any(w in str(exc) for w in _NOT_THE_FILE):
+                raise InvdesignError(f"cannot open the campaign database ({exc})", source=str(path)) from None
+            raise InvdesignError(f"not a campaign database ({exc})", source=str(path)) from None
+        if version is None:
+            raise InvdesignError("not a campaign database (no config)", source=str(path))
+        if version != SCHEMA_VERSION:
+            raise InvdesignError(f"campaign database of schema version {str(version)[:20]!r}; this invdesign reads "
+                                 f"version {SCHEMA_VERSION}", source=str(path))
+        try:  # a damaged page (a torn copy, a disk error, an edit) is found before any command reads or writes
+            check = self.conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            check = str(exc)
+        if check != "ok":
+            raise self.damaged(f"SQLite finds it damaged ({str(check)[:200]})")
 
     @staticmethod
     def blank(path: str | Path) -> bool:
@@ -202,14 +253,17 @@ class Store:
         with open(path, "rb") as fh:
             if fh.read(16) != b"SQLite format 3\x00":
                 return False
+        made = _absent_side_files(path)
         try:
             conn = sqlite3.connect(path.absolute().as_uri() + "?mode=ro", uri=True, timeout=5.0)
             try:
-                return conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+                empty = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
             finally:
                 conn.close()
         except sqlite3.DatabaseError:
-            return False
+            empty = False
+        _drop_side_files(path, made)  # a look at a file (ours or not) leaves nothing beside it
+        return empty
 
     @staticmethod
     def _remove(path: Path) -> None:

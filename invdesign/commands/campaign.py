@@ -159,6 +159,7 @@ def status(db: Path = DbOpt, as_json: bool = typer.Option(False, "--json", help=
     from invdesign.campaign import Campaign
 
     with Campaign.open(db, readonly=True) as c:
+        c.validate()  # what run and suggest would refuse is refused here too (not reported as a healthy campaign)
         st = c.status()
     if as_json:
         print(json.dumps(st, indent=2))
@@ -213,6 +214,11 @@ def run(
     if not exists and budget is None and until_hits is None:
         raise InvdesignError("give --budget or --until-hits (or both) so that the campaign can stop; nothing was created",
                              source=str(db))
+    if executor and executor.startswith("dask://") and not exists:  # no scheduler there: refused before a database is made
+        from invdesign.campaign.executors import check_spec, make_executor
+
+        with make_executor(check_spec(executor)):
+            pass
     if exists:
         c = Campaign.open(db)
         cfg = c.config
@@ -271,6 +277,7 @@ def report(db: Path = DbOpt, out: Path = typer.Option(..., "--out", help="Output
 
     check_out_dir(out, "campaign report", overwrite)
     with Campaign.open(db, readonly=True) as c:
+        c.validate()
         path = c.report(out, overwrite)
         st = c.status()
     console.print(f"{st['evaluations']} observations, {st['hits']} hits -> {path}", highlight=False)
