@@ -161,7 +161,9 @@ def design_cmd(
 
         m = predictor_for(auto)
     else:
-        m = place_model(_load_design_model(model), request)
+        # the numpy copy serves where the run needs no embedding or flow: the exhaustive screen of 1-3 defects
+        screen_only = not pool and mode in ("auto", "exhaustive") and max_defects is not None and max_defects <= 3
+        m = place_model(_load_design_model(model) if screen_only else _load_model(model), request)
     if getattr(m, "design_modes", None) is not None and mode not in ("auto", *m.design_modes):
         raise InvdesignError(f"the {m.host.name} host model has no flow: it designs by annealing or by screening every "
                              f"orbit (--mode {', '.join(m.design_modes)} or auto), not --mode {mode}; for the flow train "

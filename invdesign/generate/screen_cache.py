@@ -7,10 +7,10 @@ scikit-learn's compiled predictor) in every new process. The predictions are a p
 - the model's serving state (:meth:`invdesign.predict.serving.Predictor.prediction_digest`: host,
   metadata, heads, training configurations and targets) and, for a model re-referenced to chemical
   potentials (:class:`invdesign.synthesis.chempot.ReferencedModel`), those potentials;
-- the code prediction runs through and the packaged resources, by content (:data:`CODE`: the top-level
-  modules, ``data``, ``embed``, ``lattice``, ``predict``, ``synthesis`` and ``resources`` with the
-  high-density correction and the packaged DFT host models, and this module and the decoder; the
-  commands, campaigns and samplers only call it);
+- the code prediction runs through and the packaged resources, by content (:data:`CODE`: ``data``,
+  ``embed``, ``lattice``, ``predict``, ``synthesis`` and ``resources`` with the high-density correction
+  and the packaged DFT host models, the model and error modules, this module and the decoder; the
+  commands, campaigns, outputs and samplers only call it);
 - the enumerated orbit table (its configurations, byte for byte);
 - the numerical environment (Python, numpy and scikit-learn versions, the machine, thread settings (torch's
   where a deep ensemble serves), and every ``INVDESIGN_*`` switch but the cache folder and the progress bars).
@@ -45,9 +45,10 @@ NEUTRAL_ENV = frozenset({"INVDESIGN_CACHE_DIR", "INVDESIGN_PROGRESS", "INVDESIGN
 #: Thread settings of the numerical libraries (in the key: a reduction may be split by thread count).
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
-#: What :func:`package_digest` hashes, relative to the package: ``*.py`` at the top and every file of these folders
-#: and files (what ``model.predict`` executes or reads, traced on 1-7-defect rows under chemical potentials).
-CODE = ("data", "embed", "lattice", "predict", "synthesis", "resources", "generate/decoder.py", "generate/screen_cache.py")
+#: What :func:`package_digest` hashes, relative to the package: every file of these folders and these files (what
+#: ``model.predict`` executes or reads, traced on 1-7-defect rows under chemical potentials: ``tests/test_screen_cache.py``).
+CODE = ("data", "embed", "lattice", "predict", "synthesis", "resources", "generate/decoder.py", "generate/screen_cache.py",
+        "__init__.py", "errors.py", "model.py", "predictor.py")
 
 _PACKAGE_DIGEST: str | None = None
 
@@ -63,7 +64,7 @@ def package_digest() -> str:
     global _PACKAGE_DIGEST
     if _PACKAGE_DIGEST is None:
         root = Path(__file__).resolve().parent.parent
-        files = set(root.glob("*.py"))
+        files: set[Path] = set()
         for c in CODE:
             q = root / c
             files.update(q.rglob("*") if q.is_dir() else [q])
