@@ -403,6 +403,7 @@ def cli_timings(reps: int = 3) -> dict:
     """Wall time of ``invdesign design`` in a new process, median of ``reps`` per command and variant, the variants
     interleaved (before, cold, warm in turn) so they share the load; every run into a new folder, its exit status
     checked; the candidates of every run compared with the first run's, byte for byte."""
+    import resource
     import shutil
     import tempfile
 
@@ -421,7 +422,7 @@ def cli_timings(reps: int = 3) -> dict:
             run_checked([*exe, "design", *args, "--out", str(work / f"{name}-prime")], what=f"design {name} (priming)",
                         env={**base, "INVDESIGN_CACHE_DIR": str(warm_cache)}, cwd=ROOT)
             ref = (work / f"{name}-prime" / "candidates.csv").read_bytes()
-            rec = {v: {"seconds": [], "load": []} for v in CLI_VARIANTS}
+            rec = {v: {"seconds": [], "cpu_seconds": [], "load": []} for v in CLI_VARIANTS}
             rec["command"] = "invdesign design " + " ".join(args) + " --out DIR"
             for i in range(reps):
                 for v, extra in CLI_VARIANTS.items():
@@ -429,9 +430,12 @@ def cli_timings(reps: int = 3) -> dict:
                     env = {**base, **extra, "INVDESIGN_CACHE_DIR": str(cache)}
                     dest = work / f"{name}-{v}-{i}"
                     load = os.getloadavg()[0]
+                    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
                     t = time.perf_counter()
                     run_checked([*exe, "design", *args, "--out", str(dest)], what=f"design {name} ({v})", env=env, cwd=ROOT)
                     rec[v]["seconds"].append(round(time.perf_counter() - t, 2))
+                    ru2 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                    rec[v]["cpu_seconds"].append(round(ru2.ru_utime - ru.ru_utime + ru2.ru_stime - ru.ru_stime, 2))
                     rec[v]["load"].append(round((load + os.getloadavg()[0]) / 2, 2))
                     check((dest / "candidates.csv").read_bytes() == ref, f"design {name} ({v}) gave other candidates")
                     summ = json.loads((dest / "summary.json").read_text())
@@ -443,6 +447,7 @@ def cli_timings(reps: int = 3) -> dict:
                     print(name, v, i, rec[v]["seconds"][-1], flush=True)
             for v in CLI_VARIANTS:
                 rec[v]["median_s"] = float(np.median(rec[v]["seconds"]))
+                rec[v]["median_cpu_s"] = float(np.median(rec[v]["cpu_seconds"]))
             rec["goal_s"] = CLI_GOALS_S[name]
             out["runs"][name] = rec
     finally:
@@ -468,7 +473,9 @@ def write_cli(result: dict) -> None:
         f"The machine is 2 cores shared with other jobs: load average {r['cli']['load_before']} before, "
         f"{r['cli']['load_after']} after (`uptime`: {r['cli']['uptime_before']} / {r['cli']['uptime_after']}); the load "
         "beside each run is the mean of the 1-minute load before and after it. The goals are for load ~1; at this load "
-        "the ratios between the variants, measured side by side, are the comparable figures.",
+        "the ratios between the variants, measured side by side, are the comparable figures, and the CPU seconds of "
+        "each process (user + system, `getrusage` of the child; one thread) are what its wall time would be on an idle "
+        "core, less waiting for the disk.",
         "",
         "- **before**: the full model (torch) and no screen cache (`INVDESIGN_FAST_PREDICT=0 INVDESIGN_SCREEN_CACHE=0`): "
         "the path before these changes;",
@@ -477,15 +484,16 @@ def write_cli(result: dict) -> None:
         "- **warm**: the default, caches in place (the model's numpy copy, no torch or scikit-learn where the run needs "
         "neither; the exhaustive screen read back, exact).",
         "",
-        "| command | goal | before: median (runs) | cold: median (runs) | warm: median (runs) | warm / before | load (warm runs) | returned (in window) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| command | goal | before: median (runs) | cold: median (runs) | warm: median (runs) | warm / before | CPU s, median: before / cold / warm | load (warm runs) | returned (in window) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for rec in r["cli"]["runs"].values():
         b, c, w = rec["before"], rec["cold"], rec["warm"]
         lines.append(
             f"| `{rec['command']}` | < {rec['goal_s']:g} s | {b['median_s']:.2f} s ({', '.join(map(str, b['seconds']))}) | "
             f"{c['median_s']:.2f} s ({', '.join(map(str, c['seconds']))}) | {w['median_s']:.2f} s ({', '.join(map(str, w['seconds']))}) | "
-            f"{w['median_s'] / b['median_s']:.2f} | {', '.join(map(str, w['load']))} | {w['returned']} ({w['returned_in_window']}) |")
+            f"{w['median_s'] / b['median_s']:.2f} | {b['median_cpu_s']:.2f} / {c['median_cpu_s']:.2f} / {w['median_cpu_s']:.2f} | "
+            f"{', '.join(map(str, w['load']))} | {w['returned']} ({w['returned_in_window']}) |")
     lines += ["", "Inside the last warm run (s, `summary.json` timings):", ""]
     for name, rec in r["cli"]["runs"].items():
         lines.append(f"- {name}: {rec['warm']['inside_last_run_s']}")
