@@ -160,13 +160,109 @@ def lock_path(out: str | Path) -> Path:
     return ab.parent / f".{ab.name}.invdesign-lock"
 
 
-def _holder(lock: Path) -> str:
+def _recorded(lock: Path) -> tuple[str, int] | None:
+    """``(host, pid)`` written into a lock file by the run that took it, or None."""
     try:
         text = lock.read_text()[:100].strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    m = re.fullmatch(r"([A-Za-z0-9_.\-]+) (\d{1,10})", text)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def _openers(path: Path) -> list[int]:
+    """Pids of this user's processes that hold ``path`` open (Linux ``/proc``; empty where it cannot be read)."""
+    try:
+        target = os.stat(path, follow_symlinks=False)
+        procs = [p for p in os.listdir("/proc") if p.isdigit()]
     except OSError:
-        return ""
-    m = re.fullmatch(r"([A-Za-z0-9_.\-]+) (\d+)", text)
-    return f" (pid {m.group(2)} on {m.group(1)})" if m else ""
+        return []
+    found = []
+    for pid in procs:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                st = os.stat(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if st.st_ino == target.st_ino and st.st_dev == target.st_dev:
+                found.append(int(pid))
+                break
+    return sorted(p for p in found if p != os.getpid())
+
+
+def _holder(lock: Path) -> str:
+    rec = _recorded(lock)
+    return f" (pid {rec[1]} on {rec[0]})" if rec else ""
+
+
+def _locked_message(lock: Path, out: str | Path) -> str:
+    """The refusal of a locked output, saying what to do. A run that took the lock and died (a SIGKILL) releases
+    it; when its recorded pid is gone but the lock is still held, a process it started (forked without exec)
+    holds the lock file open: it is named, with what to do."""
+    rec = _recorded(lock)
+    here = _tag().rpartition("-")[0]
+    if rec and rec[0] == here and rec[1] != os.getpid() and not _pid_alive(rec[1]):
+        pids = _openers(lock)
+        who = (f"process{'es' if len(pids) > 1 else ''} {', '.join(map(str, pids[:5]))} it started still hold{'' if len(pids) > 1 else 's'} "
+               f"its lock ({lock}); end {'them' if len(pids) > 1 else 'it'} (kill {' '.join(map(str, pids[:5]))}) and rerun"
+               if pids else f"a process it started still holds its lock ({lock}; `fuser -v {lock}` names it); end that "
+               "process and rerun")
+        return f"the invdesign run that was writing this output (pid {rec[1]}) has died, but {who}, or choose another output"
+    return f"another invdesign run{_holder(lock)} is writing this output; wait for it to finish or choose another"
+
+
+_LOCK_NAME = re.compile(r"\.(.+)\.invdesign-lock")
+
+
+def clean_stale_locks(folder: Path) -> list[str]:
+    """Handle the lock files ``.NAME.invdesign-lock`` of outputs inside ``folder`` (the folder is about to be
+    written as an output itself): one that no process holds, written by a run of this host (a SIGKILLed run
+    leaves its lock file behind; a live run holds its lock for as long as the file exists), is removed; returns the names of the outputs inside ``folder``
+    that a live run is writing now (their lock is held). One written on another host is left alone."""
+    if fcntl is None:
+        return []
+    busy = []
+    try:
+        names = [n for n in os.listdir(folder) if _LOCK_NAME.fullmatch(n)]
+    except OSError:
+        return []
+    here = _tag().rpartition("-")[0]
+    for n in names:
+        lock = folder / n
+        try:
+            fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue  # a link or not ours to open: left as it is (and seen as a foreign file)
+        try:
+            if not os.path.samestat(os.fstat(fd), os.stat(lock, follow_symlinks=False)) or \
+                    not stat_is_reg(os.fstat(fd)) or os.fstat(fd).st_size > 100:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                busy.append(_LOCK_NAME.fullmatch(n).group(1))
+                continue
+            except OSError:
+                continue
+            rec = _recorded(lock)
+            # held by no one (a run holds its lock for as long as the file exists): a leftover of a killed run
+            if rec is None and os.fstat(fd).st_size == 0 or rec is not None and rec[0] == here:
+                lock.unlink(missing_ok=True)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)  # releases the flock taken to test it
+    return busy
+
+
+def stat_is_reg(st: os.stat_result) -> bool:
+    import stat
+
+    return stat.S_ISREG(st.st_mode)
 
 
 def acquire_lock(out: str | Path) -> bool:
@@ -187,8 +283,7 @@ def acquire_lock(out: str | Path) -> bool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise InvdesignError(f"another invdesign run{_holder(lock)} is writing this output; wait for it to finish "
-                                 "or choose another", source=str(out)) from None
+            raise InvdesignError(_locked_message(lock, out), source=str(out)) from None
         except OSError:  # no locks on this file system (ENOLCK): go on as before
             os.close(fd)
             return False
@@ -350,6 +445,10 @@ def check_dir(out: str | Path, command: str, overwrite: bool = False) -> Path:
     if not os.access(ab, os.W_OK):
         raise InvdesignError("output folder is not writable", source=str(out))
     clean_stale(ab)
+    busy = clean_stale_locks(ab)  # a killed run's lock file inside is removed; a live run's refuses the folder
+    if busy:
+        raise InvdesignError(f"another invdesign run is writing {_describe(busy)} inside this folder; wait for it to "
+                             "finish or choose another folder", source=str(out))
     files, dirs = _entries(ab)
     if not files and not dirs:
         return out

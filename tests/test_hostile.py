@@ -453,6 +453,80 @@ def test_a_concurrent_run_creating_the_same_output_is_one_line(tmp_path):
     assert (out / "candidates.csv").read_text() == "theirs\n" and not _leftovers(tmp_path)
 
 
+_ENUM = ["enumerate", "--max-defects", "1", "--type", "V_S"]  # a quick command with a file and a folder output
+
+
+def _locking_process(out: Path, fork: bool = False):
+    """A process that takes the lock of ``out`` as a command does (and with ``fork``, starts a child that inherits
+    it, as a forked worker would); returns ``(process, child pid or None)`` once the lock is held."""
+    import subprocess
+    import sys
+
+    script = ("import os, sys, time\n"
+              "from invdesign.outputs import check_file\n"
+              "check_file(sys.argv[1])\n"
+              + ("kid = os.fork()\n"
+                 "if kid == 0:\n"
+                 "    time.sleep(120)\n"
+                 "    os._exit(0)\n"
+                 "print(kid, flush=True)\n"
+                 "os._exit(0)\n" if fork else "print(0, flush=True)\ntime.sleep(120)\n"))
+    p = subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE, text=True)
+    kid = int(p.stdout.readline())
+    return p, (kid or None)
+
+
+def test_a_killed_runs_lock_file_blocks_nothing(tmp_path, capsys):
+    """A SIGKILLed run leaves its lock file (``.NAME.invdesign-lock``) beside its output: the next run on that output
+    proceeds, and so does a command writing the folder that holds it (it was refused as 'files invdesign did not
+    write'); a live run's lock inside a folder refuses that folder in one line."""
+    import signal
+
+    o = tmp_path / "o"
+    o.mkdir()
+    lock = o / ".k.csv.invdesign-lock"
+    p, _ = _locking_process(o / "k.csv")
+    p.send_signal(signal.SIGKILL)
+    p.wait(10)
+    assert lock.exists()  # what a SIGKILL leaves
+    code, err = _run(capsys, [*_ENUM, "--out", o / "k.csv"])
+    assert code == 0 and (o / "k.csv").exists() and not lock.exists(), err
+    (o / "k.csv").unlink()
+    p, _ = _locking_process(o / "k.csv")
+    try:  # held by a live run: the folder is refused, naming it
+        code, err = _run(capsys, [*_ENUM, "--out", tmp_path / "k.csv", "--structures", o])
+        assert code == 2 and "another invdesign run is writing k.csv inside this folder" in err
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+    code, err = _run(capsys, [*_ENUM, "--out", tmp_path / "k.csv", "--overwrite", "--structures", o])
+    assert code == 0, err
+    assert sorted(x.name for x in o.iterdir()) == [".invdesign-manifest.json", "orbit000000.cif"]
+
+
+def test_a_lock_kept_by_a_dead_runs_child_says_which_process_to_end(tmp_path, capsys):
+    """The run that took an output's lock died, but a process it forked still holds the lock file open: the refusal
+    says so and names that process (was: 'another run (pid of the dead run) is writing; wait for it')."""
+    import signal
+    import time
+
+    out = tmp_path / "k.csv"
+    p, kid = _locking_process(out, fork=True)
+    assert p.wait(10) == 0  # the run is gone (and reaped); its child holds the lock
+    try:
+        code, err = _run(capsys, [*_ENUM, "--out", out])
+        assert code == 2 and f"(pid {p.pid}) has died" in err and f"kill {kid}" in err, err
+        assert not out.exists()
+    finally:
+        os.kill(kid, signal.SIGKILL)
+    for _ in range(100):  # the lock goes with the process
+        code, err = _run(capsys, [*_ENUM, "--out", out])
+        if code == 0:
+            break
+        time.sleep(0.1)
+    assert code == 0 and out.exists(), err
+
+
 def test_an_unnamed_os_error_is_one_line(tmp_path, capsys, pool, monkeypatch):
     import invdesign.data.dataset as dataset
 
