@@ -1106,9 +1106,11 @@ def test_an_unreachable_dask_scheduler_is_one_line_at_once_and_creates_nothing(t
         assert sorted(p.name for p in tmp_path.iterdir()) == ["F.csv"]  # no label file, database, lock or temporary
 
 
-def test_a_killed_dask_scheduler_costs_no_label(tmp_path, capsys, pool, monkeypatch):
+@pytest.mark.parametrize("command", ["label", "campaign run"])
+def test_a_killed_dask_scheduler_costs_no_label(tmp_path, capsys, pool, monkeypatch, command):
     """A real ``dask scheduler`` and worker; the scheduler is SIGKILLed by the third call: the run ends at once in one
-    line, exit 1, the calls it lost marked for the rerun, which labels each of them once (here inline)."""
+    line, exit 1, the calls it lost marked for the rerun (label rows, pending evaluations), which evaluates each of
+    them once (here inline)."""
     pytest.importorskip("distributed")
     import signal
     import subprocess
@@ -1119,7 +1121,8 @@ def test_a_killed_dask_scheduler_costs_no_label(tmp_path, capsys, pool, monkeypa
 
     port = _closed_port()
     calls, pid_file = tmp_path / "calls", tmp_path / "scheduler.pid"
-    (tmp_path / "scheduler_killer.py").write_text(
+    module = f"scheduler_killer_{command.replace(' ', '_')}"  # one per case: an imported module is cached
+    (tmp_path / f"{module}.py").write_text(
         "import os, signal\nfrom pathlib import Path\n"
         "def f(structure):\n"
         f"    calls = Path({str(calls)!r})\n"
@@ -1133,6 +1136,13 @@ def test_a_killed_dask_scheduler_costs_no_label(tmp_path, capsys, pool, monkeypa
     quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
                                str(port), "--no-dashboard"], **quiet)]
+    out, db = tmp_path / "l.csv", tmp_path / "c.sqlite"
+    if command == "label":
+        argv = ["label", pool, "--oracle", f"python:{module}:f", "--out", out]
+    else:
+        argv = ["campaign", "run", "--db", db, "--pool", pool, "--features", "pairs", "--target",
+                "formation_energy_per_site=0.5:1.5", "--oracle", f"python:{module}:f", "--batch", "6",
+                "--budget", "6"]
     try:
         procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", f"tcp://127.0.0.1:{port}",
                                        "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
@@ -1140,24 +1150,35 @@ def test_a_killed_dask_scheduler_costs_no_label(tmp_path, capsys, pool, monkeypa
         with Client(f"tcp://127.0.0.1:{port}", timeout=60) as c:
             c.wait_for_workers(1, timeout=90)
         pid_file.write_text(str(procs[0].pid))
-        out = tmp_path / "l.csv"
-        argv = ["label", pool, "--oracle", "python:scheduler_killer:f", "--out", out]
         t0 = time.perf_counter()
         code, err = _run(capsys, [*argv, "--executor", f"dask://127.0.0.1:{port}"])
         assert procs[0].wait(10) == -signal.SIGKILL
-        assert code == 1 and time.perf_counter() - t0 < 30, err
+        assert code == 1 and time.perf_counter() - t0 < 60, err
         lines = err.strip().splitlines()  # one line: no Dask log record, no traceback
         assert len(lines) == 1 and "were lost by the executor" in lines[0] and "rerun" in lines[0], err
-        first = pd.read_csv(out, keep_default_na=False)
-        lost = first["error"].str.startswith("infrastructure: ")
-        assert len(first) == 6 and first["id"].is_unique and lost.sum() >= 3  # the calls after the third at least
-        assert (first.loc[~lost, "error"] == "").all() and (first.loc[~lost, "homo_lumo_gap"] == 0.5).all()
+        if command == "label":
+            first = pd.read_csv(out, keep_default_na=False)
+            lost = int(first["error"].str.startswith("infrastructure: ").sum())
+            assert len(first) == 6 and first["id"].is_unique and lost >= 3  # the calls after the third at least
+            assert (first.loc[first["error"] == "", "homo_lumo_gap"] == 0.5).all()
+        else:
+            from invdesign.campaign import Campaign
+
+            with Campaign.open(db, readonly=True) as c:
+                st = c.status()
+            lost = st["pending"]
+            assert lost >= 3 and st["evaluations"] + lost == 6 and st["failed"] == 0
         before = len(calls.read_text())
         code, err = _run(capsys, [*argv, "--executor", "inline"])
         assert code == 0, err
-        df = pd.read_csv(out, keep_default_na=False)
-        assert sorted(df["id"]) == sorted(first["id"]) and (df["error"] == "").all()  # each id once, labelled
-        assert len(calls.read_text()) - before == lost.sum()  # only the lost ones were labelled again
+        assert len(calls.read_text()) - before == lost  # only the lost ones are evaluated again
+        if command == "label":
+            df = pd.read_csv(out, keep_default_na=False)
+            assert sorted(df["id"]) == sorted(first["id"]) and (df["error"] == "").all()  # each id once, labelled
+        else:
+            with Campaign.open(db, readonly=True) as c:
+                st = c.status()
+            assert st["evaluations"] == 6 and st["pending"] == 0 and st["failed"] == 0
     finally:
         for p in procs:
             if p.poll() is None:

@@ -147,7 +147,10 @@ def make_executor(spec: str = "auto", cheap: bool = False, processes: bool = Tru
             try:
                 yield client.get_executor()
             finally:
-                client.close()
+                try:  # a client still trying to reach a scheduler that died would wait out its whole timeout
+                    client.close(timeout=2 if client.status != "running" else CONNECT_TIMEOUT)
+                except Exception:  # noqa: BLE001 - closing a client whose scheduler is gone: nothing left to do
+                    pass
 
 
 def completed(ex: cf.Executor, futures, poll: float = 0.5) -> Iterator[tuple[cf.Future, bool]]:
@@ -207,7 +210,7 @@ def _quiet_dask() -> Iterator[None]:
     stderr while our client lives: what happened to the calls is reported by the caller in one line."""
     import logging
 
-    names = {"distributed", "distributed.client", "distributed.utils", "distributed.core"}
+    names = {"distributed", "distributed.client", "distributed.utils", "distributed.core", "tornado.application"}
     names |= {n for n in logging.root.manager.loggerDict if n.startswith("distributed.")}
     loggers = [logging.getLogger(n) for n in sorted(names)]
     before = [lg.level for lg in loggers]
