@@ -96,9 +96,10 @@ def label_cmd(
     with task(desc, total=len(ds)) as advance:
         stats = label(ds.occ, list(ds.ids), orc, out, h, executor=executor, relaxed_dir=relaxed,
                       on_row=advance, retry_failed=retry_failed)
+    lost = stats.get("lost", 0)  # rows the executor lost are not the oracle's failures (a rerun labels them)
     console.print(
-        f"{stats['labelled']} labelled ({stats['failed']} failed), {stats['skipped']} already in {out}; "
-        f"{stats['total']} structures, {stats['seconds']:.1f} s", highlight=False)
+        f"{stats['labelled'] - lost} labelled ({stats['failed'] - lost} failed), " + (f"{lost} lost, " if lost else "")
+        + f"{stats['skipped']} already in {out}; {stats['total']} structures, {stats['seconds']:.1f} s", highlight=False)
     if stats.get("lost"):  # a dead worker or a cancelled future: not the oracle's answer, so not final
         import sys
 
