@@ -157,13 +157,20 @@ def completed(ex: cf.Executor, futures, poll: float = 0.5) -> Iterator[tuple[cf.
     """Yield ``(future, lost)`` for ``futures`` as they finish, like ``concurrent.futures.as_completed``; ``lost``
     is True for a future left unresolved when the executor's Dask client lost its scheduler (a finished call whose
     result is still on a worker then never resolves: Dask would wait for it for ever)."""
-    pending = set(futures)
     client = getattr(ex, "_client", None)  # a Dask ClientExecutor's client
-    while pending:
-        done, pending = cf.wait(pending, timeout=poll, return_when=cf.FIRST_COMPLETED)
-        for fut in done:
+    if client is None:
+        for fut in cf.as_completed(futures):
             yield fut, False
-        if pending and client is not None and getattr(client, "status", "running") != "running":
+        return
+    pending = set(futures)
+    while pending:
+        try:  # in slices of ``poll`` seconds, looking at the client between them
+            for fut in cf.as_completed(pending, timeout=poll):
+                pending.discard(fut)
+                yield fut, False
+        except cf.TimeoutError:
+            pass
+        if pending and getattr(client, "status", "running") != "running":
             done, pending = cf.wait(pending, timeout=poll)  # those already on their way in
             for fut in done:
                 yield fut, False
