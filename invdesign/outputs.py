@@ -218,7 +218,7 @@ def _locked_message(lock: Path, out: str | Path) -> str:
 _LOCK_NAME = re.compile(r"\.(.+)\.invdesign-lock")
 
 
-def clean_stale_locks(folder: Path) -> list[str]:
+def clean_stale_locks(folder: Path, shown: str | Path | None = None) -> list[str]:
     """Handle the lock files ``.NAME.invdesign-lock`` of outputs inside ``folder`` (the folder is about to be
     written as an output itself): one that no process holds, written by a run of this host (a SIGKILLed run
     leaves its lock file behind; a live run holds its lock for as long as the file exists), is removed; returns the names of the outputs inside ``folder``
@@ -231,8 +231,12 @@ def clean_stale_locks(folder: Path) -> list[str]:
     except OSError:
         return []
     here = _tag().rpartition("-")[0]
+    own = {str(lk) for _, lk in _HELD.values()}
     for n in names:
         lock = folder / n
+        if str(lock) in own:  # this command's other output, inside this folder
+            raise InvdesignError(f"this command also writes {_LOCK_NAME.fullmatch(n).group(1)} inside this folder; "
+                                 "give its outputs separate places", source=str(shown or folder))
         try:
             fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError:
@@ -445,7 +449,7 @@ def check_dir(out: str | Path, command: str, overwrite: bool = False) -> Path:
     if not os.access(ab, os.W_OK):
         raise InvdesignError("output folder is not writable", source=str(out))
     clean_stale(ab)
-    busy = clean_stale_locks(ab)  # a killed run's lock file inside is removed; a live run's refuses the folder
+    busy = clean_stale_locks(ab, out)  # a killed run's lock file inside is removed; a live run's refuses the folder
     if busy:
         raise InvdesignError(f"another invdesign run is writing {_describe(busy)} inside this folder; wait for it to "
                              "finish or choose another folder", source=str(out))

@@ -504,6 +504,14 @@ def test_a_killed_runs_lock_file_blocks_nothing(tmp_path, capsys):
     assert sorted(x.name for x in o.iterdir()) == [".invdesign-manifest.json", "orbit000000.cif"]
 
 
+def test_a_commands_file_output_inside_its_folder_output_is_one_line(tmp_path, capsys):
+    o = tmp_path / "o"
+    o.mkdir()
+    code, err = _run(capsys, [*_ENUM, "--out", o / "k.csv", "--structures", o])
+    assert code == 2 and "this command also writes k.csv inside this folder" in err
+    assert list(o.iterdir()) == []
+
+
 def test_a_lock_kept_by_a_dead_runs_child_says_which_process_to_end(tmp_path, capsys):
     """The run that took an output's lock died, but a process it forked still holds the lock file open: the refusal
     says so and names that process (was: 'another run (pid of the dead run) is writing; wait for it')."""
