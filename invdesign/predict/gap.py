@@ -178,6 +178,59 @@ class _Forest:
         return cls(*(st[k].numpy() for k in cls.FIELDS), roots=st["roots"].numpy(), baseline=st["baseline"])
 
 
+class ForestStack:
+    """Several forests (:class:`_Forest`) evaluated together in numpy: ``predict(X)`` equals
+    ``np.stack([f.predict_numpy(X) for f in forests])`` bit for bit, a few times faster on few rows (an annealing
+    step: 1-64 rows through 8 forests of 400 trees).
+
+    Every (row, tree) pair walks down from its root, the pairs not yet at a leaf advancing one level per pass
+    (``x <= threshold`` goes left, as in :meth:`_Forest.predict_numpy`); the leaves are then summed per forest onto its
+    baseline tree after tree (``np.cumsum`` along the trees: the same sequential sum), so the floats are the same.
+    """
+
+    def __init__(self, forests) -> None:
+        forests = list(forests)
+        offsets = np.cumsum([0] + [len(f.feature) for f in forests])[:-1]
+        self.feature = np.concatenate([f.feature for f in forests]).astype(np.intp) if forests else np.zeros(0, np.intp)
+        self.threshold = np.concatenate([f.threshold for f in forests]) if forests else np.zeros(0)
+        self.left = np.concatenate([f.left + o for f, o in zip(forests, offsets)]).astype(np.intp) if forests else np.zeros(0, np.intp)
+        self.right = np.concatenate([f.right + o for f, o in zip(forests, offsets)]).astype(np.intp) if forests else np.zeros(0, np.intp)
+        self.leaf = np.concatenate([f.leaf for f in forests]) if forests else np.zeros(0, bool)
+        self.value = np.concatenate([f.value for f in forests]) if forests else np.zeros(0)
+        self.roots = np.concatenate([f.roots + o for f, o in zip(forests, offsets)]).astype(np.intp) if forests else np.zeros(0, np.intp)
+        self.counts = [len(f.roots) for f in forests]
+        self.baselines = [f.baseline for f in forests]
+
+    def predict(self, X: np.ndarray, chunk: int = 1 << 21) -> np.ndarray:
+        """``(N, p)`` features -> ``(M, N)`` every forest's raw prediction (as :meth:`_Forest.predict_numpy`)."""
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        N, p = X.shape
+        T = len(self.roots)
+        out = np.empty((len(self.counts), N))
+        step = max(1, chunk // max(T, 1))
+        for s in range(0, N, step):
+            x = X[s : s + step]
+            n = len(x)
+            node = np.tile(self.roots, n)  # (n * T,) row-major: row r's trees at r * T ...
+            row_at = np.repeat(np.arange(n) * p, T)
+            flat = x.ravel()
+            act = np.flatnonzero(~self.leaf[node])
+            while len(act):
+                cur = node[act]
+                nxt = np.where(flat[row_at[act] + self.feature[cur]] <= self.threshold[cur], self.left[cur], self.right[cur])
+                node[act] = nxt
+                act = act[~self.leaf[nxt]]
+            vals = self.value[node].reshape(n, T)
+            t0 = 0
+            for m, (c, b) in enumerate(zip(self.counts, self.baselines)):
+                seq = np.empty((n, c + 1))
+                seq[:, 0] = b
+                seq[:, 1:] = vals[:, t0 : t0 + c]
+                out[m, s : s + n] = np.cumsum(seq, axis=1)[:, -1]
+                t0 += c
+        return out
+
+
 class BoundedGapHead:
     """Gradient-boosted trees on cluster counts, averaged, bounded to ``(0, eg_max)``, conformal std.
 

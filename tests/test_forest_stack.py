@@ -1,0 +1,54 @@
+"""ForestStack (issue 25: an annealing step walks 8 gap forests of 400 trees): the same floats as each forest walked
+on its own, on the packaged models' real inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from invdesign.predict.gap import ForestStack
+
+
+@pytest.fixture(scope="module")
+def served():
+    from invdesign.predictor import load_predictor
+
+    return load_predictor()
+
+
+def _same(forests, X) -> None:
+    want = np.stack([f.predict_numpy(X) for f in forests])
+    got = ForestStack(forests).predict(X)
+    assert got.dtype == np.float64 and got.shape == want.shape
+    assert got.tobytes() == want.tobytes()
+
+
+def test_host_model_gap_trees(served):
+    from invdesign.lattice.enumerate import sample_configurations
+
+    hm = served.high_density_model()
+    if not getattr(hm, "trees_g", None):
+        pytest.skip("the packaged DFT host model has no gap trees")
+    occ = np.concatenate([sample_configurations(served.host, {"V_S": 4, "Se_S": 3, "W_Mo": 2, "V_Mo": 1}, 300, 1),
+                          sample_configurations(served.host, {"V_Mo": 2, "V_S": 9}, 100, 2)])
+    Z = hm._tree_features(occ)
+    for n in (1, 7, 64, len(Z)):
+        _same(hm.trees_g, Z[:n])
+    Zn = Z[:5].copy()
+    Zn[1, ::7] = np.nan  # a missing value goes right, as in the walk of one forest
+    _same(hm.trees_g, Zn)
+    got = ForestStack(hm.trees_g).predict(Z[:50], chunk=3 * sum(len(t.roots) for t in hm.trees_g))  # chunked rows
+    assert got.tobytes() == np.stack([f.predict_numpy(Z[:50]) for f in hm.trees_g]).tobytes()
+
+
+def test_embedding_model_gap_head(served, host):
+    from invdesign.generate.decoder import Limits, orbit_index
+    from invdesign.model import load_model
+    from invdesign.predict.features import cluster_counts
+
+    model = load_model()
+    head = model.heads["gap_gbt"]
+    idx = orbit_index(model, Limits.make(host))
+    X = head._design(cluster_counts(idx.occ[::29], host))
+    _same(head.forests, X)
+    assert ForestStack([]).predict(X).shape == (0, len(X))
