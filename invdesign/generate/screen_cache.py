@@ -120,9 +120,8 @@ def model_digest(model) -> str | None:
 
     if isinstance(model, Predictor):
         return model.prediction_digest()
-    from invdesign.synthesis.chempot import ReferencedModel
-
-    if type(model) is ReferencedModel:
+    cls = type(model)  # by its qualified name: importing chempot here would close an import cycle through the flow
+    if (cls.__module__, cls.__qualname__) == ("invdesign.synthesis.chempot", "ReferencedModel"):
         base = model_digest(model.base)
         if base is None:
             return None
