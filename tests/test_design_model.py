@@ -93,3 +93,19 @@ def test_cached_design_cli_imports_neither_torch_nor_sklearn(tmp_path):
         out.append(json.loads(r.stdout.strip().splitlines()[-1]))
     assert out[0]["torch"] and not out[1]["torch"] and not out[1]["sklearn"]
     assert (tmp_path / "a" / "candidates.csv").read_bytes() == (tmp_path / "b" / "candidates.csv").read_bytes()
+
+
+def test_old_copies_are_pruned(pair):
+    """Writing a copy keeps the newest KEEP copies (other model files' or layouts') in the cache folder."""
+    from invdesign.generate.design_model import KEEP
+
+    path = design_cache_path(default_model_path())
+    for i in range(KEEP + 2):
+        old = path.parent / f"design-old{i}.npz"
+        old.write_bytes(b"x")
+        os.utime(old, (1_000_000 + i, 1_000_000 + i))
+    path.unlink()
+    load_design_model(None)
+    kept = sorted(path.parent.glob("design-*.npz"))
+    assert path in kept and len(kept) == KEEP
+    assert isinstance(load_design_model(None), LazyModel)

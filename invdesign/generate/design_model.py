@@ -39,6 +39,8 @@ from invdesign.predict.serving import (
 
 #: Layout of the cached copy (part of its name).
 FORMAT = 5
+#: Copies kept in the cache folder (the newest by modification time; about 15 MB each for the packaged model).
+KEEP = 4
 
 
 def design_cache_path(model_path: str | Path) -> Path:
@@ -164,6 +166,9 @@ class LazyModel(ServingModel):
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
+            old = sorted(path.parent.glob("design-*.npz"), key=lambda q: q.stat().st_mtime, reverse=True)[KEEP:]
+            for q in old:  # copies of other model files (or layouts): the newest KEEP stay
+                q.unlink(missing_ok=True)
         except OSError:
             return False
         return True
