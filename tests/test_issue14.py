@@ -163,7 +163,8 @@ def test_out_dot_works_in_an_empty_folder(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("argv, needle", [
     (["canon", "POOL", "--out", "."], "must end in .csv"),
-    (["enumerate", "--max-defects", "1", "--out", "e.csv", "--structures", "."], "did not write"),
+    # e.csv would land inside the --structures folder: refused before the folder's foreign files are looked at
+    (["enumerate", "--max-defects", "1", "--out", "e.csv", "--structures", "."], "writes e.csv inside this folder"),
     (["design", "-n", "2", "--out", "."], "did not write"),
     (["design", "-n", "2", "--out", "nope/deeper/run"], "does not exist"),
     (["embed", "POOL", "--out", "POOL"], "must end in .csv"),
