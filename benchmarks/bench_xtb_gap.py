@@ -334,13 +334,16 @@ def main() -> None:
         out["resource"] = {k: v for k, v in res.items() if k not in ("gap",)}
         out["resource"]["recipe"] = m["recipe"]
     out["seconds"] = round(time.time() - t_start, 1)
+    out["command"] = "python benchmarks/bench_xtb_gap.py" + (f" --hosts-dump {a.hosts_dump}" if a.hosts_dump else "") + (
+        " --write-resource" if a.write_resource else "")
     a.out.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n")
     a.out.with_suffix(".md").write_text(report(out) + "\n")
     print(report(out))
 
 
 def report(o: dict) -> str:
-    L = ["# GFN1-xTB HOMO-LUMO gap vs 2DMD DFT (MoS2)", "",
+    L = ["# GFN1-xTB HOMO-LUMO gap vs 2DMD DFT (MoS2)", "", f"`{o['command']}` (labels: `benchmarks/xtb_labels.py`; "
+         "the host model's out-of-fold rows: `bench_hosts.py --sets mos2-high --variants +low --dump DIR`).", "",
          f"Labelled structures: {o['n']['high']} high-density (4-24 defects), {o['n']['low']} low-density (1-3), from "
          f"`{o['labels']}` (`benchmarks/xtb_labels.py`: seeded random, low density stratified by composition). "
          "5-fold cross-validation (high-density folds = bench_hosts' KFold over all 400 MoS2-high; each fold's "

@@ -183,3 +183,16 @@ def test_pristine_energy_is_cached_per_host(host, labels, monkeypatch):
     monkeypatch.setattr(other, "singlepoint", boom)
     with pytest.raises(AssertionError, match="recomputed"):
         other.pristine_energy()
+
+
+def test_packaged_correction_loads_and_is_calibrated_on_its_own_terms():
+    """The packaged xtb+delta (benchmarks/bench_xtb_gap.py --write-resource) applies to 8x8 MoS2 and refuses GaSe."""
+    orc = make_oracle("xtb+delta", needed=["formation_energy_per_site", "homo_lumo_gap"])
+    h = orc.host
+    occ = np.stack([h.host_code, h.host_code])
+    occ[1, np.flatnonzero(h.host_code == h.species_code["S"])[:6]] = h.species_code["Vac"]
+    g, s = orc.gap_correction(occ, np.array([1.78, 0.5]))
+    assert np.all(np.isfinite(g)) and np.all(g >= 0) and np.all((s > 0.01) & (s < 1.0))
+    assert set(orc.mu) == {"Mo", "S", "W", "Se"} and 0 < orc.fe_sigma < 1.0
+    with pytest.raises(InvdesignError, match="does not apply"):
+        XtbDeltaOracle.from_file(None, HostLattice.from_unit_cell("builtin:GaSe", (6, 6)))
