@@ -58,9 +58,12 @@ def main() -> None:
     ap.add_argument("--max", type=int, default=12)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RES / "xtb_check")
+    ap.add_argument("--design-dir", type=Path, default=None, help="keep the design's output here (default: a temp dir)")
     a = ap.parse_args()
     host = HostLattice.default()
-    run_dir = a.out.parent / (a.out.name + "_design")
+    import tempfile
+
+    run_dir = a.design_dir or Path(tempfile.mkdtemp(prefix="xtb_check_design_"))
     t0 = time.time()
     cmd = [sys.executable, "-m", "invdesign.cli", "design", "--target", f"formation_energy_per_site={a.fe[0]}:{a.fe[1]}",
            "--target", f"homo_lumo_gap={a.gap[0]}:{a.gap[1]}", "-n", str(a.k), "--min-defects", str(a.min),
