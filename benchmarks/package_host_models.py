@@ -1,8 +1,8 @@
 """Train and package one host model per 2DMD host (``invdesign/resources/host_models/<Host>.npz``).
 
 Each model trains on every DFT structure of its host in ``../shared/data`` (MoS2 and WSe2: the low- and
-high-density sets together; h-BN, GaSe, InSe, black P: their high-density set), less a seeded 15 % kept
-for the std calibration by density band. The accuracy of this recipe on held-out data is what
+high-density sets together; h-BN, GaSe, InSe, black P: their high-density set), cross-fitted as
+``HostModel.fit`` does (blends and std calibration on out-of-fold predictions). The accuracy of this recipe on held-out data is what
 ``benchmarks/bench_hosts.py`` measures (5-fold CV); the packaged models are the same recipe on all data.
 
     python benchmarks/package_host_models.py [--hosts MoS2,BN,...]
