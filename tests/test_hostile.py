@@ -951,11 +951,11 @@ def test_label_retries_oracle_failures_when_asked(tmp_path, capsys, pool, monkey
     assert (df["formation_energy_per_site"] == 1.0).all()
 
 
-def test_a_worker_that_dies_once_costs_no_label_in_the_same_run(tmp_path, capsys, pool, monkeypatch):
-    """One pool worker dies (as by SIGKILL) on one structure: the calls still queued are tried again on a fresh
-    pool in the same run, and every structure is labelled once, exit 0."""
+def _oracle_dying_once(tmp_path, monkeypatch, module: str):
+    """A ``python:`` oracle module whose first call kills its process (as a SIGKILL would) and marks that it did;
+    every later call returns (1.0, 0.5). Returns the marker's path."""
     died = tmp_path / "died"
-    (tmp_path / "once_oracle.py").write_text(
+    (tmp_path / f"{module}.py").write_text(
         "import os\nfrom pathlib import Path\n"
         "def f(structure):\n"
         f"    marker = Path({str(died)!r})\n"
@@ -964,6 +964,13 @@ def test_a_worker_that_dies_once_costs_no_label_in_the_same_run(tmp_path, capsys
         "        os._exit(1)\n"
         "    return (1.0, 0.5)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    return died
+
+
+def test_a_worker_that_dies_once_costs_no_label_in_the_same_run(tmp_path, capsys, pool, monkeypatch):
+    """One pool worker dies (as by SIGKILL) on one structure: the calls still queued are tried again on a fresh
+    pool in the same run, and every structure is labelled once, exit 0."""
+    died = _oracle_dying_once(tmp_path, monkeypatch, "once_oracle")
     out = tmp_path / "l.csv"
     code, err = _run(capsys, ["label", pool, "--oracle", "python:once_oracle:f", "--out", out, "--executor", "process:1"])
     assert code == 0, err
@@ -1006,16 +1013,7 @@ def test_campaign_evaluations_lost_by_a_dead_worker_stay_pending(tmp_path, capsy
 def test_a_campaign_worker_that_dies_once_costs_no_evaluation_in_the_same_run(tmp_path, capsys, pool, monkeypatch):
     """A campaign's pool worker dies (as by SIGKILL) on one evaluation: the evaluations still pending are tried again
     on a fresh pool in the same run, which ends with every evaluation observed, exit 0, nothing failed or pending."""
-    died = tmp_path / "died"
-    (tmp_path / "once_campaign_oracle.py").write_text(
-        "import os\nfrom pathlib import Path\n"
-        "def f(structure):\n"
-        f"    marker = Path({str(died)!r})\n"
-        "    if not marker.exists():\n"
-        "        marker.write_text('x')\n"
-        "        os._exit(1)\n"
-        "    return (1.0, 0.5)\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    died = _oracle_dying_once(tmp_path, monkeypatch, "once_campaign_oracle")
     db = tmp_path / "c.sqlite"
     code, err = _run(capsys, ["campaign", "run", "--db", db, "--pool", pool, "--features", "pairs", "--target",
                               "formation_energy_per_site=0.5:1.5", "--oracle", "python:once_campaign_oracle:f",
