@@ -68,10 +68,32 @@ def test_calibration_reaches_the_level_on_its_own_data():
     spread = rng.uniform(0.01, 0.05, (600, 3))
     y = rng.normal(0, 1, (600, 3)) * spread * 3
     c = calibrate(np.zeros((600, 3)), spread, y, n)
-    std = c.scale[:, np.clip(np.searchsorted([b[1] for b in BANDS], n), 0, 3)].T * (spread + c.floor)
+    bands = np.clip(np.searchsorted([b[1] for b in BANDS], n), 0, 3)
+    std = np.column_stack([c.std(spread[:, j], bands, j) for j in range(3)])
     cover = (np.abs(y) <= 1.96 * std).mean(0)
     assert (cover >= 0.94).all() and (cover <= 0.99).all()
     assert c.validated.all()
+    # the gap's std is one per band (SPREAD_WEIGHT 0), the energy's follows the spread
+    for k in range(4):
+        assert np.ptp(std[bands == k, 1]) < 1e-12
+    assert np.corrcoef(std[:, 0], spread[:, 0])[0, 1] > 0.9
+
+
+def test_gap_std_per_band_covers_where_the_spread_on_training_rows_leaks():
+    # out-of-fold errors whose training-row spread tracks them (a member that did not see the row disagrees),
+    # while on new rows the spread is unrelated to the error: a spread-normalised std under-covers new rows,
+    # the per-band one does not
+    rng = np.random.default_rng(3)
+    n = rng.integers(4, 24, 2000)
+    err = rng.normal(0, 0.03, (2000, 3))
+    spread_train = 0.5 * np.abs(err) + 0.005
+    c = calibrate(np.zeros((2000, 3)), spread_train, err, n)
+    err_new = rng.normal(0, 0.03, (2000, 3))
+    spread_new = rng.uniform(0.005, 0.02, (2000, 3))
+    bands = np.clip(np.searchsorted([b[1] for b in BANDS], n), 0, 3)
+    cover = [(np.abs(err_new[:, j]) <= 1.96 * c.std(spread_new[:, j], bands, j)).mean() for j in range(3)]
+    assert cover[1] >= 0.93
+    assert cover[0] < 0.9  # the leak the gap's per-band std avoids
 
 
 def test_blend_weights_of_small_high_density_bands_come_from_the_high_density_rows():

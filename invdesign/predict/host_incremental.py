@@ -146,7 +146,7 @@ class HostChains:
             self._ce_cols = cols
             self._tree_stack = ForestStack(self.trees)
         cal = model.calibration
-        self.cal_scale, self.cal_floor, self.cal_validated = cal.scale, cal.floor, cal.validated
+        self.cal, self.cal_validated = cal, cal.validated
         self.kmin, self.kmax = model.meta.get("kmin", 1), model.meta.get("kmax", 10_000)
         self.known = np.array(model.meta.get("targets_known", [True, True, True]), bool)
         self.host_gap = model.host_gap()
@@ -319,7 +319,7 @@ class HostChains:
         ok = np.zeros(mu.shape, bool)
         in_range = (n >= self.kmin) & (n <= self.kmax)
         for j in range(3):
-            std[:, j] = self.cal_scale[j, bb] * (spread[:, j] + self.cal_floor[j])
+            std[:, j] = self.cal.std(spread[:, j], bb, j)
             ok[:, j] = self.cal_validated[j, bb] & in_range & (b >= 0)
         std[:, 1] = np.where(ok[:, 1] | (b < 0), std[:, 1], np.maximum(std[:, 1], self.host_gap / np.sqrt(12.0)))
         mu[:, ~self.known] = np.nan
