@@ -397,28 +397,13 @@ def embed(structures, model: Model | str | Path | None = None):
     return df
 
 
-def predict(structures, model: Model | str | Path | None = None):
-    """Predictions as a DataFrame ``id, <targets>, <targets>_std, extrapolation, extrapolation_reason, note``
-    (eV; :func:`prediction_table`). ``structures`` as for :func:`embed` (paths, pymatgen Structures, ASE
-    Atoms, or an occupancy array).
+def predict(structures, model: Model | str | Path | None = None, **options):
+    """The ``invdesign predict`` table, column for column: :func:`invdesign.api.predict` (which see for
+    ``options``: ``mu``, ``tol``, ``host``, ``supercell``, ``out``, ``overwrite``). ``structures``: paths,
+    pymatgen Structures, ASE Atoms, or an occupancy array; ``model``: a model, a model file or None."""
+    from invdesign.api import predict as _predict
 
-    As ``invdesign predict``: without ``model``, paths on a packaged host other than MoS2 (GaSe, h-BN, ...,
-    recognised from the first structure) are served by that host's packaged model, and a host model file
-    (``.npz``, ``invdesign train --out F.npz``) serves its own host; spin-polarised hosts add ``total_mag``,
-    ``total_mag_std`` (Bohr magnetons per cell)."""
-    hm = _host_model_for(structures, model)
-    if hm is not None:
-        from invdesign.data.dataset import map_structures
-
-        items = list(structures) if isinstance(structures, (list, tuple)) else [structures]
-        ds = map_structures(items, hm.host)
-        table = prediction_table(hm, [str(i) for i in ds.ids], ds.occ)
-        for k, v in hm.magnetisation_columns(ds.occ).items():
-            table[k] = v
-        return table
-    m = model if isinstance(model, Model) else load_model(model)
-    ids, occ = _as_occ(structures, m)
-    return prediction_table(m, ids, occ)
+    return _predict(structures, model, **options)
 
 
 def _host_model_for(structures, model):

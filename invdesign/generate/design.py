@@ -79,6 +79,8 @@ class DesignResult:
         occ: ``(n, n_sites)`` uint8 configurations in rank order.
         summary: request, model, seeds, counts, timings (what ``summary.json`` holds).
         message: one line when the window is unreachable, else None.
+        relaxed: with a physics check (:func:`invdesign.api.design` ``check=``), the relaxed pymatgen
+            Structures of the checked candidates by id (what ``relaxed/<id>.cif`` holds); else empty.
     """
 
     candidates: pd.DataFrame
@@ -88,6 +90,7 @@ class DesignResult:
     host: object = field(default=None, repr=False)
     train_y: np.ndarray | None = field(default=None, repr=False)
     window: Window | None = field(default=None, repr=False)
+    relaxed: dict = field(default_factory=dict, repr=False)
 
     def structures(self) -> list:
         """The candidates as pymatgen Structures in rank order (what ``structures/<id>.cif`` holds);
