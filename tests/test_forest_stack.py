@@ -1,5 +1,6 @@
 """ForestStack (issue 25: an annealing step walks 8 gap forests of 400 trees): the same floats as each forest walked
-on its own, on the packaged models' real inputs."""
+on its own, tree by tree in plain Python (the reference below), on the packaged models' real inputs.
+``_Forest.predict_numpy`` is a one-forest stack, so it is checked against the same reference."""
 
 from __future__ import annotations
 
@@ -16,11 +17,26 @@ def served():
     return load_predictor()
 
 
+def _walk(f, X: np.ndarray) -> np.ndarray:
+    """``(N,)`` one forest's sum, tree after tree onto the baseline, each tree walked node by node (a missing
+    value fails ``x <= threshold`` and goes right)."""
+    out = np.empty(len(X))
+    for i, x in enumerate(np.asarray(X, dtype=np.float64)):
+        acc = f.baseline
+        for node in f.roots:
+            while not f.leaf[node]:
+                node = f.left[node] if x[f.feature[node]] <= f.threshold[node] else f.right[node]
+            acc += f.value[node]
+        out[i] = acc
+    return out
+
+
 def _same(forests, X) -> None:
-    want = np.stack([f.predict_numpy(X) for f in forests])
+    want = np.stack([_walk(f, X) for f in forests])
     got = ForestStack(forests).predict(X)
     assert got.dtype == np.float64 and got.shape == want.shape
     assert got.tobytes() == want.tobytes()
+    assert np.stack([f.predict_numpy(X) for f in forests]).tobytes() == want.tobytes()
 
 
 def test_host_model_gap_trees(served):
@@ -32,13 +48,15 @@ def test_host_model_gap_trees(served):
     occ = np.concatenate([sample_configurations(served.host, {"V_S": 4, "Se_S": 3, "W_Mo": 2, "V_Mo": 1}, 300, 1),
                           sample_configurations(served.host, {"V_Mo": 2, "V_S": 9}, 100, 2)])
     Z = hm._tree_features(occ)
-    for n in (1, 7, 64, len(Z)):
+    for n in (1, 7, 40):
         _same(hm.trees_g, Z[:n])
+    big = ForestStack(hm.trees_g).predict(Z)  # every row at once: the same floats as the rows in small batches
+    assert big.tobytes() == np.concatenate([ForestStack(hm.trees_g).predict(Z[i : i + 37]) for i in range(0, len(Z), 37)], axis=1).tobytes()
     Zn = Z[:5].copy()
     Zn[1, ::7] = np.nan  # a missing value goes right, as in the walk of one forest
     _same(hm.trees_g, Zn)
     got = ForestStack(hm.trees_g).predict(Z[:50], chunk=3 * sum(len(t.roots) for t in hm.trees_g))  # chunked rows
-    assert got.tobytes() == np.stack([f.predict_numpy(Z[:50]) for f in hm.trees_g]).tobytes()
+    assert got.tobytes() == big[:, :50].tobytes()
 
 
 def test_embedding_model_gap_head(served, host):
@@ -50,5 +68,6 @@ def test_embedding_model_gap_head(served, host):
     head = model.heads["gap_gbt"]
     idx = orbit_index(model, Limits.make(host))
     X = head._design(cluster_counts(idx.occ[::29], host))
-    _same(head.forests, X)
+    _same(head.forests, X[:40])
+    assert ForestStack(head.forests).predict(X).tobytes() == np.stack([f.predict(X) for f in head.forests]).tobytes()
     assert ForestStack([]).predict(X).shape == (0, len(X))

@@ -143,27 +143,13 @@ class _Forest:
                 self._trees = False
         return self._trees or None
 
-    def predict_numpy(self, X: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    def predict_numpy(self, X: np.ndarray) -> np.ndarray:
         """:meth:`predict` in plain numpy (all trees walked together, level by level; the leaves are added
-        tree after tree onto the baseline, as the compiled predictor does)."""
-        X = np.asarray(X, dtype=np.float64)
-        out = np.empty(len(X))
-        for s in range(0, len(X), chunk):
-            x = X[s : s + chunk]
-            rows = np.arange(len(x))[:, None]
-            idx = np.broadcast_to(self.roots[None, :], (len(x), len(self.roots))).copy()  # (n, trees)
-            active = ~self.leaf[idx]
-            while active.any():
-                r, t = np.nonzero(active)
-                node = idx[r, t]
-                go_left = x[rows[r, 0], self.feature[node]] <= self.threshold[node]
-                idx[r, t] = np.where(go_left, self.left[node], self.right[node])
-                active[r, t] = ~self.leaf[idx[r, t]]
-            acc = np.full(len(x), self.baseline)
-            for t in range(idx.shape[1]):
-                acc += self.value[idx[:, t]]
-            out[s : s + chunk] = acc
-        return out
+        tree after tree onto the baseline, as the compiled predictor does): a one-forest :class:`ForestStack`."""
+        stack = self.__dict__.get("_stack")
+        if stack is None:
+            stack = self.__dict__["_stack"] = ForestStack([self])
+        return stack.predict(X)[0]
 
     def state(self) -> dict:
         import torch
