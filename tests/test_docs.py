@@ -58,7 +58,7 @@ def test_mkdocs_build_strict(tmp_path):
         assert command in cli, f"the generated CLI reference lacks {command}"
     assert "--target" in cli and "Usage:" in cli
     api = (site / "api" / "index.html").read_text()
-    for obj in ("generate.design.design", "model.predict", "model.embed", "lattice.canonical.canonical_key",
+    for obj in ("api.design", "api.predict", "model.embed", "lattice.canonical.canonical_key",
                 "campaign.campaign.Campaign"):
         assert f'id="invdesign.{obj}"' in api, f"the API reference lacks invdesign.{obj}"
 
@@ -87,6 +87,19 @@ def test_column_guide_names_every_enumerate_and_canon_column(cli_outputs):
     missing = _undocumented(_header(cli_outputs / "e.csv"), _section(text, "`invdesign enumerate` -> CSV"))
     missing += _undocumented(_header(cli_outputs / "keys.csv"), _section(text, "`invdesign canon` -> CSV"))
     assert not missing, f"docs/outputs.md does not document {missing}"
+
+
+def test_column_guide_names_every_design_column(tmp_path):
+    """A real ``design`` run (exhaustive, with --mu and --export): every column of candidates.csv has a line
+    (with its unit) in the guide's design section."""
+    out = tmp_path / "run"
+    assert main(["design", "--target", "formation_energy_per_site=1.0:1.2", "--target", "homo_lumo_gap=0.9:1.3",
+                 "-n", "2", "--mu", "S-rich", "--export", "json", "--out", str(out)]) == 0
+    columns = _header(out / "candidates.csv")
+    section = _section(GUIDE.read_text(), "`invdesign design` -> output folder")
+    assert not _undocumented(columns, section), f"docs/outputs.md does not document design's {_undocumented(columns, section)}"
+    rows = {m.group(1): m.group(2).strip() for m in re.finditer(r"^\| `([^`]+)`[^|]*\| ([^|]*) \|", section, flags=re.M)}
+    assert all(rows.get(c, "x") for c in columns), "a documented column has an empty unit cell"
 
 
 def test_section_check_catches_a_missing_column():
