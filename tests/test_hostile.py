@@ -740,10 +740,12 @@ _DB_EDITS = {  # hand edits of a campaign database (issue 28): each refused in o
     "features NaN": (_features_nan, "non-finite value"),
     "features gone": (_sql("DELETE FROM arrays WHERE name = 'features'"), "its features are absent"),
     "occupancy torn": (_sql("UPDATE candidates SET occ = x'0102' WHERE idx = 0"), "occupancy has 2 bytes, not 192"),
-    "occupancy code": (_sql("UPDATE candidates SET occ = zeroblob(192) WHERE idx = 1"), "does not name its occupancy"),
+    "occupancy code": (_sql("UPDATE candidates SET occ = zeroblob(192) WHERE idx = 1"),
+                       "candidate 1: its canonical key"),  # numbered by idx, as the store numbers candidates
     "species code": (_sql("UPDATE candidates SET occ = CAST(replace(hex(zeroblob(192)), '00', 'C8') AS BLOB) WHERE idx = 1"),
                      "occupancy has 384 bytes"),
-    "candidate key": (_sql("UPDATE candidates SET canonical_key = 'zzz' WHERE idx = 3"), "'zzz' is not a canonical key"),
+    "candidate key": (_sql("UPDATE candidates SET canonical_key = 'zzz' WHERE idx = 3"),
+                      "candidate 3: 'zzz' is not a canonical key"),  # was 'candidate 4' (its position from 1)
     "no candidates": (_sql("DELETE FROM candidates"), "holds no candidates"),
     "gap text": (_sql("UPDATE observations SET homo_lumo_gap = 'abc'"), "homo_lumo_gap 'abc' is not a finite number"),
     "gap 1e308": (_sql("UPDATE observations SET homo_lumo_gap = 1e308"), "homo_lumo_gap 1e+308 eV is no measurement"),

@@ -299,7 +299,7 @@ class Campaign:
         """Candidate table (``idx, id, canonical_key, source``) and ``(C, n_sites)`` occupancies."""
         if self._cand is None:
             df, occ = self.store.candidates()
-            _check_keys(self.store, list(df["canonical_key"]), occ, self.host, "candidate")
+            _check_keys(self.store, list(df["canonical_key"]), occ, self.host, "candidate", list(df["idx"]))
             if not df["canonical_key"].is_unique or not df["id"].is_unique:
                 raise self.store.damaged("its candidates repeat an id or a canonical key")
             self._cand = df, occ
@@ -325,10 +325,11 @@ class Campaign:
     def observation_occ(self) -> np.ndarray:
         """``(n, n_sites)`` occupancies of the observations in evaluation order (each checked against its key)."""
         occ = self.store.observation_occ()
-        keys = list(self.store.observations()["canonical_key"])
+        stored = self.store.observations()
+        keys = list(stored["canonical_key"])
         if len(keys) != len(occ):
             raise self.store.damaged("its observations changed while read")
-        _check_keys(self.store, keys, occ, self.host, "observation")
+        _check_keys(self.store, keys, occ, self.host, "observation", list(stored["seq"]))
         return occ
 
     def suggestions(self, status: str | None = None) -> pd.DataFrame:
@@ -351,7 +352,7 @@ class Campaign:
     def observations(self) -> pd.DataFrame:
         """Observations in evaluation order, with a ``hit`` column and a ``score`` (larger is better)."""
         obs = self.store.observations()
-        _check_keys(self.store, list(obs["canonical_key"]), None, self.host, "observation")
+        _check_keys(self.store, list(obs["canonical_key"]), None, self.host, "observation", list(obs["seq"]))
         y = obs[list(TARGETS)].to_numpy(float)
         obs["hit"] = self.target.hits(y)
         obs["score"] = self.target.score(y)
@@ -1012,9 +1013,12 @@ def _key_codes(host: HostLattice) -> dict[str, int]:
     return table
 
 
-def _check_keys(store: Store, keys: list[str], occ: np.ndarray | None, host: HostLattice, what: str) -> None:
+def _check_keys(store: Store, keys: list[str], occ: np.ndarray | None, host: HostLattice, what: str,
+                numbers: list | None = None) -> None:
     """Each key names a configuration of ``host`` (defects on distinct sites, allowed species) and, with ``occ``,
-    one of the same composition as its occupancy (a key and an occupancy that do not belong together are refused)."""
+    one of the same composition as its occupancy (a key and an occupancy that do not belong together are refused).
+    A refusal names the row as the store does (``numbers``: a candidate's ``idx``, an observation's ``seq``;
+    default: its position from 1)."""
     codes, ns = _key_codes(host), host.n_species
     allowed = host.allowed[host.sublattice]
     base = np.bincount(host.host_code, minlength=ns)
@@ -1039,7 +1043,8 @@ def _check_keys(store: Store, keys: list[str], occ: np.ndarray | None, host: Hos
                 sites.add(site)
                 counts[host.host_code[site]] -= 1
                 counts[sp] += 1
+        n = numbers[i] if numbers is not None else i + 1
         if not ok:
-            raise store.damaged(f"{what} {i + 1}: {str(key)[:60]!r} is not a canonical key of {host.name}")
+            raise store.damaged(f"{what} {n}: {str(key)[:60]!r} is not a canonical key of {host.name}")
         if comp is not None and not np.array_equal(counts, comp[i]):
-            raise store.damaged(f"{what} {i + 1}: its canonical key {key[:60]!r} does not name its occupancy")
+            raise store.damaged(f"{what} {n}: its canonical key {key[:60]!r} does not name its occupancy")
