@@ -374,6 +374,23 @@ def read_manifest(folder: Path) -> dict | None:
     return m
 
 
+def _untrusted_entry(folder: Path) -> str | None:
+    """The first entry that makes the manifest in ``folder`` untrusted (:func:`read_manifest`), shortened for a
+    message; None when there is no such entry (no manifest, unreadable, or rejected for its form)."""
+    try:
+        m = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).stat().st_size <= _MAX_MANIFEST_BYTES else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(m, dict):
+        return None
+    for key, file in (("files", True), ("dirs", False)):
+        entries = m.get(key, [])
+        for e in entries if isinstance(entries, list) else []:
+            if not _safe_entry(e, file):
+                return repr(e if not isinstance(e, str) else e[:80])
+    return None
+
+
 def _entries(folder: Path) -> tuple[set[str], set[str]]:
     """Relative paths of files (incl. links) and folders under ``folder``; our live staging folders skipped."""
     files: set[str] = set()
@@ -462,9 +479,12 @@ def check_dir(out: str | Path, command: str, overwrite: bool = False) -> Path:
         raise InvdesignError("another invdesign run is writing into this folder", source=str(out))
     man = read_manifest(ab)
     if man is None:
-        raise InvdesignError(
-            f"output folder holds files invdesign did not write ({_describe(list(files | dirs))}); "
-            "choose a new or empty folder", source=str(out))
+        bad = _untrusted_entry(ab)
+        why = (f"its manifest lists {bad}, outside the folder or no file an invdesign command writes, so it is not "
+               "trusted and the folder holds files invdesign did not write" if bad else
+               "output folder holds files invdesign did not write")
+        raise InvdesignError(f"{why} ({_describe(list(files | dirs))}); nothing was removed; choose a new or empty "
+                             "folder", source=str(out))
     if man["command"] != command:
         raise InvdesignError(
             f"output folder holds a previous `{man['command']}` output, not `{command}`; choose another folder",

@@ -504,6 +504,26 @@ def test_a_killed_runs_lock_file_blocks_nothing(tmp_path, capsys):
     assert sorted(x.name for x in o.iterdir()) == [".invdesign-manifest.json", "orbit000000.cif"]
 
 
+@pytest.mark.parametrize("entry", ["../SENTINEL.txt", "ABS"])
+def test_an_untrusted_manifest_is_named_in_the_refusal(tmp_path, capsys, entry):
+    """--overwrite on a folder whose manifest lists a path outside it: refused, the line says which entry made the
+    manifest untrusted (was: only 'holds files invdesign did not write', listing invdesign's own files)."""
+    import json
+
+    out = tmp_path / "o" / "run"
+    out.parent.mkdir()
+    assert _run(capsys, [*_ENUM, "--out", tmp_path / "e.csv", "--structures", out])[0] == 0
+    sentinel = out.parent / "SENTINEL.txt"
+    sentinel.write_text("precious")
+    listed = str(sentinel) if entry == "ABS" else entry
+    man = json.loads((out / ".invdesign-manifest.json").read_text())
+    man["files"].append(listed)
+    (out / ".invdesign-manifest.json").write_text(json.dumps(man))
+    code, err = _run(capsys, [*_ENUM, "--out", tmp_path / "e.csv", "--overwrite", "--structures", out])
+    assert code == 2 and f"its manifest lists {listed!r}" in err and "nothing was removed" in err, err
+    assert sentinel.read_text() == "precious" and (out / "orbit000000.cif").exists()
+
+
 def test_a_commands_file_output_inside_its_folder_output_is_one_line(tmp_path, capsys):
     o = tmp_path / "o"
     o.mkdir()
