@@ -53,9 +53,20 @@ def umap_figure(model, out: str | Path, n_configs: int = 12, n_images: int = 40,
         ax.set_title(f"{k} defect{'s' if k > 1 else ''}: {len(chosen[k])} configurations x {n_images} symmetry images")
         ax.set_xticks([])
         ax.set_yticks([])
+        ax.set_xlabel("UMAP 1")
+        ax.set_ylabel("UMAP 2" if p == 0 else "")
     fig.suptitle(f"UMAP of the {model.dim}-D embedding; one colour = the symmetry images of one configuration "
                  f"(largest spread in z: {max(spreads):.1e})", fontsize=10)
-    fig.tight_layout()
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], ls="", marker="o", ms=3, mfc="0.85", mec="none",
+                      label=f"{len(fit_idx):,} random symmetry classes with 1-{max_defects} defects (UMAP is fitted on these)"),
+               Line2D([], [], ls="", marker="o", ms=7, mfc=cmap(0), mec="k", mew=0.3,
+                      label=f"{n_images} symmetry images of one configuration: one spot (the embedding is invariant)"),
+               Line2D([], [], ls="", marker="o", ms=7, mfc=cmap(1), mec="k", mew=0.3,
+                      label="another configuration: its own colour and spot")]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     import io
 
     from invdesign.outputs import write_bytes_atomic
