@@ -6,7 +6,7 @@ LOCK = requirements.lock
 #   make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
 
-.PHONY: install demo test lint bench lock check-latest docs
+.PHONY: install demo test lint bench lock check-latest check-public docs
 
 # torch first, pinned by version (constraints.txt: torch==2.13.0, any build; on these machines the local
 # 2.13.0+cpu wheel, never the multi-GB CUDA build; elsewhere TORCH_INDEX picks where it comes from), then
@@ -41,3 +41,8 @@ lock:
 # environment, then --help, a tiny design and a predict on its output.
 check-latest:
 	TORCH_INDEX="$(TORCH_INDEX)" bash scripts/check_latest.sh
+
+# `make install` resolved (dry run) as a machine without this one's pip set-up sees it: local pip configuration
+# ignored, only PyPI plus TORCH_INDEX (e.g. make check-public TORCH_INDEX=https://download.pytorch.org/whl/cpu).
+check-public:
+	TORCH_INDEX="$(TORCH_INDEX)" bash scripts/check_public_index.sh
