@@ -105,3 +105,13 @@ def test_column_guide_names_every_design_column(tmp_path):
 def test_section_check_catches_a_missing_column():
     """The check itself: a column absent from the section is reported."""
     assert _undocumented(["id", "surely_not_documented"], "| `id` | - | the id |") == ["surely_not_documented"]
+
+
+def test_readme_is_short_and_its_links_resolve():
+    """Issue 24: the README teaches the main job (under ~150 lines); the rest is in docs/, and every local
+    link of the README names a file that exists."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 150
+    assert max(len(line) for line in text.splitlines()) < 600, "a README line (a table cell?) is a paragraph"
+    links = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text)
+    assert links and all((ROOT / link).exists() for link in links), [link for link in links if not (ROOT / link).exists()]
