@@ -100,6 +100,25 @@ def test_column_guide_names_every_design_column(tmp_path):
     assert not _undocumented(columns, section), f"docs/outputs.md does not document design's {_undocumented(columns, section)}"
     rows = {m.group(1): m.group(2).strip() for m in re.finditer(r"^\| `([^`]+)`[^|]*\| ([^|]*) \|", section, flags=re.M)}
     assert all(rows.get(c, "x") for c in columns), "a documented column has an empty unit cell"
+    # summary.json carries the same units, from invdesign.columns
+    import json
+
+    units = json.loads((out / "summary.json").read_text())["columns"]["units"]
+    assert list(units) == columns and "see docs/outputs.md" not in units.values()
+
+
+def test_column_units_agree_with_the_guide():
+    """invdesign.columns (what summary.json carries) and the guide's unit cells say the same, column by column."""
+    from invdesign.columns import UNITS, unit
+
+    text = GUIDE.read_text()
+    guide = {}
+    for heading in ("`invdesign predict` -> CSV", "`invdesign design` -> output folder"):
+        for m in re.finditer(r"^\| ((?:`[^`]+`(?:, )?)+) \| ([^|]*) \|", _section(text, heading), flags=re.M):
+            for col in re.findall(r"`([^`]+)`", m.group(1)):
+                guide[col] = m.group(2).strip().strip("*")
+    assert set(UNITS) <= set(guide), f"not in the guide: {sorted(set(UNITS) - set(guide))}"
+    assert {c: unit(c) for c in guide} == guide
 
 
 def test_section_check_catches_a_missing_column():

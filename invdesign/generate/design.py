@@ -123,6 +123,9 @@ class DesignResult:
             plot_candidates(self, tmp / "candidates.png")
             if extra is not None:
                 extra(tmp)
+            from invdesign.columns import GUIDE, column_units
+
+            self.summary["columns"] = {"units": column_units(self.candidates.columns), "guide": GUIDE}
             self.summary.setdefault("timings_s", {})["write_s"] = round(time.perf_counter() - t0, 4)
             atomic_write_json(tmp / "summary.json", self.summary)
         return out
