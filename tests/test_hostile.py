@@ -212,6 +212,8 @@ def test_enumeration_and_supercells_beyond_the_limits_are_refused(tmp_path, caps
     (["--batch", "18446744073709551616"], "--batch"),
     (["--seed", "-1"], "--seed"),
     (["--supercell", "100x100"], "lower --supercell"),
+    (["--threshold", "nan"], "--threshold must be a finite number"),
+    (["--threshold", "0.5"], "--threshold applies to --minimise / --maximise only"),  # was ignored without a word
 ])
 def test_campaign_init_beyond_the_limits_is_refused(tmp_path, capsys, extra, words):
     db = tmp_path / "c.sqlite"

@@ -57,6 +57,7 @@ def _run(capsys, argv: list[str], root: Path, name: str, changes: tuple[str, ...
     before = _tree(root)
     code = main(argv)
     cap = capsys.readouterr()
+    _run.last_err = cap.err
     assert code in (0, 2), (argv, code, cap.err)
     if code == 2:
         lines = cap.err.strip().splitlines()
@@ -301,6 +302,52 @@ def test_design_option_values(capsys, option, value):
                 "--out", str(root / "out")]
         code, _ = _run(capsys, argv, root, "design option values")
         assert code == 2 and not (root / "out").exists()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+_MISSING = "missing-input"
+_OPTIONS = [  # (command line with a missing input, numeric option): every other command's numeric options
+    *[(["campaign", "init", "--db", "{root}/c.sqlite", "--pool", "{root}/" + _MISSING, "--features", "pairs",
+        "--target", "homo_lumo_gap=1:2"], o)
+      for o in ("--batch", "--budget", "--until-hits", "--seed", "--generate", "--max-defects", "--min-defects",
+                "--threshold")],
+    *[(["campaign", "run", "--db", "{root}/c.sqlite", "--pool", "{root}/" + _MISSING, "--features", "pairs",
+        "--target", "homo_lumo_gap=1:2", "--oracle", "surrogate", "--budget", "2"], o)
+      for o in ("--batch", "--budget", "--until-hits", "--seed", "--max-steps", "--threshold")],
+    *[(["label", "{root}/" + _MISSING, "--oracle", "surrogate", "--out", "{root}/l.csv"], o)
+      for o in ("--steps", "--fmax", "--tol")],
+    (["canon", "{root}/" + _MISSING, "--out", "{root}/k.csv"], "--tol"),
+    (["predict", "{root}/" + _MISSING, "--out", "{root}/p.csv"], "--tol"),
+    (["embed", "{root}/" + _MISSING, "--out", "{root}/e.csv"], "--tol"),
+    (["enumerate", "--out", "{root}/" + _MISSING + "/e.csv"], "--max-defects"),
+]
+
+
+def _absurd(value) -> bool:
+    """A value no numeric option of these commands may take: not a finite number, or negative."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return True
+    return not math.isfinite(x) or x < 0
+
+
+@settings(max_examples=40, **SETTINGS)
+@given(spec=st.sampled_from(_OPTIONS), value=_opt)
+def test_command_option_values(capsys, spec, value):
+    """Any value of a numeric option of campaign init / run, label, canon, predict, embed, enumerate: refused in
+    one line naming the option (always so for a non-finite or negative value), or accepted, the run then stopping
+    at the missing input, also in one line; nothing written either way."""
+    root = _work()
+    try:
+        base, option = spec
+        argv = [a.replace("{root}", str(root)) for a in base] + [option, str(value)]
+        code, _ = _run(capsys, argv, root, "other commands' option values")
+        err = _run.last_err
+        assert code == 2 and (option in err or _MISSING in err), (argv, err)
+        if _absurd(value):
+            assert option in err, (argv, err)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -244,7 +244,7 @@ class Campaign:
             checked_oracle = make_oracle(oracle, h, needed=target.names, allow_failures=allow_failures)
         if generate is not None:
             if pool is not None:
-                raise InvdesignError("give a pool or generate candidates from the flow, not both")
+                raise InvdesignError("give --pool or --generate (candidates from the flow), not both")
             if target.objective:
                 raise InvdesignError("flow candidates need a target window (the flow samples for a window)")
             from invdesign.model import load_model

@@ -67,11 +67,14 @@ class Target:
         given = sum(bool(x) for x in (target, minimise, maximise))
         if given != 1:
             raise InvdesignError("give exactly one of --target (repeatable), --minimise or --maximise")
-        if target:
-            return cls(window=parse_window(target))
-        name = minimise or maximise
         if threshold is not None and not math.isfinite(threshold):
             raise InvdesignError(f"--threshold must be a finite number (eV), not {threshold}")
+        if target:
+            if threshold is not None:  # was ignored without a word (any value, NaN included)
+                raise InvdesignError("--threshold applies to --minimise / --maximise only; with --target the "
+                                     "window's bounds are the thresholds")
+            return cls(window=parse_window(target))
+        name = minimise or maximise
         return cls(objective=(str(name), "min" if minimise else "max"), threshold=threshold)
 
     def to_dict(self) -> dict:
