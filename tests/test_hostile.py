@@ -677,6 +677,20 @@ def test_refusals_come_before_any_write(tmp_path, capsys, pool):
         assert code == 2 and "dask://host:port" in err and not (tmp_path / "l.csv").exists()
 
 
+@pytest.mark.parametrize("spec", ["process:18446744073709551616", "thread:100000", "dask-local:100000"])
+def test_executor_worker_counts_beyond_the_limit_are_refused_before_writing(tmp_path, capsys, pool, spec):
+    """process:2**64 was a traceback (OverflowError from the pool's semaphore) after the label file was started;
+    dask-local:N would start N worker processes."""
+    out = tmp_path / "l.csv"
+    table = _label_table(pool, tmp_path / "F.csv")
+    code, err = _run(capsys, ["label", pool, "--oracle", f"table:{table}", "--out", out, "--executor", spec])
+    assert code == 2 and "is beyond 256" in err and not out.exists(), err
+    db = tmp_path / "c.sqlite"
+    code, err = _run(capsys, ["campaign", "init", "--db", db, "--pool", pool, "--features", "pairs", "--target",
+                              "homo_lumo_gap=1:2", "--executor", spec])
+    assert code == 2 and "is beyond 256" in err and not db.exists(), err
+
+
 # ---------------------------------------------------------------------- (e) a campaign database is data
 def _edit(db: Path, sql: str, *params) -> None:
     import sqlite3

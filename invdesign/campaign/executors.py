@@ -49,6 +49,9 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+MAX_WORKERS = 256  # the most workers an executor spec may ask for (the same on every machine: stored specs stay valid)
+
+
 def _workers(arg: str, default: int) -> int:
     if not arg:
         return default
@@ -58,6 +61,9 @@ def _workers(arg: str, default: int) -> int:
         raise InvdesignError(f"executor worker count {arg!r} is not an integer") from None
     if n < 1:
         raise InvdesignError("executor needs at least 1 worker")
+    if n > MAX_WORKERS:  # was a traceback (OverflowError) for process:2**64, and N processes for dask-local:N
+        raise InvdesignError(f"executor worker count {n} is beyond {MAX_WORKERS}; give at most {MAX_WORKERS} (about "
+                             f"one per CPU core helps: {os.cpu_count() or 1} here)")
     return n
 
 
