@@ -752,12 +752,13 @@ def generator_recall(
 
 def _zoom_range(v: np.ndarray, s: np.ndarray, edges: np.ndarray) -> tuple[float, float]:
     """Axis limits around the candidates (mean +- std), widened to the window's finite edges where they are
-    near (within twice the candidates' spread), padded; never narrower than 0.02 eV."""
+    near (within the candidates' own spread, so the candidates keep at least half the axis), padded; never
+    narrower than 0.02 eV."""
     s = np.nan_to_num(np.asarray(s, float))
     lo, hi = float(np.min(v - s)), float(np.max(v + s))
     span = max(hi - lo, 0.02)
     for e in edges[np.isfinite(edges)]:
-        if lo - 2 * span <= e <= hi + 2 * span:
+        if lo - span <= e <= hi + span:
             lo, hi = min(lo, float(e)), max(hi, float(e))
     span = max(hi - lo, 0.02)
     mid = 0.5 * (lo + hi)
@@ -790,8 +791,9 @@ def plot_candidates(res: DesignResult, path: str | Path) -> Path:
     ax_all.set_ylim(ylo - pady, yhi + pady)
     if len(ty):
         ax_all.scatter(ty[:, 0], ty[:, 1], s=4, c="0.8", label="training data (DFT)", zorder=1, rasterized=True)
-    if len(c):
-        ax_all.scatter(x, y, s=14, c="tab:blue", edgecolors="k", linewidths=0.3, zorder=3, label="candidates")
+    if len(c):  # coloured as on the right (p_in_window), so that the two panels read alike
+        ax_all.scatter(x, y, s=14, c=c["p_in_window"], cmap="viridis", vmin=0, vmax=1, edgecolors="k", linewidths=0.3,
+                       zorder=3, label="candidates (colour: p_in_window)")
 
     def window_patch(a, lim_x, lim_y, label):
         x0 = w[0, 0] if np.isfinite(w[0, 0]) else lim_x[0]
@@ -830,12 +832,17 @@ def plot_candidates(res: DesignResult, path: str | Path) -> Path:
                        label="unlikely to form (> 3 kT)")
         window_patch(ax, zx, zy, "target window")
         visible = not (w[0, 1] < zx[0] or w[0, 0] > zx[1] or w[1, 1] < zy[0] or w[1, 0] > zy[1])
+        beyond = [f"{name} {e:g}" for name, edges, (v0, v1) in (("FE", w[0], zx), ("gap", w[1], zy))
+                  for e in edges if np.isfinite(e) and not v0 <= e <= v1]
         if not visible:
             ax.text(0.02, 0.02, "the target window lies outside this view (left panel)", transform=ax.transAxes,
                     fontsize=8, color="crimson")
+        title = "zoom on the candidates (labels: rank)"
+        if visible and beyond:  # the view is the candidates': say where the window's other edges are (off the data)
+            title += "\nwindow edges beyond this view: " + ", ".join(beyond) + " eV"
         ax_all.add_patch(Rectangle((zx[0], zy[0]), zx[1] - zx[0], zy[1] - zy[0], fill=False, ec="0.3", lw=0.8, ls=":",
                                    label="zoomed area (right)", zorder=5))
-        ax.set_title("zoom on the candidates (labels: rank)", fontsize=10)
+        ax.set_title(title, fontsize=10)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, fontsize=7, frameon=False)  # never on the data
     else:
         ax.text(0.5, 0.5, "no candidates", transform=ax.transAxes, ha="center")
