@@ -766,6 +766,8 @@ _DB_EDITS = {  # hand edits of a campaign database (issue 28): each refused in o
     "supercell": (_config(host={"host": "builtin:MoS2", "supercell": "banana"}), "stored setting host"),
     "acquisition": (_config(acquisition="foo"), "stored setting acquisition 'foo'"),
     "executor": (_config(executor="warp:9"), "stored setting executor"),
+    "executor number": (_config(executor=3), "stored setting executor '3' is not text"),  # was "unknown executor '?'"
+    "executor count": (_config(executor="process:100000"), "is beyond 256"),
     "step text": (_sql("UPDATE meta SET value = 'abc' WHERE key = 'step'"), "step counter 'abc'"),
     "step huge": (_sql("UPDATE meta SET value = '1e400' WHERE key = 'step'"), "step counter '1e400'"),
     "step missing": (_sql("DELETE FROM meta WHERE key = 'step'"), "step counter 'None'"),

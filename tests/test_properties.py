@@ -352,6 +352,28 @@ def test_command_option_values(capsys, spec, value):
         shutil.rmtree(root, ignore_errors=True)
 
 
+_spec = st.one_of(st.builds(lambda k, v: f"{k}:{v}", st.sampled_from(["process", "thread", "dask-local", "inline", "x"]),
+                            _opt),
+                  st.builds(lambda h, p: f"dask://{h}:{p}", st.sampled_from(["127.0.0.1", "", "[::1]", "a b", "h/x"]),
+                            st.one_of(st.integers(-5, 70000), st.just("x"))),
+                  st.text(max_size=12), st.sampled_from(["dask://", "auto", "inline", "process", "thread:0"]))
+
+
+@settings(max_examples=20, **SETTINGS)
+@given(spec=_spec)
+def test_executor_specs(capsys, spec):
+    """Any ``--executor`` value: refused in one line naming the executor, or accepted, the run then stopping at the
+    missing input (nothing started, nothing written)."""
+    root = _work()
+    try:
+        argv = ["label", str(root / _MISSING), "--oracle", "surrogate", "--out", str(root / "l.csv"), "--executor", spec]
+        code, _ = _run(capsys, argv, root, "executor specs")
+        err = _run.last_err
+        assert code == 2 and ("executor" in err or _MISSING in err), (spec, err)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @settings(max_examples=12, **SETTINGS)
 @given(cid=st.one_of(st.text(max_size=12), st.sampled_from(["../x", "/tmp/x", "a/b", "..", ".", "", "a\nb", "ok-id"])))
 def test_campaign_database_ids(capsys, template_db, cid):
@@ -429,6 +451,54 @@ def test_campaign_database_values(capsys, observed_db, cell, value):
         argv = ["campaign", "suggest", "--db", str(db), "-n", "1", "--structures", str(root / "sug")]
         code, _ = _run(capsys, argv, root, "campaign database suggest", changes=("c.sqlite",), sidecars=sidecars)
         assert (code == 0) == (root / "sug").is_dir()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+_CONFIG_KEYS = ["batch", "budget", "until_hits", "seed", "oracle", "target", "host", "acquisition", "executor",
+                "features", "warm_start", "space", "model", "version", "allow_failures"]
+_json_value = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
+                        st.text(max_size=10), st.lists(st.integers(-3, 3), max_size=2),
+                        st.dictionaries(st.sampled_from(["window", "host", "supercell", "kind"]), st.integers(-2, 2),
+                                        max_size=2),
+                        st.sampled_from(["python:this:x", "python:os:system", "table:/etc/passwd", "surrogate",
+                                         "dask://127.0.0.1:1", "process:99999999", "dask-local:100000", "builtin:MoS2",
+                                         "../../x", "/etc/passwd", "ei", "pwin", "model", "pairs"]))
+
+
+@settings(max_examples=30, **SETTINGS)
+@given(key=st.sampled_from(_CONFIG_KEYS), value=_json_value)
+def test_campaign_database_config(capsys, template_db, key, value):
+    """Any value written by hand into a campaign's stored config (JSON, NaN and Infinity tokens included): status,
+    suggest and run (which names no oracle) either work or refuse in one line, nothing outside the database
+    changes, no NaN or Infinity is printed, and a stored oracle that imports code (``python:this:x`` prints the Zen
+    of Python on import) never runs."""
+    import sqlite3
+
+    root = _work()
+    try:
+        db = root / "c.sqlite"
+        shutil.copy(template_db, db)
+        con = sqlite3.connect(db)
+        cfg = json.loads(con.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()[0])
+        cfg[key] = value
+        con.execute("UPDATE meta SET value = ? WHERE key = 'config'", (json.dumps(cfg),))
+        con.commit()
+        con.close()
+        sidecars = ("c.sqlite-wal", "c.sqlite-shm")
+        code, out = _run(capsys, ["campaign", "status", "--db", str(db), "--json"], root, "campaign database config",
+                         sidecars=sidecars)
+        if code == 0:
+            assert "NaN" not in out and "Infinity" not in out, out
+        code, out = _run(capsys, ["campaign", "suggest", "--db", str(db), "-n", "1"], root, "campaign database config",
+                         changes=("c.sqlite",), sidecars=sidecars)
+        named = [] if key == "oracle" else ["--oracle", "surrogate"]  # the stored oracle runs only if named again
+        code, out = _run(capsys, ["campaign", "run", "--db", str(db), "--max-steps", "1", "--budget", "1",
+                                  "--executor", "inline", *named], root, "campaign database config",
+                         changes=("c.sqlite",), sidecars=sidecars)
+        assert "Beautiful is better than ugly" not in out + _run.last_err
+        if isinstance(value, str) and value.startswith("python:") and key == "oracle":
+            assert code == 2 and "--trust-db" in _run.last_err, _run.last_err
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -732,7 +732,7 @@ class Campaign:
         from invdesign.progress import task
 
         steps = 0
-        spec = resolve(executor or self.config.get("executor", "auto"), oracle)
+        spec = resolve(executor or self.config.get("executor") or "auto", oracle)
         cheap = getattr(oracle, "cheap", False)
         with ExitStack() as outer, task(f"campaign: {self.target.describe()}", total=budget) as advance:
             pool = ExitStack()
@@ -956,7 +956,7 @@ def _checked_config(store: Store) -> tuple[dict, Target, HostLattice]:
         raise bad("features", f"{str(cfg['features'])[:40]!r} is not model or pairs")
     if cfg["acquisition"] not in ACQUISITIONS:
         raise bad("acquisition", f"{str(cfg['acquisition'])[:40]!r} is not one of {', '.join(ACQUISITIONS)}")
-    for field in ("oracle", "model"):
+    for field in ("oracle", "model", "executor"):
         if cfg.get(field) is not None and not isinstance(cfg[field], str):
             raise bad(field, f"{str(cfg[field])[:40]!r} is not text")
     if not isinstance(cfg.get("warm_start", False), bool):
@@ -966,7 +966,7 @@ def _checked_config(store: Store) -> tuple[dict, Target, HostLattice]:
             isinstance(space["paths"], list) and all(isinstance(p, str) for p in space["paths"]))):
         raise bad("space", f"{str(space)[:60]!r} is not a search-space description")
     try:
-        check_spec(cfg.get("executor", "auto") if isinstance(cfg.get("executor", "auto"), str) else "?")
+        check_spec(cfg.get("executor") or "auto")
     except InvdesignError as exc:
         raise bad("executor", f"is refused ({exc})") from None
     t = cfg["target"]
