@@ -214,3 +214,15 @@ def test_errors_name_the_python_arguments(tmp_path):
     with pytest.raises(InvdesignError, match=r"^tol must be"):
         predict(str(tmp_path / "run" / "structures"), tol=-1)
     assert isinstance(InvdesignError("x"), ValueError)  # a Python exception type callers already catch
+
+
+def test_predict_on_a_larger_cell_warns_as_the_cli_does(tmp_path):
+    """supercell= (the CLI's --supercell): the same CSV; the CLI's extrapolation warning is a Python warning."""
+    from invdesign.cli import main
+
+    assert main(["enumerate", "--supercell", "12x12", "--max-defects", "1", "--structures", str(tmp_path / "s"),
+                 "--out", str(tmp_path / "e.csv")]) == 0
+    assert main(["predict", str(tmp_path / "s"), "--supercell", "12x12", "--out", str(tmp_path / "cli.csv")]) == 0
+    with pytest.warns(UserWarning, match=r"outside the training domain .*larger than trained 8x8"):
+        predict(str(tmp_path / "s"), supercell="12x12", out=tmp_path / "api.csv")
+    assert (tmp_path / "api.csv").read_bytes() == (tmp_path / "cli.csv").read_bytes()
