@@ -1227,9 +1227,9 @@ def main() -> int:
 
 def write(rows: list[dict], total: float, n_fail: int, n_skip: int, partial: bool) -> None:
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "invdesign"], cwd=ROOT, capture_output=True,
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "invdesign/*.py"], cwd=ROOT, capture_output=True,
                            text=True).stdout.strip()
-    meta = {"revision": rev + ("+uncommitted invdesign changes" if dirty else ""), "host": platform.node(),
+    meta = {"revision": rev + ("+uncommitted invdesign code" if dirty else ""), "host": platform.node(),
             "cpus": os.cpu_count(), "python": platform.python_version(), "full_fs_by_tmpfs": FULL_FS,
             "seconds": round(total, 1), "cases": len(rows), "fail": n_fail, "skip": n_skip, "partial": partial,
             "command": "OMP_NUM_THREADS=1 nice -n 10 python benchmarks/fault_cases.py"}
