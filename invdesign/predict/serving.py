@@ -455,7 +455,8 @@ def host_from_state(h: dict) -> HostLattice:
 
 #: Attributes that cache what other state, the code and the packaged resources determine: left out of
 #: :meth:`Predictor.prediction_digest` (``_fe_terms`` of a :class:`ServingModel` is stored state and kept).
-DERIVED_ATTRS = frozenset({"_fe_terms", "_hd_model", "_train_stats", "_trees", "_used", "_read_cols", "_invdesign_probe_tag"})
+DERIVED_ATTRS = frozenset({"_fe_terms", "_hd_model", "_train_stats", "_trees", "_used", "_read_cols", "_stack",
+                           "_invdesign_probe_tag"})
 
 
 class _Unhashable(Exception):
