@@ -116,6 +116,16 @@ def test_bad_tolerance_is_refused(tmp_path, capsys, host, tol):
         map_structures([p], host, float(tol))
 
 
+@pytest.mark.parametrize("tol", ["274", "9e18", "2.5"])
+def test_tolerance_reaching_a_neighbouring_site_is_refused(tmp_path, capsys, host, tol):
+    # 8x8 MoS2's nearest sites (Mo-S) are 2.42 A apart: a tolerance that long could map an atom onto either
+    p = tmp_path / "s.cif"
+    write_structure(_one_config(host), host, p)
+    code, err = _run(capsys, ["canon", p, "--out", tmp_path / "k.csv", "--tol", tol])
+    assert code == 2 and "2.417 A" in err and "Traceback" not in err and not (tmp_path / "k.csv").exists()
+    assert _run(capsys, ["canon", p, "--out", tmp_path / "k2.csv", "--tol", "2.4"])[0] == 0
+
+
 def test_nested_folder_with_structures_is_refused_naming_it(tmp_path, capsys, host):
     d = tmp_path / "pool"
     (d / "more").mkdir(parents=True)

@@ -137,10 +137,28 @@ def infer_host(raw: RawStructure, unit_cell, substituents: dict | None = None) -
 
 
 # ---------------------------------------------------------------------- mapping
+def nearest_site_distance(host: HostLattice) -> float:
+    """The shortest distance between two sites of ``host`` (Angstrom; periodic images included), from its unit cell."""
+    uc = host.unit_cell
+    key = host.fingerprint
+    if key not in _NEAREST:
+        _, _, _, d = uc.get_neighbor_list(6.0)
+        _NEAREST[key] = float(d[d > 1e-6].min()) if (d > 1e-6).any() else float("inf")
+    return _NEAREST[key]
+
+
+_NEAREST: dict[str, float] = {}
+
+
 def map_raw(raws: Iterable[RawStructure], host: HostLattice, tol: float = DEFAULT_TOL) -> tuple[list[str], np.ndarray]:
     """Map parsed structures onto ``host``: ids and ``(N, n_sites)`` occupancies."""
     if not (np.isfinite(tol) and tol > 0):
         raise InvdesignError(f"the mapping tolerance must be a finite positive distance in Angstrom, not {tol}")
+    dmin = nearest_site_distance(host)
+    if tol >= dmin:
+        raise InvdesignError(f"the mapping tolerance {tol:g} A reaches the distance between neighbouring sites of host "
+                             f"{host.name} ({dmin:.3f} A): an atom that far from one site may sit on another; give a "
+                             f"tolerance below {dmin:.2f} A (default {DEFAULT_TOL})")
     mapper = get_mapper(host)
     ids, rows = [], []
     for raw in raws:
