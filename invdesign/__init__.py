@@ -18,7 +18,7 @@ _LAZY = {
     "load_dataset": ("invdesign.data.dataset", "load_dataset"),
     "map_structures": ("invdesign.data.dataset", "map_structures"),
     "InvdesignError": ("invdesign.errors", "InvdesignError"),
-    "embed": ("invdesign.model", "embed"),
+    "embed": ("invdesign.api", "embed"),
     "predict": ("invdesign.api", "predict"),
     "load_model": ("invdesign.model", "load_model"),
     "train_model": ("invdesign.model", "train_model"),

@@ -1,7 +1,7 @@
 """The Python API of the two main commands, at parity with the CLI.
 
-:func:`design` takes every option of ``invdesign design`` and :func:`predict` every option of
-``invdesign predict`` (the same names, in Python spelling: ``--check-top`` is ``check_top``), and they
+:func:`design` takes every option of ``invdesign design``, :func:`predict` every option of
+``invdesign predict`` and :func:`embed` every option of ``invdesign embed`` (the same names, in Python spelling: ``--check-top`` is ``check_top``), and they
 return the columns those commands write (``candidates.csv``, the predict CSV; see *Outputs and columns*).
 Wherever the CLI takes STRUCTURES they also take pymatgen ``Structure``s and ASE ``Atoms`` (and an
 ``(N, n_sites)`` occupancy array for :func:`predict`). Errors are :class:`~invdesign.errors.InvdesignError`
@@ -287,6 +287,64 @@ def predict(structures, model=None, *, mu=None, tol: float = DEFAULT_TOL, host=N
             table[k] = v
     df = bookkeeping(table, occ, m.host)
     df["mu"] = chem.name
+    if out is not None:
+        from invdesign.io import write_csv
+
+        write_csv(out, df)
+    return df
+
+
+# ----------------------------------------------------------------------------------------------- embed
+@_python_terms
+def embed(structures, model=None, *, tol: float = DEFAULT_TOL, host=None, supercell=None,
+          out: str | Path | None = None, overwrite: bool = False):
+    """Symmetry-invariant embeddings: the table ``invdesign embed`` writes (``id, z0..z{d-1}``, embedding units).
+
+    Args:
+        structures: as for :func:`predict` (paths, pymatgen Structures, ASE Atoms, or an occupancy array).
+        model: a full model file (``.pt``) or a loaded model, or None: the packaged 8x8 MoS2 model (a host
+            model ``.npz`` predicts but has no embedding; so do the packaged models of the other hosts).
+        tol, host, supercell, out, overwrite: as for :func:`predict`.
+    """
+    import pandas as pd
+
+    array = isinstance(structures, np.ndarray)
+    items = None if array else _items(structures)
+    kind = "array" if array else _kind(items)
+    if kind == "empty":
+        raise InvdesignError("no structures given")
+    if kind == "path":
+        for p in items:
+            if not Path(p).exists():
+                raise InvdesignError("structure file or folder not found", source=str(p))
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
+        raise InvdesignError(f"tol must be a finite positive distance in Angstrom, not {tol!r}")
+    _check_model_path(model)
+    if model is not None and str(model).lower().endswith(".npz"):
+        raise InvdesignError("a host model (.npz) predicts; embeddings need the full model (.pt)", source=str(model))
+    if out is not None:
+        from invdesign.outputs import check_file
+
+        check_file(out, overwrite=overwrite)
+    request = _request(host, supercell)
+    from invdesign.commands.common import place_model
+
+    if _is_model_object(model):
+        m = place_model(model, request)
+    else:
+        auto = None if array else _auto_host_model(model, request, items, kind)
+        if auto is not None:
+            raise InvdesignError(f"the packaged embedding is 8x8 MoS2's: to embed structures on {auto.host.name}, train "
+                                 "one on its data (invdesign train --data DIR --out F.pt, minutes) and pass model='F.pt'; "
+                                 "predict, design, canonical_key and enumerate work on it without")
+        from invdesign.model import load_model
+
+        m = place_model(load_model(model), request)
+    ids, occ = _occ_of(structures if array else items, kind, m, tol)
+    _warn_extrapolation(m, occ, ids)
+    z = m.embed(occ)
+    df = pd.DataFrame(z, columns=[f"z{i}" for i in range(z.shape[1])])
+    df.insert(0, "id", ids)
     if out is not None:
         from invdesign.io import write_csv
 

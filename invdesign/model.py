@@ -359,42 +359,13 @@ def train_model(dataset: Dataset, seed: int = 0, config: dict | None = None, spl
     return model
 
 
-def _as_occ(structures, model: Model) -> tuple[list[str], np.ndarray]:
-    """ids and ``(N, n_sites)`` occupancies from paths, pymatgen Structures, ASE Atoms, or an occupancy array."""
-    if isinstance(structures, np.ndarray):
-        occ = model._check(structures)
-        return [str(i) for i in range(len(occ))], occ
-    items = list(structures) if isinstance(structures, (list, tuple)) else [structures]
-    from invdesign.lattice.config import as_structure
+def embed(structures, model: Model | str | Path | None = None, **options):
+    """The ``invdesign embed`` table (``id, z0..z{d-1}``): :func:`invdesign.api.embed` (which see for
+    ``options``: ``tol``, ``host``, ``supercell``, ``out``, ``overwrite``). ``structures``: paths, pymatgen
+    Structures, ASE Atoms, or an occupancy array; ``model``: a model, a model file or None."""
+    from invdesign.api import embed as _embed
 
-    structs = [as_structure(s) for s in items]
-    if items and all(s is not None for s in structs):
-        from invdesign.lattice.config import structure_to_config
-
-        occ = np.stack([structure_to_config(s, model.host, source=f"structure {i}") for i, s in enumerate(structs)])
-        return [str(i) for i in range(len(occ))], occ
-    if items and all(isinstance(s, (str, Path)) for s in items):
-        from invdesign.data.dataset import map_structures
-
-        ds = map_structures(items, model.host)
-        return [str(i) for i in ds.ids], ds.occ
-    raise InvdesignError("structures must be paths, pymatgen Structures, ASE Atoms, or an (N, n_sites) occupancy array")
-
-
-def embed(structures, model: Model | str | Path | None = None):
-    """Embeddings as a DataFrame ``id, z0..z{d-1}`` (the ``invdesign embed`` CSV).
-
-    ``structures``: STRUCTURES paths (files, folders, archives), pymatgen Structures, ASE Atoms, or an
-    ``(N, n_sites)`` uint8 occupancy array (ids are then row numbers, as for Structures and Atoms).
-    """
-    import pandas as pd
-
-    m = model if isinstance(model, Model) else load_model(model)
-    ids, occ = _as_occ(structures, m)
-    z = m.embed(occ)
-    df = pd.DataFrame(z, columns=[f"z{i}" for i in range(z.shape[1])])
-    df.insert(0, "id", ids)
-    return df
+    return _embed(structures, model, **options)
 
 
 def predict(structures, model: Model | str | Path | None = None, **options):

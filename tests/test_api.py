@@ -226,3 +226,18 @@ def test_predict_on_a_larger_cell_warns_as_the_cli_does(tmp_path):
     with pytest.warns(UserWarning, match=r"outside the training domain .*larger than trained 8x8"):
         predict(str(tmp_path / "s"), supercell="12x12", out=tmp_path / "api.csv")
     assert (tmp_path / "api.csv").read_bytes() == (tmp_path / "cli.csv").read_bytes()
+
+
+def test_embed_writes_what_the_cli_writes(tmp_path):
+    from invdesign.cli import main
+
+    folder = _release_cifs("2dmd-mos2-low", tmp_path / "s", 3)
+    assert main(["embed", str(folder), "--out", str(tmp_path / "cli.csv")]) == 0
+    df = embed(str(folder), out=tmp_path / "api.csv")
+    assert (tmp_path / "api.csv").read_bytes() == (tmp_path / "cli.csv").read_bytes()
+    assert list(df.columns) == ["id", *(f"z{i}" for i in range(df.shape[1] - 1))]
+    gase = _release_cifs("2dmd-gase-high", tmp_path / "g", 1)
+    with pytest.raises(InvdesignError, match=r"packaged embedding is 8x8 MoS2's.*pass model='F.pt'"):
+        embed(str(gase))
+    with pytest.raises(InvdesignError, match=r"output file exists; pass overwrite=True"):
+        embed(str(folder), out=tmp_path / "api.csv")

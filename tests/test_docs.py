@@ -58,7 +58,7 @@ def test_mkdocs_build_strict(tmp_path):
         assert command in cli, f"the generated CLI reference lacks {command}"
     assert "--target" in cli and "Usage:" in cli
     api = (site / "api" / "index.html").read_text()
-    for obj in ("api.design", "api.predict", "model.embed", "lattice.canonical.canonical_key",
+    for obj in ("api.design", "api.predict", "api.embed", "lattice.canonical.canonical_key",
                 "campaign.campaign.Campaign"):
         assert f'id="invdesign.{obj}"' in api, f"the API reference lacks invdesign.{obj}"
 
