@@ -46,3 +46,87 @@ def unit(column: str) -> str | None:
 def column_units(columns) -> dict[str, str]:
     """``{column: unit}`` for ``columns`` in their order (``"see docs/outputs.md"`` for one not in the table)."""
     return {str(c): unit(str(c)) or "see docs/outputs.md" for c in columns}
+
+
+# The guide's rows (docs/outputs.md, the predict and design sections, backticks dropped), for ``invdesign columns``:
+# (column names sharing the row, meaning); the unit is unit(first name). tests/test_columns_cmd.py holds them to the guide.
+
+PREDICT: list[tuple[tuple[str, ...], str]] = [
+    (('id',), "the structure's file stem"),
+    (('formation_energy_per_site',), "predicted formation energy at the chemical potentials of --mu (default: the model's 2DMD reference); NaN for a structure without defects (see note)"),
+    (('homo_lumo_gap',), "predicted HOMO-LUMO gap; never negative, never above the host model's learned host gap (MoS2 1-3 defects: inside (0, 2.0) eV)"),
+    (('formation_energy_per_site_std',), "one-sigma uncertainty of the formation energy (above 3 defects the high-density correction's std is included in quadrature)"),
+    (('homo_lumo_gap_std',), 'one-sigma uncertainty of the gap (at least 0.58 eV when homo_lumo_gap_validated is False)'),
+    (('extrapolation',), "True when the structure lies outside the training domain: a composition or defect count never trained on, a defect pair (type pair x pair orbit) with no training example, far from every training configuration in the embedding, or a larger cell than the model's"),
+    (('extrapolation_reason',), 'why extrapolation is True (empty otherwise), e.g. composition 1W_Mo not in training'),
+    (('note',), 'why a value is NaN (e.g. a pristine structure has no formation energy per defect site); empty otherwise'),
+    (('homo_lumo_gap_validated',), 'False beyond the trained density or composition: the gap is bounded but checked by nothing'),
+    (('formation_energy_reference',), 'what the formation energy is: DFT-trained model (2DMD, PBE) at 1-3 defects on MoS2; DFT-trained host model (2DMD ..., PBE) at 4+ defects on MoS2 and on every other host (with INVDESIGN_HD_MODEL=0, MoS2 above 3 defects: the earlier DFT-trained model plus the correction toward corrected CHGNet)'),
+    (('total_mag', 'total_mag_std'), "spin-polarised hosts only (h-BN, GaSe, InSe, black P): the cell's magnetic moment (2DMD total_mag) and its one-sigma uncertainty"),
+    (('dn_Mo', 'dn_S', 'dn_W', 'dn_Se'), 'atoms added minus removed relative to the host (dn_S = -1 for a V_S; dn_W = +1, dn_Mo = -1 for a W_Mo); one column per element of the host and its substituents'),
+    (('defects',), 'the defects in Kroeger-Vink notation, neutral, sorted: Se_S^x+V_S^x+W_Mo^x'),
+    (('mu',), 'the chemical potentials the formation energy refers to: reference, a limit of the host (S-rich, Mo-rich on MoS2; Ga-rich, Se-rich on GaSe; ...) or the file given to --mu'),
+]
+DESIGN: list[tuple[tuple[str, ...], str]] = [
+    (('rank',), '1 = best; ranked by p_in_window with a small diversity term (--diversity); with --check, the checked top is re-ranked (see below)'),
+    (('id',), "candNNNN (generated) or the pool structure's id (--pool); the stem of its CIF and POSCAR"),
+    (('canonical_key',), 'exact symmetry key of the configuration'),
+    (('source',), 'how it was found: exhaustive, flow, anneal, flow-anneal or pool'),
+    (('formation_energy_per_site',), 'predicted, at the chemical potentials of --mu (the window applies to this value)'),
+    (('homo_lumo_gap',), 'predicted gap'),
+    (('formation_energy_per_site_std',), "the model's one-sigma uncertainty"),
+    (('homo_lumo_gap_std',), "the model's one-sigma uncertainty"),
+    (('p_in_window',), 'probability that the true values lie in the window: product over the targets of P(lo <= y <= hi) with y ~ Normal(prediction, *_std_effective); >= 0.5 counts as "in the window" in the console and summary.json'),
+    (('window_distance',), 'Euclidean distance of the predicted values to the window box (0 inside)'),
+    (('n_defects',), 'defects in the configuration'),
+    (('composition',), 'defect counts by type, e.g. W_Mo:1,Se_S:1,V_S:1'),
+    (('within_limits',), 'the configuration satisfies --min-defects, --max-defects and --types (only a --pool member can fail)'),
+    (('reembed_distance',), "distance between a flow sample's embedding and the embedding of the configuration it was decoded to; 0 for candidates scored directly (exhaustive screen, pool, anneal)"),
+    (('novel',), "the configuration (up to symmetry) is not in the model's training set"),
+    (('nearest_known_distance',), 'distance to the nearest training configuration (0 for a known one)'),
+    (('nearest_known_key',), 'canonical key of that training configuration'),
+    (('unseen_clusters',), 'defect pairs (type pair x pair orbit) with no training example; their formation-energy terms come from a distance-decaying prior with its std'),
+    (('extrapolation',), 'outside the training domain (as in predict)'),
+    (('extrapolation_reason',), 'why (empty when not flagged)'),
+    (('formation_energy_per_site_std_effective',), "the std used for p_in_window: the model's std, inflated in quadrature by the training spread of the target (sqrt(std^2 + sd_train^2)) when extrapolation is True"),
+    (('homo_lumo_gap_std_effective',), 'the same for the gap'),
+    (('homo_lumo_gap_validated',), 'False beyond the trained density or composition (as in predict)'),
+    (('formation_energy_reference',), 'what the formation energy is (as in predict)'),
+    (('decode_method',), 'how the configuration was obtained: enumerated (exhaustive screen), exact / incremental / search (decoded from a flow sample), anneal, flow-anneal; absent with --pool'),
+    (('dn_Mo', 'dn_S', 'dn_W', 'dn_Se'), 'atoms added minus removed (as in predict); on another host its own elements (dn_Ga, dn_Se, dn_In, dn_S on GaSe)'),
+    (('defects',), 'Kroeger-Vink defect list (as in predict)'),
+    (('total_mag', 'total_mag_std'), 'spin-polarised hosts only (as in predict); not a window target yet'),
+    (('formation_energy_per_site_ref',), "the formation energy at the model's 2DMD reference chemical potentials (equal to formation_energy_per_site without --mu)"),
+    (('e_above_arrangement_min',), 'how far this arrangement lies above the lowest-energy arrangement of the same defects in the cell (model energies)'),
+    (('arrangement_population',), 'Boltzmann population of this arrangement among all arrangements of its composition at --temperature (orbit sizes as degeneracies)'),
+    (('arrangement_population_std',), 'Monte Carlo standard error of the population (0 where exact)'),
+    (('arrangement_method',), 'exact:R (enumerated over R symmetry classes) or mc:M (Monte Carlo with M samples; e_above_arrangement_min is then a lower bound)'),
+    (('unlikely_to_form',), 'e_above_arrangement_min above 3 k_B T at --temperature (marked with a red x in candidates.png)'),
+    (('model_rank',), 'the rank the model gave before the check'),
+    (('check_formation_energy_per_site',), 'formation energy from the check (corrected CHGNet: single point + correction toward DFT)'),
+    (('check_formation_energy_per_site_std',), 'its one-sigma uncertainty'),
+    (('check_in_window',), 'the checked formation energy lies in the formation-energy window'),
+    (('check_max_displacement',), 'largest atomic displacement in the relaxation'),
+    (('check_same_configuration',), 'the relaxed structure still maps (within 0.7 Angstrom) onto the same configuration'),
+    (('check_relaxed_key',), 'canonical key of the relaxed structure (empty when it maps onto none)'),
+    (('check_status',), 'pass, out_of_window, changed_configuration, failed or unchecked; checked candidates are ranked in this order, each group in model order, then the unchecked ones'),
+    (('check_error',), 'why a check failed or what the configuration relaxed into'),
+    (('check_seconds',), 'wall time of the check'),
+    (('check_homo_lumo_gap',), 'HOMO-LUMO gap from the check (xTB corrected toward DFT for xtb+delta)'),
+    (('check_homo_lumo_gap_std',), 'its one-sigma uncertainty'),
+    (('check_gap_in_window',), 'the checked gap lies in the gap window'),
+    (('check_p_in_window',), "probability that formation energy and gap both lie in the window, from the check's values and stds"),
+]
+
+
+def guide(which: str = "all") -> list[dict[str, str]]:
+    """The column guide of ``which`` (``design``, ``predict`` or ``all``): ``[{"command", "column", "unit", "meaning"}]``
+    in the guide's order; a row naming several columns (``dn_Mo, dn_S, ...``) is one entry."""
+    if which not in ("design", "predict", "all"):
+        raise ValueError(f"which must be design, predict or all, not {which!r}")
+    rows = []
+    for command, table in (("predict", PREDICT), ("design", DESIGN)):
+        if which in (command, "all"):
+            rows += [{"command": command, "column": ", ".join(names), "unit": unit(names[0]) or "",
+                      "meaning": meaning} for names, meaning in table]
+    return rows

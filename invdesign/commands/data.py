@@ -1,4 +1,4 @@
-"""``invdesign data info``, ``invdesign canon``, ``invdesign enumerate``."""
+"""``invdesign data info``, ``invdesign canon``, ``invdesign enumerate``, ``invdesign columns``."""
 
 from __future__ import annotations
 
@@ -141,9 +141,47 @@ def enumerate_cmd(
     console.print(f"{len(df)} orbits in {len(comps)} compositions -> {out}", highlight=False)
 
 
+def columns_cmd(
+    which: str = typer.Argument("all", help="design (candidates.csv), predict (the predict CSV) or all.",
+                                metavar="design|predict|all"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: [{command, column, unit, meaning}]."),
+) -> None:
+    """The column guide: every column design and predict write, with its unit and meaning (docs/outputs.md).
+
+    A table on a terminal; tab-separated lines (command, column, unit, meaning; a header first) when piped."""
+    from invdesign.columns import guide
+
+    if which not in ("design", "predict", "all"):
+        raise typer.BadParameter(f"must be design, predict or all, not {which!r}", param_hint="WHICH")
+    rows = guide(which)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    keys = ("command", "column", "unit", "meaning") if which == "all" else ("column", "unit", "meaning")
+    if not console.is_terminal:
+        print("\t".join(keys))
+        for r in rows:
+            print("\t".join(r[k] for k in keys))
+        return
+    from rich.table import Table
+
+    for command in ("predict", "design"):  # one table per command (which == "all": both)
+        if which not in (command, "all"):
+            continue
+        t = Table(title=f"columns of invdesign {command} (energies in eV; docs/outputs.md)", expand=True)
+        for k in keys[-3:]:  # names and units whole, the meaning wrapped into the rest of the width
+            t.add_column(k, no_wrap=k != "meaning", ratio=1 if k == "meaning" else None,
+                         min_width=24 if k == "meaning" else None)
+        for r in rows:
+            if r["command"] == command:
+                t.add_row(*(r[k] for k in keys[-3:]))
+        console.print(t, highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
     data_app.command("info")(data_info)
     app.add_typer(data_app, name="data")
     app.command("canon")(canon)
     app.command("enumerate")(enumerate_cmd)
+    app.command("columns")(columns_cmd)
