@@ -429,9 +429,12 @@ def test_cli_step_by_step_and_errors(tmp_path, pool, window, capsys):
                  "--batch", "2", "--features", "pairs"]) == 0
     assert main(["campaign", "init", "--db", str(db), "--pool", str(pool["dir"]), *_wargs(target)]) == 2
     sheet = tmp_path / "batch.csv"
+    capsys.readouterr()
     assert main(["campaign", "suggest", "--db", str(db), "--out", str(sheet), "--structures", str(tmp_path / "cifs")]) == 0
     df = pd.read_csv(sheet)
     assert len(df) == 2 and len(list((tmp_path / "cifs").glob("*.cif"))) == 2
+    out = capsys.readouterr().out  # stdout not a terminal: the table's ids and keys whole (no "…"), one line each
+    assert "…" not in out and all(f" {r.id} " in out and f" {r.canonical_key} " in out for r in df.itertuples())
     lab = pd.read_csv(pool["labels"]).set_index("_id")
     for t in TARGETS:
         df[t] = lab.loc[df["id"].astype(str), t].to_numpy()

@@ -77,3 +77,33 @@ def test_columns_on_a_terminal_is_a_table(monkeypatch):
     out = buf.getvalue()
     assert "columns of invdesign predict" in out and "columns of invdesign design" in out
     assert "┃ column" in out and "meV per cell" in out and "\t" not in out
+
+
+def test_tables_piped_are_printed_in_full(capsys):
+    """Not a terminal (capsys): a table wider than 80 columns is printed whole, no cell cut with "…" or wrapped."""
+    from rich.table import Table
+
+    from invdesign.commands.common import LazyConsole, print_table
+
+    t = Table(title="t")
+    for c in ("id", "canonical_key", "composition"):
+        t.add_column(c, justify="right")
+    long_id, key = "GaSe_In5Ga64Se66S1_" + "x" * 40, "GaSe-8x8:" + ",".join(f"{i}=In" for i in range(40))
+    t.add_row(long_id, key, "W_Mo:1,Se_S:1,V_S:1")
+    print_table(LazyConsole(), t)
+    out = capsys.readouterr().out
+    assert long_id in out and key in out and "W_Mo:1,Se_S:1,V_S:1" in out and "…" not in out
+    assert len([line for line in out.splitlines() if long_id in line]) == 1
+
+
+def test_design_table_piped_has_whole_cells(tmp_path, capsys):
+    """``invdesign design`` with stdout not a terminal: the composition column whole (it was ``composi…``)."""
+    assert main(["design", "--target", "formation_energy_per_site=1.0:1.2", "--target", "homo_lumo_gap=0.9:1.3",
+                 "-n", "2", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    import pandas as pd
+
+    c = pd.read_csv(tmp_path / "run" / "candidates.csv")
+    assert "composition" in out and "formation_energy_per_site" in out and "…" not in out
+    for r in c.itertuples():
+        assert f" {r.id} " in out and f" {r.composition} " in out

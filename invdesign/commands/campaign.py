@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from invdesign.commands.common import LazyConsole, OverwriteOpt
+from invdesign.commands.common import LazyConsole, OverwriteOpt, print_table
 from invdesign.errors import InvdesignError
 
 console = LazyConsole()
@@ -131,7 +131,7 @@ def suggest(
         t.add_column(col.replace("formation_energy_per_site", "E_f").replace("homo_lumo_gap", "gap"), justify="right")
     for r in df.itertuples(index=False):
         t.add_row(str(r.id), str(r.canonical_key), *(f"{getattr(r, k):.4g}" for k in ("acquisition", *(f"{x}_mean" for x in TARGETS))))
-    console.print(t)
+    print_table(console, t)
 
 
 def observe(
@@ -174,7 +174,7 @@ def status(db: Path = DbOpt, as_json: bool = typer.Option(False, "--json", help=
     if st["best"]:
         b = st["best"]
         t.add_row("best", f"{b['id']} (E_f {b['formation_energy_per_site']}, gap {b['homo_lumo_gap']} eV)")
-    console.print(t)
+    print_table(console, t)
     _say_failures(st)
 
 

@@ -64,6 +64,22 @@ class LazyConsole:
         return getattr(self._console, name)
 
 
+def print_table(console, table) -> None:
+    """Print a rich ``table`` on ``console``: as rich lays it out on a terminal; when stdout is not a terminal (piped,
+    redirected), with every cell in full on one line (no truncation with "…", no wrapping at 80 columns), so ids and
+    keys survive ``| grep``, ``> file`` and copy-paste."""
+    if console.is_terminal:
+        console.print(table)
+        return
+    from rich.console import Console
+
+    for col in table.columns:
+        col.no_wrap = True
+    wide = Console(file=console.file, width=100_000, color_system=None, force_terminal=False)
+    width = wide.measure(table).maximum
+    Console(file=console.file, width=max(width, 20), color_system=None, force_terminal=False).print(table)
+
+
 def recognised_host(paths) -> HostLattice | None:
     """The packaged host of the first structure among STRUCTURES ``paths`` (None: none there, or no packaged
     host fits it; the caller then uses its default and the mapping names any misfit file)."""

@@ -16,6 +16,7 @@ from invdesign.commands.common import (
     check_inputs,
     check_out_dir,
     check_out_file,
+    print_table,
     resolve_host,
 )
 from invdesign.errors import InvdesignError
@@ -43,20 +44,20 @@ def data_info(
     t.add_column("structures", justify="right")
     for k, v in s["by_n_defects"].items():
         t.add_row(str(k), str(v))
-    console.print(t)
+    print_table(console, t)
     t = Table(title="defect types")
     for c in ("type", "structures with it", "defects"):
         t.add_column(c, justify="right")
     for lab, v in s["defect_types"].items():
         t.add_row(lab, str(v["structures"]), str(v["defects"]))
-    console.print(t)
+    print_table(console, t)
     if s["targets"]:
         t = Table(title="targets (eV)")
         for c in ("target", "min", "max", "mean", "std"):
             t.add_column(c, justify="right")
         for name, v in s["targets"].items():
             t.add_row(name, *(f"{v[k]:.4f}" for k in ("min", "max", "mean", "std")))
-        console.print(t)
+        print_table(console, t)
     if s["extra_files"]:
         console.print(f"also present: {', '.join(s['extra_files'])}")
 
@@ -128,7 +129,7 @@ def enumerate_cmd(
         bs = sum(burnside_count(h, dict(zip(labels, comp))) for comp in grp.groupby(labels).size().index)
         mismatch += bs != len(grp)
         table.add_row(str(k), str(len(grp)), str(bs), str(int(grp["orbit_size"].sum())))
-    console.print(table)
+    print_table(console, table)
     if mismatch:
         raise SystemExit("invdesign: error: enumeration disagrees with Burnside's lemma")
     if structures is None:

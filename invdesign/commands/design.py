@@ -17,6 +17,7 @@ from invdesign.commands.common import (
     check_out_dir,
     check_seed,
     place_model,
+    print_table,
     requested_host,
 )
 from invdesign.errors import InvdesignError
@@ -286,7 +287,7 @@ def _print_result(res, out: Path) -> None:
             f"{r['homo_lumo_gap']:.3f} ± {r['homo_lumo_gap_std']:.3f}",
             f"{r['p_in_window']:.3f}", str(bool(r["novel"])), pop,
         )
-    console.print(t)
+    print_table(console, t)
     s = res.summary["counts"]
     console.print(
         f"{len(c)} candidates ({s.get('returned_in_window', 0)} with p_in_window >= 0.5, {s.get('returned_novel', 0)} novel) -> {out}",
