@@ -415,11 +415,30 @@ def test_cli_contract_run_status_report(tmp_path, pool, window, capsys):
     assert (out / "observations.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((out / "structures").glob("*.cif"))) == st["hits"]
     # hits.png's random-search line: exact from the table oracle, which labels every candidate
-    from invdesign.campaign.report import _random_reference
+    from invdesign.campaign.report import _pool_labels, _random_reference, random_best_so_far
 
     with Campaign.open(db) as c:
         K, N, how = _random_reference(c)
+        labels = _pool_labels(c)  # best_so_far.png's random-search line comes from these
     assert N == len(pool["ids"]) and K == int(target.hits(pool["y"]).sum()) >= 8 and how.startswith("exact")
+    assert labels.shape == (N, 2) and np.allclose(np.sort(target.score(labels)), np.sort(target.score(pool["y"])))
+    rnd = random_best_so_far(target.score(labels), st["evaluations"])
+    assert len(rnd) == st["evaluations"] and np.all(np.diff(rnd) >= -1e-12) and rnd[-1] <= 0.0
+
+
+def test_random_best_so_far_is_the_exact_expectation():
+    """The expected best of the first k of a random order = the mean over every k-subset (brute force), NaN as the
+    lowest finite score; k never beyond the pool."""
+    import itertools
+
+    from invdesign.campaign.report import random_best_so_far
+
+    s = np.array([0.3, -1.2, np.nan, 2.5, 0.3, -0.7, 1.1])
+    filled = np.where(np.isfinite(s), s, np.nanmin(s))
+    want = [np.mean([max(sub) for sub in itertools.combinations(filled, k)]) for k in range(1, len(s) + 1)]
+    got = random_best_so_far(s, 20)
+    assert len(got) == len(s) and np.allclose(got, want)
+    assert got[0] == pytest.approx(np.mean(filled)) and got[-1] == pytest.approx(2.5)
 
 
 def test_cli_step_by_step_and_errors(tmp_path, pool, window, capsys):

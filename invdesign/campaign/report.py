@@ -6,9 +6,11 @@
   <targets> (eV), hit, score, source, step``) joined with the GP prediction made when it was
   suggested (``<target>_mean``, ``<target>_std``, ``acquisition``);
 - ``best_so_far.png``: best score (window: minus the distance outside the window in units of the
-  window's width, 0 inside; objective: the value) against evaluations;
-- ``hits.png``: cumulative hits against evaluations, beside random search's expected hits (exact when
-  a table oracle labels every candidate, else estimated from the model prior);
+  window's width, 0 inside; objective: the value) against evaluations, beside random search's expected best so far
+  (exact, :func:`random_best_so_far`, when a table oracle labels every candidate; else the legend says it is not
+  available);
+- ``hits.png``: cumulative hits against evaluations (integer ticks), beside random search's expected hits (exact
+  when a table oracle labels every candidate, else estimated from the model prior); legends below the axes;
 - ``observations.png``: the observed values against the target window (hits starred);
 - ``structures/<id>.cif``: one CIF per hit (the best 10 observations when there is no hit);
 - ``status.json``: :meth:`Campaign.status`.
@@ -49,7 +51,26 @@ def write_report(campaign, out: str | Path, overwrite: bool = False) -> Path:
     return out
 
 
-def _random_reference(campaign) -> tuple[float, int, str] | None:
+def _pool_labels(campaign) -> np.ndarray | None:
+    """``(N, 2)`` values (eV, TARGETS order; NaN where the table has none) of every candidate, from a table oracle
+    that labels every candidate; None otherwise (the report then knows the pool's labels only as a model prior)."""
+    spec = str(campaign.config.get("oracle") or "")
+    if not spec.startswith("table:"):
+        return None
+    try:
+        from invdesign.campaign.oracles import TableOracle
+
+        cands, _ = campaign.candidates
+        orc = TableOracle(spec.partition(":")[2], campaign.host, allow_failures=True)
+        rows = [orc.by_id.get(str(i), orc.by_key.get(str(k))) for i, k in zip(cands["id"], cands["canonical_key"])]
+    except Exception:  # noqa: BLE001 - a table moved or changed since: no labels
+        return None
+    if not rows or any(r is None for r in rows):
+        return None
+    return np.array(rows, dtype=float).reshape(len(rows), -1)
+
+
+def _random_reference(campaign, labels: np.ndarray | None = None) -> tuple[float, int, str] | None:
     """``(K, N, how)``: candidates in the window (exact, from a table oracle that labels every candidate; else
     the model prior's expected count) among the campaign's ``N`` candidates, for the random-search reference.
     None for an objective without a threshold (no hits to compare) or when neither is available."""
@@ -58,18 +79,10 @@ def _random_reference(campaign) -> tuple[float, int, str] | None:
         return None
     cands, _ = campaign.candidates
     N = len(cands)
-    spec = str(campaign.config.get("oracle") or "")
-    if spec.startswith("table:"):
-        try:
-            from invdesign.campaign.oracles import TableOracle
-
-            orc = TableOracle(spec.partition(":")[2], campaign.host, allow_failures=True)
-            rows = [orc.by_id.get(str(i), orc.by_key.get(str(k))) for i, k in zip(cands["id"], cands["canonical_key"])]
-            if all(r is not None for r in rows):
-                K = int(target.hits(np.array(rows, dtype=float)).sum())
-                return float(K), N, f"exact: {K} of {N} candidates in the window by the table"
-        except Exception:  # noqa: BLE001 - a table moved or changed since: fall back to the prior
-            pass
+    labels = _pool_labels(campaign) if labels is None else labels
+    if labels is not None and len(labels) == N:
+        K = int(target.hits(labels).sum())
+        return float(K), N, f"exact: {K} of {N} candidates in the window by the table"
     pm, ps = campaign.store.array("prior_mean"), campaign.store.array("prior_std")
     if pm is None or ps is None or target.objective or len(pm) != N:
         return None
@@ -79,21 +92,59 @@ def _random_reference(campaign) -> tuple[float, int, str] | None:
     return K, N, f"estimated: the model's prior expects {K:.1f} of {N} candidates in the window"
 
 
+def random_best_so_far(scores: np.ndarray, n: int) -> np.ndarray:
+    """Expected best score after ``k = 1..n`` evaluations of random search: the pool's candidates in a uniformly
+    random order, without replacement (exact: the best of a random ``k``-subset of ``N`` is the ``j``-th largest score
+    with probability ``C(N-j, k-1) / C(N, k)``). A score that is NaN (the pool's label failed) counts as the lowest
+    finite score. ``(min(n, N),)``."""
+    from scipy.special import gammaln
+
+    s = np.asarray(scores, dtype=float)
+    fin = np.isfinite(s)
+    if not fin.any():
+        return np.full(min(n, len(s)), np.nan)
+    s = np.sort(np.where(fin, s, s[fin].min()))[::-1]  # descending: s[j-1] is the j-th largest
+    N = len(s)
+    j = np.arange(1, N + 1)
+
+    def lcomb(a, b):
+        return gammaln(a + 1) - gammaln(b + 1) - gammaln(a - b + 1)
+
+    out = np.empty(min(n, N))
+    for k in range(1, len(out) + 1):
+        ok = N - j >= k - 1
+        w = np.exp(lcomb(N - j[ok], k - 1) - lcomb(N, k))
+        out[k - 1] = float(w @ s[ok]) / float(w.sum())  # w sums to 1 up to rounding
+    return out
+
+
 def _plots(campaign, obs, tmp: Path) -> None:
     """``best_so_far.png``, ``hits.png`` (with random search's expectation) and ``observations.png``."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
     from matplotlib.patches import Rectangle
+    from matplotlib.ticker import MaxNLocator
 
     target = campaign.target
     n = np.arange(1, len(obs) + 1)
     score = obs["score"].to_numpy(float)
     hit = obs["hit"].to_numpy(bool)
     title = target.describe()
+    import textwrap
 
-    fig = Figure(figsize=(6, 4), dpi=120, layout="constrained")
+    wrapped = textwrap.fill(title, 80)  # a two-target window's title is wider than the axes at fontsize 8
+
+    labels = _pool_labels(campaign)
+    fig = Figure(figsize=(6, 4.6), dpi=120, layout="constrained")
     ax = fig.subplots()
     best = np.fmax.accumulate(np.where(np.isfinite(score), score, -np.inf)) if len(score) else score
     ax.plot(n, best, drawstyle="steps-post", label="campaign: best so far")
+    if labels is not None and len(n):
+        rnd = random_best_so_far(target.score(labels), len(n))
+        ax.plot(np.arange(1, len(rnd) + 1), rnd, color="0.4", ls="--",
+                label=f"random search, expected (exact: the {len(labels)} candidates' labels from the table)")
+    elif len(n):  # an empty entry, so the legend says why there is no reference line
+        ax.plot([], [], ls="none", label="random search: not available (the report knows the pool's labels only "
+                                          "from a table oracle)")
     if target.objective:
         name, sense = target.objective
         ax.set_ylabel(f"best {name} so far (eV{', negated' if sense == 'min' else ''})")
@@ -104,25 +155,30 @@ def _plots(campaign, obs, tmp: Path) -> None:
         ax.axhline(0.0, color="crimson", ls="--", lw=1, label="inside the window (0)")
         ax.set_ylabel("best so far: - distance outside the window\n(in units of the window's width; 0 = inside)")
     ax.set_xlabel("evaluations")
-    ax.set_title(title, fontsize=8)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(wrapped, fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # below the axes: never over the curves
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
     fig.savefig(tmp / "best_so_far.png")
 
-    fig = Figure(figsize=(6, 4), dpi=120, layout="constrained")
+    fig = Figure(figsize=(6, 4.6), dpi=120, layout="constrained")
     ax = fig.subplots()
     ax.plot(n, np.cumsum(hit), drawstyle="steps-post", label="campaign")
-    ref = _random_reference(campaign)
+    ref = _random_reference(campaign, labels)
     if ref is not None and len(n):
         K, N, how = ref
         xs = np.arange(0, max(len(n), 1) + 1)
         ax.plot(xs, xs * K / max(N, 1), color="0.4", ls="--", label=f"random search, expected\n({how})")
-    elif len(n):
-        ax.text(0.02, 0.96, "no random-search reference (no labelled pool or model prior)", transform=ax.transAxes,
-                fontsize=7, va="top")
+    elif len(n):  # an empty entry, so the legend says why there is no reference line
+        ax.plot([], [], ls="none", label="random search: not available (no labelled pool or model prior)")
     ax.set_xlabel("evaluations")
     ax.set_ylabel("hits (distinct configurations in the window)" if not target.objective else "hits")
-    ax.set_title(title, fontsize=8)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, 0.9) if ref is None else None)
+    ax.set_title(wrapped, fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # hits are counts
+    top = max(1.0, ax.get_ylim()[1])  # at least 0..1, so that even no hits get integer ticks
+    ax.set_ylim(-0.05 * top, top)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
     fig.savefig(tmp / "hits.png")
 
     names = target.names
