@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from invdesign.commands.common import LazyConsole, OverwriteOpt, print_table
+from invdesign.commands.common import LazyConsole, OverwriteOpt, oracle_threads, print_table
 from invdesign.errors import InvdesignError
 
 console = LazyConsole()
@@ -204,6 +204,11 @@ def run(
         False, "--trust-db",
         help="Run the oracle stored in the database even if it imports code (python:, ase:); otherwise such an "
              "oracle runs only when --oracle names it again."),
+    threads: int = typer.Option(
+        1, "--threads", min=1, max=1024,
+        help="Torch threads per CHGNet calculation in each worker; default 1: a pool of one worker per core, each on one "
+             "thread, keeps the cores busy without contention (with --executor inline, give the number of cores). xTB "
+             "runs one thread per calculation; Dask workers keep the thread settings they were started with."),
 ) -> None:
     """Run (or resume) a campaign until --until-hits hits or --budget evaluations."""
     from invdesign.campaign import Campaign, Target
@@ -249,7 +254,7 @@ def run(
         resumed = False
     from invdesign.campaign.campaign import LostEvaluations
 
-    with c:
+    with c, oracle_threads(threads):  # (an xTB oracle is made inside the run: its calculations use the environment's)
         before = c.status()["evaluations"]
         failed_before = c.status()["failed"]
         try:

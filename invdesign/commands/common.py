@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -62,6 +64,42 @@ class LazyConsole:
 
             self._console = Console(**self._kwargs)
         return getattr(self._console, name)
+
+
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+ThreadsOpt = typer.Option(
+    1, "--threads", min=1, max=1024,
+    help="Threads per oracle calculation (CHGNet's torch, xTB's OpenMP/BLAS) in each worker; default 1: a pool of one "
+         "worker per core, each on one thread, keeps the cores busy without contention (with an inline executor, give "
+         "the number of cores). Dask workers keep the thread settings they were started with.")
+
+
+@contextmanager
+def oracle_threads(n: int, oracle=None) -> Iterator[None]:
+    """Run the oracle calculations of the block on ``n`` threads each: the thread variables of the environment (what
+    the spawned pool workers import torch with), torch's own count in this process (inline and thread executors),
+    and an xTB oracle's ``threads``; the environment and torch's count are restored at the end."""
+    import os
+    import sys
+
+    if oracle is not None and hasattr(oracle, "threads"):  # xTB: OpenMP/BLAS threads of each xtb process
+        oracle.threads = int(n)
+    old = {k: os.environ.get(k) for k in THREAD_ENV}
+    os.environ.update({k: str(int(n)) for k in THREAD_ENV})
+    torch = sys.modules.get("torch")  # imported later in the block, torch reads OMP_NUM_THREADS itself
+    before = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if before is not None:
+            torch.set_num_threads(before)
 
 
 def print_table(console, table) -> None:

@@ -14,8 +14,10 @@ from invdesign.commands.common import (
     ModelHostOpt,
     ModelSupercellOpt,
     OverwriteOpt,
+    ThreadsOpt,
     check_out_dir,
     check_seed,
+    oracle_threads,
     place_model,
     print_table,
     requested_host,
@@ -104,6 +106,7 @@ def design_cmd(
     check_steps: int = typer.Option(20, "--check-steps", help="With --check: FIRE steps of the structural relaxation."),
     check_executor: str = typer.Option("auto", "--check-executor", help="With --check: auto (process pool), inline, "
                                        "process[:N], dask-local[:N], dask://host:port."),
+    threads: int = ThreadsOpt,
     host: str = ModelHostOpt,
     supercell: str = ModelSupercellOpt,
 ) -> None:
@@ -195,7 +198,8 @@ def design_cmd(
         res = _run_design(window, n, m, pool, max_defects, min_defects, types, exclude, seed, mode, samples, diversity,
                           None if checker is not None else out, chem, temperature, kinds, overwrite)
     if checker is not None:
-        _check_and_write(res, checker, check_top, check_executor, out, m, chem, temperature, kinds, overwrite)
+        with oracle_threads(threads, checker):
+            _check_and_write(res, checker, check_top, check_executor, out, m, chem, temperature, kinds, overwrite)
     _print_result(res, out)
 
 

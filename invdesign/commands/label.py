@@ -10,9 +10,11 @@ from invdesign.commands.common import (
     HostOpt,
     LazyConsole,
     SupercellOpt,
+    ThreadsOpt,
     TolOpt,
     check_inputs,
     check_out_file,
+    oracle_threads,
     resolve_host,
 )
 
@@ -41,6 +43,7 @@ def label_cmd(
     host: str = HostOpt,
     supercell: str = SupercellOpt,
     tol: float = TolOpt,
+    threads: int = ThreadsOpt,
 ) -> None:
     """Evaluate an oracle on every structure: `id,canonical_key,<oracle outputs>,seconds,error` (eV, Angstrom, s).
 
@@ -93,7 +96,7 @@ def label_cmd(
     desc = f"labelling with {getattr(orc, 'name', oracle)}" + (f" ({orc.protocol})" if isinstance(orc, AseOracle) else "")
     if isinstance(orc, AseOracle) and orc.steps == 0 and orc.check_steps > 0:
         desc += f"; structures relaxed after it (FIRE fmax {orc.check_fmax:g} eV/A, <= {orc.check_steps} steps)"
-    with task(desc, total=len(ds)) as advance:
+    with task(desc, total=len(ds)) as advance, oracle_threads(threads, orc):
         stats = label(ds.occ, list(ds.ids), orc, out, h, executor=executor, relaxed_dir=relaxed,
                       on_row=advance, retry_failed=retry_failed)
     lost = stats.get("lost", 0)  # rows the executor lost are not the oracle's failures (a rerun labels them)
