@@ -46,9 +46,9 @@ def _window(s: str) -> tuple[float, float]:
 
 
 def main() -> None:
+    from invdesign.api import predict
     from invdesign.data.dataset import map_structures
     from invdesign.lattice.host import HostLattice
-    from invdesign.model import predict
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--k", type=int, default=10)

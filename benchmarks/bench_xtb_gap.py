@@ -177,7 +177,7 @@ def fit_mu(occ: np.ndarray, host, raw: np.ndarray, fe: np.ndarray) -> dict[str, 
 # ---------------------------------------------------------------------- scoring
 def served_gap(occ: np.ndarray) -> np.ndarray:
     """``(N, 2)`` the served model's gap and its std (eV): ``invdesign predict`` with the default model."""
-    from invdesign.model import predict
+    from invdesign.api import predict
 
     t = predict(np.asarray(occ, np.uint8))
     return t[["homo_lumo_gap", "homo_lumo_gap_std"]].to_numpy(float)

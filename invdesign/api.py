@@ -9,8 +9,8 @@ Wherever the CLI takes STRUCTURES they also take pymatgen ``Structure``s and ASE
 warnings the CLI prints (structures outside the training domain) are Python warnings.
 
 ``from invdesign import design, predict`` gives these two functions. The lower-level
-:func:`invdesign.generate.design.design` (no synthesis planning, no check) and
-:func:`invdesign.model.predict` (the prediction columns only) stay for code that composes the steps itself.
+:func:`invdesign.generate.design.design` (no synthesis planning, no check) stays for code that composes the
+steps itself.
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ def _n_gap_fits(cfg: dict) -> int:
     return 2 * n if cfg.get("gap_refit_with_val") else n
 
 
-__all__ = ["PRISTINE_NOTE", "Model", "default_model_path", "embed", "load_model", "predict", "prediction_table", "train_model"]
+__all__ = ["PRISTINE_NOTE", "Model", "default_model_path", "load_model", "prediction_table", "train_model"]
 
 
 class Model(Predictor):
@@ -357,24 +357,6 @@ def train_model(dataset: Dataset, seed: int = 0, config: dict | None = None, spl
             meta["metrics"].setdefault(head, {})[split] = _mae_mev(pred, Y[idx])
     meta["train_seconds"] = time.time() - t0
     return model
-
-
-def embed(structures, model: Model | str | Path | None = None, **options):
-    """The ``invdesign embed`` table (``id, z0..z{d-1}``): :func:`invdesign.api.embed` (which see for
-    ``options``: ``tol``, ``host``, ``supercell``, ``out``, ``overwrite``). ``structures``: paths, pymatgen
-    Structures, ASE Atoms, or an occupancy array; ``model``: a model, a model file or None."""
-    from invdesign.api import embed as _embed
-
-    return _embed(structures, model, **options)
-
-
-def predict(structures, model: Model | str | Path | None = None, **options):
-    """The ``invdesign predict`` table, column for column: :func:`invdesign.api.predict` (which see for
-    ``options``: ``mu``, ``tol``, ``host``, ``supercell``, ``out``, ``overwrite``). ``structures``: paths,
-    pymatgen Structures, ASE Atoms, or an occupancy array; ``model``: a model, a model file or None."""
-    from invdesign.api import predict as _predict
-
-    return _predict(structures, model, **options)
 
 
 def _host_model_for(structures, model):

@@ -462,7 +462,7 @@ def test_packaged_gaps_stay_physical_at_any_density(packaged, host):
     """Issue 11: no served gap outside [0, eg_max) on 2,100 random configurations at 1-48 defects; at 1-3
     defects beyond the trained composition, and beyond the DFT host model's 24 defects, the gap is marked
     unvalidated with (at least) the uninformed std; at 4-24 defects the host model's validated gap serves."""
-    from invdesign.model import predict
+    from invdesign.api import predict
     from invdesign.predict.gap import unvalidated_std
 
     rng = np.random.default_rng(0)

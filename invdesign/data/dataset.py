@@ -201,7 +201,7 @@ def recognised_host(paths: Sequence[str | Path]) -> HostLattice | None:
 
 def structures_dataset(structures: Sequence, host: HostLattice | None = None, tol: float = DEFAULT_TOL) -> Dataset:
     """pymatgen Structures or ASE Atoms mapped onto ``host`` (default: MoS2 8x8) as a Dataset; ids ``"0"``,
-    ``"1"``, ... in their order (as :func:`invdesign.model.predict` gives them)."""
+    ``"1"``, ... in their order (as :func:`invdesign.api.predict` gives them)."""
     from invdesign.lattice.config import as_structure, structure_to_config
 
     host = host or HostLattice.default()

@@ -1,6 +1,6 @@
 """Symmetry-invariant embedding: geometry, encoder, contrastive training, checks, figure.
 
-``invdesign.embed`` is both this package and the public function :func:`invdesign.model.embed`
+``invdesign.embed`` is both this package and the public function :func:`invdesign.api.embed`
 (``from invdesign import embed; embed(paths)``): calling the package calls the function.
 """
 
@@ -12,7 +12,7 @@ import types
 
 class _CallableModule(types.ModuleType):
     def __call__(self, *args, **kwargs):
-        from invdesign.model import embed
+        from invdesign.api import embed
 
         return embed(*args, **kwargs)
 

@@ -1,6 +1,6 @@
 """Property heads, invariant features, the seed's baselines and the benchmark table.
 
-``invdesign.predict`` is both this package and the public function :func:`invdesign.model.predict`
+``invdesign.predict`` is both this package and the public function :func:`invdesign.api.predict`
 (``from invdesign import predict; predict(paths)``): calling the package calls the function.
 """
 
@@ -12,7 +12,7 @@ import types
 
 class _CallableModule(types.ModuleType):
     def __call__(self, *args, **kwargs):
-        from invdesign.model import predict
+        from invdesign.api import predict
 
         return predict(*args, **kwargs)
 
