@@ -1203,6 +1203,9 @@ def test_a_killed_dask_scheduler_costs_no_label(tmp_path, capsys, pool, monkeypa
         procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", f"tcp://127.0.0.1:{port}",
                                        "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
                                        "--death-timeout", "5"], **quiet))
+        import gc
+
+        gc.collect()  # an earlier test's unreferenced client, finalised while this one starts, would deadlock it
         with Client(f"tcp://127.0.0.1:{port}", timeout=60) as c:
             c.wait_for_workers(1, timeout=90)
         pid_file.write_text(str(procs[0].pid))

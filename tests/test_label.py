@@ -167,6 +167,9 @@ def test_label_on_a_dask_scheduler_with_a_killed_worker(tmp_path, tests_on_path)
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
         procs += [subprocess.Popen(wcmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+        import gc
+
+        gc.collect()  # an earlier test's unreferenced client, finalised while this one starts, would deadlock it
         with Client(f"tcp://127.0.0.1:{port}", timeout=60) as c:
             c.wait_for_workers(2, timeout=90)
         out = tmp_path / "labels.csv"

@@ -107,6 +107,15 @@ def resolve(spec: str, oracle) -> str:
     return spec
 
 
+def _collect_stale_clients() -> None:
+    """Finalise unreferenced Dask clients (e.g. one whose connection failed) before a new one starts: a client that
+    the garbage collector finalises while another client's event loop is starting closes that loop under the lock
+    the start holds, and both wait for ever (distributed 2026.8; seen in one process running many commands)."""
+    import gc
+
+    gc.collect()
+
+
 @contextmanager
 def make_executor(spec: str = "auto", cheap: bool = False, processes: bool = True) -> Iterator[cf.Executor]:
     """Yield a ``concurrent.futures.Executor`` for ``spec``; shut down (cluster closed) on exit.
@@ -134,6 +143,7 @@ def make_executor(spec: str = "auto", cheap: bool = False, processes: bool = Tru
         from dask.distributed import Client, LocalCluster
 
         n = _workers(arg, default_n)
+        _collect_stale_clients()
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=processes, dashboard_address=None) as cluster, \
                 Client(cluster) as client:
             yield client.get_executor()
@@ -142,6 +152,7 @@ def make_executor(spec: str = "auto", cheap: bool = False, processes: bool = Tru
         from dask.distributed import Client
 
         address = "tcp://" + spec[len("dask://"):]
+        _collect_stale_clients()
         with _quiet_dask():
             try:
                 client = Client(address, timeout=CONNECT_TIMEOUT)
