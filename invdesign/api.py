@@ -530,14 +530,17 @@ def design(
                       diversity=diversity, reach_p=reach_p, out=None, time_limit_s=time_limit_s)
         res = plan_design(res, mm, chem, temperature, kinds, None)
     if checker is not None:
-        _check(res, checker, check_top, check_executor)
+        check_design(res, checker, check_top, check_executor)
     if out is not None:
-        write_design(res, mm, chem, temperature, kinds, out, overwrite, extra=_relaxed_writer(res.relaxed))
+        write_design(res, mm, chem, temperature, kinds, out, overwrite, extra=relaxed_writer(res.relaxed))
     return res
 
 
-def _check(res, checker, top: int, executor: str) -> None:
-    """The physics check of the top ``top`` candidates, merged and re-ranked (``invdesign design --check``)."""
+def check_design(res, checker, top: int, executor: str, on_row=None) -> None:
+    """The physics check of the top ``top`` candidates of the design ``res``, merged and re-ranked in place
+    (``invdesign design --check``): ``res.candidates`` gains the check's columns, ``res.relaxed`` the relaxed
+    Structures by id, ``res.summary["check"]`` the protocol and the counts. ``on_row``: called once per checked
+    candidate (a progress bar)."""
     from invdesign.campaign.check import apply_check, check_configurations, reference_of
 
     c = res.candidates
@@ -546,7 +549,7 @@ def _check(res, checker, top: int, executor: str) -> None:
     glo, ghi = res.window.lo[1], res.window.hi[1]
     gives_gap = "homo_lumo_gap" in getattr(checker, "label_columns", [])
     table, relaxed = check_configurations(res.occ[:k], c["id"].head(k).tolist(), checker, (lo, hi), executor,
-                                          gap_window=(glo, ghi))
+                                          on_row=on_row, gap_window=(glo, ghi))
     res.candidates, res.occ = apply_check(c, res.occ, table)
     res.relaxed = dict(relaxed)
     st = table["check_status"].value_counts().to_dict()
@@ -572,7 +575,9 @@ def _check(res, checker, top: int, executor: str) -> None:
     }
 
 
-def _relaxed_writer(relaxed: dict):
+def relaxed_writer(relaxed: dict):
+    """The ``extra`` writer of :func:`invdesign.synthesis.plan.write_design` that adds ``relaxed/<id>.cif`` for the
+    checked candidates' relaxed Structures (None where there are none)."""
     if not relaxed:
         return None
 

@@ -206,52 +206,15 @@ def design_cmd(
 def _check_and_write(res, checker, top: int, executor: str, out: Path, model, chem, temperature: float, kinds,
                      overwrite: bool) -> None:
     """Run the physics check on the top candidates, re-rank, then write the design (and relaxed CIFs)."""
-    from invdesign.campaign.check import apply_check, check_configurations, reference_of
-    from invdesign.io import atomic_write_text
+    from invdesign.api import check_design, relaxed_writer
     from invdesign.progress import task
-
-    c = res.candidates
-    k = min(top, len(c))
-    lo, hi = res.window.lo[0], res.window.hi[0]
-    glo, ghi = res.window.lo[1], res.window.hi[1]
-    gives_gap = "homo_lumo_gap" in getattr(checker, "label_columns", [])
-    with task(f"checking the top {k} candidates with {checker.name}", total=k) as advance:
-        table, relaxed = check_configurations(res.occ[:k], c["id"].head(k).tolist(), checker, (lo, hi), executor,
-                                              on_row=advance, gap_window=(glo, ghi))
-    res.candidates, res.occ = apply_check(c, res.occ, table)
-    st = table["check_status"].value_counts().to_dict()
-    if gives_gap:
-        relaxation = "none (single point of the unrelaxed configuration; the structural check is not made)"
-        passing = "formation energy and HOMO-LUMO gap of the checker both in their windows"
-        gap = {"checked": True, "window": [glo, ghi],
-               "share_in_window": float(table["check_gap_in_window"].mean()) if k else None}
-    else:
-        relaxation = f"FIRE fmax {checker.check_fmax:g} eV/A, <= {checker.check_steps} steps"
-        passing = "same configuration after relaxation, corrected CHGNet formation energy in the window"
-        gap = "not checked (CHGNet gives no HOMO-LUMO gap)"
-    res.summary["check"] = {
-        "oracle": checker.name, "reference": reference_of(checker),
-        "energy_protocol": checker.protocol, "relaxation": relaxation,
-        "checked": k, "status": {s: int(st.get(s, 0)) for s in ("pass", "out_of_window", "changed_configuration", "failed")},
-        "share_in_window": float(table["check_in_window"].mean()) if k else None,
-        "formation_energy_window": [lo, hi],
-        "ranking": f"the top {k} by the model were checked and re-ranked: pass ({passing}) first, then out_of_window, "
-                   "changed_configuration, failed, each in model order; the rest follow unchecked in model order; "
-                   "model_rank keeps the model's rank",
-        "gap": gap,
-    }
+    from invdesign.synthesis.chempot import with_mu
     from invdesign.synthesis.plan import write_design
 
-    def write_relaxed(tmp: Path) -> None:
-        from pymatgen.io.cif import CifWriter
-
-        for cid, st_ in relaxed.items():
-            (tmp / "relaxed").mkdir(exist_ok=True)
-            atomic_write_text(tmp / "relaxed" / f"{cid}.cif", str(CifWriter(st_)))
-
-    from invdesign.synthesis.chempot import with_mu
-
-    write_design(res, with_mu(model, chem), chem, temperature, kinds, out, overwrite, extra=write_relaxed)
+    k = min(top, len(res.candidates))
+    with task(f"checking the top {k} candidates with {checker.name}", total=k) as advance:
+        check_design(res, checker, top, executor, on_row=advance)
+    write_design(res, with_mu(model, chem), chem, temperature, kinds, out, overwrite, extra=relaxed_writer(res.relaxed))
     s = res.summary["check"]["status"]
     console.print(f"check ({res.summary['check']['reference']}): {s['pass']} pass, {s['out_of_window']} out of window, "
                   f"{s['changed_configuration']} changed configuration, {s['failed']} failed of {k}", highlight=False)
