@@ -244,17 +244,7 @@ def predict(structures, model=None, *, mu=None, tol: float = DEFAULT_TOL, host=N
     from invdesign.synthesis.chempot import read_mu, with_mu
     from invdesign.synthesis.plan import bookkeeping
 
-    array = isinstance(structures, np.ndarray)
-    items = None if array else _items(structures)
-    kind = "array" if array else _kind(items)
-    if kind == "empty":
-        raise InvdesignError("no structures given")
-    if kind == "path":
-        for p in items:
-            if not Path(p).exists():
-                raise InvdesignError("structure file or folder not found", source=str(p))
-    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
-        raise InvdesignError(f"tol must be a finite positive distance in Angstrom, not {tol!r}")
+    array, items, kind = _structures_in(structures, tol)
     model, mu = _model_mu(model, mu)
     mu = _mu(mu)
     _check_model_path(model)
@@ -294,6 +284,23 @@ def predict(structures, model=None, *, mu=None, tol: float = DEFAULT_TOL, host=N
     return df
 
 
+def _structures_in(structures, tol: float):
+    """``(array, items, kind)`` of a ``predict``/``embed`` input (an occupancy array, or paths, Structures or Atoms),
+    refused where empty, where a path is missing or where ``tol`` is not a finite positive distance."""
+    array = isinstance(structures, np.ndarray)
+    items = None if array else _items(structures)
+    kind = "array" if array else _kind(items)
+    if kind == "empty":
+        raise InvdesignError("no structures given")
+    if kind == "path":
+        for p in items:
+            if not Path(p).exists():
+                raise InvdesignError("structure file or folder not found", source=str(p))
+    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
+        raise InvdesignError(f"tol must be a finite positive distance in Angstrom, not {tol!r}")
+    return array, items, kind
+
+
 # ----------------------------------------------------------------------------------------------- embed
 @_python_terms
 def embed(structures, model=None, *, tol: float = DEFAULT_TOL, host=None, supercell=None,
@@ -308,17 +315,7 @@ def embed(structures, model=None, *, tol: float = DEFAULT_TOL, host=None, superc
     """
     import pandas as pd
 
-    array = isinstance(structures, np.ndarray)
-    items = None if array else _items(structures)
-    kind = "array" if array else _kind(items)
-    if kind == "empty":
-        raise InvdesignError("no structures given")
-    if kind == "path":
-        for p in items:
-            if not Path(p).exists():
-                raise InvdesignError("structure file or folder not found", source=str(p))
-    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol > 0):
-        raise InvdesignError(f"tol must be a finite positive distance in Angstrom, not {tol!r}")
+    array, items, kind = _structures_in(structures, tol)
     _check_model_path(model)
     if model is not None and str(model).lower().endswith(".npz"):
         raise InvdesignError("a host model (.npz) predicts; embeddings need the full model (.pt)", source=str(model))
