@@ -29,6 +29,7 @@ from invdesign.errors import InvdesignError
 DEFAULT_TOL = 0.7  # Angstrom: largest atom-to-site distance when mapping structures (the CLI's --tol)
 MAX_CANDIDATES = 100_000  # n: candidates (each a CIF and a POSCAR when written), as the CLI
 MAX_SAMPLES = 10_000_000  # samples: flow samples, as the CLI
+MAX_SEED = 2**63 - 1  # seed: every generator takes it (numpy, torch), as the CLI's --seed
 
 # the CLI's option names in messages shared with the CLI, and what a Python caller passes instead
 _OPTIONS = ("overwrite", "mu", "temperature", "export", "check-top", "check-steps", "check-executor", "check",
@@ -117,7 +118,7 @@ def _request(host, supercell):
         if supercell is not None:
             raise InvdesignError("host is a HostLattice (its supercell is its own); drop supercell")
         return host
-    from invdesign.commands.common import requested_host
+    from invdesign.predict.placement import requested_host
 
     return requested_host(None if host is None else str(host), None if supercell is None else str(supercell))
 
@@ -254,7 +255,7 @@ def predict(structures, model=None, *, mu=None, tol: float = DEFAULT_TOL, host=N
         check_file(out, overwrite=overwrite)
     request = _request(host, supercell)
     if _is_model_object(model):
-        from invdesign.commands.common import place_model
+        from invdesign.predict.placement import place_model
 
         m = place_model(model, request)
     elif model is not None and str(model).lower().endswith(".npz"):
@@ -262,7 +263,7 @@ def predict(structures, model=None, *, mu=None, tol: float = DEFAULT_TOL, host=N
     else:
         m = None if array else _auto_host_model(model, request, items, kind)
         if m is None:
-            from invdesign.commands.common import place_model
+            from invdesign.predict.placement import place_model
             from invdesign.predictor import load_predictor
 
             m = place_model(load_predictor(model), request)
@@ -324,7 +325,7 @@ def embed(structures, model=None, *, tol: float = DEFAULT_TOL, host=None, superc
 
         check_file(out, overwrite=overwrite)
     request = _request(host, supercell)
-    from invdesign.commands.common import place_model
+    from invdesign.predict.placement import place_model
 
     if _is_model_object(model):
         m = place_model(model, request)
@@ -429,9 +430,7 @@ def design(
     if samples is not None:
         check_number("samples", samples, 1, MAX_SAMPLES, integer=True)
     check_number("diversity", diversity, 0.0, 1.0)
-    from invdesign.commands.common import check_seed
-
-    check_seed(seed, "seed")
+    check_number("seed", seed, 0, MAX_SEED, integer=True)
     check_number("check_top", check_top, 1, MAX_CANDIDATES, integer=True)
     check_number("check_steps", check_steps, 0, 100_000, integer=True)
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
@@ -473,7 +472,7 @@ def design(
     if max_defects is None and pool is None:
         max_defects = 3
     if _is_model_object(model):
-        from invdesign.commands.common import place_model
+        from invdesign.predict.placement import place_model
 
         m = place_model(model, request)
     elif model is not None and str(model).lower().endswith(".npz"):
@@ -481,7 +480,7 @@ def design(
     else:
         m = _auto_host_model(model, request, items or [], kind)
         if m is None:
-            from invdesign.commands.common import place_model
+            from invdesign.predict.placement import place_model
 
             screen_only = pool is None and mode in ("auto", "exhaustive") and max_defects is not None and max_defects <= 3
             if screen_only:  # the numpy copy serves where the run needs no embedding or flow (as the CLI)

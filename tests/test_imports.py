@@ -101,3 +101,15 @@ def test_finder_sees_a_cycle(tmp_path):
 def test_no_import_cycles_in_invdesign():
     cycles = find_cycles(import_graph())
     assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+def test_only_the_cli_imports_the_command_layer():
+    """The library (invdesign.api included) never imports invdesign.commands: the commands call the library, not the
+    reverse (host placement lives in invdesign.predict.placement, shared by both)."""
+    graph = import_graph()
+    cli = {m for m in graph if m.startswith("invdesign.commands") or m.startswith("invdesign.cli")}
+    bad = {m: sorted(t for t in targets if t.startswith("invdesign.commands"))
+           for m, targets in graph.items() if m not in cli}
+    bad = {m: t for m, t in bad.items() if t}
+    assert not bad, f"modules outside the CLI import the command layer: {bad}"
+    assert not any(t.startswith("invdesign.commands") for t in graph["invdesign.api"])

@@ -37,13 +37,15 @@ def _random(host, n, lo, hi, seed):
 
 
 def test_own_host_is_the_model_itself(model):
-    from invdesign.commands.common import place_model, requested_host
+    from invdesign.commands.common import place_model as cli_place_model
+    from invdesign.predict.placement import place_model, requested_host
     from invdesign.predict.transfer import on_host
 
     assert on_host(model, HostLattice.default()) is model
     assert place_model(model, requested_host("builtin:MoS2", "8x8")) is model
     assert place_model(model, requested_host(None, "8x8")) is model
     assert place_model(model, requested_host(None, None)) is model
+    assert cli_place_model is place_model  # the commands use the library's
 
 
 def test_cell_map_geometry_and_symmetry(big):

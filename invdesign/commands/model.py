@@ -73,7 +73,7 @@ def _inputs(structures: list[Path], out: Path, model_path: Path | None, tol: flo
 
     ``serving``: load only what ``predict`` needs (:func:`invdesign.predictor.load_predictor`: cached
     per model file, no torch import). ``host``/``supercell``: the structures' host when it is not the
-    model's (a larger cell of it; :func:`invdesign.commands.common.place_model`).
+    model's (a larger cell of it; :func:`invdesign.predict.placement.place_model`).
     """
     check_inputs(structures)
     if model_path is not None and not Path(model_path).exists():
