@@ -216,7 +216,7 @@ def _warn_extrapolation(m, occ, ids) -> None:
 # --------------------------------------------------------------------------------------------- predict
 @_python_terms
 def predict(structures, model=None, *, mu=None, tol: float = DEFAULT_TOL, host=None, supercell=None,
-            out: str | Path | None = None, overwrite: bool = False):
+            out: str | Path | None = None, overwrite: bool = False, full_precision: bool = False):
     """Formation energy per defect site and HOMO-LUMO gap (eV) with one-sigma uncertainties: the table
     ``invdesign predict`` writes, column for column.
 
@@ -234,13 +234,15 @@ def predict(structures, model=None, *, mu=None, tol: float = DEFAULT_TOL, host=N
         host, supercell: the structures' host when it is not the model's (``--host``: a unit-cell CIF, a host
             TOML, ``builtin:MoS2``, a packaged host's name, or a HostLattice; ``--supercell`` e.g. ``"12x12"``).
         out: also write the table to this CSV (checked before any work; an existing file only with
-            ``overwrite=True``).
+            ``overwrite=True``), rounded as the CLI writes it (eV to 4 decimals, probabilities to 3: *Outputs and
+            columns*, Rounding).
+        full_precision: write ``out`` at full precision (every float its repr), as ``--full-precision``.
 
     Returns:
-        a DataFrame: ``id``, the two targets, their ``_std``, ``extrapolation``, ``extrapolation_reason``,
-        ``note``, ``homo_lumo_gap_validated``, ``formation_energy_reference``, ``total_mag`` and
-        ``total_mag_std`` on spin-polarised hosts, ``dn_<El>``, ``defects`` and ``mu`` (units:
-        *Outputs and columns*).
+        a DataFrame, at full precision: ``id``, the two targets, their ``_std``, ``extrapolation``,
+        ``extrapolation_reason``, ``note``, ``homo_lumo_gap_validated``, ``formation_energy_reference``, ``total_mag``
+        and ``total_mag_std`` on spin-polarised hosts, ``dn_<El>``, ``defects`` and ``mu`` (units: *Outputs and
+        columns*).
     """
     from invdesign.synthesis.chempot import read_mu, with_mu
     from invdesign.synthesis.plan import bookkeeping
@@ -281,7 +283,7 @@ def predict(structures, model=None, *, mu=None, tol: float = DEFAULT_TOL, host=N
     if out is not None:
         from invdesign.io import write_csv
 
-        write_csv(out, df)
+        write_csv(out, df, full_precision=full_precision)
     return df
 
 
@@ -306,7 +308,8 @@ def _structures_in(structures, tol: float):
 @_python_terms
 def embed(structures, model=None, *, tol: float = DEFAULT_TOL, host=None, supercell=None,
           out: str | Path | None = None, overwrite: bool = False):
-    """Symmetry-invariant embeddings: the table ``invdesign embed`` writes (``id, z0..z{d-1}``, embedding units).
+    """Symmetry-invariant embeddings: the table ``invdesign embed`` writes (``id, z0..z{d-1}``, embedding units;
+    ``out`` is written at full precision, as the CLI's: ``decode`` reads it back).
 
     Args:
         structures: as for :func:`predict` (paths, pymatgen Structures, ASE Atoms, or an occupancy array).
@@ -377,6 +380,7 @@ def design(
     supercell=None,
     out: str | Path | None = None,
     overwrite: bool = False,
+    full_precision: bool = False,
     reach_p: float = 0.05,
     time_limit_s: float = 900.0,
 ):
@@ -411,7 +415,10 @@ def design(
         host, supercell: design on this host (a packaged host's name such as ``"GaSe"``, a unit-cell CIF, a host
             TOML, ``builtin:MoS2`` or a HostLattice) or a larger cell of the model's host (``"12x12"``).
         out: the output folder (``candidates.csv``, ``structures/``, ``poscar/``, ``summary.json``,
-            ``candidates.png``; checked before any work; a previous design output only with ``overwrite=True``).
+            ``candidates.png``; checked before any work; a previous design output only with ``overwrite=True``);
+            ``candidates.csv`` is rounded as the CLI writes it (*Outputs and columns*, Rounding).
+        full_precision: write ``candidates.csv`` at full precision (every float its repr), as ``--full-precision``
+            (``result.candidates`` is at full precision either way).
         reach_p: below this best ``p_in_window`` the window is reported out of reach (``result.message``).
         time_limit_s: requests estimated to take longer are refused before any work.
 
@@ -528,7 +535,10 @@ def design(
     if checker is not None:
         check_design(res, checker, check_top, check_executor)
     if out is not None:
-        write_design(res, mm, chem, temperature, kinds, out, overwrite, extra=relaxed_writer(res.relaxed))
+        from invdesign.io import csv_precision
+
+        with csv_precision(full_precision):
+            write_design(res, mm, chem, temperature, kinds, out, overwrite, extra=relaxed_writer(res.relaxed))
     return res
 
 

@@ -1,9 +1,13 @@
-"""The unit of every column ``invdesign design`` and ``invdesign predict`` write, for machines.
+"""The unit of every column ``invdesign design`` and ``invdesign predict`` write, for machines, and how CSVs round it.
 
 ``docs/outputs.md`` (*Outputs and columns*) explains each column; this table gives the units it lists
 (``tests/test_docs.py`` holds the two to each other), and ``summary.json`` of a design carries the units of
 its own ``candidates.csv`` (:func:`column_units`). Energies are in eV, except ``e_above_arrangement_min``
 (meV per cell).
+
+CSVs round each float column to a precision that suits its unit (:data:`ROUNDING`, :func:`rounded`; eV to
+4 decimals, meV to 1, probabilities to 3); ``--full-precision`` (``full_precision=True`` in the API) writes
+repr floats instead. Embedding coordinates (``z0..``) are never rounded: ``decode`` reads them back.
 """
 
 from __future__ import annotations
@@ -33,14 +37,100 @@ UNITS: dict[str, str] = {
     "check_homo_lumo_gap": "eV", "check_homo_lumo_gap_std": "eV", "check_gap_in_window": "bool",
     "check_p_in_window": "probability (0-1)",
 }
-_PATTERNS = [(re.compile(r"dn_[A-Z][a-z]?"), "atoms")]  # one column per element of the host and its substituents
+# the other commands' float columns (embed, decode, campaign suggest and report; docs/outputs.md, their sections)
+OTHER_UNITS: dict[str, str] = {
+    "embedding_distance": "embedding units",
+    "acquisition": "probability (0-1) or log EI", "score": "window widths or eV",
+    "formation_energy_per_site_mean": "eV", "homo_lumo_gap_mean": "eV",
+}
+_PATTERNS = [(re.compile(r"dn_[A-Z][a-z]?"), "atoms"),  # one column per element of the host and its substituents
+             (re.compile(r"z[0-9]+"), "embedding units")]  # embed's coordinates
+
+# How a CSV rounds a float column of each unit: ("decimals", n) or ("significant", n). The precision is about a
+# tenth of the smallest uncertainty the tool gives in that unit (a few meV on energies); a unit not here
+# (counts, atoms, ids) is written as it is.
+ROUNDING: dict[str, tuple[str, int]] = {
+    "eV": ("decimals", 4), "eV per defect site": ("decimals", 4),  # 0.1 meV
+    "meV per cell": ("decimals", 1),
+    "probability (0-1)": ("decimals", 3),
+    "fraction (0-1)": ("significant", 3), "fraction": ("significant", 3),  # populations span decades (1e-9 .. 1)
+    "embedding units": ("decimals", 8),  # 5 digits on the smallest distance between classes (6e-4); noise -> 0
+    "Angstrom": ("decimals", 4), "s": ("decimals", 2), "Bohr magnetons per cell": ("decimals", 3),
+    "probability (0-1) or log EI": ("significant", 4), "window widths or eV": ("decimals", 4),
+}
+# never rounded, whatever their unit: coordinates a command reads back (decode reads embed's z0..; rounded to 6
+# significant digits, 10 of 20 training configurations no longer decode exactly onto their orbit)
+EXACT = [re.compile(r"z[0-9]+")]
 
 
 def unit(column: str) -> str | None:
     """The unit of ``column`` (``"-"``: an identifier or rank; ``"text"``, ``"bool"``); None if unknown."""
     if column in UNITS:
         return UNITS[column]
+    if column in OTHER_UNITS:
+        return OTHER_UNITS[column]
     return next((u for p, u in _PATTERNS if p.fullmatch(column)), None)
+
+
+def rounding(column: str) -> tuple[str, int] | None:
+    """How CSVs round ``column`` (``("decimals", n)`` or ``("significant", n)``); None: written as it is."""
+    if any(p.fullmatch(column) for p in EXACT):
+        return None
+    return ROUNDING.get(unit(column) or "")
+
+
+def rounding_text(column: str) -> str:
+    """:func:`rounding` in words: ``"4 decimals"``, ``"3 significant digits"``, ``"exact"`` for a float never
+    rounded, ``""`` for a column that is not a measured float (ids, text, counts)."""
+    rule = rounding(column)
+    if rule is None:
+        return "exact" if any(p.fullmatch(column) for p in EXACT) else ""
+    kind, n = rule
+    return f"{n} decimal{'s' if n != 1 else ''}" if kind == "decimals" else f"{n} significant digits"
+
+
+def round_values(values, rule: tuple[str, int] | None):
+    """``values`` (a float array or number) rounded by ``rule`` (None: unchanged); NaN and inf stay, -0.0 becomes 0.0."""
+    import numpy as np
+
+    if rule is None:
+        return values
+    kind, n = rule
+    a = np.asarray(values, dtype=float)
+    if kind == "decimals":
+        r = np.round(a, n)
+    else:
+        r = np.array([float(f"{v:.{n}g}") for v in a.ravel()], dtype=float).reshape(a.shape)
+    r = r + 0.0  # -0.0 -> 0.0
+    return float(r) if r.ndim == 0 else r
+
+
+def rounded(df):
+    """A copy of the DataFrame ``df`` whose float columns are rounded as CSVs write them (:func:`rounding`)."""
+    import pandas as pd
+
+    out = df.copy()
+    for c in out.columns:
+        if pd.api.types.is_float_dtype(out[c]):
+            rule = rounding(str(c))
+            if rule is not None:
+                out[c] = round_values(out[c].to_numpy(), rule)
+    return out
+
+
+def display(column: str, value, full: bool = False) -> str:
+    """``value`` of ``column`` as a console table shows it: the CSV's rounded value (fixed decimals, or
+    significant digits), or its repr with ``full``."""
+    import math
+
+    v = float(value)
+    if full or not math.isfinite(v):
+        return repr(v)
+    rule = rounding(column)
+    if rule is None:
+        return repr(v)
+    r = round_values(v, rule)
+    return f"{r:.{rule[1]}f}" if rule[0] == "decimals" else f"{r:.{rule[1]}g}"
 
 
 def column_units(columns) -> dict[str, str]:
@@ -120,13 +210,14 @@ DESIGN: list[tuple[tuple[str, ...], str]] = [
 
 
 def guide(which: str = "all") -> list[dict[str, str]]:
-    """The column guide of ``which`` (``design``, ``predict`` or ``all``): ``[{"command", "column", "unit", "meaning"}]``
-    in the guide's order; a row naming several columns (``dn_Mo, dn_S, ...``) is one entry."""
+    """The column guide of ``which`` (``design``, ``predict`` or ``all``): ``[{"command", "column", "unit", "rounding",
+    "meaning"}]`` in the guide's order (``rounding``: how CSVs round the column, :func:`rounding_text`); a row naming
+    several columns (``dn_Mo, dn_S, ...``) is one entry."""
     if which not in ("design", "predict", "all"):
         raise ValueError(f"which must be design, predict or all, not {which!r}")
     rows = []
     for command, table in (("predict", PREDICT), ("design", DESIGN)):
         if which in (command, "all"):
             rows += [{"command": command, "column": ", ".join(names), "unit": unit(names[0]) or "",
-                      "meaning": meaning} for names, meaning in table]
+                      "rounding": rounding_text(names[0]), "meaning": meaning} for names, meaning in table]
     return rows

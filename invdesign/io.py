@@ -3,10 +3,15 @@
 Nothing half-written: files are written to a temporary sibling and renamed into place;
 folders are filled in a staging folder and renamed when complete. The rules on what may be
 created, replaced or refused are :mod:`invdesign.outputs`.
+
+CSVs round their float columns to their unit's precision (:func:`invdesign.columns.rounded`) unless
+full precision is asked for: ``write_csv(..., full_precision=True)``, or every :func:`write_csv` inside
+``with csv_precision(full=True):`` (what ``--full-precision`` does around a command's writers).
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -37,8 +42,28 @@ def atomic_write_json(path: str | Path, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
-def write_csv(path: str | Path, df) -> Path:
-    """Write a pandas DataFrame atomically (no index)."""
+_FULL_PRECISION: contextvars.ContextVar[bool] = contextvars.ContextVar("invdesign_csv_full_precision", default=False)
+
+
+@contextmanager
+def csv_precision(full: bool = True) -> Iterator[None]:
+    """Every :func:`write_csv` in the block (without its own ``full_precision``) writes full precision if ``full``."""
+    token = _FULL_PRECISION.set(bool(full))
+    try:
+        yield
+    finally:
+        _FULL_PRECISION.reset(token)
+
+
+def write_csv(path: str | Path, df, full_precision: bool | None = None) -> Path:
+    """Write a pandas DataFrame atomically (no index), float columns rounded to their unit's precision
+    (:func:`invdesign.columns.rounded`); ``full_precision`` (None: as :func:`csv_precision` says, by default
+    False) writes every float as its repr (the shortest text that reads back to the same float)."""
+    full = _FULL_PRECISION.get() if full_precision is None else full_precision
+    if not full:
+        from invdesign.columns import rounded
+
+        df = rounded(df)
     return atomic_write_text(path, df.to_csv(index=False))
 
 

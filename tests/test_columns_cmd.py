@@ -40,16 +40,18 @@ def test_columns_piped_is_tab_separated_and_complete():
     p = _run("columns", "design")
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
-    assert lines[0] == "column\tunit\tmeaning"
+    assert lines[0] == "column\tunit\trounding\tmeaning"
     rows = [line.split("\t") for line in lines[1:]]
-    assert all(len(r) == 3 for r in rows) and len(rows) == len(DESIGN)
+    assert all(len(r) == 4 for r in rows) and len(rows) == len(DESIGN)
     by = {r[0]: r for r in rows}
-    assert by["e_above_arrangement_min"][1] == "meV per cell"
-    assert by["formation_energy_per_site"][1] == "eV per defect site"
-    assert by["check_p_in_window"][2].startswith("probability that formation energy and gap")
+    assert by["e_above_arrangement_min"][1:3] == ["meV per cell", "1 decimal"]
+    assert by["formation_energy_per_site"][1:3] == ["eV per defect site", "4 decimals"]
+    assert by["p_in_window"][1:3] == ["probability (0-1)", "3 decimals"]
+    assert by["arrangement_population"][2] == "3 significant digits" and by["id"][2] == by["n_defects"][2] == ""
+    assert by["check_p_in_window"][3].startswith("probability that formation energy and gap")
     assert "…" not in p.stdout
     everything = _run("columns").stdout.splitlines()
-    assert everything[0] == "command\tcolumn\tunit\tmeaning" and len(everything) == 1 + len(PREDICT) + len(DESIGN)
+    assert everything[0] == "command\tcolumn\tunit\trounding\tmeaning" and len(everything) == 1 + len(PREDICT) + len(DESIGN)
 
 
 def test_columns_json_and_refusal(capsys):
@@ -57,7 +59,7 @@ def test_columns_json_and_refusal(capsys):
     rows = json.loads(capsys.readouterr().out)
     assert rows == guide("predict") and {r["command"] for r in rows} == {"predict"}
     assert rows[1] == {"command": "predict", "column": "formation_energy_per_site", "unit": "eV per defect site",
-                       "meaning": PREDICT[1][1]}
+                       "rounding": "4 decimals", "meaning": PREDICT[1][1]}
     assert main(["columns", "bogus"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "design, predict or all" in err
@@ -76,7 +78,7 @@ def test_columns_on_a_terminal_is_a_table(monkeypatch):
     assert main(["columns"]) == 0
     out = buf.getvalue()
     assert "columns of invdesign predict" in out and "columns of invdesign design" in out
-    assert "┃ column" in out and "meV per cell" in out and "\t" not in out
+    assert "┃ column" in out and "meV per cell" in out and "1 decimal" in out and "\t" not in out
 
 
 def test_tables_piped_are_printed_in_full(capsys):

@@ -235,7 +235,8 @@ def test_design_mu_moves_candidates_across_the_window(model, host, tmp_path):
     got = {}
     for lim in ("Mo-rich", "S-rich"):
         out = tmp_path / lim
-        assert main(["design", *win, "-n", "4", "--max-defects", "1", "--out", str(out), "--mu", lim]) == 0
+        assert main(["design", *win, "-n", "4", "--max-defects", "1", "--out", str(out), "--mu", lim,
+                     "--full-precision"]) == 0
         c = pd.read_csv(out / "candidates.csv")
         got[lim] = c.set_index("defects")
         summ = json.loads((out / "summary.json").read_text())
@@ -256,7 +257,7 @@ def test_design_export_reads_back(model, tmp_path):
 
     out = tmp_path / "run"
     args = ["design", "--target", "formation_energy_per_site=1.0:1.2", "--target", "homo_lumo_gap=0.9:1.3", "-n", "3",
-            "--out", str(out), "--mu", "S-rich", "--temperature", "1200", "--export", "vasp,qe,json"]
+            "--out", str(out), "--mu", "S-rich", "--temperature", "1200", "--export", "vasp,qe,json", "--full-precision"]
     assert main(args) == 0
     c = pd.read_csv(out / "candidates.csv")
     for col in ("dn_Mo", "dn_S", "dn_W", "dn_Se", "defects", "e_above_arrangement_min", "arrangement_population"):
@@ -316,7 +317,7 @@ def test_predict_mu_and_bookkeeping(model, host, tmp_path):
     outs = {}
     for lim in (None, "Mo-rich"):
         out = tmp_path / f"p{lim}.csv"
-        assert main(["predict", str(folder), "--out", str(out), *(["--mu", lim] if lim else [])]) == 0
+        assert main(["predict", str(folder), "--out", str(out), "--full-precision", *(["--mu", lim] if lim else [])]) == 0
         outs[lim] = pd.read_csv(out).set_index("id")
     a, b = outs[None], outs["Mo-rich"]
     assert a.loc["V_S", "dn_S"] == -1 and a.loc["W_Mo", "dn_W"] == 1 and a.loc["Se_S", "defects"] == "Se_S^x"

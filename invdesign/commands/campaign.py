@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from invdesign.commands.common import LazyConsole, OverwriteOpt, oracle_threads, print_table
+from invdesign.commands.common import FullPrecisionOpt, LazyConsole, OverwriteOpt, oracle_threads, print_table
 from invdesign.errors import InvdesignError
 
 console = LazyConsole()
@@ -75,6 +75,7 @@ def suggest(
     out: Path = typer.Option(None, "--out", help="Also write the batch as CSV (id, canonical_key, predictions; fill in the targets)."),
     structures: Path = typer.Option(None, "--structures", help="Also write one CIF per suggestion into this folder."),
     overwrite: bool = OverwriteOpt,
+    full_precision: bool = FullPrecisionOpt,
 ) -> None:
     """Suggest the next batch (recorded as pending) and print it."""
     from invdesign.campaign import Campaign
@@ -107,7 +108,7 @@ def suggest(
                     sheet = df.copy()
                     for t in TARGETS:
                         sheet[t] = ""
-                    write_csv(out, sheet)
+                    write_csv(out, sheet, full_precision=full_precision)
                 if structures is not None:
                     cands, occ = c.candidates
                     idx = dict(zip(cands["canonical_key"], range(len(cands))))
@@ -126,11 +127,14 @@ def suggest(
                           highlight=False, soft_wrap=True)
     from rich.table import Table
 
+    from invdesign.columns import display
+
     t = Table(title=f"step {int(df['step'].iat[0])}: {len(df)} suggestions")
-    for col in ("id", "canonical_key", "acquisition", *(f"{x}_mean" for x in TARGETS)):
+    shown = ("acquisition", *(f"{x}_mean" for x in TARGETS))
+    for col in ("id", "canonical_key", *shown):
         t.add_column(col.replace("formation_energy_per_site", "E_f").replace("homo_lumo_gap", "gap"), justify="right")
-    for r in df.itertuples(index=False):
-        t.add_row(str(r.id), str(r.canonical_key), *(f"{getattr(r, k):.4g}" for k in ("acquisition", *(f"{x}_mean" for x in TARGETS))))
+    for r in df.itertuples(index=False):  # as the --out CSV has them
+        t.add_row(str(r.id), str(r.canonical_key), *(display(k, getattr(r, k), full_precision) for k in shown))
     print_table(console, t)
 
 
@@ -154,8 +158,8 @@ def observe(
                           highlight=False, soft_wrap=True)
 
 
-def status(db: Path = DbOpt, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Evaluations, hits, pending suggestions and the best observation."""
+def status(db: Path = DbOpt, as_json: bool = typer.Option(False, "--json", help="Print JSON (values at full precision).")) -> None:
+    """Evaluations, hits, pending suggestions and the best observation (eV rounded to 4 decimals in the table)."""
     from invdesign.campaign import Campaign
 
     with Campaign.open(db, readonly=True) as c:
@@ -173,7 +177,10 @@ def status(db: Path = DbOpt, as_json: bool = typer.Option(False, "--json", help=
         t.add_row(k, str(st[k]))
     if st["best"]:
         b = st["best"]
-        t.add_row("best", f"{b['id']} (E_f {b['formation_energy_per_site']}, gap {b['homo_lumo_gap']} eV)")
+        from invdesign.columns import display
+
+        fe, gap = (display(k, b[k]) if b[k] is not None else "n/a" for k in ("formation_energy_per_site", "homo_lumo_gap"))
+        t.add_row("best", f"{b['id']} (E_f {fe}, gap {gap} eV)")
     print_table(console, t)
     _say_failures(st)
 
@@ -275,13 +282,14 @@ def run(
 
 
 def report(db: Path = DbOpt, out: Path = typer.Option(..., "--out", help="Output folder."),
-           overwrite: bool = OverwriteOpt) -> None:
+           overwrite: bool = OverwriteOpt, full_precision: bool = FullPrecisionOpt) -> None:
     """Plots (best so far, hits vs evaluations), observations.csv and the hits' CIFs (the database is only read)."""
     from invdesign.campaign import Campaign
     from invdesign.commands.common import check_out_dir
+    from invdesign.io import csv_precision
 
     check_out_dir(out, "campaign report", overwrite)
-    with Campaign.open(db, readonly=True) as c:
+    with Campaign.open(db, readonly=True) as c, csv_precision(full_precision):
         c.validate()
         path = c.report(out, overwrite)
         st = c.status()

@@ -134,6 +134,12 @@ OverwriteOpt = typer.Option(
          "(only the files listed in its manifest are replaced; a folder holding other files is always refused).")
 
 
+FullPrecisionOpt = typer.Option(
+    False, "--full-precision",
+    help="Write every float of the CSV output at full precision (its repr) instead of rounded to its unit: eV to 4 "
+         "decimals, meV to 1, probabilities to 3 (docs/outputs.md, Rounding); console tables show the same.")
+
+
 def check_out_file(out: Path, suffixes: tuple[str, ...] = (".csv",), overwrite: bool = False) -> Path:
     """Validate an output file path before any work is done (policy: :mod:`invdesign.outputs`)."""
     from invdesign.outputs import check_file

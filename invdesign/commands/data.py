@@ -145,11 +145,12 @@ def enumerate_cmd(
 def columns_cmd(
     which: str = typer.Argument("all", help="design (candidates.csv), predict (the predict CSV) or all.",
                                 metavar="design|predict|all"),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON: [{command, column, unit, meaning}]."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON: [{command, column, unit, rounding, meaning}]."),
 ) -> None:
-    """The column guide: every column design and predict write, with its unit and meaning (docs/outputs.md).
+    """The column guide: every column design and predict write, with its unit, how the CSV rounds it (without
+    --full-precision) and its meaning (docs/outputs.md).
 
-    A table on a terminal; tab-separated lines (command, column, unit, meaning; a header first) when piped."""
+    A table on a terminal; tab-separated lines (command, column, unit, rounding, meaning; a header first) when piped."""
     from invdesign.columns import guide
 
     if which not in ("design", "predict", "all"):
@@ -158,7 +159,7 @@ def columns_cmd(
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    keys = ("command", "column", "unit", "meaning") if which == "all" else ("column", "unit", "meaning")
+    keys = ("command", "column", "unit", "rounding", "meaning") if which == "all" else ("column", "unit", "rounding", "meaning")
     if not console.is_terminal:
         print("\t".join(keys))
         for r in rows:
@@ -170,12 +171,12 @@ def columns_cmd(
         if which not in (command, "all"):
             continue
         t = Table(title=f"columns of invdesign {command} (energies in eV; docs/outputs.md)", expand=True)
-        for k in keys[-3:]:  # names and units whole, the meaning wrapped into the rest of the width
+        for k in keys[-4:]:  # names, units and rounding whole, the meaning wrapped into the rest of the width
             t.add_column(k, no_wrap=k != "meaning", ratio=1 if k == "meaning" else None,
                          min_width=24 if k == "meaning" else None)
         for r in rows:
             if r["command"] == command:
-                t.add_row(*(r[k] for k in keys[-3:]))
+                t.add_row(*(r[k] for k in keys[-4:]))
         console.print(t, highlight=False)
 
 

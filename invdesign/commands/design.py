@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from invdesign.commands.common import (
+    FullPrecisionOpt,
     LazyConsole,
     ModelHostOpt,
     ModelSupercellOpt,
@@ -109,6 +110,7 @@ def design_cmd(
     threads: int = ThreadsOpt,
     host: str = ModelHostOpt,
     supercell: str = ModelSupercellOpt,
+    full_precision: bool = FullPrecisionOpt,
 ) -> None:
     """Candidates whose predicted properties lie in the target window: decoded, checked, ranked, exported."""
     from invdesign.generate.design import MODES
@@ -193,14 +195,15 @@ def design_cmd(
         check_spec(check_executor)
         checker = check_oracle(check, m.host, steps=check_steps)
     from invdesign.generate.threads import one_thread
+    from invdesign.io import csv_precision
 
-    with one_thread():  # small batches: one torch thread is fastest and leaves the other cores alone
+    with one_thread(), csv_precision(full_precision):  # one torch thread: small batches; candidates.csv as asked
         res = _run_design(window, n, m, pool, max_defects, min_defects, types, exclude, seed, mode, samples, diversity,
                           None if checker is not None else out, chem, temperature, kinds, overwrite)
     if checker is not None:
-        with oracle_threads(threads, checker):
+        with oracle_threads(threads, checker), csv_precision(full_precision):
             _check_and_write(res, checker, check_top, check_executor, out, m, chem, temperature, kinds, overwrite)
-    _print_result(res, out)
+    _print_result(res, out, full_precision)
 
 
 def _check_and_write(res, checker, top: int, executor: str, out: Path, model, chem, temperature: float, kinds,
@@ -235,7 +238,7 @@ def _run_design(window, n, m, pool, max_defects, min_defects, types, exclude, se
     return plan_design(res, m, chem, temperature, kinds, out, overwrite=overwrite)
 
 
-def _print_result(res, out: Path) -> None:
+def _print_result(res, out: Path, full: bool = False) -> None:
     if res.message:
         err_console.print(f"invdesign: {res.message}", highlight=False, soft_wrap=True)
     for note in res.summary.get("notes", []):
@@ -243,16 +246,22 @@ def _print_result(res, out: Path) -> None:
     c = res.candidates
     from rich.table import Table
 
+    from invdesign.columns import display
+
+    def show(r, col: str) -> str:  # as candidates.csv has it (rounded to the unit, or full with --full-precision)
+        return display(col, r[col], full)
+
     t = Table(title=f"top candidates ({res.summary['request']['mode_used']}; eV)")
     for col in ("rank", "id", "composition", "formation_energy_per_site", "homo_lumo_gap", "p_in_window", "novel", "population"):
         t.add_column(col, justify="right")
     for _, r in c.head(10).iterrows():
-        pop = f"{r['arrangement_population']:.3g}" + (" (unlikely)" if r["unlikely_to_form"] else "") if "arrangement_population" in r else ""
+        pop = show(r, "arrangement_population") + (" (unlikely)" if r["unlikely_to_form"] else "") \
+            if "arrangement_population" in r else ""
         t.add_row(
             str(r["rank"]), str(r["id"]), str(r["composition"]),
-            f"{r['formation_energy_per_site']:.3f} ± {r['formation_energy_per_site_std']:.3f}",
-            f"{r['homo_lumo_gap']:.3f} ± {r['homo_lumo_gap_std']:.3f}",
-            f"{r['p_in_window']:.3f}", str(bool(r["novel"])), pop,
+            f"{show(r, 'formation_energy_per_site')} ± {show(r, 'formation_energy_per_site_std')}",
+            f"{show(r, 'homo_lumo_gap')} ± {show(r, 'homo_lumo_gap_std')}",
+            show(r, "p_in_window"), str(bool(r["novel"])), pop,
         )
     print_table(console, t)
     s = res.summary["counts"]
@@ -300,6 +309,7 @@ def decode_cmd(
     min_defects: int = typer.Option(1, "--min-defects", help="Fewest defects per configuration."),
     types: str = typer.Option(None, "--types", help="Allowed defect types, comma separated (default: all)."),
     overwrite: bool = OverwriteOpt,
+    full_precision: bool = FullPrecisionOpt,
 ) -> None:
     """Decode embeddings into configurations (exact nearest orbit where enumerable, incremental local search otherwise)."""
     import numpy as np
@@ -333,7 +343,7 @@ def decode_cmd(
     with atomic_dir(out, "decode", overwrite) as tmp:
         for i, cid in track(list(enumerate(ids)), "writing CIFs"):
             write_structure(res.occ[i], m.host, tmp / f"{cid}.cif")
-        write_csv(tmp / "decoded.csv", df)
+        write_csv(tmp / "decoded.csv", df, full_precision=full_precision)
     exact = int((res.distance < 1e-6).sum())
     console.print(
         f"{len(ids)} embeddings decoded ({exact} exactly on an orbit, largest distance {res.distance.max():.3g}) -> {out}",

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from invdesign.commands.common import (
+    FullPrecisionOpt,
     LazyConsole,
     ModelHostOpt,
     ModelSupercellOpt,
@@ -257,14 +258,14 @@ def train_cmd(
 
 def embed_cmd(
     structures: list[Path] = StructuresArg,
-    out: Path = typer.Option(..., "--out", help="Output CSV: id,z0..z{d-1}."),
+    out: Path = typer.Option(..., "--out", help="Output CSV: id,z0..z{d-1} (full precision: decode reads it back)."),
     model: Path = ModelOpt,
     tol: float = TolOpt,
     host: str = ModelHostOpt,
     supercell: str = ModelSupercellOpt,
     overwrite: bool = OverwriteOpt,
 ) -> None:
-    """Symmetry-invariant embeddings of structures."""
+    """Symmetry-invariant embeddings of structures (written at full precision: invdesign decode reads them back)."""
     import pandas as pd
 
     from invdesign.io import write_csv
@@ -273,7 +274,7 @@ def embed_cmd(
     z = m.embed(ds.occ)
     df = pd.DataFrame(z, columns=[f"z{i}" for i in range(z.shape[1])])
     df.insert(0, "id", ds.ids)
-    write_csv(out, df)
+    write_csv(out, df)  # z0.. are never rounded (invdesign.columns.EXACT)
     console.print(f"{len(df)} embeddings ({z.shape[1]}-D) -> {out}", highlight=False)
 
 
@@ -289,6 +290,7 @@ def predict_cmd(
     host: str = ModelHostOpt,
     supercell: str = ModelSupercellOpt,
     overwrite: bool = OverwriteOpt,
+    full_precision: bool = FullPrecisionOpt,
 ) -> None:
     """Formation energy per defect site and HOMO-LUMO gap (eV) with one-sigma uncertainties, an extrapolation
     flag and its reason (columns extrapolation, extrapolation_reason; note: why a value is NaN), dn_<El> and
@@ -322,7 +324,7 @@ def predict_cmd(
             console.print(f"{int(corrected.sum())} of {len(df)} formation energies lie beyond the DFT data (> 3 defects): "
                           "DFT-trained model + correction toward corrected CHGNet, its std included "
                           "(formation_energy_reference)", highlight=False)
-    write_csv(out, df)
+    write_csv(out, df, full_precision=full_precision)
     heads = ", ".join(f"{t}: {h}" for t, h in m.meta.get("serving", {}).items()) or m.meta.get("serving_head", "?")
     console.print(f"{len(df)} predictions (heads {heads}) -> {out}", highlight=False)
 
