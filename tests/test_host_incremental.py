@@ -130,3 +130,22 @@ def test_gap_trees_on_distinct_rows_give_the_same_floats():
     mean, spread = head.raw(model.cluster_features(occ))
     assert np.array_equal(mean, _sigmoid(each.mean(0), head.eg_max))
     assert np.array_equal(spread, _sigmoid(each, head.eg_max).std(0, ddof=1))
+
+
+def test_walk_with_charge_balance_equals_full_evaluation(tmp_path):
+    """A model with the charge-balance term (PairCE ``charge``) and the net charge in the energy networks' rows
+    (``context``): a retype, add or remove changes the net charge and so every row of its chain; the incremental
+    walk still equals the full evaluation, and the charges survive save and load."""
+    from conftest import shared_dir
+
+    from invdesign.data.dataset import load_2dmd
+    from invdesign.predict.defect_env import HostModel, targets_of
+
+    ds = load_2dmd(shared_dir() / "data" / "2dmd-hbn-high")
+    y = targets_of(ds)
+    model = HostModel(ds.host, members_energy=2, members_levels=2, epochs=40, charge=True, context=True).fit(ds.occ[:160], y[:160])
+    assert model.ce.charges.any() and model.env_e.charges is model.ce.charges
+    back = HostModel.load(model.save(tmp_path / "m.npz", {"name": "BN", "supercell": [8, 8]}))
+    np.testing.assert_array_equal(back.ce.charges, model.ce.charges)
+    np.testing.assert_allclose(back.predict(ds.occ[300:])[0], model.predict(ds.occ[300:])[0], atol=1e-12, equal_nan=True)
+    assert _walk(model, Limits.make(model.host, max_defects=9, min_defects=3), chains=6, steps=80, seed=4) < TOL

@@ -44,6 +44,7 @@ FORMAT = "invdesign-host-model/2"
 BANDS: tuple[tuple[int, int], ...] = ((1, 3), (4, 6), (7, 12), (13, 10_000))
 LEVEL = 0.95  # coverage the stds are calibrated to (as 1.96 std)
 TARGETS = ("formation_energy_per_site", "homo_lumo_gap", "total_mag")
+CONTEXT_SCALE = 10.0  # the net-charge column of the energy environments enters divided by this
 
 
 def band_of(n: np.ndarray) -> np.ndarray:
@@ -72,6 +73,9 @@ class DefectEnvironment:
     def __init__(self, host: HostLattice, radius: float) -> None:
         self.host = host
         self.radius = float(radius)
+        #: ``(T,)`` nominal charges of the defect types: when set, every row ends with the cell's net charge
+        #: ``|sum_t q_t n_t| / CONTEXT_SCALE`` (charge balance is global; :class:`PairCE`)
+        self.charges: np.ndarray | None = None
         od = orbit_distances(host)
         orbs = np.flatnonzero((od > 0) & (od <= radius + 1e-6))
         self.n_orbits = len(orbs)
@@ -87,7 +91,7 @@ class DefectEnvironment:
 
     @property
     def dim(self) -> int:
-        return self.n_types * (1 + self.n_orbits)
+        return self.n_types * (1 + self.n_orbits) + (self.charges is not None)
 
     def types(self, occ: np.ndarray) -> np.ndarray:
         """``(N, S)`` defect type of each site (``-1``: host atom)."""
@@ -120,14 +124,24 @@ class DefectEnvironment:
         flat_valid = valid.ravel()
         F[np.flatnonzero(flat_valid), dty.ravel()[flat_valid]] = 1.0  # own type
         owner = np.repeat(np.arange(N, dtype=np.int64), K)[flat_valid]
+        if self.charges is not None:  # the cell's net charge on every defect's row
+            counts = np.stack([(ty == t).sum(1) for t in range(T)], axis=1).astype(np.float64)
+            F[:, -1] = np.repeat(np.abs(counts @ self.charges) / CONTEXT_SCALE, K)
         return F[flat_valid], owner
 
 
 # ---------------------------------------------------------------------- cluster expansion (energy)
 class PairCE:
-    """Ridge cluster expansion of the total formation energy on singlets and pair counts within ``radius``."""
+    """Ridge cluster expansion of the total formation energy on singlets and pair counts within ``radius``.
 
-    def __init__(self, host: HostLattice, radius: float, alpha: float = 1e-2) -> None:
+    With ``charge`` it also holds a charge-balance term ``c |sum_t q_t n_t|``: each defect type ``t`` carries an
+    integer nominal charge ``q_t`` (-3..3; donors +, acceptors -) and ``n_t`` is its count in the cell. Donors and
+    acceptors anywhere in the cell compensate each other (their carriers meet across the whole cell, far beyond
+    any pair radius), so the energy follows the net charge, not only the pairs. The charges are chosen on the
+    training rows alone (4-fold cross-validation of the ridge over every assignment, up to a global sign).
+    """
+
+    def __init__(self, host: HostLattice, radius: float, alpha: float = 1e-2, charge: bool = False) -> None:
         self.host, self.radius, self.alpha = host, float(radius), float(alpha)
         od = orbit_distances(host)
         T = len(host.defect_types)
@@ -136,18 +150,68 @@ class PairCE:
         keep = np.zeros((T, T, npo), bool)
         keep[:, :, od <= radius + 1e-6] = True
         self._cols = np.concatenate([np.arange(T), T + np.flatnonzero(keep.ravel())])
+        self.charge = bool(charge)
+        self.charges = np.zeros(T)  # (T,) nominal charge of each defect type (set by fit when ``charge``)
         self.coef: np.ndarray | None = None
+
+    def net_charge(self, counts: np.ndarray) -> np.ndarray:
+        """``(N,)`` ``|sum_t q_t n_t|`` of type counts ``(N, T)``."""
+        return np.abs(np.asarray(counts, np.float64) @ self.charges)
 
     def features(self, occ: np.ndarray) -> np.ndarray:
         X = cluster_counts(occ, self.host)[:, self._cols].astype(np.float64)
+        if self.charge:
+            X = np.concatenate([X, self.net_charge(X[:, : self._T])[:, None]], axis=1)
         X[:, : self._T] *= 10.0  # singlets (the defect types' own energies) barely penalised
         return X
 
+    def _solve(self, Xs: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return np.linalg.solve(Xs.T @ Xs + self.alpha * np.eye(Xs.shape[1]), Xs.T @ y)
+
+    def _choose_charges(self, X: np.ndarray, n: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The charges ``(T,)`` of least 4-fold CV error (MAE) of the ridge on pair features ``X (N, P)`` (without the
+        charge column), defect counts ``n (N,)`` and per-site targets ``y (N,)``. Every assignment in -3..3 is tried
+        (one of each ``q, -q``); the extra column enters each fold's solution by block elimination, so one
+        assignment costs ``O(N P)``."""
+        import itertools
+
+        T = self._T
+        counts = X[:, :T] / 10.0
+        Xs = X / n[:, None]
+        folds = np.random.default_rng(0).permutation(len(y)) % 4
+        pre = []
+        for f in range(4):
+            tr = folds != f
+            Ainv = np.linalg.inv(Xs[tr].T @ Xs[tr] + self.alpha * np.eye(X.shape[1]))
+            pre.append((tr, Ainv, Ainv @ (Xs[tr].T @ y[tr])))
+        best, best_q = np.inf, np.zeros(T)
+        for q in itertools.product(range(-3, 4), repeat=T):
+            q = np.asarray(q, float)
+            nz = np.flatnonzero(q)
+            if len(nz) and q[nz[0]] < 0:  # |Q| is the same for q and -q
+                continue
+            c = np.abs(counts @ q) / n
+            err = 0.0
+            for tr, Ainv, w0 in pre:
+                v = Xs[tr].T @ c[tr]
+                Av = Ainv @ v
+                wc = (c[tr] @ y[tr] - v @ w0) / (c[tr] @ c[tr] + self.alpha - v @ Av)
+                w = w0 - Av * wc
+                te = ~tr
+                err += np.abs(Xs[te] @ w + c[te] * wc - y[te]).sum()
+            if err < best - 1e-12:
+                best, best_q = err, q
+        return best_q
+
     def fit(self, occ: np.ndarray, fe_site: np.ndarray) -> PairCE:
+        if self.charge:
+            X0 = cluster_counts(occ, self.host)[:, self._cols].astype(np.float64)
+            X0[:, : self._T] *= 10.0
+            n0 = np.maximum(X0[:, : self._T].sum(1) / 10.0, 1)
+            self.charges = self._choose_charges(X0, n0, fe_site)
         n = np.maximum((self.features(occ)[:, : self._T] / 10.0).sum(1), 1)
         X = self.features(occ) / n[:, None]  # per site: X/n . w = E_total / n
-        A = X.T @ X + self.alpha * np.eye(X.shape[1])
-        self.coef = np.linalg.solve(A, X.T @ fe_site)
+        self.coef = self._solve(X, fe_site)
         return self
 
     def predict(self, occ: np.ndarray) -> np.ndarray:
@@ -323,16 +387,20 @@ class HostModel:
     """
 
     def __init__(self, host: HostLattice, radius_energy: float = 8.0, radius_levels: float = 6.5, members_energy: int = 4,
-                 members_levels: int = 8, epochs: int = 800, width: int = 64, seed: int = 0, crossfit: bool = True, gap_trees: bool = True) -> None:
+                 members_levels: int = 8, epochs: int = 800, width: int = 64, seed: int = 0, crossfit: bool = True, gap_trees: bool = True,
+                 context: bool = False, charge: bool = False) -> None:
         self.host = host
+        self.context, self.charge = bool(context), bool(charge)
         self.crossfit, self.gap_trees = bool(crossfit), bool(gap_trees)
         self.radius_energy, self.radius_levels = float(radius_energy), float(radius_levels)
         self.members_energy, self.members_levels = int(members_energy), int(members_levels)
         self.epochs, self.width, self.seed = int(epochs), int(width), int(seed)
+        if self.context and not self.charge:
+            raise ValueError("context (the net charge in the energy networks' inputs) needs charge=True")
         self.env_e = DefectEnvironment(host, radius_energy)
         self.env_g = DefectEnvironment(host, radius_levels)
         self.env = self.env_g  # the descriptor of embed() and the defect types
-        self.ce = PairCE(host, radius_energy)
+        self.ce = PairCE(host, radius_energy, charge=self.charge)
         self.nets_e: list[EnvNet] = []
         self.nets_g: list[EnvNet] = []
         # weights of the pair expansion in the formation energy and of the trees in the gap, per density band
@@ -349,7 +417,8 @@ class HostModel:
     def settings(self) -> dict:
         return {"radius_energy": self.radius_energy, "radius_levels": self.radius_levels, "members_energy": self.members_energy,
                 "members_levels": self.members_levels, "epochs": self.epochs, "width": self.width, "seed": self.seed,
-                "crossfit": self.crossfit, "gap_trees": self.gap_trees}
+                "crossfit": self.crossfit, "gap_trees": self.gap_trees, "context": self.context,
+                "charge": self.charge}
 
     # ------------------------------------------------------------------ fit
     def fit(self, occ: np.ndarray, y: np.ndarray, val: np.ndarray | None = None,
@@ -386,6 +455,8 @@ class HostModel:
             tr = ~np.asarray(val, bool)
             masks_e, masks_g = [tr] * self.members_energy, [tr] * self.members_levels
         self.ce.fit(occ[tr], y[tr, 0])
+        if self.context:
+            self.env_e.charges = self.ce.charges
         total = self.members_energy + self.members_levels
         self.nets_e, self.nets_g = [], []
         for env, nets, masks, tasks in ((self.env_e, self.nets_e, masks_e, (True, False, False)),
@@ -413,7 +484,7 @@ class HostModel:
             nets_fe = self._energy_members(occ)[fold_e, idx]
             ce_fe = np.empty(N)
             for k in range(self.members_energy):
-                ce_fe[~masks_e[k]] = PairCE(self.host, self.radius_energy).fit(occ[masks_e[k]], y[masks_e[k], 0]) \
+                ce_fe[~masks_e[k]] = PairCE(self.host, self.radius_energy, charge=self.charge).fit(occ[masks_e[k]], y[masks_e[k], 0]) \
                     .predict(occ[~masks_e[k]])
             levels = self._level_members(occ)[fold_g, idx]  # (N, 2)
             tree_gap = np.stack([t.predict(Z) for t in self.trees_g])[fold_g, idx] if self.trees_g else levels[:, 0]
@@ -562,7 +633,7 @@ class HostModel:
 
     # ------------------------------------------------------------------ save / load
     def arrays(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {"ce_coef": self.ce.coef, "blend": np.asarray(self.blend, float), "cal_scale": self.calibration.scale,
+        out: dict[str, np.ndarray] = {"ce_coef": self.ce.coef, "ce_charges": self.ce.charges, "blend": np.asarray(self.blend, float), "cal_scale": self.calibration.scale,
                                       "train_occ": self.train_occ, "train_y": self.train_y,
                                       "cal_floor": self.calibration.floor, "cal_validated": self.calibration.validated,
                                       "cal_spread_weight": self.calibration.spread_weight}
@@ -605,6 +676,10 @@ class HostModel:
             host = host_from_spec(header["host"])
         m = cls(host, **header["settings"])
         m.ce.coef = a["ce_coef"]
+        if "ce_charges" in a:
+            m.ce.charges = np.asarray(a["ce_charges"], np.float64)
+        if m.context:
+            m.env_e.charges = m.ce.charges
         m.blend = np.broadcast_to(np.asarray(a["blend"], float), (len(BANDS),)).copy()
         m.train_occ, m.train_y = a["train_occ"], a["train_y"]
         m.calibration = Calibration(a["cal_scale"], a["cal_floor"], a["cal_validated"].astype(bool),

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from invdesign.lattice.host import HostLattice
-from invdesign.predict.defect_env import BANDS, TAU, HostModel, band_of
+from invdesign.predict.defect_env import BANDS, CONTEXT_SCALE, TAU, HostModel, band_of
 from invdesign.predict.features import orbit_distances
 from invdesign.predict.gap import ForestStack
 
@@ -69,14 +69,15 @@ class _Stack:
 class _EnvTable:
     """What a :class:`DefectEnvironment` needs to update rows: the column of each site pair and the radius."""
 
-    def __init__(self, host: HostLattice, radius: float, n_types: int) -> None:
+    def __init__(self, host: HostLattice, radius: float, n_types: int, context: bool = False) -> None:
         od = orbit_distances(host)
         orbs = np.flatnonzero((od > 0) & (od <= radius + 1e-6))
         omap = np.full(len(od), -1, dtype=np.int64)
         omap[orbs] = np.arange(len(orbs))
         self.O = len(orbs)
         self.T = n_types
-        self.D = n_types * (1 + self.O)
+        self.context = bool(context)  # rows end with the cell's net charge (DefectEnvironment.charges)
+        self.D = n_types * (1 + self.O) + self.context
         self.site_orbit = omap[host.pair_orbits]  # (S, S) local orbit of each site pair, -1 beyond the radius
         self.orbits = orbs  # (O,) global pair-orbit numbers
 
@@ -117,8 +118,11 @@ class HostChains:
         self.type_code = np.array([c for _, c in host.defect_types], dtype=np.uint8)
         self.sublattice = host.sublattice.astype(np.int64)
         self.host_code = host.host_code
-        self.env_e = _EnvTable(host, model.env_e.radius, T)
-        self.env_g = _EnvTable(host, model.env_g.radius, T)
+        self.env_e = _EnvTable(host, model.env_e.radius, T, model.env_e.charges is not None)
+        self.env_g = _EnvTable(host, model.env_g.radius, T, model.env_g.charges is not None)
+        # the expansion's charge-balance term c |sum_t q_t n_t| (PairCE; zero without it)
+        self.charges = np.asarray(model.ce.charges, np.float64)
+        self.c_charge = float(model.ce.coef[-1]) if model.ce.charge else 0.0
         self.net_e = _Stack(model.nets_e)
         self.net_g = _Stack(model.nets_g)
         # the pair expansion as a per-defect linear form on the energy environment: Wce[t_d] . Fe[d]
@@ -131,13 +135,13 @@ class HostChains:
         keep[:, :, od <= ce.radius + 1e-6] = True
         cols = np.concatenate([np.arange(T), T + np.flatnonzero(keep.ravel())])
         full = np.zeros(T + T * T * npo)
-        full[cols] = np.asarray(ce.coef, dtype=np.float64)
+        full[cols] = np.asarray(ce.coef, dtype=np.float64)[: len(cols)]
         pair = full[T:].reshape(T, T, npo)
         ee = self.env_e
         self.Wce = np.zeros((T, ee.D))
         for a in range(T):
             self.Wce[a, a] = 10.0 * full[a]  # singlets enter the expansion scaled by 10
-            self.Wce[a, T:] = pair[a][:, ee.orbits].ravel()
+            self.Wce[a, T: T + T * ee.O] = pair[a][:, ee.orbits].ravel()
         # blend weights per density band (BANDS)
         self.blend = np.broadcast_to(np.asarray(model.blend, float), (len(BANDS),)).copy()
         self.blend_gap = np.broadcast_to(np.asarray(model.blend_gap, float), (len(BANDS),)).copy()
@@ -177,7 +181,14 @@ class HostChains:
         F = np.bincount((n_i * K + i) * env.D + col, minlength=m * K * env.D).astype(np.float32).reshape(m, K, env.D)
         c, s = np.nonzero(valid)
         F[c, s, typ[c, s]] = 1.0
+        if env.context:
+            F[..., -1] = np.where(valid, self._net_charge(typ)[:, None] / CONTEXT_SCALE, 0.0)
         return F
+
+    def _net_charge(self, typ: np.ndarray) -> np.ndarray:
+        """``(m,)`` the net charge ``|sum_t q_t n_t|`` of slot types ``(m, K)``."""
+        counts = ((typ[:, :, None] == np.arange(self.T)[None, None, :]) & (typ >= 0)[:, :, None]).sum(1)
+        return np.abs(counts @ self.charges)
 
     def _terms(self, Fe: np.ndarray, Fg: np.ndarray, typ: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-slot outputs of rows ``(m, K, D)``: ``Oe (Me, m, K)``, ``Og (Mg, m, K, 3)``, ``Ece (m, K)`` (0 in empty slots)."""
@@ -246,6 +257,11 @@ class HostChains:
             np.add.at(Ff, (c3 * K + slot[c3], env.T + self.typ[c3, j3] * env.O + ob_own), 1.0)
             ch = rm | ad
             ch[cc[has_new], slot[has_new]] = True
+            if env.context:  # a changed net charge changes every row of its chain
+                new_valid = typ >= 0
+                q = self._net_charge(typ) / CONTEXT_SCALE
+                F[..., -1] = np.where(new_valid, q[:, None], 0.0)
+                ch |= new_valid & (self._net_charge(self.typ) / CONTEXT_SCALE != q)[:, None]
             changed_rows[tag] = np.nonzero(ch)
             out["F" + tag] = F
         Oe, Og = self.Oe.copy(), self.Og.copy()
@@ -291,7 +307,7 @@ class HostChains:
         spread = np.full((C, 3), np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):
             E = st["Oe"].sum(2) / nf[None, :]  # (Me, C) per site
-            ce = st["Ece"].sum(1) / nf
+            ce = (st["Ece"].sum(1) + self.c_charge * self._net_charge(typ)) / nf
             E = np.where(n[None, :] > 0, E, np.nan)
             ce = np.where(n > 0, ce, np.nan)
         bi = np.clip(band_of(n), 0, len(BANDS) - 1)
@@ -341,6 +357,8 @@ class HostChains:
         pairs[:, :, :, env.orbits] = sums[:, :, T:].reshape(len(typ), T, T, env.O)
         full[:, T:] = pairs.reshape(len(typ), -1)
         X = full[:, self._ce_cols]
+        if self.model.ce.charge:
+            X = np.concatenate([X, self._net_charge(typ)[:, None]], axis=1)
         n = np.maximum(X[:, :T].sum(1), 1.0)
         return np.concatenate([X, X / n[:, None], n[:, None]], axis=1)
 
