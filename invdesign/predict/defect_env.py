@@ -38,6 +38,7 @@ import numpy as np
 from invdesign.errors import InvdesignError
 from invdesign.lattice.host import HostLattice
 from invdesign.predict.features import cluster_counts, orbit_distances
+from invdesign.predict.low_density import LD_MIN_ROWS, LowDensityHeads
 
 FORMAT = "invdesign-host-model/2"
 #: density bands (defects per cell, inclusive) of the std calibration and of reported errors
@@ -388,8 +389,10 @@ class HostModel:
 
     def __init__(self, host: HostLattice, radius_energy: float = 8.0, radius_levels: float = 6.5, members_energy: int = 4,
                  members_levels: int = 8, epochs: int = 800, width: int = 64, seed: int = 0, crossfit: bool = True, gap_trees: bool = True,
-                 context: bool = False, charge: bool = False) -> None:
+                 context: bool = True, charge: bool = True, low_density: bool = True) -> None:
         self.host = host
+        self.low_density = bool(low_density)
+        self.ld = None  # LowDensityHeads (set by fit where the data holds enough 1-3-defect rows)
         self.context, self.charge = bool(context), bool(charge)
         self.crossfit, self.gap_trees = bool(crossfit), bool(gap_trees)
         self.radius_energy, self.radius_levels = float(radius_energy), float(radius_levels)
@@ -418,7 +421,7 @@ class HostModel:
         return {"radius_energy": self.radius_energy, "radius_levels": self.radius_levels, "members_energy": self.members_energy,
                 "members_levels": self.members_levels, "epochs": self.epochs, "width": self.width, "seed": self.seed,
                 "crossfit": self.crossfit, "gap_trees": self.gap_trees, "context": self.context,
-                "charge": self.charge}
+                "charge": self.charge, "low_density": self.low_density}
 
     # ------------------------------------------------------------------ fit
     def fit(self, occ: np.ndarray, y: np.ndarray, val: np.ndarray | None = None,
@@ -511,6 +514,11 @@ class HostModel:
         with np.errstate(invalid="ignore"):
             heldout = {t: round(float(np.nanmean(np.abs(mu[:, j] - yv[:, j]))) * 1e3, 2)
                        for j, t in enumerate(TARGETS) if np.isfinite(yv[:, j]).any()}
+        self.ld = None
+        if self.low_density and LowDensityHeads.rows(n[tr]).sum() >= LD_MIN_ROWS:
+            if progress:
+                progress("low-density heads")
+            self.ld = LowDensityHeads(self.host, self.seed).fit(occ[tr], y[tr, 0], y[tr, 1], n[tr])
         self.train_occ = np.asarray(occ, dtype=np.uint8)
         self.train_y = np.asarray(y, dtype=np.float64)
         self.meta = {"n_train": int(tr.sum()), "n_val": len(cal_rows), "seconds": round(time.time() - t0, 1),
@@ -519,6 +527,8 @@ class HostModel:
                      "blend_ce": self.blend.tolist(), "blend_gap_trees": self.blend_gap.tolist(), "kmax": int(n.max()), "kmin": int(n.min()),
                      "targets_known": [bool(np.isfinite(y[:, j]).any()) for j in range(3)],
                      "compositions": np.unique(self._type_counts(occ), axis=0).tolist()}
+        if self.ld is not None:
+            self.meta["low_density"] = self.ld.header()
         return self
 
     @staticmethod
@@ -626,6 +636,13 @@ class HostModel:
             ok[:, j] = c.validated[j, bb] & in_range & (b >= 0)
         # beyond the trained counts the gap is known only to lie in [0, host gap]: at least that uniform's std
         std[:, 1] = np.where(ok[:, 1] | (b < 0), std[:, 1], np.maximum(std[:, 1], self.host_gap() / np.sqrt(12.0)))
+        if self.ld is not None:  # 1-3 defects: the low-density heads serve formation energy and gap
+            r = LowDensityHeads.rows(n)
+            cols = [j for j in (0, 1) if j in targets]
+            if r.any() and cols:
+                m2, s2 = self.ld.predict(np.asarray(occ)[r])
+                for j in cols:
+                    mu[r, j], std[r, j], ok[r, j] = m2[:, j], s2[:, j], in_range[r]
         known = np.array(self.meta.get("targets_known", [True, True, True]))
         mu[:, ~known] = np.nan
         std[:, ~known] = np.nan
@@ -644,6 +661,8 @@ class HostModel:
                 out[f"net{tag}{k}_mean"], out[f"net{tag}{k}_scale"] = m.mean, m.scale
                 out[f"net{tag}{k}_host_gap"] = np.array(m.host_gap)
         out["blend_gap"] = np.asarray(self.blend_gap, float)
+        if self.ld is not None:
+            out.update(self.ld.arrays())
         for k, t in enumerate(self.trees_g):
             for f in (*t.FIELDS, "roots"):
                 out[f"tree{k}_{f}"] = getattr(t, f)
@@ -674,7 +693,8 @@ class HostModel:
             raise InvdesignError(f"unknown host-model format {header.get('format')!r}", source=str(path))
         if host is None:
             host = host_from_spec(header["host"])
-        m = cls(host, **header["settings"])
+        # a model saved before an option existed was fitted without it
+        m = cls(host, **{"charge": False, "context": False, "low_density": False, **header["settings"]})
         m.ce.coef = a["ce_coef"]
         if "ce_charges" in a:
             m.ce.charges = np.asarray(a["ce_charges"], np.float64)
@@ -697,6 +717,8 @@ class HostModel:
             m.trees_g = [_Forest(*(a[f"tree{k}_{f}"] for f in _Forest.FIELDS), roots=a[f"tree{k}_roots"],
                                  baseline=float(a[f"tree{k}_baseline"])) for k in range(m.members_levels)]
         m.meta = header["meta"]
+        if "low_density" in m.meta:
+            m.ld = LowDensityHeads.from_arrays(host, m.meta["low_density"], a)
         m.meta["header"] = {k: v for k, v in header.items() if k != "meta"}
         return m
 

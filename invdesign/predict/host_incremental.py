@@ -17,7 +17,8 @@ defects each:
 column, the moved row is rebuilt from its ``k - 1`` partners, and the networks run on the changed rows of all
 chains at once (all members stacked in three matrix products), so a step costs a fixed number of numpy calls
 whatever ``C``. The served mean and std then follow from the slot sums exactly as
-:meth:`HostModel.predict` computes them (blend, soft minimum of levels, calibration per density band).
+:meth:`HostModel.predict` computes them (blend, soft minimum of levels, softplus of the summed moment terms,
+calibration per density band); :meth:`HostChains.predict` returns the moment too where a window bounds it.
 Everything reads the model's public attributes; the result equals :meth:`HostModel.predict` to float32
 round-off of the networks (``tests/test_host_incremental.py`` walks random moves and compares).
 """
@@ -294,9 +295,12 @@ class HostChains:
     def current(self) -> dict:
         return {k: getattr(self, k) for k in ("occ", "site", "typ", "Fe", "Fg", "Oe", "Og", "Ece")}
 
-    def predict(self, st: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """``(C, 2)`` mean and std (eV; formation energy per defect site, gap) of a state (default: the current one),
-        as :meth:`HostModel.predict` serves them."""
+    def predict(self, st: dict | None = None, n_targets: int = 2) -> tuple[np.ndarray, np.ndarray]:
+        """``(C, n_targets)`` mean and std of a state (default: the current one), as :meth:`HostModel.predict` serves
+        them: formation energy per defect site and gap (eV), and with ``n_targets=3`` the moment ``total_mag`` (Bohr
+        magnetons per cell; NaN on a host without one), for windows that bound it."""
+        if n_targets not in (2, 3):
+            raise ValueError(f"n_targets must be 2 or 3, not {n_targets}")
         st = self.current() if st is None else st
         typ = st["typ"]
         valid = typ >= 0
@@ -340,7 +344,7 @@ class HostChains:
         std[:, 1] = np.where(ok[:, 1] | (b < 0), std[:, 1], np.maximum(std[:, 1], self.host_gap / np.sqrt(12.0)))
         mu[:, ~self.known] = np.nan
         std[:, ~self.known] = np.nan
-        return mu[:, :2], std[:, :2]
+        return mu[:, :n_targets], std[:, :n_targets]
 
     def _tree_features(self, st: dict) -> np.ndarray:
         """The gap trees' inputs (:meth:`HostModel._tree_features`) from the slot rows: the expansion's cluster
@@ -368,10 +372,12 @@ def served_host_model(model, min_defects: int):
     :class:`~invdesign.predict.host_serving.HostPredictor`, or a predictor whose high-density host model takes
     over from :data:`~invdesign.predict.serving.HD_MIN` defects), else None."""
     from invdesign.predict.host_serving import HostPredictor
+    from invdesign.predict.low_density import LD_MAX
     from invdesign.predict.serving import HD_MIN, Predictor
 
     if isinstance(model, HostPredictor):
-        return model.model
+        # the low-density heads (cluster counts of the whole cell) have no per-move update
+        return model.model if model.model.ld is None or min_defects > LD_MAX else None
     if isinstance(model, Predictor) and min_defects >= HD_MIN:
         return model.high_density_model()
     return None
