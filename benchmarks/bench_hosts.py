@@ -120,12 +120,17 @@ def pool_ranking(mu: np.ndarray, std: np.ndarray, y: np.ndarray, rng: np.random.
     return rows
 
 
-def run_fold(name: str, variant: str, fold: int, folds: int, settings: dict, dump: Path | None = None) -> dict:
+def run_fold(name: str, variant: str, fold: int, folds: int, settings: dict, dump: Path | None = None,
+             inner: int | None = None) -> dict:
     from sklearn.model_selection import KFold
 
     ds = load_2dmd(SHARED / "data" / f"2dmd-{name}")
     occ, y = ds.occ, targets_of(ds)
     tr, te = list(KFold(folds, shuffle=True, random_state=0).split(occ))[fold]
+    if inner is not None:  # choosing a recipe: split fold 0's training rows 4 ways, never touch a test fold
+        tr0 = list(KFold(folds, shuffle=True, random_state=0).split(occ))[0][0]
+        a, b = list(KFold(4, shuffle=True, random_state=1).split(tr0))[inner]
+        tr, te = tr0[a], tr0[b]
     occ_tr, y_tr = occ[tr], y[tr]
     val = split_train_val(len(tr), 0.15, seed=fold)
     low = None
@@ -133,6 +138,10 @@ def run_fold(name: str, variant: str, fold: int, folds: int, settings: dict, dum
         lo = load_2dmd(SHARED / "data" / f"2dmd-{LOW_OF[name]}", host=ds.host)
         y_lo = targets_of(lo)
         lo_tr, lo_te = list(KFold(folds, shuffle=True, random_state=0).split(lo.occ))[fold]
+        if inner is not None:
+            lo0 = list(KFold(folds, shuffle=True, random_state=0).split(lo.occ))[0][0]
+            a, b = list(KFold(4, shuffle=True, random_state=1).split(lo0))[inner]
+            lo_tr, lo_te = lo0[a], lo0[b]
         occ_tr = np.concatenate([occ_tr, lo.occ[lo_tr]])
         y_tr = np.concatenate([y_tr, y_lo[lo_tr]])
         val = np.concatenate([val, np.zeros(len(lo_tr), bool)])
@@ -145,7 +154,7 @@ def run_fold(name: str, variant: str, fold: int, folds: int, settings: dict, dum
     yt = y[te]
     n = m.n_defects(occ[te])
     ce = m.ce.predict(occ[te])
-    out = {"set": name, "variant": variant, "fold": fold, "n_test": len(te), "n_train": int(m.meta["n_train"]),
+    out = {"set": name, "variant": variant, "fold": fold if inner is None else f"inner{inner}", "n_test": len(te), "n_train": int(m.meta["n_train"]),
            "settings": m.settings(), "blend_ce": m.blend.tolist(), "blend_gap_trees": m.blend_gap.tolist(),
            "seconds": round(seconds, 1), "mae": {}, "cover2": {}, "bands": {}}
     for j, t in enumerate(("formation_energy_per_site", "homo_lumo_gap", "total_mag")):
@@ -283,6 +292,9 @@ def main() -> None:
                     "how many folds each row averages")
     ap.add_argument("--settings", default="{}", help="HostModel keyword arguments as JSON (default: its defaults)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "hosts"))
+    ap.add_argument("--inner", action="store_true", help="recipe choice: instead of the outer folds, split fold 0's "
+                    "training rows 4 ways (KFold, seed 1) and score inner splits --fold-list (default 0,1) on their held-out "
+                    "quarter; no test fold is read (use a separate --out)")
     ap.add_argument("--dump", default=None, help="folder for one .npz per fold with every part of the blends (out of "
                     "fold on the training rows, and on the test fold): for studies of the recipe")
     a = ap.parse_args()
@@ -297,10 +309,13 @@ def main() -> None:
         for variant in a.variants.split(","):
             if variant == "+low" and name not in LOW_OF:
                 continue
-            for fold in (range(a.folds) if a.fold_list is None else [int(f) for f in a.fold_list.split(",")]):
-                if (name, variant, fold) in done:
+            default = [0, 1] if a.inner else range(a.folds)
+            for fold in (default if a.fold_list is None else [int(f) for f in a.fold_list.split(",")]):
+                key = f"inner{fold}" if a.inner else fold
+                if (name, variant, key) in done:
                     continue
-                r = run_fold(name, variant, fold, a.folds, settings, None if a.dump is None else Path(a.dump))
+                r = run_fold(name, variant, fold, a.folds, settings, None if a.dump is None else Path(a.dump),
+                             fold if a.inner else None)
                 lines.append(r)
                 with jl.open("a") as fh:
                     fh.write(json.dumps(r) + "\n")

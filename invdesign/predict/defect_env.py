@@ -7,13 +7,18 @@ those environments:
 
 - a cluster expansion of the *total* formation energy (``E_f = n * formation_energy_per_site``):
   singlets and pair counts within the radius, ridge-fitted with weights ``1 / n^2`` so that the
-  loss is the error per defect site (:class:`PairCE`);
+  loss is the error per defect site, plus a charge-balance term ``c |sum_t q_t n_t|`` (integer nominal
+  charges per defect type chosen on the training rows: donors and acceptors compensate across the whole
+  cell, beyond any pair radius; h-BN's C_B / V_N donors against C_N / V_B acceptors) (:class:`PairCE`);
 - small networks (:class:`EnvNet`) that give each defect an energy term, a gap level and a
   magnetic-moment term: the formation energy is the sum of the energy terms over defects (so it stays
   extensive: more defects, more terms), the HOMO-LUMO gap a soft minimum of the levels and of a learned
   host gap (so ``0 <= gap <= host gap`` by construction: softplus, then the minimum), and the cell's
   moment ``total_mag >= 0`` a softplus of the summed terms. One ensemble learns the energy on wide
-  environments (8 A: strain reaches far), another the gap and the moment on local ones (6.5 A).
+  environments (8 A: strain reaches far; each row also carries the cell's net charge), another the gap
+  and the moment on local ones (6.5 A);
+- where a host has thousands of 1-3-defect structures (MoS2, WSe2), low-density heads on exact cluster
+  counts serve that regime (:mod:`invdesign.predict.low_density`).
 
 :class:`HostModel` blends the two formation-energy estimates (weight chosen on validation), serves
 the gap and the moment from the level networks, and gives every prediction a standard deviation: the
