@@ -389,7 +389,9 @@ def design(
 
     Args:
         target: the window: ``{"formation_energy_per_site": (lo, hi), "homo_lumo_gap": (lo, hi)}`` in eV
-            (either may be left out; ``None`` for an open end), a ``Window``, or CLI strings ``["NAME=LO:HI"]``.
+            (either may be left out; ``None`` for an open end), on the spin-polarised hosts (h-BN, GaSe, InSe,
+            black P) also ``"total_mag": (lo, hi)`` in Bohr magnetons per cell (alone or with the others; refused on
+            MoS2 and WSe2, which have no moment), a ``Window``, or CLI strings ``["NAME=LO:HI"]``.
         n: number of candidates.
         model: a model file (``.pt``, or a host model ``.npz``), a loaded model or host predictor, or None: the
             packaged model (a pool, or ``host=``, on a packaged host other than 8x8 MoS2: that host's model).
@@ -499,6 +501,7 @@ def design(
 
                 m = load_model(model)
             m = place_model(m, request)
+    window.check_model(m)  # a total_mag window on a host without a moment: one line, before any work
     if getattr(m, "design_modes", None) is not None and mode not in ("auto", *m.design_modes):
         raise InvdesignError(f"the {m.host.name} host model has no flow: it designs by annealing or by screening every "
                              f"orbit (mode {', '.join(repr(x) for x in m.design_modes)} or 'auto'), not mode {mode!r}")
@@ -579,6 +582,9 @@ def check_design(res, checker, top: int, executor: str, on_row=None) -> None:
                    "model_rank keeps the model's rank",
         "gap": gap,
     }
+    if res.window.has_moment:  # no checker gives a magnetic moment
+        res.summary["check"]["total_mag"] = (f"not checked ({checker.name} gives no magnetic moment): the {res.window.moment} "
+                                             "Bohr magnetons per cell window stands on the model's prediction only")
 
 
 def relaxed_writer(relaxed: dict):

@@ -1,7 +1,8 @@
 """What a campaign looks for: a window on the targets, or one target to minimise/maximise.
 
 A *window* (:class:`~invdesign.generate.window.Window`, shared with design) is ``{name: (lo, hi)}`` in eV over :data:`~invdesign.data.dataset.TARGETS`
-(``formation_energy_per_site``, ``homo_lumo_gap``); a configuration is a *hit* when every
+(``formation_energy_per_site``, ``homo_lumo_gap``; a ``total_mag`` window, which design takes on
+spin-polarised hosts, is refused: campaigns label and store those two targets only); a configuration is a *hit* when every
 windowed target lies in its closed interval. A single *objective* (``minimise``/``maximise``
 one target) has hits only when a ``threshold`` is given (value <= threshold for minimise,
 >= for maximise); otherwise campaigns report the best value found.
@@ -16,7 +17,7 @@ import numpy as np
 
 from invdesign.data.dataset import TARGETS
 from invdesign.errors import InvdesignError
-from invdesign.generate.window import Window
+from invdesign.generate.window import MOMENT, Window
 
 
 def parse_window(specs: list[str] | tuple[str, ...]) -> dict[str, tuple[float, float]]:
@@ -43,6 +44,11 @@ class Target:
     threshold: float | None = None
 
     def __post_init__(self) -> None:
+        used = set(self.window) | ({self.objective[0]} if self.objective else set())
+        if MOMENT in used:  # the oracles, the store and the GP prior carry formation energy and gap only
+            raise InvdesignError(f"campaigns target {' and '.join(TARGETS)} only (their oracles, labels and database carry "
+                                 f"those two), not {MOMENT}: for a {MOMENT} window use invdesign design --target "
+                                 f"{MOMENT}=LO:HI on a spin-polarised host")
         if self.objective is None and not self.window:
             raise InvdesignError("a campaign needs --target NAME=LO:HI, --minimise NAME or --maximise NAME")
         if self.objective is not None and self.window:

@@ -222,6 +222,8 @@ def run(
     from invdesign.campaign.campaign import absolute_path, absolute_spec
     from invdesign.campaign.store import Store
 
+    if target or minimise or maximise:  # a goal campaigns cannot take (e.g. total_mag) is refused before anything else
+        Target.from_cli(target, minimise, maximise, threshold)
     exists = db.exists() and db.stat().st_size > 0 and not Store.blank(db)  # a blank file: a killed creation, recreated
     if not exists and budget is None and until_hits is None:
         raise InvdesignError("give --budget or --until-hits (or both) so that the campaign can stop; nothing was created",

@@ -77,7 +77,8 @@ def _host_model_request(model: Path | None, request, pool):
 
 def design_cmd(
     target: list[str] = typer.Option(
-        ..., "--target", help="NAME=LO:HI in eV, e.g. formation_energy_per_site=1.0:1.5 (repeat per target; LO or HI may be empty)."
+        ..., "--target", help="NAME=LO:HI in eV, e.g. formation_energy_per_site=1.0:1.5 (repeat per target; LO or HI may be "
+        "empty); on spin-polarised hosts (h-BN, GaSe, InSe, black P) also total_mag=LO:HI in Bohr magnetons per cell."
     ),
     n: int = typer.Option(50, "-n", "--n", help="Number of candidates."),
     out: Path = typer.Option(..., "--out", help="Output folder: candidates.csv, structures/<id>.cif, poscar/<id>.vasp, summary.json, candidates.png."),
@@ -170,6 +171,7 @@ def design_cmd(
         # the numpy copy serves where the run needs no embedding or flow: the exhaustive screen of 1-3 defects
         screen_only = not pool and mode in ("auto", "exhaustive") and max_defects is not None and max_defects <= 3
         m = place_model(_load_design_model(model) if screen_only else _load_model(model), request)
+    window.check_model(m)  # a total_mag window on a host without a moment: one line, before any work
     if getattr(m, "design_modes", None) is not None and mode not in ("auto", *m.design_modes):
         raise InvdesignError(f"the {m.host.name} host model has no flow: it designs by annealing or by screening every "
                              f"orbit (--mode {', '.join(m.design_modes)} or auto), not --mode {mode}; for the flow train "
@@ -251,8 +253,12 @@ def _print_result(res, out: Path, full: bool = False) -> None:
     def show(r, col: str) -> str:  # as candidates.csv has it (rounded to the unit, or full with --full-precision)
         return display(col, r[col], full)
 
-    t = Table(title=f"top candidates ({res.summary['request']['mode_used']}; eV)")
-    for col in ("rank", "id", "composition", "formation_energy_per_site", "homo_lumo_gap", "p_in_window", "novel", "population"):
+    mag = "total_mag" in c.columns  # spin-polarised hosts: the moment beside the gap (a total_mag window reads it)
+    unit = "eV; total_mag in Bohr magnetons per cell" if mag else "eV"
+    t = Table(title=f"top candidates ({res.summary['request']['mode_used']}; {unit})")
+    cols = ("rank", "id", "composition", "formation_energy_per_site", "homo_lumo_gap", *(("total_mag",) if mag else ()),
+            "p_in_window", "novel", "population")
+    for col in cols:
         t.add_column(col, justify="right")
     for _, r in c.head(10).iterrows():
         pop = show(r, "arrangement_population") + (" (unlikely)" if r["unlikely_to_form"] else "") \
@@ -261,6 +267,7 @@ def _print_result(res, out: Path, full: bool = False) -> None:
             str(r["rank"]), str(r["id"]), str(r["composition"]),
             f"{show(r, 'formation_energy_per_site')} ± {show(r, 'formation_energy_per_site_std')}",
             f"{show(r, 'homo_lumo_gap')} ± {show(r, 'homo_lumo_gap_std')}",
+            *((f"{show(r, 'total_mag')} ± {show(r, 'total_mag_std')}",) if mag else ()),
             show(r, "p_in_window"), str(bool(r["novel"])), pop,
         )
     print_table(console, t)

@@ -50,7 +50,8 @@ class AnnealResult:
     Attributes:
         occ: ``(R, n_sites)`` uint8 distinct harvested configurations (in harvest order).
         keys: their canonical keys.
-        mean, std: ``(R, 2)`` predictions (eV) at harvest.
+        mean, std: ``(R, k)`` predictions at harvest (eV; ``k = window.n_targets``: a moment window adds
+            ``total_mag``, Bohr magnetons per cell).
         steps: steps run; evaluations: configurations evaluated by the model; seconds: wall time.
     """
 
@@ -65,20 +66,9 @@ class AnnealResult:
 
 
 def log_p_in(window: Window, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """``(N,)`` ``log p_in_window`` accurate far outside the window (no underflow to -inf)."""
-    from scipy.special import log_ndtr
-
-    mean = np.asarray(mean, float)
-    std = np.maximum(np.asarray(std, float), 1e-9)
-    a = (np.array(window.lo) - mean) / std
-    b = (np.array(window.hi) - mean) / std
-    flip = a > 0
-    lo, hi = np.where(flip, -b, a), np.where(flip, -a, b)
-    la, lb = log_ndtr(lo), log_ndtr(hi)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = lb + np.log1p(-np.exp(np.minimum(la - lb, 0.0)))
-    out = np.where(np.isfinite(out), out, lb - 50.0)  # lo == hi: a point window
-    return out.sum(axis=1)
+    """``(N,)`` ``log p_in_window`` accurate far outside the window (no underflow to -inf); a moment window's
+    ``total_mag`` column counts as :meth:`Window.p_in` counts it (:meth:`Window.log_p_in`)."""
+    return window.log_p_in(mean, std)
 
 
 class _Moves:
@@ -241,7 +231,8 @@ def anneal(
     """Harvest up to ``want`` distinct configurations with ``p_in_window >= accept_p`` by annealing.
 
     Args:
-        model: predicts ``(mean, std)`` ``(N, 2)`` eV from ``(N, n_sites)`` occupancies (``model.predict``).
+        model: predicts ``(mean, std)`` ``(N, 2)`` eV from ``(N, n_sites)`` occupancies (``model.predict``; with a
+            moment window ``(N, 3)`` from ``model.predict_with_moment``, :meth:`Window.predict`).
         window, limits: the target and the constraints every state satisfies.
         want: distinct configurations to harvest.
         exclude: canonical keys never to harvest.
@@ -276,14 +267,15 @@ def anneal(
     hm = _fast_model(model, limits) if fast is not False else None
     if fast and hm is None:
         raise ValueError("no incremental evaluation for this model and these limits (a host model must serve every state)")
+    k = window.n_targets  # 2, or 3 where the window bounds the moment (its column comes along)
     if hm is not None:
         from invdesign.predict.host_incremental import HostChains
 
         fc = HostChains(hm, state, limits.max_defects)
         state = fc.occ
-        mean, std = fc.predict()
+        mean, std = fc.predict(n_targets=k)
     else:
-        mean, std = model.predict(state)
+        mean, std = window.predict(model, state)
     energy = -log_p_in(window, mean, std)
     harvested: dict[str, int] = {}
     h_occ, h_mean, h_std = [], [], []
@@ -322,10 +314,10 @@ def anneal(
         temp = T_START * ratio ** ((step % SWEEP) / max(1, SWEEP - 1))
         if hm is not None:
             pst = fc.propose(mv.propose_batch(fc.site, fc.typ, fc.occ, rng))
-            pm, ps = fc.predict(pst)
+            pm, ps = fc.predict(pst, n_targets=k)
         else:
             prop = np.stack([mv.propose(state[c], rng) for c in range(chains)])
-            pm, ps = model.predict(prop)
+            pm, ps = window.predict(model, prop)
         pe = -log_p_in(window, pm, ps)
         evals += chains
         ok = (pe <= energy) | (rng.random(chains) < np.exp(-np.clip(pe - energy, 0.0, 700 * temp) / temp))
@@ -344,10 +336,10 @@ def anneal(
             fresh = mv.random(rng, len(done)) if restart is None else restart(rng, len(done))
             if hm is not None:
                 fc.set_state(fresh, rows=done)
-                mean[done], std[done] = (a[done] for a in fc.predict())
+                mean[done], std[done] = (a[done] for a in fc.predict(n_targets=k))
             else:
                 state[done] = fresh
-                mean[done], std[done] = model.predict(state[done])
+                mean[done], std[done] = window.predict(model, state[done])
             energy[done] = -log_p_in(window, mean[done], std[done])
             per_chain[done] = 0
             evals += len(done)
@@ -357,7 +349,7 @@ def anneal(
     if n_in < want and reserve:  # the window is not reached often enough: add the best states seen
         best = sorted(set(reserve))
         occ_r = np.frombuffer(b"".join(b for _, b in best), dtype=np.uint8).reshape(-1, host.n_sites)
-        mr, sr = model.predict(occ_r)
+        mr, sr = window.predict(model, occ_r)
         for o, key, m_, s_ in zip(occ_r, canonical_keys(occ_r, host), mr, sr):
             if len(harvested) >= want:
                 break
@@ -371,8 +363,8 @@ def anneal(
     return AnnealResult(
         occ=occ,
         keys=list(harvested),
-        mean=np.array(h_mean, float).reshape(-1, 2),
-        std=np.array(h_std, float).reshape(-1, 2),
+        mean=np.array(h_mean, float).reshape(-1, k),
+        std=np.array(h_std, float).reshape(-1, k),
         steps=step,
         evaluations=evals,
         seconds=time.perf_counter() - t0,
@@ -409,7 +401,7 @@ def random_search(
     excl = set(exclude)
     while len(keys_seen) < want and evals < max_evaluations:
         occ = mv.random(rng, batch)
-        m, s = model.predict(occ)
+        m, s = window.predict(model, occ)
         evals += batch
         rows = np.flatnonzero(window.hits(m) if accept_p is None else window.p_in(m, s) >= accept_p)
         for r, key in zip(rows, canonical_keys(occ[rows], host) if len(rows) else []):
@@ -421,6 +413,6 @@ def random_search(
             h_std.append(s[r].copy())
     return AnnealResult(
         occ=np.array(h_occ, dtype=np.uint8).reshape(-1, host.n_sites), keys=list(keys_seen),
-        mean=np.array(h_mean, float).reshape(-1, 2), std=np.array(h_std, float).reshape(-1, 2),
+        mean=np.array(h_mean, float).reshape(-1, window.n_targets), std=np.array(h_std, float).reshape(-1, window.n_targets),
         steps=evals // batch, evaluations=evals, seconds=time.perf_counter() - t0,
     )

@@ -134,10 +134,12 @@ def check_candidates(
         z_sampled: ``(N, d)`` embeddings the candidates were decoded from (for ``reembed_distance``); None where
             the candidates themselves were scored (exhaustive, pool, anneal): their ``reembed_distance`` is 0.
         keys: canonical keys when already known.
-        prediction: ``(mean, std)`` ``(N, 2)`` eV when already known.
+        prediction: ``(mean, std)`` ``(N, window.n_targets)`` when already known (eV; a moment window adds
+            ``total_mag``, Bohr magnetons per cell, as :meth:`Window.predict` gives it).
 
     Returns:
-        DataFrame with ``canonical_key``, the predictions and stds (eV), ``p_in_window``,
+        DataFrame with ``canonical_key``, the predictions and stds (eV; with a moment window also ``total_mag``,
+        ``total_mag_std`` and ``total_mag_std_effective``, Bohr magnetons per cell), ``p_in_window``,
         ``window_distance`` (eV), ``n_defects``, ``composition``, ``within_limits``,
         ``reembed_distance``, ``novel``, ``nearest_known_distance``, ``nearest_known_key``,
         ``unseen_clusters`` (defect pairs with no training example: the ridge head serves their
@@ -153,19 +155,20 @@ def check_candidates(
     keys = keys if keys is not None else canonical_keys(occ, host)
     if z is None:
         z = np.asarray(model.embed(occ), float) if len(occ) else np.zeros((0, 1))
+    k = window.n_targets  # 2 (eV), or 3 with a moment window (total_mag, Bohr magnetons per cell)
     if prediction is None:
-        mean, std = model.predict(occ) if len(occ) else (np.zeros((0, 2)), np.zeros((0, 2)))
+        mean, std = window.predict(model, occ) if len(occ) else (np.zeros((0, k)), np.zeros((0, k)))
     else:
         mean, std = prediction
-    mean, std = np.asarray(mean, float), np.asarray(std, float)
+    mean, std = np.asarray(mean, float).reshape(-1, k), np.asarray(std, float).reshape(-1, k)
     comp = compositions(occ, host)
     labels = [host.defect_label(*t) for t in host.defect_types]
     ks = known_set(model)
     nk, nd = ks.nearest(z)
     df = pd.DataFrame({"canonical_key": list(keys)})
-    for j, name in enumerate(TARGETS):
+    for j, name in enumerate(window.names):
         df[name] = mean[:, j]
-    for j, name in enumerate(TARGETS):
+    for j, name in enumerate(window.names):
         df[f"{name}_std"] = std[:, j]
     df["p_in_window"] = window.p_in(mean, std)
     df["window_distance"] = window.distance(mean)
@@ -196,9 +199,9 @@ def check_candidates(
     df["extrapolation"] = flag
     df["extrapolation_reason"] = reasons
     # flagged: p_in_window with each std inflated in quadrature by the training spread (EXTRAPOLATION_POLICY)
-    spread = train_spread(model)
+    spread = train_spread(model, k)
     eff = np.where(flag[:, None], np.sqrt(std**2 + spread[None, :] ** 2), std) if len(std) else std
-    for j, name in enumerate(TARGETS):
+    for j, name in enumerate(window.names):
         df[f"{name}_std_effective"] = eff[:, j] if len(eff) else np.zeros(0)
     df["p_in_window"] = window.p_in(mean, eff) if len(eff) else np.zeros(0)
     if hasattr(model, "gap_validated"):  # False: more defects or a composition than trained (the gap std says how much)
@@ -216,12 +219,16 @@ EXTRAPOLATION_POLICY = (
 )
 
 
-def train_spread(model) -> np.ndarray:
-    """``(n_targets,)`` standard deviation (eV) of the model's training targets (0 where unknown)."""
+def train_spread(model, n_targets: int = len(TARGETS)) -> np.ndarray:
+    """``(n_targets,)`` standard deviation (eV) of the model's training targets (0 where unknown); with
+    ``n_targets=3`` also that of the training ``total_mag`` (Bohr magnetons per cell, ``model.train_moment``)."""
     y = np.asarray(getattr(model, "train_y", np.zeros((0, len(TARGETS)))), float).reshape(-1, len(TARGETS))
-    if len(y) < 2:
-        return np.zeros(len(TARGETS))
-    return np.nan_to_num(np.nanstd(y, axis=0), nan=0.0)
+    out = np.zeros(len(TARGETS)) if len(y) < 2 else np.nan_to_num(np.nanstd(y, axis=0), nan=0.0)
+    if n_targets > len(TARGETS):
+        mag = np.asarray(getattr(model, "train_moment", np.zeros(0)), float)
+        sd = float(np.nanstd(mag)) if np.isfinite(mag).sum() >= 2 else 0.0
+        out = np.append(out, sd)
+    return out
 
 
 def _reasons(n_def, comp_text, unseen, unseen_clusters, far, nd, ks) -> list[str]:

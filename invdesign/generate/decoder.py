@@ -260,6 +260,26 @@ def orbit_index(model, limits: Limits | None = None, use_cache: bool = True) -> 
 
 
 _PRED_CACHE: dict[int, tuple[object, object, tuple[np.ndarray, np.ndarray]]] = {}
+_MOMENT_CACHE: dict[int, tuple[object, object, tuple[np.ndarray, np.ndarray]]] = {}
+
+
+def orbit_moment_predictions(model, idx) -> tuple[np.ndarray, np.ndarray]:
+    """``(R, 3)`` mean and std of every orbit of ``idx`` with the moment column (``model.predict_with_moment``: eV,
+    eV, Bohr magnetons per cell): for windows that bound ``total_mag``. Cached per model in memory (not on disk)."""
+    hit = _MOMENT_CACHE.get(id(model))
+    if hit is not None and hit[0] is model and hit[1] is idx:
+        return hit[2]
+    from invdesign.progress import track
+
+    means, stds = [], []
+    for s in track(range(0, len(idx.occ), 4096), "screening the enumerated orbits (with the moment)"):
+        m, sd = model.predict_with_moment(idx.occ[s : s + 4096])
+        means.append(np.asarray(m, float)[:, :3])
+        stds.append(np.asarray(sd, float)[:, :3])
+    out = (np.concatenate(means), np.concatenate(stds))
+    _MOMENT_CACHE.clear()  # one model's table at a time (a screen holds every orbit)
+    _MOMENT_CACHE[id(model)] = (model, idx, out)
+    return out
 
 
 def orbit_predictions(model, idx, use_cache: bool = True) -> tuple[np.ndarray, np.ndarray]:

@@ -57,12 +57,20 @@ from invdesign.generate.decoder import (
     decode,
     is_enumerable,
     orbit_index,
+    orbit_moment_predictions,
     orbit_predictions,
 )
 from invdesign.generate.samplers import Proposal, Request
 from invdesign.generate.window import Window
 
 LEADING = ["rank", "id", "canonical_key", "source", *TARGETS, *(f"{t}_std" for t in TARGETS), "p_in_window"]
+
+
+def leading(window: Window) -> list[str]:
+    """The leading columns of ``candidates.csv``: :data:`LEADING`, with ``total_mag`` and ``total_mag_std`` beside
+    the gap's where the window bounds the moment."""
+    names = window.names
+    return ["rank", "id", "canonical_key", "source", *names, *(f"{t}_std" for t in names), "p_in_window"]
 MODES = ("auto", "flow", "exhaustive", "anneal", "flow-anneal")
 FLOW_TEMPERATURE = 1.3  # scale of the flow's base Gaussian when sampling for a window (chosen on VAL windows)
 DECODE_K_PREFER = 8  # flow samples decode to the best p_in_window among this many nearest free orbits (VAL windows)
@@ -75,7 +83,8 @@ class DesignResult:
     """What :func:`design` returns.
 
     Attributes:
-        candidates: ranked table; leading columns :data:`LEADING` (eV; ``p_in_window`` in [0, 1]).
+        candidates: ranked table; leading columns :func:`leading` (:data:`LEADING`, eV, and with a moment window
+            ``total_mag``, ``total_mag_std`` in Bohr magnetons per cell; ``p_in_window`` in [0, 1]).
         occ: ``(n, n_sites)`` uint8 configurations in rank order.
         summary: request, model, seeds, counts, timings (what ``summary.json`` holds).
         message: one line when the window is unreachable, else None.
@@ -213,7 +222,8 @@ def design(
 
     Args:
         target: the window: ``{"formation_energy_per_site": (lo, hi), "homo_lumo_gap": (lo, hi)}``
-            in eV, a :class:`Window`, or CLI strings ``["NAME=LO:HI", ...]``.
+            in eV (on a spin-polarised host also ``"total_mag": (lo, hi)``, Bohr magnetons per cell), a
+            :class:`Window`, or CLI strings ``["NAME=LO:HI", ...]``.
         n: number of candidates wanted.
         model: a :class:`~invdesign.model.Model`, a path to one (``.npz``: a host model), a host model's
             predictor (:func:`invdesign.predict.host_serving.predictor_for`), or None for the packaged default
@@ -272,6 +282,7 @@ def design(
             and structs is None else _host_model_for([], model)
         model = hm if hm is not None else load_model(model)
     host = model.host
+    window.check_model(model)  # a total_mag window needs a model that predicts the moment (one line, before any work)
     if structs is not None:
         from invdesign.data.dataset import structures_dataset
 
@@ -329,7 +340,8 @@ def design(
     cand.insert(0, "rank", np.arange(1, len(cand) + 1))
     cand.insert(1, "id", [str(ids[i]) for i in order] if ids is not None else [f"cand{r:04d}" for r in range(1, len(cand) + 1)])
     cand.insert(3, "source", source[order])
-    cand = cand[LEADING + [c for c in cand.columns if c not in LEADING]]
+    lead = leading(window)
+    cand = cand[lead + [c for c in cand.columns if c not in lead]]
     counts["returned"] = len(cand)
     notes = _shortfall_notes(n, len(cand), used, counts, samples)
     counts["shortfall"] = max(0, n - len(cand))
@@ -359,7 +371,9 @@ def design(
             "flow_temperature": FLOW_TEMPERATURE,
             "decode_k_prefer": DECODE_K_PREFER,
         },
-        "units": "eV; p_in_window = prod over targets of P(lo <= y <= hi), y ~ Normal(prediction, std)",
+        "units": "eV; p_in_window = prod over targets of P(lo <= y <= hi), y ~ Normal(prediction, std)"
+                 + ("; total_mag in Bohr magnetons per cell, its y ~ Normal(prediction, std) restricted to y >= 0"
+                    if window.has_moment else ""),
         "invdesign_version": __version__,
         "model": _model_info(model),
         "host": host.name,
@@ -425,12 +439,13 @@ def screen(model, window: Window, limits: Limits, exclude: set[str] = frozenset(
     """Exhaustive screen: every orbit within ``limits`` with its predictions and ``p_in_window``.
 
     Returns:
-        ``(index, rows, mean (R, 2), std (R, 2), p (R,))``: the orbit table, the rows of it within
-        the limits, and predictions (eV) for those rows.
+        ``(index, rows, mean (R, k), std (R, k), p (R,))``: the orbit table, the rows of it within
+        the limits, and predictions for those rows (eV; ``k = window.n_targets``: a moment window adds
+        ``total_mag``, Bohr magnetons per cell).
     """
     idx = orbit_index(model, limits)
     rows = np.flatnonzero(idx.mask(limits, set(exclude)))
-    mean, std = orbit_predictions(model, idx)
+    mean, std = orbit_moment_predictions(model, idx) if window.has_moment else orbit_predictions(model, idx)
     return idx, rows, mean[rows], std[rows], window.p_in(mean[rows], std[rows])
 
 
@@ -768,7 +783,8 @@ def _zoom_range(v: np.ndarray, s: np.ndarray, edges: np.ndarray) -> tuple[float,
 def plot_candidates(res: DesignResult, path: str | Path) -> Path:
     """Candidates in property space (eV), two panels: every training configuration with the candidates and
     the window (left, the zoomed area dotted), and a zoom onto the candidates (right: error bars of one std,
-    colour = ``p_in_window``, the top five labelled by rank, the window drawn, training data in grey)."""
+    colour = ``p_in_window``, the top five labelled by rank, the window drawn, training data in grey). The plane
+    is formation energy x gap: a ``total_mag`` window is not drawn (the title says so; ``p_in_window`` holds it)."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state, faster import
     from matplotlib.patches import Rectangle
 
@@ -851,7 +867,12 @@ def plot_candidates(res: DesignResult, path: str | Path) -> Path:
         a.set_xlabel("formation energy per defect site (eV)")
         a.set_ylabel("HOMO-LUMO gap (eV)")
     mode = res.summary.get("request", {}).get("mode_used", "")
-    fig.suptitle(f"{len(c)} candidates ({mode})" + ("; window unreachable: nearest candidates shown" if res.message else ""))
+    title = f"{len(c)} candidates ({mode})" + ("; window unreachable: nearest candidates shown" if res.message else "")
+    if res.window is not None and res.window.has_moment:  # the plane is FE x gap: say what of the window is not drawn
+        a, b = res.window.moment
+        title += (f"\nwindow drawn on FE and gap only; its total_mag in [{a:g}, {b:g}] Bohr magnetons per cell is not "
+                  "drawn (it is in p_in_window, the colour)")
+    fig.suptitle(title)
     fig.savefig(path)
     return Path(path)
 

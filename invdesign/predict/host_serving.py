@@ -67,6 +67,17 @@ class HostPredictor:
         mu, std, _ = self.model.predict(np.asarray(occ))
         return mu[:, :2], std[:, :2]
 
+    def predict_with_moment(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, 3)`` means and stds: :meth:`predict`'s two columns (eV, the same floats) and ``total_mag`` (Bohr
+        magnetons per cell; NaN on a host without a moment), for windows that bound the moment."""
+        mu, std, _ = self.model.predict(np.asarray(occ))
+        return mu[:, :3], std[:, :3]
+
+    @property
+    def train_moment(self) -> np.ndarray:
+        """``(N,)`` the training configurations' DFT ``total_mag`` (Bohr magnetons per cell; NaN without a moment)."""
+        return self.model.train_y[:, HM_TARGETS.index("total_mag")]
+
     def gap_validated(self, occ: np.ndarray) -> np.ndarray:
         """``(N,)`` bool: the gap's density band had calibration data and the defect count was trained."""
         return self.model.predict(np.asarray(occ))[2][:, 1]

@@ -400,6 +400,17 @@ class ReferencedModel:
         mean[:, j] = rereference_per_site(mean[:, j], occ, self._base.host, self.mu)
         return mean, std
 
+    def predict_with_moment(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict` with the base model's ``total_mag`` column (Bohr magnetons per cell; not re-referenced):
+        only where the base model predicts the moment (spin-polarised host models)."""
+        if not hasattr(self._base, "predict_with_moment"):
+            raise AttributeError("predict_with_moment")
+        mean, std = self._base.predict_with_moment(occ)
+        mean = np.array(mean, dtype=float, copy=True)
+        j = list(self._base.targets).index(FE)
+        mean[:, j] = rereference_per_site(mean[:, j], occ, self._base.host, self.mu)
+        return mean, std
+
 
 def type_shift_per_cell(host: HostLattice, mu: ChemicalPotentials) -> np.ndarray:
     """``(T,)`` eV per cell each defect of ``host.defect_types`` adds to ``E_f`` under ``mu`` (vs ``mu_ref``)."""

@@ -42,7 +42,8 @@ def annotate_design(table: pd.DataFrame, occ: np.ndarray, model, mu: ChemicalPot
     """
     host = model.host
     out = bookkeeping(table, occ, host)
-    if hasattr(model, "magnetisation_columns"):  # spin-polarised hosts: the cell's moment beside the gap, as predict gives it
+    # spin-polarised hosts: the cell's moment beside the gap, as predict gives it (a moment window put it there already)
+    if hasattr(model, "magnetisation_columns") and "total_mag" not in out:
         for k, v in model.magnetisation_columns(occ).items():
             out[k] = v
     fe = out["formation_energy_per_site"].to_numpy(float)
