@@ -3,7 +3,8 @@
 :class:`~invdesign.predict.host_incremental.HostChains` keeps per-defect environment rows and network terms and
 updates only what a move touches; over random walks of hops, retypes, adds and removes (drawn by the annealer's
 batched proposals) its environment rows equal :meth:`DefectEnvironment.transform`'s exactly and its served
-means and stds equal :meth:`HostModel.predict`'s to float32 round-off of the networks.
+means and stds equal :meth:`HostModel.predict`'s to float32 round-off of the networks, the moment ``total_mag``
+included (what a total_mag window reads; NaN on hosts without a moment).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def _walk(model, limits: Limits, chains: int, steps: int, seed: int = 0) -> floa
     mu, sd = fc.predict()
     fm, fs, _ = model.predict(fc.occ)
     worst = max(np.abs(mu - fm[:, :2]).max(), np.abs(sd - fs[:, :2]).max())
+    spin = bool(model.meta.get("targets_known", [True, True, True])[2])
     kinds = set()
     for _ in range(steps):
         moves = mv.propose_batch(fc.site, fc.typ, fc.occ, rng)
@@ -42,6 +44,12 @@ def _walk(model, limits: Limits, chains: int, steps: int, seed: int = 0) -> floa
         fm, fs, _ = model.predict(prop["occ"])
         assert np.array_equal(np.isnan(pm), np.isnan(fm[:, :2]))
         worst = max(worst, np.nanmax(np.abs(pm - fm[:, :2])), np.nanmax(np.abs(ps - fs[:, :2])))
+        # with the moment (what a total_mag window reads): the same two columns, and the moment's mean and std
+        pm3, ps3 = fc.predict(prop, n_targets=3)
+        assert np.array_equal(pm3[:, :2], pm, equal_nan=True) and np.array_equal(ps3[:, :2], ps, equal_nan=True)
+        assert np.array_equal(np.isnan(pm3), np.isnan(fm)) and np.isnan(pm3[:, 2]).all() != spin
+        if spin:
+            worst = max(worst, np.abs(pm3[:, 2] - fm[:, 2]).max(), np.abs(ps3[:, 2] - fs[:, 2]).max())
         k = (prop["occ"] != host.host_code).sum(1)
         assert ((k >= limits.min_defects) & (k <= limits.max_defects)).all()
         fc.accept(prop, rng.random(chains) < 0.5)
