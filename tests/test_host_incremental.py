@@ -157,3 +157,7 @@ def test_walk_with_charge_balance_equals_full_evaluation(tmp_path):
     np.testing.assert_array_equal(back.ce.charges, model.ce.charges)
     np.testing.assert_allclose(back.predict(ds.occ[300:])[0], model.predict(ds.occ[300:])[0], atol=1e-12, equal_nan=True)
     assert _walk(model, Limits.make(model.host, max_defects=9, min_defects=3), chains=6, steps=80, seed=4) < TOL
+    # and with the gap's trees blended in (their counts are summed from rows that end with the net charge)
+    model.blend_gap = np.array([0.5, 0.5, 0.5, 0.5])
+    assert model.trees_g
+    assert _walk(model, Limits.make(model.host, max_defects=9, min_defects=3), chains=4, steps=40, seed=5) < TOL

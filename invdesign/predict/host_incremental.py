@@ -358,7 +358,7 @@ class HostChains:
         full = np.zeros((len(typ), T + T * T * npo))
         full[:, :T] = onehot.sum(1)
         pairs = np.zeros((len(typ), T, T, npo))
-        pairs[:, :, :, env.orbits] = sums[:, :, T:].reshape(len(typ), T, T, env.O)
+        pairs[:, :, :, env.orbits] = sums[:, :, T: T + T * env.O].reshape(len(typ), T, T, env.O)
         full[:, T:] = pairs.reshape(len(typ), -1)
         X = full[:, self._ce_cols]
         if self.model.ce.charge:
