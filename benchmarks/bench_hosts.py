@@ -21,7 +21,8 @@ and applied unchanged to every other set. Cross-fitting and the gap's trees were
 splits of fold 0's training folds only (two 3:1 splits of its 320 structures; WSe2, BP, GaSe, InSe, h-BN),
 never on a test fold. The rule that a small high-density band takes the pooled weight of the 4+ defect bands
 (not the weight over all rows) was set from its reason alone (the low-density rows were choosing the MoS2
-4-12 defect weights), not from a score; it changed the MoS2 +low and h-BN rows only.
+4-12 defect weights), not from a score; it changed the MoS2 +low and h-BN rows only. The charge-balance term, the net charge in the energy rows and the
+low-density heads were chosen with ``--inner`` (inner splits of fold 0's training rows; results/studies.md).
 
     python benchmarks/bench_hosts.py [--sets mos2-high,...] [--folds 5] [--out benchmarks/results/hosts]
 
