@@ -165,10 +165,16 @@ class PairCE:
         return np.abs(np.asarray(counts, np.float64) @ self.charges)
 
     def features(self, occ: np.ndarray) -> np.ndarray:
-        X = cluster_counts(occ, self.host)[:, self._cols].astype(np.float64)
+        return self._features(cluster_counts(occ, self.host)[:, self._cols].astype(np.float64))
+
+    def _features(self, X: np.ndarray) -> np.ndarray:
+        """The expansion's columns from the kept cluster counts ``X (N, P)``: the charge column appended (with
+        ``charge``), the singlets scaled by 10 (the defect types' own energies barely penalised)."""
         if self.charge:
             X = np.concatenate([X, self.net_charge(X[:, : self._T])[:, None]], axis=1)
-        X[:, : self._T] *= 10.0  # singlets (the defect types' own energies) barely penalised
+        else:
+            X = X.copy()
+        X[:, : self._T] *= 10.0
         return X
 
     def _solve(self, Xs: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -210,13 +216,13 @@ class PairCE:
         return best_q
 
     def fit(self, occ: np.ndarray, fe_site: np.ndarray) -> PairCE:
+        counts = cluster_counts(occ, self.host)[:, self._cols].astype(np.float64)
+        n = np.maximum(counts[:, : self._T].sum(1), 1)
         if self.charge:
-            X0 = cluster_counts(occ, self.host)[:, self._cols].astype(np.float64)
+            X0 = counts.copy()
             X0[:, : self._T] *= 10.0
-            n0 = np.maximum(X0[:, : self._T].sum(1) / 10.0, 1)
-            self.charges = self._choose_charges(X0, n0, fe_site)
-        n = np.maximum((self.features(occ)[:, : self._T] / 10.0).sum(1), 1)
-        X = self.features(occ) / n[:, None]  # per site: X/n . w = E_total / n
+            self.charges = self._choose_charges(X0, n, fe_site)
+        X = self._features(counts) / n[:, None]  # per site: X/n . w = E_total / n
         self.coef = self._solve(X, fe_site)
         return self
 

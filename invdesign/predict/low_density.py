@@ -67,13 +67,10 @@ class LowDensityHeads:
     def fit(self, occ: np.ndarray, fe_site: np.ndarray, gap: np.ndarray, n: np.ndarray) -> LowDensityHeads:
         """Fit on the rows of ``occ (N, S)`` with 1..LD_MAX defects ``n (N,)`` and known targets (eV)."""
         sel = np.flatnonzero(self.rows(n) & np.isfinite(fe_site) & np.isfinite(gap))
-        rng = np.random.default_rng(self.seed)
-        perm = rng.permutation(sel)
+        perm = np.random.default_rng(self.seed).permutation(len(sel))  # positions within sel
         nv = max(1, int(round(0.15 * len(perm))))
-        va, tr = perm[:nv], perm[nv:]
+        iva, itr = perm[:nv], perm[nv:]
         X = self._X(occ[sel])
-        pos = {r: i for i, r in enumerate(sel)}
-        itr, iva = np.array([pos[r] for r in tr]), np.array([pos[r] for r in va])
         E = fe_site[sel] * n[sel]
         pen = np.ones(X.shape[1])
         pen[-1] = 0.0  # the intercept is not penalised
