@@ -1,6 +1,7 @@
 """ForestStack (issue 25: an annealing step walks 8 gap forests of 400 trees): the same floats as each forest walked
-on its own, tree by tree in plain Python (the reference below), on the packaged models' real inputs.
-``_Forest.predict_numpy`` is a one-forest stack, so it is checked against the same reference."""
+on its own, tree by tree in plain Python (the reference below), on the packaged models' real inputs, both by the
+compiled walk (numba, :mod:`invdesign.predict.tree_walk`, the default) and by the numpy walk. ``_Forest.predict_numpy``
+is a one-forest stack, so it is checked against the same reference."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def _same(forests, X) -> None:
     got = ForestStack(forests).predict(X)
     assert got.dtype == np.float64 and got.shape == want.shape
     assert got.tobytes() == want.tobytes()
+    assert ForestStack(forests).predict(X, compiled=False).tobytes() == want.tobytes()
     assert np.stack([f.predict_numpy(X) for f in forests]).tobytes() == want.tobytes()
 
 
@@ -71,3 +73,38 @@ def test_embedding_model_gap_head(served, host):
     _same(head.forests, X[:40])
     assert ForestStack(head.forests).predict(X).tobytes() == np.stack([f.predict(X) for f in head.forests]).tobytes()
     assert ForestStack([]).predict(X).shape == (0, len(X))
+
+
+def test_compiled_walk_is_the_default_and_switches_off(served, monkeypatch):
+    """numba is a dependency: the compiled walk runs here; without it (or ``INVDESIGN_NUMBA=0``) the callers walk
+    in numpy, the same floats."""
+    from invdesign.lattice.enumerate import sample_configurations
+    from invdesign.predict import tree_walk
+
+    assert tree_walk.available()
+    hm = served.high_density_model()
+    occ = sample_configurations(served.host, {"V_S": 6, "V_Mo": 2, "W_Mo": 2}, 60, 3)
+    mean, std, _ = hm.predict(occ)
+    Z = hm._tree_features(occ)
+    lay = ForestStack(hm.trees_g)
+    walked = tree_walk.walk(Z, tree_walk.Layout.make(lay.feature, lay.threshold, lay.left, lay.right, lay.leaf, lay.value,
+                                                     lay.roots, np.repeat(np.arange(len(lay.counts)), lay.counts)),
+                            np.asarray(lay.baselines))
+    assert walked.tobytes() == lay.predict(Z, compiled=False).tobytes()
+    monkeypatch.setattr(tree_walk, "_KERNEL", False)  # as where numba is missing
+    assert not tree_walk.available() and tree_walk.walk(Z, None, np.zeros(1)) is None
+    hm.__dict__.pop("_stack", None)
+    m2, s2, _ = hm.predict(occ)
+    assert m2.tobytes() == mean.tobytes() and s2.tobytes() == std.tobytes()
+    monkeypatch.setattr(tree_walk, "_KERNEL", None)
+    monkeypatch.setenv("INVDESIGN_NUMBA", "0")
+    assert not tree_walk.available()
+
+
+def test_layout_refuses_a_broken_tree():
+    from invdesign.predict.tree_walk import Layout
+
+    # node 0 splits into 1 and 2; node 3 hangs unreachable
+    with pytest.raises(ValueError, match="not binary trees"):
+        Layout.make(np.zeros(4, int), np.zeros(4), np.array([1, 0, 0, 0]), np.array([2, 0, 0, 0]),
+                    np.array([False, True, True, True]), np.zeros(4), np.array([0]), np.array([0]))

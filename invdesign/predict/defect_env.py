@@ -607,10 +607,22 @@ class HostModel:
             bg = self._weights(self.blend_gap, self.n_defects(occ))
             if self.trees_g and (bg > 0).any():
                 Z = self._tree_features(occ)
-                Tg = np.clip(np.stack([t.predict(Z) for t in self.trees_g]), 0.0, self.host_gap())  # (Mt, N)
+                Tg = np.clip(self._trees_predict(Z), 0.0, self.host_gap())  # (Mt, N)
                 mu[:, 1] = np.clip(bg * Tg.mean(0) + (1 - bg) * G[:, :, 0].mean(0), 0.0, self.host_gap())
                 spread[:, 1] = np.sqrt(np.mean((np.concatenate([G[:, :, 0], Tg]) - mu[None, :, 1]) ** 2, axis=0))
         return mu, spread
+
+    def _trees_predict(self, Z: np.ndarray) -> np.ndarray:
+        """``(Mt, N)`` every gap forest's prediction of tree rows ``Z``: all forests in one walk
+        (:class:`~invdesign.predict.gap.ForestStack`; the same floats as forest by forest)."""
+        st = self.__dict__.get("_stack")
+        if st is None or st[0] is not self.trees_g:  # (the forests it stacks, the stack)
+            from invdesign.predict.gap import ForestStack
+
+            st = self._stack = (self.trees_g, ForestStack(self.trees_g))
+        from invdesign.predict.tree_walk import available
+
+        return st[1].predict(Z) if available() else np.stack([t.predict(Z) for t in self.trees_g])
 
     @staticmethod
     def _weights(per_band: np.ndarray, n: np.ndarray) -> np.ndarray:
