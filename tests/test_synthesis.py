@@ -402,3 +402,26 @@ def test_predict_bad_mu_file_is_one_line_and_writes_nothing(tmp_path, host, caps
     assert main(["predict", str(tmp_path / "a.cif"), "--out", str(out), "--mu", str(mu)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(mu) in err[0] and "no chemical potential for S" in err[0] and not out.exists()
+
+
+def test_draws_settle_early_without_changing_the_flag(model, host):
+    """Beyond the orbit table, a composition's draws stop once every candidate lies more than 3 k_B T above a drawn
+    arrangement: its ``unlikely_to_form`` flag (and the minimum's lower bound) is then what all draws give, since the
+    full run's draws start with the same batches."""
+    from invdesign.generate.anneal import _Moves
+    from invdesign.generate.decoder import Limits
+    from invdesign.synthesis.arrangements import BATCH, K_B, UNLIKELY_KT, arrangement_stats
+
+    rng = np.random.default_rng(4)
+    occ = _Moves(host, Limits.make(host, min_defects=8, max_defects=9)).random(rng, 12)
+    full = arrangement_stats(model, occ, temperature=1000.0, samples=2000, seed=1, settle_kt=None)
+    fast = arrangement_stats(model, occ, temperature=1000.0, samples=2000, seed=1)
+    assert all(m == "mc:2000" for m in full.method)
+    drawn = np.array([int(m.split(":")[1]) for m in fast.method])
+    assert drawn.min() == BATCH and (drawn % BATCH == 0).all()  # most random arrangements are far above the lowest
+    kt = UNLIKELY_KT * K_B * 1000.0 * 1e3
+    early = drawn < 2000
+    assert (fast.e_above_min_meV[early] > kt).all()  # settled: every candidate above 3 kT
+    np.testing.assert_array_equal(fast.e_above_min_meV > kt, full.e_above_min_meV > kt)
+    assert (full.e_above_min_meV >= fast.e_above_min_meV - 1e-9).all()  # more draws: the minimum only falls
+    np.testing.assert_array_equal(fast.population[~early], full.population[~early])

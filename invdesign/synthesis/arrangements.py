@@ -16,6 +16,14 @@ shared by all its candidates, seeded by the composition), ``Z / N = mean(w)``,
 ``w = exp(-(E - E_c)/kT)``, population ``g_c / (N mean(w))`` with its delta-method standard error,
 and the minimum over the samples (so ``e_above_arrangement_min`` is then a lower bound).
 Energies are the model's predictions (eV, DFT-trained).
+
+The draws come in batches of :data:`BATCH` (each seeded by the composition and its number), up to ``samples``.
+They stop early, settled, once every candidate of the composition lies more than ``settle_kt`` k_B T
+(default :data:`UNLIKELY_KT`, the ``unlikely_to_form`` flag's threshold) above an arrangement already drawn:
+further draws can only lower the minimum, so the flag cannot change, and such a candidate's population is
+already far below the composition's lowest classes (uniform draws that miss the rare low arrangements
+overestimate a population, so a population from fewer draws errs high). ``arrangement_method`` says how many
+were drawn (``mc:M``). Candidates at or near the lowest arrangement seen get every draw.
 """
 
 from __future__ import annotations
@@ -28,6 +36,8 @@ import numpy as np
 from invdesign.errors import InvdesignError
 
 K_B = 8.617333262e-5  # eV/K
+UNLIKELY_KT = 3.0  # e_above_arrangement_min above this many k_B T flags a candidate as unlikely to form
+BATCH = 500  # arrangements drawn per batch (Monte Carlo)
 
 
 @dataclass
@@ -118,17 +128,18 @@ def _composition_seed(seed: int, composition: np.ndarray) -> int:
 
 
 def monte_carlo(model, occ: np.ndarray, temperature: float, samples: int = 4000, seed: int = 0,
-                energies: np.ndarray | None = None) -> tuple[float, float, float]:
+                energies: np.ndarray | None = None, e_c: float | None = None) -> tuple[float, float, float]:
     """``(population, its standard error, E_c - min sampled E in eV)`` for one configuration by uniform sampling.
 
-    ``energies``: the composition's sampled cell energies (:func:`sampled_energies`), drawn here if None.
+    ``energies``: the composition's sampled cell energies (:func:`sampled_energies`), drawn here if None;
+    ``e_c``: the configuration's own cell energy (eV), predicted here if None.
     """
     from invdesign.lattice.enumerate import compositions
 
     host = model.host
     comp = compositions(np.asarray(occ)[None], host)[0]
     e = sampled_energies(model, comp, samples, seed) if energies is None else np.asarray(energies, float)
-    e_c = float(_cell_energy(model, np.asarray(occ)[None])[0])
+    e_c = float(_cell_energy(model, np.asarray(occ)[None])[0]) if e_c is None else float(e_c)
     w = np.exp(-(e - e_c) / (K_B * temperature))
     n_lab = _n_labelled(host, comp)
     mw = float(w.mean())
@@ -151,8 +162,30 @@ def _n_labelled(host, comp: np.ndarray) -> float:
     return total
 
 
-def arrangement_stats(model, occ: np.ndarray, temperature: float = 1000.0, samples: int = 4000, seed: int = 0) -> ArrangementStats:
-    """:class:`ArrangementStats` for candidates ``occ`` ``(N, n_sites)`` at ``temperature`` (K)."""
+def _settled_energies(model, comp: np.ndarray, e_cand: np.ndarray, temperature: float, samples: int, seed: int,
+                      settle_kt: float | None) -> np.ndarray:
+    """``(M,)`` sampled cell energies (eV) of one composition, drawn in batches of :data:`BATCH` up to ``samples``;
+    with ``settle_kt``, no more once every candidate energy of ``e_cand (n,)`` lies more than ``settle_kt k_B T``
+    above the lowest drawn."""
+    parts: list[np.ndarray] = []
+    drawn = 0
+    while drawn < samples:
+        m = min(BATCH, samples - drawn)
+        parts.append(sampled_energies(model, comp, m, _composition_seed(seed, np.append(comp, len(parts)))))
+        drawn += m
+        low = min(float(p.min()) for p in parts)
+        if settle_kt is not None and drawn < samples and (e_cand - low > settle_kt * K_B * temperature).all():
+            break
+    return np.concatenate(parts)
+
+
+def arrangement_stats(model, occ: np.ndarray, temperature: float = 1000.0, samples: int = 4000, seed: int = 0,
+                      settle_kt: float | None = UNLIKELY_KT) -> ArrangementStats:
+    """:class:`ArrangementStats` for candidates ``occ`` ``(N, n_sites)`` at ``temperature`` (K).
+
+    ``samples``: the most arrangements drawn per composition beyond the orbit table; ``settle_kt``: stop drawing
+    once every candidate of the composition is more than this many k_B T above a drawn arrangement (None: draw
+    ``samples`` always)."""
     from invdesign.lattice.canonical import canonical_keys
     from invdesign.lattice.enumerate import compositions
 
@@ -169,6 +202,7 @@ def arrangement_stats(model, occ: np.ndarray, temperature: float = 1000.0, sampl
     sampled: dict[tuple, np.ndarray] = {}
     from invdesign.progress import track
 
+    e_cell: np.ndarray | None = None  # the candidates' own cell energies (eV), where sampling needs them
     for i in track(range(n), "arrangement populations", total=n):
         c = tuple(int(v) for v in comp[i])
         if c not in tables:
@@ -182,8 +216,13 @@ def arrangement_stats(model, occ: np.ndarray, temperature: float = 1000.0, sampl
         elif sum(c) == 0:
             e_above[i], pop[i], method[i] = 0.0, 1.0, "exact:1"
         else:
+            if e_cell is None:  # one batch in a canonical row order: the same floats whatever the candidates' order
+                order = np.lexsort(occ.T[::-1])
+                e_cell = np.empty(n)
+                e_cell[order] = _cell_energy(model, occ[order])
             if c not in sampled:  # one draw per composition, shared by its candidates
-                sampled[c] = sampled_energies(model, np.array(c), samples, _composition_seed(seed, np.array(c)))
-            p, sd, de = monte_carlo(model, occ[i], temperature, samples, energies=sampled[c])
-            e_above[i], pop[i], pop_sd[i], method[i] = de * 1e3, p, sd, f"mc:{samples}"
+                same = np.all(comp == np.array(c)[None], axis=1)
+                sampled[c] = _settled_energies(model, np.array(c), e_cell[same], temperature, samples, seed, settle_kt)
+            p, sd, de = monte_carlo(model, occ[i], temperature, len(sampled[c]), energies=sampled[c], e_c=e_cell[i])
+            e_above[i], pop[i], pop_sd[i], method[i] = de * 1e3, p, sd, f"mc:{len(sampled[c])}"
     return ArrangementStats(e_above, pop, pop_sd, method)

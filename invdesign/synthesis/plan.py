@@ -18,10 +18,8 @@ import numpy as np
 import pandas as pd
 
 from invdesign.lattice.stoichiometry import dn_columns, kv_strings
-from invdesign.synthesis.arrangements import K_B, arrangement_stats
+from invdesign.synthesis.arrangements import K_B, UNLIKELY_KT, arrangement_stats
 from invdesign.synthesis.chempot import ChemicalPotentials, n_defect_sites, shift_per_cell
-
-UNLIKELY_KT = 3.0  # e_above_arrangement_min above this many k_B T flags a candidate as unlikely to form
 
 
 def bookkeeping(table: pd.DataFrame, occ: np.ndarray, host) -> pd.DataFrame:
