@@ -105,8 +105,17 @@ def test_anneal_incremental_harvest_matches_the_model():
     m, s = model.predict(res.occ)
     assert np.abs(m - res.mean).max() < TOL and np.abs(s - res.std).max() < TOL
     assert w.hits(m).all()
+    # the window leaves the gap open: the trees walk for accepted moves only, and the chains are the same
+    assert res.stats["lazy_trees"] and res.stats["full_evaluations"] < 0.8 * res.evaluations
+    every = anneal(model, w, limits, 20, chains=16, max_steps=400, seed=0, lazy_trees=False)
+    assert not every.stats["lazy_trees"] and every.stats["full_evaluations"] == every.evaluations
+    assert every.keys == res.keys and every.steps == res.steps
+    assert every.mean.tobytes() == res.mean.tobytes() and every.std.tobytes() == res.std.tobytes()
+    gap = anneal(model, Window.from_dict({"formation_energy_per_site": (1.5, 2.0), "homo_lumo_gap": (0.2, 0.6)}), limits, 5,
+                 chains=8, max_steps=50, seed=0)
+    assert not gap.stats["lazy_trees"]  # a gap window reads the trees at every proposal
     slow = anneal(model, w, limits, 5, chains=8, max_steps=100, seed=0, fast=False)
-    assert not slow.stats["incremental"]
+    assert not slow.stats["incremental"] and not slow.stats["lazy_trees"]
     with pytest.raises(ValueError):
         anneal(model, w, Limits.make(model.host, max_defects=6, min_defects=2), 5, chains=4, max_steps=5, fast=True)
 
@@ -161,3 +170,4 @@ def test_walk_with_charge_balance_equals_full_evaluation(tmp_path):
     model.blend_gap = np.array([0.5, 0.5, 0.5, 0.5])
     assert model.trees_g
     assert _walk(model, Limits.make(model.host, max_defects=9, min_defects=3), chains=4, steps=40, seed=5) < TOL
+

@@ -16,7 +16,12 @@ Each step proposes one move per chain:
 The energy is ``-log p_in_window`` (Gaussian predictions, accurate far in the tails, so chains far
 from the window still feel which way it lies); moves are accepted with the Metropolis rule at a
 temperature that falls geometrically from :data:`T_START` to :data:`T_END` in :data:`SWEEP` steps
-and starts again (cyclic annealing). Every visited state with ``p_in_window >= accept_p`` whose
+and starts again (cyclic annealing).
+
+Where a host model's gap blends gradient-boosted trees (most of an evaluation's cost) and the window leaves the
+gap open, the trees walk only for the accepted moves: the energy does not read the gap, so every decision is the
+one the full evaluation makes (the same random draws, the same chains), and every accepted state still carries
+its full prediction. Every visited state with ``p_in_window >= accept_p`` whose
 canonical key is new (and not excluded) is *harvested*; a chain that has harvested ``cap`` states
 restarts from a fresh random configuration, so the harvest spreads over many basins rather than
 one neighbourhood. The run stops when ``want`` distinct states are harvested or after ``max_steps``.
@@ -227,6 +232,7 @@ def anneal(
     progress=None,
     max_seconds: float | None = None,
     fast: bool | None = None,
+    lazy_trees: bool | None = None,
 ) -> AnnealResult:
     """Harvest up to ``want`` distinct configurations with ``p_in_window >= accept_p`` by annealing.
 
@@ -251,6 +257,8 @@ def anneal(
             within the limits; None (default): wherever possible (``INVDESIGN_FAST_ANNEAL=0`` switches it
             off); False: the full :meth:`model.predict` of every proposal (the same predictions to float32
             round-off; another random stream).
+        lazy_trees: on the fast path, with a window that leaves the gap open, walk the gap's trees for accepted moves
+            only (None, default; the same chains as False, which walks them for every proposal).
 
     Returns:
         an :class:`AnnealResult`.
@@ -273,6 +281,8 @@ def anneal(
 
         fc = HostChains(hm, state, limits.max_defects)
         state = fc.occ
+        # the energy does not read an open gap: the trees are needed for accepted states only
+        lazy = fc.has_trees and lazy_trees is not False and window.lo[1] == -math.inf and window.hi[1] == math.inf
         mean, std = fc.predict(n_targets=k)
     else:
         mean, std = window.predict(model, state)
@@ -282,6 +292,7 @@ def anneal(
     per_chain = np.zeros(chains, dtype=np.int64)
     excl = set(exclude)
     evals = chains
+    full_evals = chains
     accepted = 0
     step = 0
 
@@ -312,15 +323,26 @@ def anneal(
         if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
             break
         temp = T_START * ratio ** ((step % SWEEP) / max(1, SWEEP - 1))
-        if hm is not None:
+        if hm is not None and lazy:
+            pst = fc.propose(mv.propose_batch(fc.site, fc.typ, fc.occ, rng))
+            parts = fc.parts(pst)
+            pe = -log_p_in(window, *fc.serve(parts, k, False))  # the full energy: the gap is not in it
+            ok = _metropolis(pe - energy, temp, rng)
+            pm, ps = fc.serve(parts, k, ok)  # the full prediction of the accepted moves
+            full_evals += int(ok.sum())
+        elif hm is not None:
             pst = fc.propose(mv.propose_batch(fc.site, fc.typ, fc.occ, rng))
             pm, ps = fc.predict(pst, n_targets=k)
+            pe = -log_p_in(window, pm, ps)
+            ok = _metropolis(pe - energy, temp, rng)
+            full_evals += chains
         else:
             prop = np.stack([mv.propose(state[c], rng) for c in range(chains)])
             pm, ps = window.predict(model, prop)
-        pe = -log_p_in(window, pm, ps)
+            pe = -log_p_in(window, pm, ps)
+            ok = _metropolis(pe - energy, temp, rng)
+            full_evals += chains
         evals += chains
-        ok = (pe <= energy) | (rng.random(chains) < np.exp(-np.clip(pe - energy, 0.0, 700 * temp) / temp))
         accepted += int(ok.sum())
         if hm is not None:
             fc.accept(pst, ok)
@@ -336,7 +358,8 @@ def anneal(
             fresh = mv.random(rng, len(done)) if restart is None else restart(rng, len(done))
             if hm is not None:
                 fc.set_state(fresh, rows=done)
-                mean[done], std[done] = (a[done] for a in fc.predict(n_targets=k))
+                mean[done], std[done] = (a[done] for a in fc.predict(n_targets=k, trees=np.isin(np.arange(chains), done)))
+                full_evals += len(done)
             else:
                 state[done] = fresh
                 mean[done], std[done] = window.predict(model, state[done])
@@ -370,8 +393,15 @@ def anneal(
         seconds=time.perf_counter() - t0,
         stats={"chains": chains, "cap": cap, "acceptance": round(accepted / max(1, step * chains), 4),
                "harvested_in_window": n_in, "incremental": hm is not None,
+               "lazy_trees": hm is not None and lazy, "full_evaluations": full_evals,
                "loop_seconds": round(loop_s, 4)},
     )
+
+
+def _metropolis(de: np.ndarray, temp: float, rng: np.random.Generator) -> np.ndarray:
+    """``(C,)`` accept with probability ``min(1, exp(-de / temp))`` (one uniform draw per chain)."""
+    u = rng.random(len(de))
+    return (de <= 0) | (u < np.exp(-np.clip(de, 0.0, 700 * temp) / temp))
 
 
 def _fast_model(model, limits: Limits):

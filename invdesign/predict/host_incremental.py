@@ -295,13 +295,26 @@ class HostChains:
     def current(self) -> dict:
         return {k: getattr(self, k) for k in ("occ", "site", "typ", "Fe", "Fg", "Oe", "Og", "Ece")}
 
-    def predict(self, st: dict | None = None, n_targets: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, st: dict | None = None, n_targets: int = 2, trees: bool | np.ndarray = True) -> tuple[np.ndarray, np.ndarray]:
         """``(C, n_targets)`` mean and std of a state (default: the current one), as :meth:`HostModel.predict` serves
         them: formation energy per defect site and gap (eV), and with ``n_targets=3`` the moment ``total_mag`` (Bohr
-        magnetons per cell; NaN on a host without one), for windows that bound it."""
+        magnetons per cell; NaN on a host without one), for windows that bound it.
+
+        ``trees``: the chains ``(C,)`` bool whose gap takes the gradient-boosted trees' share (True: all, as served;
+        False: none). Without them a chain's gap is the level networks' alone (mean, spread and calibration as
+        served otherwise): the cheap stand-in :func:`invdesign.generate.anneal.anneal` screens proposals with."""
         if n_targets not in (2, 3):
             raise ValueError(f"n_targets must be 2 or 3, not {n_targets}")
-        st = self.current() if st is None else st
+        return self.serve(self.parts(self.current() if st is None else st), n_targets, trees)
+
+    @property
+    def has_trees(self) -> bool:
+        """Whether the served gap blends gradient-boosted trees (the expensive part of an evaluation)."""
+        return bool(self.trees)
+
+    def parts(self, st: dict) -> dict:
+        """Everything of a state's prediction but the trees and the calibration (:meth:`serve` finishes it; one
+        ``parts`` may be served twice, without and with the trees, as :meth:`predict` would serve each)."""
         typ = st["typ"]
         valid = typ >= 0
         n = valid.sum(1)
@@ -328,11 +341,19 @@ class HostChains:
         M = np.logaddexp(0.0, Og[..., 2].sum(2))
         mu[:, 1], spread[:, 1] = G.mean(0), G.std(0)
         mu[:, 2], spread[:, 2] = M.mean(0), M.std(0)
-        if self.trees:
-            Z = self._tree_features(st)
+        return {"st": st, "n": n, "mu": mu, "spread": spread, "G": G, "bg": bg}
+
+    def serve(self, parts: dict, n_targets: int = 2, trees: bool | np.ndarray = True) -> tuple[np.ndarray, np.ndarray]:
+        """``(C, n_targets)`` mean and std from :meth:`parts`, the trees on the chains ``trees`` (:meth:`predict`)."""
+        st, n, G, bg = parts["st"], parts["n"], parts["G"], parts["bg"]
+        mu, spread = parts["mu"].copy(), parts["spread"].copy()
+        rows = np.flatnonzero(np.broadcast_to(np.asarray(trees, bool), n.shape)) if self.trees else np.zeros(0, np.int64)
+        if len(rows):
+            Z = self._tree_features({"typ": st["typ"][rows], "Fe": st["Fe"][rows]})
             Tg = np.clip(self._tree_stack.predict(Z), 0.0, self.host_gap)  # all forests at once, the same floats
-            mu[:, 1] = np.clip(bg * Tg.mean(0) + (1 - bg) * G.mean(0), 0.0, self.host_gap)
-            spread[:, 1] = np.sqrt(np.mean((np.concatenate([G, Tg]) - mu[None, :, 1]) ** 2, axis=0))
+            Gr = G[:, rows]
+            mu[rows, 1] = np.clip(bg[rows] * Tg.mean(0) + (1 - bg[rows]) * Gr.mean(0), 0.0, self.host_gap)
+            spread[rows, 1] = np.sqrt(np.mean((np.concatenate([Gr, Tg]) - mu[None, rows, 1]) ** 2, axis=0))
         b = band_of(n)
         bb = np.clip(b, 0, len(BANDS) - 1)
         std = np.full_like(mu, np.nan)
