@@ -340,10 +340,14 @@ def write(result: dict) -> None:
     rows = [("icet `CanonicalEnsemble` 1000 K (swaps, local energy change)", r["icet"]["canonical_1000K"]["moves_per_s"]),
             ("icet `CanonicalAnnealing` 2000 -> 100 K", r["icet"]["annealing_2000_100K"]["moves_per_s"])]
     for key, lab in (("incremental_64", "invdesign `anneal`, 64 chains, incremental (default)"),
+                     ("incremental_256", "invdesign `anneal`, 256 chains, incremental"),
                      ("incremental_1", "invdesign `anneal`, one chain, incremental"),
-                     ("full_64", "invdesign `anneal`, 64 chains, full evaluation (before)"),
-                     ("full_1", "invdesign `anneal`, one chain, full evaluation (before)")):
-        rows.append((lab, r["ours"][key]["moves_per_s"]))
+                     ("numpy_walk_64", "invdesign `anneal`, 64 chains, incremental, gap trees walked in numpy (before the compiled walk)"),
+                     ("numpy_walk_1", "invdesign `anneal`, one chain, incremental, gap trees walked in numpy"),
+                     ("full_64", "invdesign `anneal`, 64 chains, full evaluation of every proposal"),
+                     ("full_1", "invdesign `anneal`, one chain, full evaluation of every proposal")):
+        if key in r["ours"]:
+            rows.append((lab, r["ours"][key]["moves_per_s"]))
     lines += [f"| {lab} | {v:,} | {v / ic:.2f} |" for lab, v in rows]
     t = r["time_to_50"]
     lines += [
@@ -366,9 +370,11 @@ def write(result: dict) -> None:
         "",
         "The work per move differs: icet updates one energy for a swap within a sublattice; ours evaluates both properties "
         "with their stds (per-defect networks of the host model, the moved defect's partners within 8 A updated, and the "
-        "gap's 8 forests of 400 gradient-boosted trees on the cluster counts, walked whole at every step: a move changes "
-        "about 20 of their 809 inputs, read somewhere by 83% of the trees) and its moves also retype, add and remove "
-        "defects. Checks: every sampler ran every step it was asked for; icet's "
+        "gap's 8 forests of 400 gradient-boosted trees on the cluster counts, walked whole for every proposal by a compiled "
+        "kernel, `invdesign/predict/tree_walk.py`: a move changes about 20 of their 809 inputs, but 60% of the trees' paths "
+        "read one of them) and its moves also retype, add and remove "
+        "defects. The time-to-50 window bounds the formation energy only, so there the trees walk for accepted moves "
+        "alone (the same chains). Checks: every sampler ran every step it was asked for; icet's "
         "ensemble kept its composition; every harvested configuration of ours is in the window by the full model.",
         "",
         "icet warns that its calculator self-interacts on this cell (15 A pairs reach beyond half of the 25.5 A cell); the "
@@ -384,9 +390,14 @@ HISTORY = (
     "trees (per-band blends, commits b8b2bf0 and dfc38df): 64 chains 14,675 moves/s (1.19x icet's 12,357), one chain "
     "1,200 (0.10x); 50 in the window in 0.19 s. With the trees, each forest walked on its own (22:32, load ~4.7): 64 "
     "chains 388, one chain 56. The trees now take most of a step (64 chains: ~66 ms of ~75 ms); all 8 forests are "
-    "walked together (`invdesign.predict.gap.ForestStack`, the same floats), which gave the figures above. Parity with "
-    "icet on this model needs the trees evaluated incrementally or compiled; a move changes ~20 of the 809 tree inputs "
-    "but 83% of the trees read one of them, so skipping unaffected trees gains little."
+    "walked together in numpy (`invdesign.predict.gap.ForestStack`, the same floats; 22:37, load ~4.7): 64 chains 851 "
+    "(0.09x icet's 9,217), one chain 300 (0.03x). Since 2026-12-07 the trees are walked by a compiled kernel (numba; "
+    "the rows above). Tried and not kept (2026-12-07): delayed acceptance, screening each proposal first with the level "
+    "networks' gap shifted by the trees' share at the current state and walking the trees only for the proposals that "
+    "pass (exact for the full energy): 64 chains 5,432 -> 7,264 trial moves/s, but the acceptance fell from 0.32-0.47 "
+    "to 0.20-0.37 and the time to 50 in-window configurations over 24 cells (8-12 and 16-24 defects, four windows, three "
+    "seeds) did not improve (median 1.02 s one-stage, 1.07 s two-stage; 77 vs 89 s in all): more trial moves per second, "
+    "no more answers per second."
 )
 
 
@@ -550,11 +561,23 @@ def main() -> None:
     icet_out = icet_rates(peer, occ0, steps)
     print("icet rates", icet_out, flush=True)
     ours = {}
+    from invdesign.predict import tree_walk
+
+    check(tree_walk.available(), "the compiled tree walk (numba) is not available")
     for fast in (True, False):
-        for chains in (64, 1):
-            n = (steps // 64 // (1 if fast else 4)) if chains == 64 else (steps // 10 // (1 if fast else 10))
+        for chains in ((256, 64, 1) if fast else (64, 1)):
+            n = (steps // chains // (1 if fast else 4)) if chains > 1 else (steps // 10 // (1 if fast else 10))
             ours[f"{'incremental' if fast else 'full'}_{chains}"] = ours_rate(model, occ0, chains, max(n, 20), fast)
             print(chains, fast, ours[f"{'incremental' if fast else 'full'}_{chains}"], flush=True)
+    kernel = tree_walk._KERNEL
+    tree_walk._KERNEL = False  # the trees walked in numpy (as before the compiled walk; the same floats)
+    try:
+        for chains in (64, 1):
+            n = steps // 64 // 4 if chains == 64 else steps // 10 // 4
+            ours[f"numpy_walk_{chains}"] = ours_rate(model, occ0, chains, max(n, 20), True)
+            print("numpy walk", chains, ours[f"numpy_walk_{chains}"], flush=True)
+    finally:
+        tree_walk._KERNEL = kernel
     lo, hi, spread = window_for(peer, model, occ0, host)
     t50 = {"window": [lo, hi], "spread": spread, "icet": icet_time_to_window(peer, occ0, host, (lo, hi)),
            "ours": ours_time_to_window(model, occ0, (lo, hi))}

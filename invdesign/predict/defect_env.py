@@ -240,7 +240,11 @@ def _softplus(x: np.ndarray) -> np.ndarray:
 
 
 def _silu(x: np.ndarray) -> np.ndarray:
-    return x / (1.0 + np.exp(-x))
+    """``x / (1 + exp(-x))`` in one temporary (the same floats)."""
+    y = np.negative(x)
+    np.exp(y, out=y)
+    y += 1.0
+    return np.divide(x, y, out=y)
 
 
 TAU = 0.05  # eV, softness of the gap's minimum over levels

@@ -36,7 +36,11 @@ from invdesign.predict.gap import ForestStack
 
 
 def _silu(x: np.ndarray) -> np.ndarray:
-    return x / (1.0 + np.exp(-x))
+    """``x / (1 + exp(-x))`` in one temporary (the same floats)."""
+    y = np.negative(x)
+    np.exp(y, out=y)
+    y += 1.0
+    return np.divide(x, y, out=y)
 
 
 class _Stack:
@@ -150,6 +154,13 @@ class HostChains:
         if self.trees:
             self._ce_cols = cols
             self._tree_stack = ForestStack(self.trees)
+            # each kept pair column (t1, t2, orbit) of the expansion: where it sits among the energy rows summed by
+            # the owner's type, (T_own, De) flattened; -1 where no row holds it (the self pair, orbits beyond the radius)
+            envpos = np.full(npo, -1, np.int64)
+            envpos[ee.orbits] = np.arange(ee.O)
+            t12, o = np.divmod(cols[T:] - T, npo)
+            t1, t2 = np.divmod(t12, T)
+            self._tree_src = np.where(envpos[o] >= 0, t1 * ee.D + T + t2 * ee.O + envpos[o], -1)
         cal = model.calibration
         self.cal, self.cal_validated = cal, cal.validated
         self.kmin, self.kmax = model.meta.get("kmin", 1), model.meta.get("kmax", 10_000)
@@ -374,14 +385,11 @@ class HostChains:
         T, env = self.T, self.env_e
         valid = typ >= 0
         onehot = (typ[:, :, None] == np.arange(T)[None, None, :]) & valid[:, :, None]  # (C, K, T)
-        sums = np.einsum("ckt,ckd->ctd", onehot.astype(np.float64), Fe)  # (C, T_own, D)
-        npo = int(self.host.pair_orbits.max()) + 1
-        full = np.zeros((len(typ), T + T * T * npo))
-        full[:, :T] = onehot.sum(1)
-        pairs = np.zeros((len(typ), T, T, npo))
-        pairs[:, :, :, env.orbits] = sums[:, :, T: T + T * env.O].reshape(len(typ), T, T, env.O)
-        full[:, T:] = pairs.reshape(len(typ), -1)
-        X = full[:, self._ce_cols]
+        sums = np.einsum("ckt,ckd->ctd", onehot.astype(np.float64), Fe).reshape(len(typ), T * env.D)  # (C, T_own D)
+        X = np.zeros((len(typ), len(self._ce_cols)))
+        X[:, :T] = onehot.sum(1)
+        src = self._tree_src
+        X[:, T + np.flatnonzero(src >= 0)] = sums[:, src[src >= 0]]
         if self.model.ce.charge:
             X = np.concatenate([X, self._net_charge(typ)[:, None]], axis=1)
         n = np.maximum(X[:, :T].sum(1), 1.0)
