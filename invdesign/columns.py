@@ -192,7 +192,7 @@ DESIGN: list[tuple[tuple[str, ...], str]] = [
     (('e_above_arrangement_min',), 'how far this arrangement lies above the lowest-energy arrangement of the same defects in the cell (model energies)'),
     (('arrangement_population',), 'Boltzmann population of this arrangement among all arrangements of its composition at --temperature (orbit sizes as degeneracies)'),
     (('arrangement_population_std',), 'Monte Carlo standard error of the population (0 where exact)'),
-    (('arrangement_method',), 'exact:R (enumerated over R symmetry classes) or mc:M (Monte Carlo with M samples; e_above_arrangement_min is then a lower bound)'),
+    (('arrangement_method',), 'exact:R (enumerated over R symmetry classes) or mc:M (Monte Carlo with M samples; e_above_arrangement_min is then a lower bound). Draws come in batches of 500 up to 4,000 and stop early once every candidate of the composition lies more than 3 k_B T above a drawn arrangement: the unlikely_to_form flag is then settled (more draws only lower the minimum)'),
     (('unlikely_to_form',), 'e_above_arrangement_min above 3 k_B T at --temperature (marked with a red x in candidates.png)'),
     (('model_rank',), 'the rank the model gave before the check'),
     (('check_formation_energy_per_site',), 'formation energy from the check (corrected CHGNet: single point + correction toward DFT)'),
