@@ -313,7 +313,8 @@ class HostChains:
 
         ``trees``: the chains ``(C,)`` bool whose gap takes the gradient-boosted trees' share (True: all, as served;
         False: none). Without them a chain's gap is the level networks' alone (mean, spread and calibration as
-        served otherwise): the cheap stand-in :func:`invdesign.generate.anneal.anneal` screens proposals with."""
+        served otherwise): all :func:`invdesign.generate.anneal.anneal` needs of a proposal when the window leaves the
+        gap open, the trees then walking for the accepted moves only."""
         if n_targets not in (2, 3):
             raise ValueError(f"n_targets must be 2 or 3, not {n_targets}")
         return self.serve(self.parts(self.current() if st is None else st), n_targets, trees)
