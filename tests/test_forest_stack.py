@@ -34,10 +34,11 @@ def _walk(f, X: np.ndarray) -> np.ndarray:
 
 def _same(forests, X) -> None:
     want = np.stack([_walk(f, X) for f in forests])
-    got = ForestStack(forests).predict(X)
+    got = ForestStack(forests).predict(X, compiled=True)
     assert got.dtype == np.float64 and got.shape == want.shape
     assert got.tobytes() == want.tobytes()
     assert ForestStack(forests).predict(X, compiled=False).tobytes() == want.tobytes()
+    assert ForestStack(forests).predict(X).tobytes() == want.tobytes()  # whichever walk use_compiled picks
     assert np.stack([f.predict_numpy(X) for f in forests]).tobytes() == want.tobytes()
 
 
@@ -81,7 +82,7 @@ def test_compiled_walk_is_the_default_and_switches_off(served, monkeypatch):
     from invdesign.lattice.enumerate import sample_configurations
     from invdesign.predict import tree_walk
 
-    assert tree_walk.available()
+    assert tree_walk.available() and tree_walk.loaded()
     hm = served.high_density_model()
     occ = sample_configurations(served.host, {"V_S": 6, "V_Mo": 2, "W_Mo": 2}, 60, 3)
     mean, std, _ = hm.predict(occ)
@@ -108,3 +109,16 @@ def test_layout_refuses_a_broken_tree():
     with pytest.raises(ValueError, match="not binary trees"):
         Layout.make(np.zeros(4, int), np.zeros(4), np.array([1, 0, 0, 0]), np.array([2, 0, 0, 0]),
                     np.array([False, True, True, True]), np.zeros(4), np.array([0]), np.array([0]))
+
+
+def test_a_few_rows_in_a_fresh_process_stay_in_numpy():
+    """Loading the compiled walk costs a process about half a second: a few rows walked once stay in numpy (numba is
+    not imported), many rows take the compiled walk; the floats are the same either way."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from invdesign.predict.gap import use_compiled\n"
+            "print(use_compiled(10), 'numba' in sys.modules, use_compiled(5000), 'numba' in sys.modules, use_compiled(1))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "True", "True", "True"]

@@ -619,14 +619,14 @@ class HostModel:
     def _trees_predict(self, Z: np.ndarray) -> np.ndarray:
         """``(Mt, N)`` every gap forest's prediction of tree rows ``Z``: all forests in one walk
         (:class:`~invdesign.predict.gap.ForestStack`; the same floats as forest by forest)."""
+        from invdesign.predict.gap import NUMPY_ROWS, ForestStack, use_compiled
+
         st = self.__dict__.get("_stack")
         if st is None or st[0] is not self.trees_g:  # (the forests it stacks, the stack)
-            from invdesign.predict.gap import ForestStack
-
             st = self._stack = (self.trees_g, ForestStack(self.trees_g))
-        from invdesign.predict.tree_walk import available
-
-        return st[1].predict(Z) if available() else np.stack([t.predict(Z) for t in self.trees_g])
+        if use_compiled(len(Z)) or len(Z) <= NUMPY_ROWS:
+            return st[1].predict(Z, compiled=use_compiled(len(Z)))  # compiled or numpy: the same floats
+        return np.stack([t.predict(Z) for t in self.trees_g])  # many rows, no numba: scikit-learn's predictor
 
     @staticmethod
     def _weights(per_band: np.ndarray, n: np.ndarray) -> np.ndarray:

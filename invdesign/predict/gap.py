@@ -64,6 +64,15 @@ BANDS = (0.6, 1.5)
 NUMPY_ROWS = 512
 
 
+def use_compiled(n_rows: int) -> bool:
+    """Whether to walk ``n_rows`` rows with the compiled kernel (:mod:`invdesign.predict.tree_walk`): where it is loaded
+    already, or for more than :data:`NUMPY_ROWS` rows where it is available (loading it costs about half a second,
+    more than numpy spends on a few rows). Every walk gives the same floats."""
+    from invdesign.predict import tree_walk
+
+    return tree_walk.loaded() or (n_rows > NUMPY_ROWS and tree_walk.available())
+
+
 def _logit(g: np.ndarray, eg_max: float) -> np.ndarray:
     p = np.clip(np.asarray(g, dtype=np.float64) / eg_max, 1e-6, 1 - 1e-6)
     return np.log(p) - np.log1p(-p)
@@ -104,14 +113,12 @@ class _Forest:
     def predict(self, X: np.ndarray) -> np.ndarray:
         """``(N, p)`` features -> ``(N,)`` raw (transformed-space) predictions.
 
-        More than :data:`NUMPY_ROWS` rows: scikit-learn's compiled tree predictor on the stored
-        arrays (about 50x faster per row than numpy); fewer, or where that is unavailable:
-        :meth:`predict_numpy`, the same sum in the same order, so the same floats.
+        The compiled walk (numba) where :func:`use_compiled`; else up to :data:`NUMPY_ROWS` rows
+        :meth:`predict_numpy`, more scikit-learn's compiled tree predictor on the stored arrays (where numba
+        is missing); all add the same leaves in the same order, so the same floats.
         """
-        from invdesign.predict.tree_walk import available
-
-        if available():  # the compiled walk (numba): the same floats at any row count
-            return self._one_stack().predict(X)[0]
+        if use_compiled(len(X)):
+            return self._one_stack().predict(X, compiled=True)[0]
         if len(X) <= NUMPY_ROWS:
             return self.predict_numpy(X)
         trees = self._compiled()
@@ -194,12 +201,14 @@ class ForestStack:
         self.counts = [len(f.roots) for f in forests]
         self.baselines = [f.baseline for f in forests]
 
-    def predict(self, X: np.ndarray, chunk: int = 1 << 21, compiled: bool = True) -> np.ndarray:
+    def predict(self, X: np.ndarray, chunk: int = 1 << 21, compiled: bool | None = None) -> np.ndarray:
         """``(N, p)`` features -> ``(M, N)`` every forest's raw prediction (as :meth:`_Forest.predict_numpy`).
 
-        ``compiled``: walk in numba (:func:`invdesign.predict.tree_walk.walk`, the same floats, 10-20x faster)
-        where it is available; False: the numpy walk."""
+        ``compiled``: walk in numba (:func:`invdesign.predict.tree_walk.walk`, the same floats, 5-10x faster) where
+        it is available; False: the numpy walk; None: as :func:`use_compiled` decides for ``N`` rows."""
         X = np.ascontiguousarray(X, dtype=np.float64)
+        if compiled is None:
+            compiled = use_compiled(len(X))
         if compiled and len(self.roots):
             from invdesign.predict.tree_walk import Layout, walk
 
@@ -419,13 +428,11 @@ class BoundedGapHead:
         (rows equal there take the same paths, so the same floats)."""
         if not self.forests:
             return np.zeros((0, len(X)))
-        from invdesign.predict.tree_walk import available
-
-        if available():  # all members in one compiled walk (the same floats as member by member)
+        if use_compiled(len(X)):  # all members in one compiled walk (the same floats as member by member)
             st = self.__dict__.get("_stack")
             if st is None or st[0] is not self.forests:  # (the members it stacks, the stack)
                 st = self._stack = (self.forests, ForestStack(self.forests))
-            return st[1].predict(X)
+            return st[1].predict(X, compiled=True)
         if len(X) <= NUMPY_ROWS:
             return np.stack([f.predict(X) for f in self.forests])
         if getattr(self, "_read_cols", None) is None:

@@ -362,7 +362,7 @@ class HostChains:
         rows = np.flatnonzero(np.broadcast_to(np.asarray(trees, bool), n.shape)) if self.trees else np.zeros(0, np.int64)
         if len(rows):
             Z = self._tree_features({"typ": st["typ"][rows], "Fe": st["Fe"][rows]})
-            Tg = np.clip(self._tree_stack.predict(Z), 0.0, self.host_gap)  # all forests at once, the same floats
+            Tg = np.clip(self._tree_stack.predict(Z, compiled=True), 0.0, self.host_gap)  # all forests, one walk
             Gr = G[:, rows]
             mu[rows, 1] = np.clip(bg[rows] * Tg.mean(0) + (1 - bg[rows]) * Gr.mean(0), 0.0, self.host_gap)
             spread[rows, 1] = np.sqrt(np.mean((np.concatenate([Gr, Tg]) - mu[None, rows, 1]) ** 2, axis=0))

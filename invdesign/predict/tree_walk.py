@@ -15,7 +15,9 @@ added in order onto each forest's baseline: the sequential sum :meth:`ForestStac
 
 numba is a dependency of the package; where it cannot be imported (a platform without its wheels) or
 ``INVDESIGN_NUMBA=0``, :func:`walk` returns None and the caller walks in numpy. numba caches the compiled
-function on disk (``cache=True``), so only the first process on a machine pays its compilation (seconds).
+function on disk (``cache=True``), so only the first process on a machine pays its compilation (seconds);
+loading it costs a process about half a second, so a few rows walked once (a ``predict`` of a handful of
+structures) stay in numpy unless the kernel is loaded already (:func:`invdesign.predict.gap.use_compiled`).
 """
 
 from __future__ import annotations
@@ -128,6 +130,11 @@ def _kernel():
 
         _KERNEL = _walk
     return _KERNEL or None
+
+
+def loaded() -> bool:
+    """Whether the compiled walk is loaded in this process already (then it is the cheapest walk at any size)."""
+    return callable(_KERNEL)
 
 
 def available() -> bool:
