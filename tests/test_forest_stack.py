@@ -54,6 +54,10 @@ def test_host_model_gap_trees(served):
     for n in (1, 7, 40):
         _same(hm.trees_g, Z[:n])
     big = ForestStack(hm.trees_g).predict(Z)  # every row at once: the same floats as the rows in small batches
+    from invdesign.predict.tree_walk import BLOCK
+
+    assert len(Z) > BLOCK  # the compiled walk takes these rows in blocks; the numpy walk all at once
+    assert ForestStack(hm.trees_g).predict(Z, compiled=True).tobytes() == ForestStack(hm.trees_g).predict(Z, compiled=False).tobytes()
     assert big.tobytes() == np.concatenate([ForestStack(hm.trees_g).predict(Z[i : i + 37]) for i in range(0, len(Z), 37)], axis=1).tobytes()
     Zn = Z[:5].copy()
     Zn[1, ::7] = np.nan  # a missing value goes right, as in the walk of one forest

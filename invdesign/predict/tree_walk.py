@@ -9,7 +9,8 @@ Here the same trees are laid out again (:class:`Layout`): the two children of ev
 step down is ``node = child[node] + (not x[feature] <= threshold)`` with no branch, and every leaf points to
 itself (``child = leaf - 1`` with a NaN threshold, which always steps by one). The compiled loop (numba) takes one
 tree at a time and advances all rows one level per pass (independent loads the processor overlaps) until every
-row stands on a leaf, then adds each row's leaf onto its forest's sum. Trees are
+row stands on a leaf, then adds each row's leaf onto its forest's sum; many rows go in blocks of :data:`BLOCK`, each
+block through every tree before the next, so its inputs stay in cache. Trees are
 added in order onto each forest's baseline: the sequential sum :meth:`ForestStack.predict` computes with
 ``np.cumsum``, so the floats are the same bit for bit (``tests/test_forest_stack.py``).
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 _KERNEL = None  # the compiled function; False where numba is unavailable or switched off
+BLOCK = 256  # rows walked through every tree before the next rows (a block of inputs stays in cache)
 
 
 @dataclass
@@ -112,21 +114,23 @@ def _kernel():
             for m in range(baselines.shape[0]):
                 for r in range(n):
                     out[m, r] = baselines[m]
-            for t in range(root.shape[0]):
-                for r in range(n):
-                    node[r] = root[t]
-                for _ in range(depth[t]):
-                    live = False  # some row not yet at a leaf (a leaf's threshold is NaN)
-                    for r in range(n):
-                        nd = node[r]
-                        th = threshold[nd]
-                        live |= th == th
-                        node[r] = link[nd, 1] + (0 if X[r, link[nd, 0]] <= th else 1)
-                    if not live:
-                        break
-                m = forest[t]
-                for r in range(n):
-                    out[m, r] += value[node[r]]
+            for r0 in range(0, n, BLOCK):  # rows in blocks that stay in cache while every tree walks them
+                r1 = min(r0 + BLOCK, n)
+                for t in range(root.shape[0]):
+                    for r in range(r0, r1):
+                        node[r] = root[t]
+                    for _ in range(depth[t]):
+                        live = False  # some row not yet at a leaf (a leaf's threshold is NaN)
+                        for r in range(r0, r1):
+                            nd = node[r]
+                            th = threshold[nd]
+                            live |= th == th
+                            node[r] = link[nd, 1] + (0 if X[r, link[nd, 0]] <= th else 1)
+                        if not live:
+                            break
+                    m = forest[t]
+                    for r in range(r0, r1):
+                        out[m, r] += value[node[r]]
 
         _KERNEL = _walk
     return _KERNEL or None
