@@ -114,23 +114,21 @@ def _kernel():
             for m in range(baselines.shape[0]):
                 for r in range(n):
                     out[m, r] = baselines[m]
-            for r0 in range(0, n, BLOCK):  # rows in blocks that stay in cache while every tree walks them
-                r1 = min(r0 + BLOCK, n)
-                for t in range(root.shape[0]):
-                    for r in range(r0, r1):
-                        node[r] = root[t]
-                    for _ in range(depth[t]):
-                        live = False  # some row not yet at a leaf (a leaf's threshold is NaN)
-                        for r in range(r0, r1):
-                            nd = node[r]
-                            th = threshold[nd]
-                            live |= th == th
-                            node[r] = link[nd, 1] + (0 if X[r, link[nd, 0]] <= th else 1)
-                        if not live:
-                            break
-                    m = forest[t]
-                    for r in range(r0, r1):
-                        out[m, r] += value[node[r]]
+            for t in range(root.shape[0]):
+                for r in range(n):
+                    node[r] = root[t]
+                for _ in range(depth[t]):
+                    live = False  # some row not yet at a leaf (a leaf's threshold is NaN)
+                    for r in range(n):
+                        nd = node[r]
+                        th = threshold[nd]
+                        live |= th == th
+                        node[r] = link[nd, 1] + (0 if X[r, link[nd, 0]] <= th else 1)
+                    if not live:
+                        break
+                m = forest[t]
+                for r in range(n):
+                    out[m, r] += value[node[r]]
 
         _KERNEL = _walk
     return _KERNEL or None
@@ -156,7 +154,18 @@ def walk(X: np.ndarray, layout: Layout, baselines: np.ndarray) -> np.ndarray | N
         return None
     X = np.asarray(X, dtype=np.float64)
     X = np.ascontiguousarray(X if layout.columns is None else X[:, layout.columns])
-    out = np.empty((len(baselines), len(X)))
-    k(X, layout.link, layout.threshold, layout.value, layout.root, layout.depth, layout.forest,
-      np.asarray(baselines, np.float64), out, np.empty(len(X), np.int64))
+    base = np.asarray(baselines, np.float64)
+    if len(X) <= BLOCK:
+        out = np.empty((len(base), len(X)))
+        k(X, layout.link, layout.threshold, layout.value, layout.root, layout.depth, layout.forest, base, out,
+          np.empty(len(X), np.int64))
+        return out
+    out = np.empty((len(base), len(X)))
+    node = np.empty(BLOCK, np.int64)
+    for r0 in range(0, len(X), BLOCK):  # each block through every tree: its inputs stay in cache
+        b = min(BLOCK, len(X) - r0)
+        part = np.empty((len(base), b))
+        k(X[r0 : r0 + b], layout.link, layout.threshold, layout.value, layout.root, layout.depth, layout.forest, base,
+          part, node[:b])
+        out[:, r0 : r0 + b] = part
     return out
