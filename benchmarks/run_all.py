@@ -57,6 +57,8 @@ STEPS: tuple[Step, ...] = (
          "fits and scores the correction on the committed CHGNet labels (results/chgnet/); no new CHGNet call"),
     Step("hosts", ("bench_hosts.py",), ("hosts.md",), "hours to retrain (70-548 s/fold)",
          "resumes from hosts.jsonl: folds already there are not retrained (delete it to retrain every fold)"),
+    Step("hd_campaign_dft", ("bench_hd_campaign_dft.py",), ("hd_campaign_dft.md",), "~10 min (a host model per fold, ~1 min each, and 20 windows)",
+         "campaigns replayed on the held-out high-density MoS2 folds with their DFT targets as the oracle"),
     Step("peer_hd_report", ("bench_peer_megnetsparse.py", "--report"), ("peer_megnetsparse_hd.md",), "< 1 s",
          "renders the table from the committed peer_megnetsparse_hd.jsonl (no training; --with-peers trains)"),
     Step("peer_low", ("bench_peer_megnetsparse.py", "--target", "homo_lumo_gap", "--variant", "slow_decay"),
