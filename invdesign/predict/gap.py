@@ -201,6 +201,15 @@ class ForestStack:
         self.counts = [len(f.roots) for f in forests]
         self.baselines = [f.baseline for f in forests]
 
+    def layout(self):
+        """The forests re-laid for the compiled walk (:class:`invdesign.predict.tree_walk.Layout`), made once."""
+        if "_layout" not in self.__dict__:
+            from invdesign.predict.tree_walk import Layout
+
+            self._layout = Layout.make(self.feature, self.threshold, self.left, self.right, self.leaf, self.value,
+                                       self.roots, np.repeat(np.arange(len(self.counts)), self.counts))
+        return self._layout
+
     def predict(self, X: np.ndarray, chunk: int = 1 << 21, compiled: bool | None = None) -> np.ndarray:
         """``(N, p)`` features -> ``(M, N)`` every forest's raw prediction (as :meth:`_Forest.predict_numpy`).
 
@@ -210,12 +219,9 @@ class ForestStack:
         if compiled is None:
             compiled = use_compiled(len(X))
         if compiled and len(self.roots):
-            from invdesign.predict.tree_walk import Layout, walk
+            from invdesign.predict.tree_walk import walk
 
-            if "_layout" not in self.__dict__:
-                self._layout = Layout.make(self.feature, self.threshold, self.left, self.right, self.leaf, self.value,
-                                           self.roots, np.repeat(np.arange(len(self.counts)), self.counts))
-            out = walk(X, self._layout, np.asarray(self.baselines, np.float64))
+            out = walk(X, self.layout(), np.asarray(self.baselines, np.float64))
             if out is not None:
                 return out
         N, p = X.shape

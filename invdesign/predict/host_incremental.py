@@ -55,7 +55,7 @@ class _Stack:
             parts.append([np.asarray(w, np.float32) for w in (W1s, b1 - m.mean @ W1s, W2, b2, W3, b3)])
         self.M = len(parts)
         self.H = parts[0][0].shape[1] if parts else 0
-        self.W1 = np.concatenate([p[0] for p in parts], axis=1) if parts else None  # (D, M H)
+        self.W1 = np.stack([p[0] for p in parts]) if parts else None  # (M, D, H)
         self.b1 = np.stack([p[1] for p in parts])[:, None, :] if parts else None  # (M, 1, H)
         self.W2 = np.stack([p[2] for p in parts]) if parts else None  # (M, H, H)
         self.b2 = np.stack([p[3] for p in parts])[:, None, :] if parts else None
@@ -64,10 +64,12 @@ class _Stack:
         self.host_gap = np.array([m.host_gap for m in nets], dtype=np.float64)
 
     def __call__(self, F: np.ndarray) -> np.ndarray:
-        R = len(F)
-        h = (np.asarray(F, np.float32) @ self.W1).reshape(R, self.M, self.H).transpose(1, 0, 2) + self.b1
+        h = np.matmul(np.asarray(F, np.float32)[None], self.W1)  # (M, R, H), each member's block contiguous
+        h += self.b1
         h = _silu(h)
-        h = _silu(np.matmul(h, self.W2) + self.b2)
+        h = np.matmul(h, self.W2)
+        h += self.b2
+        h = _silu(h)
         return (np.matmul(h, self.W3) + self.b3).astype(np.float64)
 
 
@@ -161,6 +163,7 @@ class HostChains:
             t12, o = np.divmod(cols[T:] - T, npo)
             t1, t2 = np.divmod(t12, T)
             self._tree_src = np.where(envpos[o] >= 0, t1 * ee.D + T + t2 * ee.O + envpos[o], -1)
+            self._tree_used = self._used_columns(len(cols) + bool(model.ce.charge))
         cal = model.calibration
         self.cal, self.cal_validated = cal, cal.validated
         self.kmin, self.kmax = model.meta.get("kmin", 1), model.meta.get("kmax", 10_000)
@@ -361,8 +364,14 @@ class HostChains:
         mu, spread = parts["mu"].copy(), parts["spread"].copy()
         rows = np.flatnonzero(np.broadcast_to(np.asarray(trees, bool), n.shape)) if self.trees else np.zeros(0, np.int64)
         if len(rows):
-            Z = self._tree_features({"typ": st["typ"][rows], "Fe": st["Fe"][rows]})
-            Tg = np.clip(self._tree_stack.predict(Z, compiled=True), 0.0, self.host_gap)  # all forests, one walk
+            sub = {"typ": st["typ"][rows], "Fe": st["Fe"][rows]}
+            from invdesign.predict.tree_walk import available, walk
+
+            if available():  # the compiled walk on the columns it reads, built alone
+                Tg = walk(self._tree_rows(sub), self._tree_stack.layout(), np.asarray(self._tree_stack.baselines), gathered=True)
+            else:
+                Tg = self._tree_stack.predict(self._tree_features(sub), compiled=False)
+            Tg = np.clip(Tg, 0.0, self.host_gap)  # all forests, one walk
             Gr = G[:, rows]
             mu[rows, 1] = np.clip(bg[rows] * Tg.mean(0) + (1 - bg[rows]) * Gr.mean(0), 0.0, self.host_gap)
             spread[rows, 1] = np.sqrt(np.mean((np.concatenate([Gr, Tg]) - mu[None, rows, 1]) ** 2, axis=0))
@@ -378,6 +387,45 @@ class HostChains:
         mu[:, ~self.known] = np.nan
         std[:, ~self.known] = np.nan
         return mu[:, :n_targets], std[:, :n_targets]
+
+    def _used_columns(self, p1: int) -> dict:
+        """How to build only the tree-row columns some split reads (the compiled walk's ``columns``): of the full row
+        ``[X (p1), X / n (p1), n]`` (:meth:`_tree_features`), each read column's part (0, 1, 2) and its column of
+        ``X``; ``X``'s columns are the type counts, the pair counts (``_tree_src``) and the net charge."""
+        cols = self._tree_stack.layout().columns
+        part = np.minimum(cols // p1, 2)
+        j = np.where(part < 2, cols - part * p1, 0)
+        need = np.unique(j[part < 2])
+        T, nc = self.T, len(self._ce_cols)
+        src = np.where((need >= T) & (need < nc), self._tree_src[np.clip(need - T, 0, len(self._tree_src) - 1)], -1)
+        ps = src[src >= 0]
+        return {"part": part, "at": np.searchsorted(need, j), "need": need, "types": np.flatnonzero(need < T),
+                "pairs": np.flatnonzero(src >= 0), "pair_type": ps // self.env_e.D, "pair_col": ps % self.env_e.D,
+                "charge": np.flatnonzero(need == nc)}
+
+    def _tree_rows(self, st: dict) -> np.ndarray:
+        """``(C, p_used)`` only the columns of :meth:`_tree_features` the trees read, in the compiled walk's order (the
+        same floats as those columns of the full rows)."""
+        u = self._tree_used
+        typ = st["typ"]
+        T = self.T
+        valid = typ >= 0
+        onehot = (typ[:, :, None] == np.arange(T)[None, None, :]) & valid[:, :, None]  # (C, K, T)
+        counts = onehot.sum(1)
+        X = np.zeros((len(typ), len(u["need"])))
+        X[:, u["types"]] = counts[:, u["need"][u["types"]]]
+        if len(u["pairs"]):  # each read pair count: its column of the rows of defects of its first type, summed
+            rows = st["Fe"][:, :, u["pair_col"]].astype(np.float64)  # (C, K, pairs) integer counts: exact sums
+            X[:, u["pairs"]] = (onehot[:, :, u["pair_type"]] * rows).sum(1)
+        if len(u["charge"]):
+            X[:, u["charge"]] = self._net_charge(typ)[:, None]
+        n = np.maximum(counts.astype(np.float64).sum(1), 1.0)
+        Z = np.empty((len(typ), len(u["part"])))
+        for p in (0, 1, 2):
+            k = np.flatnonzero(u["part"] == p)
+            if len(k):
+                Z[:, k] = X[:, u["at"][k]] if p == 0 else (X[:, u["at"][k]] / n[:, None] if p == 1 else n[:, None])
+        return Z
 
     def _tree_features(self, st: dict) -> np.ndarray:
         """The gap trees' inputs (:meth:`HostModel._tree_features`) from the slot rows: the expansion's cluster

@@ -144,16 +144,17 @@ def available() -> bool:
     return _kernel() is not None
 
 
-def walk(X: np.ndarray, layout: Layout, baselines: np.ndarray) -> np.ndarray | None:
+def walk(X: np.ndarray, layout: Layout, baselines: np.ndarray, gathered: bool = False) -> np.ndarray | None:
     """``(M, N)`` each forest's raw prediction of rows ``X (N, p)``, or None without numba.
 
     ``baselines (M,)``: each forest's starting value; the trees of ``layout`` are added in their order.
+    ``gathered``: ``X`` holds only the layout's ``columns``, in their order (a caller that builds just those).
     """
     k = _kernel()
     if k is None:
         return None
     X = np.asarray(X, dtype=np.float64)
-    X = np.ascontiguousarray(X if layout.columns is None else X[:, layout.columns])
+    X = np.ascontiguousarray(X if layout.columns is None or gathered else X[:, layout.columns])
     base = np.asarray(baselines, np.float64)
     if len(X) <= BLOCK:
         out = np.empty((len(base), len(X)))
