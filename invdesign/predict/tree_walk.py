@@ -108,7 +108,6 @@ def _kernel():
             _KERNEL = False
             return None
 
-        @numba.njit(cache=True, nogil=True, boundscheck=False)
         def _walk(X, link, threshold, value, root, depth, forest, baselines, out, node):  # pragma: no cover
             n = X.shape[0]
             for m in range(baselines.shape[0]):
@@ -130,7 +129,10 @@ def _kernel():
                 for r in range(n):
                     out[m, r] += value[node[r]]
 
-        _KERNEL = _walk
+        try:  # compiled once per machine, cached beside the module or in the user's cache folder
+            _KERNEL = numba.njit(cache=True, nogil=True, boundscheck=False)(_walk)
+        except RuntimeError:  # no writable cache location: compile in every process (the same floats)
+            _KERNEL = numba.njit(cache=False, nogil=True, boundscheck=False)(_walk)
     return _KERNEL or None
 
 
