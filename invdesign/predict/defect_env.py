@@ -619,13 +619,11 @@ class HostModel:
     def _trees_predict(self, Z: np.ndarray) -> np.ndarray:
         """``(Mt, N)`` every gap forest's prediction of tree rows ``Z``: all forests in one walk
         (:class:`~invdesign.predict.gap.ForestStack`; the same floats as forest by forest)."""
-        from invdesign.predict.gap import NUMPY_ROWS, ForestStack, use_compiled
+        from invdesign.predict.gap import NUMPY_ROWS, stack_of, use_compiled
 
-        st = self.__dict__.get("_stack")
-        if st is None or st[0] is not self.trees_g:  # (the forests it stacks, the stack)
-            st = self._stack = (self.trees_g, ForestStack(self.trees_g))
-        if use_compiled(len(Z)) or len(Z) <= NUMPY_ROWS:
-            return st[1].predict(Z, compiled=use_compiled(len(Z)))  # compiled or numpy: the same floats
+        compiled = use_compiled(len(Z))
+        if compiled or len(Z) <= NUMPY_ROWS:
+            return stack_of(self, self.trees_g).predict(Z, compiled=compiled)  # compiled or numpy: the same floats
         return np.stack([t.predict(Z) for t in self.trees_g])  # many rows, no numba: scikit-learn's predictor
 
     @staticmethod

@@ -73,6 +73,15 @@ def use_compiled(n_rows: int) -> bool:
     return tree_walk.loaded() or (n_rows > NUMPY_ROWS and tree_walk.available())
 
 
+def stack_of(owner, forests: list) -> ForestStack:
+    """The :class:`ForestStack` of ``forests``, kept on ``owner`` (``_stack``, left out of prediction digests) and
+    made again when its list of forests is replaced."""
+    st = owner.__dict__.get("_stack")
+    if st is None or st[0] is not forests:  # (the forests it stacks, the stack)
+        st = owner._stack = (forests, ForestStack(forests))
+    return st[1]
+
+
 def _logit(g: np.ndarray, eg_max: float) -> np.ndarray:
     p = np.clip(np.asarray(g, dtype=np.float64) / eg_max, 1e-6, 1 - 1e-6)
     return np.log(p) - np.log1p(-p)
@@ -435,10 +444,7 @@ class BoundedGapHead:
         if not self.forests:
             return np.zeros((0, len(X)))
         if use_compiled(len(X)):  # all members in one compiled walk (the same floats as member by member)
-            st = self.__dict__.get("_stack")
-            if st is None or st[0] is not self.forests:  # (the members it stacks, the stack)
-                st = self._stack = (self.forests, ForestStack(self.forests))
-            return st[1].predict(X, compiled=True)
+            return stack_of(self, self.forests).predict(X, compiled=True)
         if len(X) <= NUMPY_ROWS:
             return np.stack([f.predict(X) for f in self.forests])
         if getattr(self, "_read_cols", None) is None:

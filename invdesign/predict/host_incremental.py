@@ -33,6 +33,7 @@ from invdesign.lattice.host import HostLattice
 from invdesign.predict.defect_env import BANDS, CONTEXT_SCALE, TAU, HostModel, band_of
 from invdesign.predict.features import orbit_distances
 from invdesign.predict.gap import ForestStack
+from invdesign.predict.tree_walk import available, walk
 
 
 def _silu(x: np.ndarray) -> np.ndarray:
@@ -365,8 +366,6 @@ class HostChains:
         rows = np.flatnonzero(np.broadcast_to(np.asarray(trees, bool), n.shape)) if self.trees else np.zeros(0, np.int64)
         if len(rows):
             sub = {"typ": st["typ"][rows], "Fe": st["Fe"][rows]}
-            from invdesign.predict.tree_walk import available, walk
-
             if available():  # the compiled walk on the columns it reads, built alone
                 Tg = walk(self._tree_rows(sub), self._tree_stack.layout(), np.asarray(self._tree_stack.baselines), gathered=True)
             else:

@@ -158,17 +158,13 @@ def walk(X: np.ndarray, layout: Layout, baselines: np.ndarray, gathered: bool = 
     X = np.asarray(X, dtype=np.float64)
     X = np.ascontiguousarray(X if layout.columns is None or gathered else X[:, layout.columns])
     base = np.asarray(baselines, np.float64)
-    if len(X) <= BLOCK:
-        out = np.empty((len(base), len(X)))
-        k(X, layout.link, layout.threshold, layout.value, layout.root, layout.depth, layout.forest, base, out,
-          np.empty(len(X), np.int64))
-        return out
     out = np.empty((len(base), len(X)))
-    node = np.empty(BLOCK, np.int64)
+    node = np.empty(min(BLOCK, len(X)), np.int64)
     for r0 in range(0, len(X), BLOCK):  # each block through every tree: its inputs stay in cache
         b = min(BLOCK, len(X) - r0)
-        part = np.empty((len(base), b))
+        part = out if b == len(X) else np.empty((len(base), b))  # the kernel writes contiguous rows
         k(X[r0 : r0 + b], layout.link, layout.threshold, layout.value, layout.root, layout.depth, layout.forest, base,
           part, node[:b])
-        out[:, r0 : r0 + b] = part
+        if part is not out:
+            out[:, r0 : r0 + b] = part
     return out

@@ -168,12 +168,12 @@ def _settled_energies(model, comp: np.ndarray, e_cand: np.ndarray, temperature: 
     with ``settle_kt``, no more once every candidate energy of ``e_cand (n,)`` lies more than ``settle_kt k_B T``
     above the lowest drawn."""
     parts: list[np.ndarray] = []
-    drawn = 0
+    drawn, low = 0, np.inf
     while drawn < samples:
         m = min(BATCH, samples - drawn)
         parts.append(sampled_energies(model, comp, m, _composition_seed(seed, np.append(comp, len(parts)))))
         drawn += m
-        low = min(float(p.min()) for p in parts)
+        low = min(low, float(parts[-1].min()))
         if settle_kt is not None and drawn < samples and (e_cand - low > settle_kt * K_B * temperature).all():
             break
     return np.concatenate(parts)
