@@ -197,7 +197,7 @@ def main() -> int:
           "train_report": flow.report}
     n_win = 5 if args.quick else 12
     pick = rng.choice(len(te), n_win, replace=False)
-    _, rows, mean_all, std_all, _ = screen(model, Window.from_dict({TARGETS[0]: (-1e9, 1e9)}), limits)
+    _, rows, mean_all, std_all, _ = screen(model, Window.from_dict({TARGETS[0]: (-1000.0, 1000.0)}), limits)  # every configuration (the bound limit)
     inside_s, inside_base = [], []
     for i in pick:
         c = y_te[i]
