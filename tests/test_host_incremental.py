@@ -111,9 +111,17 @@ def test_anneal_incremental_harvest_matches_the_model():
     assert not every.stats["lazy_trees"] and every.stats["full_evaluations"] == every.evaluations
     assert every.keys == res.keys and every.steps == res.steps
     assert every.mean.tobytes() == res.mean.tobytes() and every.std.tobytes() == res.std.tobytes()
-    gap = anneal(model, Window.from_dict({"formation_energy_per_site": (1.5, 2.0), "homo_lumo_gap": (0.2, 0.6)}), limits, 5,
-                 chains=8, max_steps=50, seed=0)
-    assert not gap.stats["lazy_trees"]  # a gap window reads the trees at every proposal
+    wg = Window.from_dict({"formation_energy_per_site": (1.0, 1.2), "homo_lumo_gap": (0.9, 1.3)})
+    gap = anneal(model, wg, limits, 30, chains=16, max_steps=300, seed=0)
+    # a gap window: the trees walk only for proposals the most favourable gap could let pass; the same chains
+    assert not gap.stats["lazy_trees"] and gap.stats["screened_trees"]
+    assert gap.stats["full_evaluations"] < 0.9 * gap.evaluations
+    whole = anneal(model, wg, limits, 30, chains=16, max_steps=300, seed=0, lazy_trees=False)
+    assert not whole.stats["screened_trees"] and whole.stats["full_evaluations"] == whole.evaluations
+    assert whole.keys == gap.keys and whole.steps == gap.steps and len(gap.keys) > 5
+    assert whole.mean.tobytes() == gap.mean.tobytes() and whole.std.tobytes() == gap.std.tobytes()
+    m, s = model.predict(gap.occ)
+    assert np.abs(m - gap.mean).max() < TOL and np.abs(s - gap.std).max() < TOL
     slow = anneal(model, w, limits, 5, chains=8, max_steps=100, seed=0, fast=False)
     assert not slow.stats["incremental"] and not slow.stats["lazy_trees"]
     with pytest.raises(ValueError):

@@ -258,7 +258,9 @@ def anneal(
             off); False: the full :meth:`model.predict` of every proposal (the same predictions to float32
             round-off; another random stream).
         lazy_trees: on the fast path, with a window that leaves the gap open, walk the gap's trees for accepted moves
-            only (None, default; the same chains as False, which walks them for every proposal).
+            only; with a gap window, only for the proposals that the most favourable gap the trees could give would
+            still let pass the Metropolis test (its uniform drawn first; the rest are rejected whatever the trees
+            give). None (default): both; False walks them for every proposal (the same chains).
 
     Returns:
         an :class:`AnnealResult`.
@@ -283,6 +285,8 @@ def anneal(
         state = fc.occ
         # the energy does not read an open gap: the trees are needed for accepted states only
         lazy = fc.has_trees and lazy_trees is not False and window.lo[1] == -math.inf and window.hi[1] == math.inf
+        # a gap window: the trees walk only for proposals that the most favourable gap mean could still accept
+        screen = fc.has_trees and not lazy and lazy_trees is not False and fc.gap_std_without_trees
         mean, std = fc.predict(n_targets=k)
     else:
         mean, std = window.predict(model, state)
@@ -330,6 +334,17 @@ def anneal(
             ok = _metropolis(pe - energy, temp, rng)
             pm, ps = fc.serve(parts, k, ok)  # the full prediction of the accepted moves
             full_evals += int(ok.sum())
+        elif hm is not None and screen:
+            pst = fc.propose(mv.propose_batch(fc.site, fc.typ, fc.occ, rng))
+            parts = fc.parts(pst)
+            u = rng.random(chains)  # the draw _metropolis makes: the same decisions, the same chains
+            bm, bs = fc.serve(parts, k, False)  # everything but the trees' share of the gap mean: exact
+            bm[:, 1] = _best_gap(window, *fc.gap_mean_bounds(parts))
+            maybe = ~_rejected(-log_p_in(window, bm, bs) - energy, temp, u)  # the energy can only be higher
+            pm, ps = fc.serve(parts, k, maybe)
+            pe = -log_p_in(window, pm, ps)
+            ok = maybe & _accepted(pe - energy, temp, u)
+            full_evals += int(maybe.sum())
         elif hm is not None:
             pst = fc.propose(mv.propose_batch(fc.site, fc.typ, fc.occ, rng))
             pm, ps = fc.predict(pst, n_targets=k)
@@ -393,15 +408,35 @@ def anneal(
         seconds=time.perf_counter() - t0,
         stats={"chains": chains, "cap": cap, "acceptance": round(accepted / max(1, step * chains), 4),
                "harvested_in_window": n_in, "incremental": hm is not None,
-               "lazy_trees": hm is not None and lazy, "full_evaluations": full_evals,
+               "lazy_trees": hm is not None and lazy, "screened_trees": hm is not None and screen,
+               "full_evaluations": full_evals,
                "loop_seconds": round(loop_s, 4)},
     )
 
 
 def _metropolis(de: np.ndarray, temp: float, rng: np.random.Generator) -> np.ndarray:
     """``(C,)`` accept with probability ``min(1, exp(-de / temp))`` (one uniform draw per chain)."""
-    u = rng.random(len(de))
+    return _accepted(de, temp, rng.random(len(de)))
+
+
+def _accepted(de: np.ndarray, temp: float, u: np.ndarray) -> np.ndarray:
+    """``(C,)`` the Metropolis decision for energy changes ``de`` and uniform draws ``u``."""
     return (de <= 0) | (u < np.exp(-np.clip(de, 0.0, 700 * temp) / temp))
+
+
+def _rejected(de_low: np.ndarray, temp: float, u: np.ndarray) -> np.ndarray:
+    """``(C,)`` moves :func:`_accepted` rejects for every energy change at or above ``de_low`` (the acceptance
+    probability only falls as the change grows)."""
+    return ~_accepted(de_low, temp, u)
+
+
+def _best_gap(window: Window, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``(C,)`` the gap mean within ``[lo, hi]`` (eV) that maximises the probability of the window's gap interval for
+    a fixed std: its centre, or the nearest bound (a Gaussian's mass in an interval falls as its mean moves away
+    from the centre; an open side: as far toward it as the bounds allow)."""
+    a, b = window.lo[1], window.hi[1]
+    c = -math.inf if a == -math.inf else math.inf if b == math.inf else 0.5 * (a + b)
+    return np.clip(c, lo, hi)
 
 
 def _fast_model(model, limits: Limits):

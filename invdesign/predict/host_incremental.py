@@ -359,6 +359,21 @@ class HostChains:
         mu[:, 2], spread[:, 2] = M.mean(0), M.std(0)
         return {"st": st, "n": n, "mu": mu, "spread": spread, "G": G, "bg": bg}
 
+    @property
+    def gap_std_without_trees(self) -> bool:
+        """Whether the served gap std is the same whatever the trees give (its calibration ignores the ensemble's
+        spread, one std per density band): then :meth:`serve` without the trees serves the gap std exactly."""
+        return bool(self.cal.spread_weight[1] == 0)
+
+    def gap_mean_bounds(self, parts: dict) -> tuple[np.ndarray, np.ndarray]:
+        """``(C,)`` lowest and highest gap mean :meth:`serve` can give a state of :meth:`parts`, whatever its trees
+        give: each forest's output is clipped to ``[0, host gap]`` and blended with weight ``bg`` (eV; equal where a
+        chain's band gives the trees no weight)."""
+        G, bg = parts["G"].mean(0), parts["bg"]
+        lo = np.clip((1 - bg) * G, 0.0, self.host_gap)
+        hi = np.clip(bg * self.host_gap + (1 - bg) * G, 0.0, self.host_gap)
+        return lo, hi
+
     def serve(self, parts: dict, n_targets: int = 2, trees: bool | np.ndarray = True) -> tuple[np.ndarray, np.ndarray]:
         """``(C, n_targets)`` mean and std from :meth:`parts`, the trees on the chains ``trees`` (:meth:`predict`)."""
         st, n, G, bg = parts["st"], parts["n"], parts["G"], parts["bg"]
