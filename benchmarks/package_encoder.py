@@ -52,6 +52,7 @@ from invdesign.embed.train import nearest_other, train_encoder  # noqa: E402
 from invdesign.generate.flow import attach_flow, store_design_tables  # noqa: E402
 from invdesign.lattice.enumerate import enumerate_orbits  # noqa: E402
 from invdesign.model import Model, _mae_mev, default_model_path  # noqa: E402
+from invdesign.predict.benchmark import SEED_TABLE  # noqa: E402
 from invdesign.predict.features import poly2  # noqa: E402
 from invdesign.predict.hd_correction import HDCorrection, fe_head_fingerprint  # noqa: E402
 from invdesign.predict.heads import EnsembleHead, RidgeHead  # noqa: E402
@@ -225,18 +226,12 @@ def main() -> None:
              "The seed's rows (MAE meV on held-out test splits; seed in brackets; ridge on the 12-D embedding / on its 91 "
              "polynomial features, fitted on the train part, penalty chosen on the val part):", "",
              "| row | encoder | FE low density | FE high density | gap low density | gap high density |", "|---|---|---|---|---|---|"]
-    from invdesign.predict.benchmark import SEED_TABLE
-
     for row in ("SNN embeddings", "SNN embeddings + polynomial features"):
         sd = SEED_TABLE[row]
         for tag in ("old", "new"):
             r = report["seed_rows"][tag][row]
-            cells = []
-            for t in TARGETS:
-                for j, dens in enumerate(("low density", "high density")):
-                    v = r.get(dens, {}).get(t)
-                    cells.append((j, t, "-" if v is None else f"{v:.1f} [{sd[t][j]}]"))
-            cells = [c for _, _, c in sorted(cells, key=lambda c: (TARGETS.index(c[1]), c[0]))]
+            cells = ["-" if (v := r.get(dens, {}).get(t)) is None else f"{v:.1f} [{sd[t][j]}]"
+                     for t in TARGETS for j, dens in enumerate(("low density", "high density"))]
             lines.append(f"| {row} | {'packaged before' if tag == 'old' else 'retrained'} | " + " | ".join(cells) + " |")
     lines += ["", "| | before | retrained |", "|---|---|---|",
               f"| min nearest-other-class distance ({o['classes']:,} classes) | {o['min_nearest_other']:.3g} | {n['min_nearest_other']:.3g} |",

@@ -340,7 +340,8 @@ def anneal(
             u = rng.random(chains)  # the draw _metropolis makes: the same decisions, the same chains
             bm, bs = fc.serve(parts, k, False)  # everything but the trees' share of the gap mean: exact
             bm[:, 1] = _best_gap(window, *fc.gap_mean_bounds(parts))
-            maybe = ~_rejected(-log_p_in(window, bm, bs) - energy, temp, u)  # the energy can only be higher
+            # the energy can only be higher and the acceptance only lower: what this lower bound rejects stays rejected
+            maybe = _accepted(-log_p_in(window, bm, bs) - energy, temp, u)
             pm, ps = fc.serve(parts, k, maybe)
             pe = -log_p_in(window, pm, ps)
             ok = maybe & _accepted(pe - energy, temp, u)
@@ -422,12 +423,6 @@ def _metropolis(de: np.ndarray, temp: float, rng: np.random.Generator) -> np.nda
 def _accepted(de: np.ndarray, temp: float, u: np.ndarray) -> np.ndarray:
     """``(C,)`` the Metropolis decision for energy changes ``de`` and uniform draws ``u``."""
     return (de <= 0) | (u < np.exp(-np.clip(de, 0.0, 700 * temp) / temp))
-
-
-def _rejected(de_low: np.ndarray, temp: float, u: np.ndarray) -> np.ndarray:
-    """``(C,)`` moves :func:`_accepted` rejects for every energy change at or above ``de_low`` (the acceptance
-    probability only falls as the change grows)."""
-    return ~_accepted(de_low, temp, u)
 
 
 def _best_gap(window: Window, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
