@@ -483,12 +483,14 @@ class ChgnetDeltaOracle(ChgnetOracle):
             cross-validated on the training split at 1-3 defects).
         cov: optional ``(columns (K,), covariance (K, K) eV^2, noise per defect eV^2)``: the Gaussian
             posterior of the weights, giving a per-configuration std that grows with the pair terms
-            a configuration leans on (:meth:`std`); without it the std is ``sigma``.
+            a configuration leans on (:meth:`std`); without it the std is ``sigma``. The noise is one value,
+            or ``(len(BANDS),)`` values, one per density band (:data:`invdesign.predict.defect_env.BANDS`),
+            where the correction was fitted on low- and high-density data.
     """
 
     def __init__(self, mu: dict[str, float], weights: np.ndarray, sigma: float, host: HostLattice | None = None,
                  fmax: float = 0.1, steps: int = 0, source: str = "chgnet+delta",
-                 cov: tuple[np.ndarray, np.ndarray, float] | None = None) -> None:
+                 cov: tuple[np.ndarray, np.ndarray, float | np.ndarray] | None = None) -> None:
         super().__init__(mu, host, fmax, steps)
         self.weights = np.asarray(weights, dtype=float)
         self.sigma = float(sigma)
@@ -515,7 +517,13 @@ class ChgnetDeltaOracle(ChgnetOracle):
             cov = None
             if d.get("covariance"):
                 z = np.load(Path(path).parent / d["covariance"])
-                cov = (z["columns"].astype(np.int64), z["cov"].astype(float), float(d["noise_per_defect_eV2"]))
+                noise = float(d["noise_per_defect_eV2"])
+                if "noise_per_defect_eV2_by_band" in d:  # fitted on 1-3 and 4+ defects: one noise per density band
+                    from invdesign.predict.defect_env import BANDS, band_label
+
+                    by = d["noise_per_defect_eV2_by_band"]
+                    noise = np.array([float(by[band_label(b)]) for b in range(len(BANDS))])
+                cov = (z["columns"].astype(np.int64), z["cov"].astype(float), noise)
             o = cls(d["mu"], w, d["sigma"], host, d.get("fmax", 0.1), d.get("steps", 0), source=f"chgnet+delta:{path}",
                     cov=cov)
         except (OSError, ValueError, KeyError, IndexError) as exc:
@@ -542,7 +550,8 @@ class ChgnetDeltaOracle(ChgnetOracle):
     def std(self, occ: np.ndarray) -> np.ndarray:
         """``(N,)`` per-site std (eV) of the corrected formation energy: ``sqrt(x^T C x + s2 n) / n``
         with ``x`` the cluster counts, ``C`` the weights' posterior covariance, ``s2`` the noise per
-        defect and ``n`` the number of defects (``sigma`` for every configuration without ``cov``)."""
+        defect (of the configuration's density band where the correction has one per band) and ``n`` the
+        number of defects (``sigma`` for every configuration without ``cov``)."""
         occ = np.atleast_2d(np.asarray(occ))
         if self.cov is None:
             return np.full(len(occ), self.sigma)
@@ -551,6 +560,10 @@ class ChgnetDeltaOracle(ChgnetOracle):
         cols, C, s2 = self.cov
         x = cluster_counts(occ, self.host).astype(float)[:, cols]
         n = np.maximum(n_defect_sites(occ, self.host), 1)
+        if np.ndim(s2):
+            from invdesign.predict.defect_env import band_of
+
+            s2 = np.asarray(s2)[band_of(n)]
         return np.sqrt(np.einsum("ij,jk,ik->i", x, C, x) + s2 * n) / n
 
     def evaluate(self, occ: np.ndarray, ids: Sequence[str]) -> np.ndarray:
