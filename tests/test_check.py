@@ -67,3 +67,25 @@ def test_packaged_chgnet_delta_correction_and_std():
     s = orc.std(occ)
     assert (s > 0).all() and s[1] > s[0]  # a cluster far from the training data is less certain
     assert 0 < orc.sigma < 0.1
+
+
+def test_chgnet_delta_std_takes_the_noise_of_the_density_band():
+    """The packaged correction was fitted on 1-3 and 4-24 defects with one noise per density band: a configuration's
+    std is sqrt(x^T C x + s2[band] n) / n, with its own band's s2 (larger at high density)."""
+    from invdesign.campaign.oracles import ChgnetDeltaOracle
+    from invdesign.predict.defect_env import band_of
+    from invdesign.predict.features import cluster_counts
+
+    host = HostLattice.default()
+    orc = ChgnetDeltaOracle.from_file(host=host)
+    cols, C, s2 = orc.cov
+    assert np.ndim(s2) == 1 and s2[0] < s2[-1]
+    rng = np.random.default_rng(0)
+    occ = np.stack([host.host_code.copy() for _ in range(3)])
+    for row, k in zip(occ, (2, 8, 20)):
+        row[rng.choice(np.flatnonzero(host.sublattice == 1), k, replace=False)] = 0  # k S vacancies
+    n = (occ != host.host_code).sum(1)
+    x = cluster_counts(occ, host).astype(float)[:, cols]
+    want = np.sqrt(np.einsum("ij,jk,ik->i", x, C, x) + s2[band_of(n)] * n) / n
+    np.testing.assert_allclose(orc.std(occ), want, rtol=1e-12)
+    assert len(set(band_of(n).tolist())) == 3

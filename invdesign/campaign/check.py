@@ -36,12 +36,15 @@ def check_oracle(spec: str, host: HostLattice, steps: int = 20, fmax: float = 0.
     from invdesign.campaign.oracles import ChgnetDeltaOracle, ChgnetOracle
 
     kind, _, arg = spec.partition(":")
-    if kind in ("xtb", "xtb+delta"):
+    if kind in ("xtb", "xtb+delta", "gpaw"):
         from invdesign.campaign.oracles import make_oracle
 
         if kind == "xtb" and not arg:
             raise InvdesignError("--check xtb needs chemical potentials for the formation energy: use xtb+delta "
                                  "(corrected toward DFT, packaged) or xtb:MU.json")
+        if kind == "gpaw" and not arg:
+            raise InvdesignError("--check gpaw needs chemical potentials for the formation energy (eV/atom in GPAW's "
+                                 "reference): gpaw:MU.json, e.g. fitted by benchmarks/bench_gpaw.py")
         return make_oracle(spec, host)
     if kind == "chgnet" and not arg:
         orc = ChgnetDeltaOracle.from_file(None, host)
@@ -55,16 +58,18 @@ def check_oracle(spec: str, host: HostLattice, steps: int = 20, fmax: float = 0.
             raise InvdesignError(f"cannot read CHGNet settings ({exc})", source=arg) from None
         orc = ChgnetDeltaOracle.from_file(p, host) if has_weights else ChgnetOracle.from_file(p, host)
     else:
-        raise InvdesignError(f"--check {spec!r}: use chgnet, chgnet:MU.json, chgnet+delta[:FILE], xtb+delta[:FILE] "
-                             "or xtb:MU.json")
+        raise InvdesignError(f"--check {spec!r}: use chgnet, chgnet:MU.json, chgnet+delta[:FILE], xtb+delta[:FILE], "
+                             "xtb:MU.json or gpaw:MU.json")
     orc.check_steps, orc.check_fmax = steps, fmax
     return orc
 
 
 def reference_of(oracle) -> str:
     """Which reference the check's energies stand on (said in outputs)."""
-    from invdesign.campaign.oracles import ChgnetDeltaOracle, XtbDeltaOracle, XtbOracle
+    from invdesign.campaign.oracles import ChgnetDeltaOracle, GpawOracle, XtbDeltaOracle, XtbOracle
 
+    if isinstance(oracle, GpawOracle):
+        return f"PBE, uncorrected ({oracle.protocol}; chemical potentials from a file; no std)"
     if isinstance(oracle, XtbDeltaOracle):
         return (f"GFN1-xTB corrected toward 2DMD DFT (xtb+delta; {oracle.protocol}; per-configuration stds of the "
                 "gap and the formation energy)")

@@ -614,6 +614,7 @@ class XtbOracle:
         self._e_pristine: float | None = None
 
     protocol = "GFN1-xTB single point (tblite; periodic, gamma point, unrelaxed geometry)"
+    package, pristine_cache = "tblite", "xtb_pristine.json"  # the pristine energy's cache key and file
 
     @classmethod
     def from_file(cls, path: str | Path, host: HostLattice | None = None) -> XtbOracle:
@@ -639,8 +640,9 @@ class XtbOracle:
                              self.timeout)
 
     def pristine_energy(self) -> float:
-        """Energy (eV) of the pristine host, same protocol: computed once per host, method and tblite version and
-        kept in ``<cache dir>/xtb_pristine.json`` (every worker of a pool would otherwise spend ~20-40 CPU-s on it)."""
+        """Energy (eV) of the pristine host, same protocol: computed once per host, method and version of the
+        package (:attr:`package`) and kept in ``<cache dir>/<pristine_cache>`` (every worker of a pool would
+        otherwise spend its CPU time on it: ~20-40 CPU-s with xTB, minutes with GPAW)."""
         if self._e_pristine is None:
             from importlib.metadata import PackageNotFoundError, version
 
@@ -648,11 +650,11 @@ class XtbOracle:
             from invdesign.io import atomic_write_json
 
             try:
-                tb = version("tblite")
+                tb = version(self.package)
             except PackageNotFoundError:
                 tb = "?"
-            key = f"{self.method}|{self.host.fingerprint}|tblite {tb}"
-            path = cache_dir() / "xtb_pristine.json"
+            key = f"{self.method}|{self.host.fingerprint}|{self.package} {tb}"
+            path = cache_dir() / self.pristine_cache
             try:
                 cache = json.loads(path.read_text())
                 self._e_pristine = float(cache[key]) if isinstance(cache, dict) and key in cache else None
@@ -795,6 +797,64 @@ class XtbDeltaOracle(XtbOracle):
         return d
 
 
+# ---------------------------------------------------------------------- PBE (GPAW)
+class GpawOracle(XtbOracle):
+    """PBE single point through GPAW (``gpaw`` or ``gpaw:MU.json``): total energy and HOMO-LUMO gap (eV).
+
+    The training data's functional, in LCAO (:data:`invdesign.campaign.gpaw.SETTINGS`; gamma point, unrelaxed
+    geometry; spin-polarised on the hosts whose 2DMD data is, the gap then the smaller channel's, and
+    ``total_mag`` reported). Minutes per 192-atom cell on one core instead of xTB's seconds; no correction toward
+    2DMD is fitted (its agreement, with the missing relaxation, is measured in ``benchmarks/bench_gpaw.py``).
+    Formation energy per defect site as for xTB: ``(E - E_pristine + sum_e n_e mu_e) / n_defects`` with
+    chemical potentials in GPAW's reference (NaN without them). Runs in the calling process (a worker of a
+    ``label`` process pool or Dask): GPAW's own C extension, no subprocess.
+    """
+
+    protocol = "PBE single point (GPAW LCAO dzp, gamma point, unrelaxed geometry)"
+    package, pristine_cache = "gpaw", "gpaw_pristine.json"
+
+    def __init__(self, mu: dict[str, float] | None = None, host: HostLattice | None = None, name: str = "gpaw") -> None:
+        super().__init__(mu, host, method="PBE-LCAO-dzp", name=name)
+        from invdesign.lattice.hosts import host_spec_of
+
+        spec = host_spec_of(self.host)
+        self.spinpol = bool(spec is not None and spec.spin_polarised)
+
+    @classmethod
+    def from_file(cls, path: str | Path, host: HostLattice | None = None) -> GpawOracle:
+        """Read ``{"mu": {...}}`` (chemical potentials in GPAW's reference, eV/atom)."""
+        try:
+            return cls(json.loads(Path(path).read_text())["mu"], host, name=f"gpaw:{path}")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InvdesignError(f"cannot read GPAW oracle settings ({exc.__class__.__name__}: {exc})",
+                                 source=str(path)) from None
+
+    def singlepoint(self, occ_row: np.ndarray) -> dict:
+        """:func:`invdesign.campaign.gpaw.run_structure` on one configuration (eV, CPU-s)."""
+        from invdesign.campaign.gpaw import run_structure
+        from invdesign.lattice.config import config_to_structure
+
+        r = run_structure(config_to_structure(np.asarray(occ_row), self.host), self.spinpol)
+        return {**r, "gap": r["homo_lumo_gap"]}
+
+    @property
+    def label_columns(self) -> list[str]:
+        return ["energy", "raw_energy", "formation_energy_per_site", "homo_lumo_gap", "homo", "lumo", "total_mag",
+                "cpu_s"]
+
+    def label(self, occ_row: np.ndarray) -> dict:
+        """One configuration: ``energy``, ``raw_energy = E - E_pristine``, ``formation_energy_per_site`` (NaN
+        without ``mu``), ``homo_lumo_gap``, ``homo``, ``lumo`` (eV), ``total_mag`` (Bohr magnetons) and ``cpu_s``."""
+        occ_row = np.asarray(occ_row)
+        r = self.singlepoint(occ_row)
+        raw = float(r["energy"]) - self.pristine_energy()
+        fe = (formation_energy_per_site(np.array([raw]), occ_row[None], self.host, self.mu)[0]
+              if self.mu else float("nan"))
+        return {"energy": float(r["energy"]), "raw_energy": raw, "formation_energy_per_site": float(fe),
+                "homo_lumo_gap": float(r["gap"]), "homo": float(r["homo"]), "lumo": float(r["lumo"]),
+                "total_mag": float(r["total_mag"]), "cpu_s": float(r["cpu_s"])}
+
+
 def load_callable(path: str, what: str = "oracle"):
     """``module:function`` -> the function (the module must be importable, also on Dask workers)."""
     import importlib
@@ -817,7 +877,7 @@ def load_callable(path: str, what: str = "oracle"):
 GIVES = {
     "homo_lumo_gap": "a homo_lumo_gap target needs an oracle that gives a gap: table:F.csv with DFT gaps (a 2DMD "
                      "targets.csv.gz, your own DFT results), python:module:function returning the gap, or surrogate "
-                     "(the model's own predictions: a rehearsal, not a measurement), xtb or xtb+delta (GFN1-xTB); "
+                     "(the model's own predictions: a rehearsal, not a measurement), xtb or xtb+delta (GFN1-xTB), gpaw (PBE); "
                      "CHGNet, chgnet+delta and ASE calculators give energies only",
     "formation_energy_per_site": "a formation_energy_per_site target needs an oracle that gives it: table:F.csv, "
                                  "chgnet+delta, chgnet:MU.json, python:module:function or surrogate",
@@ -832,7 +892,7 @@ def oracle_gives(oracle) -> list[str] | None:
         return ["formation_energy_per_site"] if oracle.mu or isinstance(oracle, ChgnetDeltaOracle) else []
     if isinstance(oracle, SurrogateOracle):
         return list(TARGETS)
-    if isinstance(oracle, XtbOracle):
+    if isinstance(oracle, XtbOracle):  # also GpawOracle
         return list(TARGETS) if oracle.mu else ["homo_lumo_gap"]
     return None
 
@@ -849,6 +909,7 @@ def check_gives(oracle, needed: Sequence[str], spec: str | None = None) -> None:
 
 
 SPECS = ("table:F.csv, surrogate[:MODEL], chgnet:MU.json, chgnet+delta[:FILE], xtb[:MU.json], xtb+delta[:FILE], "
+         "gpaw[:MU.json], "
          "python:module:function "
          "(fn(Structure) -> (E_f, gap) or dict), ase:module:factory (factory() -> ASE calculator; raw energies, label only)")
 
@@ -882,6 +943,14 @@ def _make_oracle(spec: str, host: HostLattice | None, needed: Sequence[str], all
         if kind == "xtb+delta":
             return XtbDeltaOracle.from_file(arg or None, host)
         return XtbOracle.from_file(arg, host) if arg else XtbOracle(host=host)
+    if kind == "gpaw":
+        from invdesign.campaign.gpaw import gpaw_problem
+
+        h = host or HostLattice.default()
+        why = gpaw_problem([sp for sp in h.species if sp != VACANCY])
+        if why:
+            raise InvdesignError(f"oracle {spec}: {why}")
+        return GpawOracle.from_file(arg, host) if arg else GpawOracle(host=host)
     if kind == "python":
         fn = load_callable(arg)
         return CallableOracle(fn, host, per="structure", name=spec)

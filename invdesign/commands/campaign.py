@@ -19,7 +19,7 @@ MinOpt = typer.Option(None, "--minimise", help="Single objective: minimise this 
 MaxOpt = typer.Option(None, "--maximise", help="Single objective: maximise this target.")
 ThrOpt = typer.Option(None, "--threshold", help="With --minimise/--maximise: values at or beyond this (eV) are hits.")
 PoolOpt = typer.Option(None, "--pool", help="Candidate STRUCTURES (files, folders, initial.tar.gz; repeat). Default: enumeration.")
-OracleOpt = typer.Option(None, "--oracle", help="table:F.csv (labels by _id), surrogate[:MODEL], chgnet:MU.json, chgnet+delta[:FILE] (CHGNet corrected toward DFT), xtb[:MU.json] (GFN1-xTB gap; formation energy with MU.json), xtb+delta[:FILE] (xTB gap corrected toward DFT) or python:module:function.")
+OracleOpt = typer.Option(None, "--oracle", help="table:F.csv (labels by _id), surrogate[:MODEL], chgnet:MU.json, chgnet+delta[:FILE] (CHGNet corrected toward DFT), xtb[:MU.json] (GFN1-xTB gap; formation energy with MU.json), xtb+delta[:FILE] (xTB gap corrected toward DFT), gpaw[:MU.json] (PBE gap; formation energy with MU.json) or python:module:function.")
 BatchOpt = typer.Option(5, "--batch", min=1, help="Suggestions per step.")
 BudgetOpt = typer.Option(None, "--budget", min=1, help="Most evaluations.")
 UntilOpt = typer.Option(None, "--until-hits", min=1, help="Stop after this many hits (distinct in-window configurations).")

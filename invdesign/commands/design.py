@@ -103,7 +103,8 @@ def design_cmd(
     check: str = typer.Option(None, "--check", help="Check the top candidates with physics: chgnet (corrected toward DFT, "
                               "packaged), chgnet+delta:FILE, or chgnet:MU.json (uncorrected): formation energy and "
                               "relaxation; xtb+delta[:FILE] (GFN1-xTB corrected toward DFT) or xtb:MU.json: formation "
-                              "energy and HOMO-LUMO gap, both with stds."),
+                              "energy and HOMO-LUMO gap, both with stds; gpaw:MU.json (PBE, GPAW LCAO; minutes per "
+                              "cell): formation energy and gap, uncorrected."),
     check_top: int = typer.Option(10, "--check-top", help="With --check: how many of the top candidates to check."),
     check_steps: int = typer.Option(20, "--check-steps", help="With --check: FIRE steps of the structural relaxation."),
     check_executor: str = typer.Option("auto", "--check-executor", help="With --check: auto (process pool), inline, "

@@ -25,7 +25,8 @@ def label_cmd(
     structures: list[Path] = typer.Argument(..., help="CIF/POSCAR/JSON files, folders, or 2DMD initial.tar.gz archives."),
     oracle: str = typer.Option(..., "--oracle", help="chgnet (raw energies), chgnet:MU.json, chgnet+delta[:FILE], "
                                "xtb (GFN1-xTB energies and HOMO-LUMO gap; ~20-70 CPU-s per 192-atom cell), xtb:MU.json, "
-                               "xtb+delta[:FILE] (gap corrected toward DFT, with stds), table:F.csv, "
+                               "xtb+delta[:FILE] (gap corrected toward DFT, with stds), gpaw[:MU.json] (PBE, GPAW "
+                               "LCAO: energy and gap; minutes per cell; needs GPAW), table:F.csv, "
                                "python:module:function, ase:module:factory."),
     out: Path = typer.Option(..., "--out", help="Output CSV, appended as structures finish; a rerun skips the ids in it."),
     executor: str = typer.Option("auto", "--executor", help="auto (process pool; inline for tables), inline, thread[:N], "
