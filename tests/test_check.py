@@ -89,3 +89,24 @@ def test_chgnet_delta_std_takes_the_noise_of_the_density_band():
     want = np.sqrt(np.einsum("ij,jk,ik->i", x, C, x) + s2[band_of(n)] * n) / n
     np.testing.assert_allclose(orc.std(occ), want, rtol=1e-12)
     assert len(set(band_of(n).tolist())) == 3
+
+
+def test_xtb_delta_std_takes_the_noise_of_its_density():
+    """The packaged xtb+delta has one noise scale for 1-3 defects and one for 4 or more (split-conformal each):
+    the same features give a larger std in a dense cell, exactly by the ratio of the two scales."""
+    from invdesign.campaign.oracles import XtbDeltaOracle, xtb_gap_features
+
+    host = HostLattice.default()
+    orc = XtbDeltaOracle.from_file(host=host)
+    lo, hi = orc.s2_by_density["1-3"], orc.s2_by_density["4+"]
+    assert 0 < lo < hi
+    occ = np.stack([host.host_code.copy(), host.host_code.copy()])
+    s_sites = np.flatnonzero(host.sublattice == 1)
+    occ[0, s_sites[:2]] = 0  # 2 S vacancies
+    occ[1, s_sites[:8]] = 0  # 8 S vacancies
+    g = np.array([1.0, 1.0])
+    gap, std = orc.gap_correction(occ, g)
+    X = xtb_gap_features(occ, host, g, orc.recipe)
+    lev = 1.0 + np.einsum("ij,jk,ik->i", X, orc.Ainv, X)
+    np.testing.assert_allclose(std, np.sqrt(np.array([lo, hi]) * lev), rtol=1e-12)
+    assert (gap >= 0).all()

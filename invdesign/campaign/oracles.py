@@ -731,7 +731,8 @@ class XtbDeltaOracle(XtbOracle):
     Gap: raw xTB gap plus a ridge correction linear in :func:`xtb_gap_features` (defect types present,
     their counts, the raw gap per type), fitted on 2DMD train splits by ``benchmarks/bench_xtb_gap.py``;
     clipped at 0 eV. Its std is the ridge predictive std ``sqrt(s2 (1 + x^T A^-1 x))`` with ``s2``
-    calibrated on out-of-fold residuals of the train split so that 95% of them lie within 2 std.
+    calibrated on out-of-fold residuals of the train split so that 95% of them lie within 2 std, one ``s2``
+    for 1-3 defects and one for 4 or more where the correction has both (``s2_by_density``).
     Formation energy per site: raw xTB with the fitted chemical potentials (their least squares absorb
     one offset per element, i.e. per defect type), std = the out-of-fold RMSE per site.
     """
@@ -743,6 +744,8 @@ class XtbDeltaOracle(XtbOracle):
         self.w = np.asarray(gap["weights"], float)
         self.Ainv = np.asarray(gap["Ainv"], float)
         self.s2 = float(gap["s2"])
+        # noise scale per density where fitted: {"1-3": s2, "4+": s2} (defects per cell)
+        self.s2_by_density = {str(k): float(v) for k, v in gap.get("s2_by_density", {}).items()}
         self.fe_sigma = float(fe_sigma)
 
     @classmethod
@@ -777,9 +780,14 @@ class XtbDeltaOracle(XtbOracle):
 
     def gap_correction(self, occ: np.ndarray, gap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(N,)`` corrected gap (eV, >= 0) and ``(N,)`` its std (eV) from raw xTB gaps ``(N,)``."""
+        occ = np.atleast_2d(np.asarray(occ))
         X = xtb_gap_features(occ, self.host, gap, self.recipe)
         corr = np.maximum(np.asarray(gap, float) + X @ self.w, 0.0)
-        std = np.sqrt(self.s2 * (1.0 + np.einsum("ij,jk,ik->i", X, self.Ainv, X)))
+        s2 = np.full(len(occ), self.s2)
+        if self.s2_by_density:
+            dense = n_defect_sites(occ, self.host) >= 4
+            s2 = np.where(dense, self.s2_by_density.get("4+", self.s2), self.s2_by_density.get("1-3", self.s2))
+        std = np.sqrt(s2 * (1.0 + np.einsum("ij,jk,ik->i", X, self.Ainv, X)))
         return corr, std
 
     @property
