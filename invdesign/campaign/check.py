@@ -80,8 +80,11 @@ def reference_of(oracle) -> str:
         from pathlib import Path
 
         src = Path(oracle.name.partition(":")[2]).name or "packaged"
-        return (f"corrected CHGNet (chgnet+delta {src}; {oracle.protocol}; correction toward 2DMD DFT; "
-                f"per-configuration std, {1000 * oracle.sigma:.1f} meV/site CV RMSE at 1-3 defects)")
+        by_band = oracle.cov is not None and np.ndim(oracle.cov[2]) > 0
+        return (f"corrected CHGNet (chgnet+delta {src}; {oracle.protocol}; correction toward 2DMD DFT"
+                + (" fitted on 1-3 and 4-24 defects; per-configuration std with a noise per density band"
+                   if by_band else f"; per-configuration std, {1000 * oracle.sigma:.1f} meV/site CV RMSE at 1-3 defects")
+                + ")")
     return f"CHGNet, uncorrected ({oracle.protocol}; chemical potentials from a file)"
 
 
