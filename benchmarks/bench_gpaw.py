@@ -12,7 +12,8 @@ each written as the configuration on the ideal host lattice (the oracle's unrela
 their gap and formation energy per site with 2DMD's (VASP PBE, relaxed). The pristine cell's energy is
 computed once first (it is every formation energy's reference; cached per host and GPAW version). Cost: CPU seconds per cell from the oracle's own ``cpu_s``. Needs GPAW and its PAW
 setups (``invdesign/campaign/gpaw.py``); without them it stops with the oracle's one-line reason.
-Results: ``benchmarks/results/gpaw.{md,json}``, labels ``benchmarks/results/gpaw/labels.csv``.
+Results: ``benchmarks/results/gpaw.{md,json}``, labels ``benchmarks/results/gpaw/labels.csv``, the fitted chemical
+potentials ``benchmarks/results/gpaw/mu.json`` (``--oracle gpaw:benchmarks/results/gpaw/mu.json``).
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ def main() -> None:
     occ_mu = np.stack([r[3] for r in mu_rows])
     mu = fit_chemical_potentials(oracle, occ_mu, np.array([r[4]["fe"] for r in mu_rows]),
                                  raw=lab.loc[[r[1] for r in mu_rows], "raw_energy"].to_numpy(float))
+    GpawOracle(mu, host).save(labels.parent / "mu.json")  # for gpaw:MU.json (label, campaign, design --check)
     table = []
     for role, i, h, occ, y in rows:
         r = lab.loc[i]
