@@ -93,6 +93,10 @@ def check(files: Iterable[Path], own: str, allowed: set[str],
     for mod, dists in distributions_of(mods).items():
         where = ", ".join(sorted(Path(f).name for f in mods[mod]))
         if not dists:
+            name = mod.split(".")[0].lower().replace("_", "-")
+            if name in allowed:  # declared (an optional extra outside the lock, e.g. gpaw), not installed here
+                used.add(name)
+                continue
             undeclared[mod] = f"{mod} (imported in {where}) is not installed and not declared"
         elif not dists & allowed:
             undeclared[mod] = f"{mod} (imported in {where}) comes from {sorted(dists)}, which pyproject.toml does not declare"
