@@ -689,7 +689,11 @@ class XtbOracle:
               if self.mu else float("nan"))
         return {"energy": float(r["energy"]), "raw_energy": raw, "formation_energy_per_site": float(fe),
                 "homo_lumo_gap": float(r["gap"]), "homo": float(r["homo"]), "lumo": float(r["lumo"]),
-                "cpu_s": float(r["cpu_s"]), "blas": r["blas"]}
+                "cpu_s": float(r["cpu_s"]), **self._extras(r)}
+
+    def _extras(self, r: dict) -> dict:
+        """The code-specific outputs of one :meth:`singlepoint` result ``r`` that :meth:`label` adds."""
+        return {"blas": r["blas"]}
 
     def evaluate(self, occ: np.ndarray, ids: Sequence[str]) -> np.ndarray:
         """``(N, 2)`` formation energy per site (NaN without ``mu``) and gap, eV."""
@@ -850,17 +854,9 @@ class GpawOracle(XtbOracle):
         return ["energy", "raw_energy", "formation_energy_per_site", "homo_lumo_gap", "homo", "lumo", "total_mag",
                 "cpu_s"]
 
-    def label(self, occ_row: np.ndarray) -> dict:
-        """One configuration: ``energy``, ``raw_energy = E - E_pristine``, ``formation_energy_per_site`` (NaN
-        without ``mu``), ``homo_lumo_gap``, ``homo``, ``lumo`` (eV), ``total_mag`` (Bohr magnetons) and ``cpu_s``."""
-        occ_row = np.asarray(occ_row)
-        r = self.singlepoint(occ_row)
-        raw = float(r["energy"]) - self.pristine_energy()
-        fe = (formation_energy_per_site(np.array([raw]), occ_row[None], self.host, self.mu)[0]
-              if self.mu else float("nan"))
-        return {"energy": float(r["energy"]), "raw_energy": raw, "formation_energy_per_site": float(fe),
-                "homo_lumo_gap": float(r["gap"]), "homo": float(r["homo"]), "lumo": float(r["lumo"]),
-                "total_mag": float(r["total_mag"]), "cpu_s": float(r["cpu_s"])}
+    def _extras(self, r: dict) -> dict:
+        """:meth:`label` adds ``total_mag`` (Bohr magnetons; 0 on spin-restricted hosts) where xTB adds ``blas``."""
+        return {"total_mag": float(r["total_mag"])}
 
 
 def load_callable(path: str, what: str = "oracle"):
