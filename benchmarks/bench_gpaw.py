@@ -84,6 +84,8 @@ def main() -> None:
     t0, c0 = time.perf_counter(), time.process_time()
     e0 = oracle.pristine_energy()
     pristine_s = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+    if pristine_s["cpu_s"] < 1.0 and (RES / "gpaw.json").is_file():  # read from the cache: the cost of the run that computed it
+        pristine_s = json.loads((RES / "gpaw.json").read_text()).get("pristine_cost", pristine_s)
     labels = Path(a.labels)
     labels.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -108,6 +110,9 @@ def main() -> None:
         table.append({"role": role, "id": i, "defects": int((occ != h.host_code).sum()), "gap_dft": y["gap"],
                       "gap_gpaw": float(r["homo_lumo_gap"]), "fe_dft": y["fe"], "fe_gpaw": fe, "cpu_s": float(r["cpu_s"])})
     df = pd.DataFrame(table)
+    # the missing relaxation lowers every gap: one offset, the mean DFT - GPAW gap of the four train structures
+    offset = float((df.loc[df["role"] == "mu", "gap_dft"] - df.loc[df["role"] == "mu", "gap_gpaw"]).mean())
+    df["gap_gpaw_offset"] = np.maximum(df["gap_gpaw"] + offset, 0.0)
     test = df[df["role"] != "mu"]
     summary = {"protocol": GpawOracle.protocol, "n_mu": len(mu_rows), "n_test": len(test), "mu": mu,
                "pristine_energy_eV": e0, "pristine_cost": pristine_s,
@@ -116,28 +121,36 @@ def main() -> None:
     for role, g in test.groupby("role"):
         eg, ef = g["gap_gpaw"] - g["gap_dft"], g["fe_gpaw"] - g["fe_dft"]
         summary["by_role"][role] = {"n": len(g), "gap_mae_meV": 1e3 * float(eg.abs().mean()), "gap_bias_meV": 1e3 * float(eg.mean()),
+                                    "gap_offset_mae_meV": 1e3 * float((g["gap_gpaw_offset"] - g["gap_dft"]).abs().mean()),
                                     "fe_mae_meV": 1e3 * float(ef.abs().mean()), "fe_bias_meV": 1e3 * float(ef.mean())}
     eg = test["gap_gpaw"] - test["gap_dft"]
     summary["gap_mae_meV"], summary["gap_bias_meV"] = 1e3 * float(eg.abs().mean()), 1e3 * float(eg.mean())
     summary["gap_pearson"] = float(np.corrcoef(test["gap_gpaw"], test["gap_dft"])[0, 1]) if len(test) > 2 else None
+    summary["gap_offset_eV"] = offset
+    summary["gap_offset_mae_meV"] = 1e3 * float((test["gap_gpaw_offset"] - test["gap_dft"]).abs().mean())
     summary["rows"] = table
     (RES / "gpaw.json").write_text(json.dumps(summary, indent=2) + "\n")
     md = ["# The gpaw oracle (PBE, GPAW LCAO) against 2DMD DFT (MoS2)", "",
           f"`python benchmarks/bench_gpaw.py` ({time.strftime('%Y-%m-%d %H:%M')}): `invdesign label --oracle gpaw` on "
-          f"{len(df)} structures, {summary['threads']} thread(s) per worker, {a.workers} workers on 2 shared cores (load "
-          f"{summary['load']:.1f}). Protocol: {GpawOracle.protocol}; 2DMD: VASP PBE, relaxed. Chemical potentials "
-          "from the four single-defect train structures (exact, so their formation energies agree by construction); "
-          "the test rows were not used for anything.", "",
+          f"{len(df)} structures, {summary['threads']} thread(s) per worker, {a.workers} workers on a 2-core machine shared "
+          f"with other jobs (CPU seconds per cell from the oracle itself). Protocol: {GpawOracle.protocol}; 2DMD: VASP "
+          "PBE, relaxed. Chemical potentials from the four `mu` train structures (the fewest defects whose element "
+          "changes are independent; exact, so their formation energies agree by construction; written to "
+          "`gpaw/mu.json`); the test rows were not used for anything.", "",
           "| split | structure | defects | gap 2DMD (eV) | gap GPAW (eV) | FE 2DMD (eV/site) | FE GPAW (eV/site) | CPU-s |",
           "|---|---|---|---|---|---|---|---|"]
     for r in table:
         md.append(f"| {r['role']} | `{r['id'][:24]}` | {r['defects']} | {r['gap_dft']:.3f} | {r['gap_gpaw']:.3f} | "
                   f"{r['fe_dft']:.3f} | {r['fe_gpaw']:.3f} | {r['cpu_s']:.0f} |")
-    md += ["", "| test rows | n | gap MAE (meV) | gap bias | FE MAE (meV/site) | FE bias |", "|---|---|---|---|---|---|"]
+    md += ["", "| test rows | n | gap MAE (meV) | gap bias | gap MAE with the train offset | FE MAE (meV/site) | FE bias |",
+           "|---|---|---|---|---|---|---|"]
     for role, s in summary["by_role"].items():
-        md.append(f"| {role} | {s['n']} | {s['gap_mae_meV']:.0f} | {s['gap_bias_meV']:+.0f} | {s['fe_mae_meV']:.0f} | {s['fe_bias_meV']:+.0f} |")
+        md.append(f"| {role} | {s['n']} | {s['gap_mae_meV']:.0f} | {s['gap_bias_meV']:+.0f} | {s['gap_offset_mae_meV']:.0f} | "
+                  f"{s['fe_mae_meV']:.0f} | {s['fe_bias_meV']:+.0f} |")
     md += ["", f"All test rows: gap MAE {summary['gap_mae_meV']:.0f} meV (bias {summary['gap_bias_meV']:+.0f}"
-           + (f", Pearson {summary['gap_pearson']:.3f}" if summary["gap_pearson"] is not None else "") + "). "
+           + (f", Pearson {summary['gap_pearson']:.3f}" if summary["gap_pearson"] is not None else "") + "); with one "
+           f"offset, the mean DFT - GPAW gap of the four train structures ({1e3 * offset:+.0f} meV; the missing relaxation), "
+           f"{summary['gap_offset_mae_meV']:.0f} meV. Six test structures: an agreement check, not an accuracy figure. "
            f"Cost: median {summary['cpu_s_median']:.0f} CPU-s per cell (max {summary['cpu_s_max']:.0f}); the pristine "
            f"reference {pristine_s['cpu_s']:.0f} CPU-s, once per host and GPAW version.", ""]
     (RES / "gpaw.md").write_text("\n".join(md) + "\n")
