@@ -72,3 +72,30 @@ def test_a_real_pbe_single_point(host, tmp_path, monkeypatch):
     assert d["raw_energy"] == pytest.approx(d["energy"] - pristine["energy"], abs=1e-6)
     assert 0 < d["raw_energy"] < 12  # removing an S atom costs energy (no chemical potential yet)
     assert np.isnan(d["formation_energy_per_site"]) and d["cpu_s"] > 0
+
+
+def test_design_check_with_gpaw(host, tmp_path, monkeypatch):
+    """``design --check gpaw:MU.json``'s check on a 2x2 cell: the PBE gap and formation energy, pass / out of window
+    by the gap window (no std: a point value); ``--check gpaw`` without chemical potentials is refused in one line."""
+    import json
+
+    from invdesign.campaign.check import check_configurations, check_oracle, reference_of
+
+    with pytest.raises(InvdesignError, match="gpaw:MU.json"):
+        check_oracle("gpaw", host)
+    pytest.importorskip("gpaw")
+    if gpaw_mod.gpaw_problem(["Mo", "S"]):
+        pytest.skip(gpaw_mod.gpaw_problem(["Mo", "S"]))
+    monkeypatch.setenv("INVDESIGN_CACHE_DIR", str(tmp_path))
+    mu = tmp_path / "mu.json"
+    mu.write_text(json.dumps({"mu": {"Mo": -10.8, "S": -4.0, "W": -11.4, "Se": -3.1}}))
+    orc = check_oracle(f"gpaw:{mu}", host)
+    assert isinstance(orc, GpawOracle) and reference_of(orc).startswith("PBE, uncorrected")
+    occ = host.host_code.copy()[None]
+    occ[0, np.flatnonzero(host.host_code == host.species_code["S"])[0]] = host.species_code["Vac"]
+    table, _ = check_configurations(occ, ["vs"], orc, (-1e3, 1e3), executor="inline", gap_window=(0.0, 5.0))
+    t = table.set_index("id")
+    assert t.loc["vs", "check_status"] == "pass" and 0 <= t.loc["vs", "check_homo_lumo_gap"] < 2.2
+    assert np.isfinite(t.loc["vs", "check_formation_energy_per_site"])
+    narrow, _ = check_configurations(occ, ["vs"], orc, (-1e3, 1e3), executor="inline", gap_window=(4.0, 5.0))
+    assert narrow.set_index("id").loc["vs", "check_status"] == "out_of_window"
