@@ -35,7 +35,7 @@ def test_module_level_imports_are_runtime_dependencies():
 
 def test_tests_and_benchmarks_import_only_declared_distributions():
     files = sorted((ROOT / "tests").rglob("*.py")) + sorted((ROOT / "benchmarks").rglob("*.py"))
-    allowed = GROUPS["runtime"] | GROUPS["peers"] | GROUPS["dev"]
+    allowed = GROUPS["runtime"] | OPTIONAL | GROUPS["dev"]
     undeclared, _ = check(files, "invdesign", allowed | {"invdesign"})
     local = {f.stem for f in files}  # the scripts' and tests' own modules (depcheck, conftest, fit_chgnet_delta, ...)
     undeclared = {m: r for m, r in undeclared.items() if m not in local}
