@@ -36,7 +36,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from invdesign.campaign.oracles import ChgnetOracle, fit_chemical_potentials, formation_energy_per_site, n_defect_sites
+from invdesign.campaign.oracles import (
+    ChgnetDeltaOracle,
+    ChgnetOracle,
+    fit_chemical_potentials,
+    formation_energy_per_site,
+    n_defect_sites,
+)
 from invdesign.data.dataset import load_dataset, split_indices
 from invdesign.predict.defect_env import BANDS, band_label, band_of
 from invdesign.predict.features import cluster_counts, orbit_distances
@@ -223,7 +229,7 @@ def study(ds, proto: str) -> dict | None:
     res["_test_err"] = dict(zip(frames["test"]["id"].astype(str), chg["test"] - dft))
     res["_cov"] = (kept, C, s2)
     res["_train"] = (X["train"], y, nd["train"])
-    res["_test"] = (X["test"], chg["test"], dft, nd["test"])
+    res["_test"] = (X["test"], chg["test"], dft, nd["test"], ds.occ[idx["test"]])
     return res
 
 
@@ -274,18 +280,17 @@ def study_hd(ds, hd, labels: Path, sp: dict) -> dict:
     kept, C, s2 = sp["_cov"]
     w = sp["_weights"]
 
-    def std_of(Xp: np.ndarray, ndp: np.ndarray, C: np.ndarray, s2: float | np.ndarray) -> np.ndarray:
-        xk = Xp[:, kept]
-        noise = s2 if np.isscalar(s2) else np.asarray(s2)[band_of(ndp)]
-        return np.sqrt(np.einsum("ij,jk,ik->i", xk, C, xk) + noise * ndp) / ndp
+    def std_of(occ: np.ndarray, w: np.ndarray, C: np.ndarray, s2: float | np.ndarray) -> np.ndarray:
+        """The std the oracle serves for this fit (:meth:`ChgnetDeltaOracle.std`)."""
+        return ChgnetDeltaOracle(sp["mu"], w, sp["sigma_eV"], host, cov=(kept, C, s2)).std(occ)
 
     out = {"n": len(fe_h), "seconds_per_structure": {"median": float(lab["seconds"].median())},
-           "low_density_fit": scores(chg_h + X_h @ w / nd_h, std_of(X_h, nd_h, C, s2), fe_h, nd_h, raw=chg_h)}
+           "low_density_fit": scores(chg_h + X_h @ w / nd_h, std_of(occ_h, w, C, s2), fe_h, nd_h, raw=chg_h)}
     T = len(host.defect_types)
     keep = short_columns(host, T)
     A = coarse_map(host, T)[keep]
     lo = sp["_train"]  # (X, y_total, nd) of the low-density train labels
-    lo_te = sp["_test"]  # (X, chg, dft, nd) of the low-density test labels
+    lo_te = sp["_test"]  # (X, chg, dft, nd, occ) of the low-density test labels
 
     def joint(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
         Xj = np.concatenate([lo[0], X_h[idx]])
@@ -301,7 +306,7 @@ def study_hd(ds, hd, labels: Path, sp: dict) -> dict:
         wj, s2b, Cj, _ = joint(tr)
         folds[te] = k
         pred[te] = chg_h[te] + X_h[te] @ wj / nd_h[te]
-        std[te] = std_of(X_h[te], nd_h[te], Cj, s2b)
+        std[te] = std_of(occ_h[te], wj, Cj, s2b)
         e = lo_te[1] + lo_te[0] @ wj / lo_te[3] - lo_te[2]
         ld.append(1000 * float(np.abs(e).mean()))
     out["joint_cv"] = scores(pred, std, fe_h, nd_h)
@@ -312,8 +317,8 @@ def study_hd(ds, hd, labels: Path, sp: dict) -> dict:
     wj, s2b, Cj, alpha = joint(tr)
     te = split["test"]
     out["packaged"] = {"n_train_high": len(tr), "ridge_alpha": list(alpha), "noise_per_defect_eV2": [float(x) for x in s2b],
-                       "test_high": scores(chg_h[te] + X_h[te] @ wj / nd_h[te], std_of(X_h[te], nd_h[te], Cj, s2b), fe_h[te], nd_h[te]),
-                       "test_low": scores(lo_te[1] + lo_te[0] @ wj / lo_te[3], std_of(lo_te[0], lo_te[3], Cj, s2b), lo_te[2], lo_te[3])}
+                       "test_high": scores(chg_h[te] + X_h[te] @ wj / nd_h[te], std_of(occ_h[te], wj, Cj, s2b), fe_h[te], nd_h[te]),
+                       "test_low": scores(lo_te[1] + lo_te[0] @ wj / lo_te[3], std_of(lo_te[4], wj, Cj, s2b), lo_te[2], lo_te[3])}
     out["_packaged"] = (wj, s2b, Cj, np.flatnonzero(keep), alpha, len(tr))
     return out
 

@@ -76,13 +76,8 @@ def run_structure(structure, spinpol: bool = False) -> dict:
     atoms.calc = GPAW(**SETTINGS, spinpol=bool(spinpol), txt=None)
     energy = float(atoms.get_potential_energy())
     calc = atoms.calc
-    if spinpol:
-        best = None
-        for s in (0, 1):
-            h, lu = (float(x) for x in calc.get_homo_lumo(spin=s))
-            if best is None or lu - h < best[1] - best[0]:
-                best = (h, lu)
-        homo, lumo = best
+    if spinpol:  # the channel with the smaller gap
+        homo, lumo = min((tuple(map(float, calc.get_homo_lumo(spin=s))) for s in (0, 1)), key=lambda p: p[1] - p[0])
         mag = float(calc.get_magnetic_moment())
     else:
         homo, lumo = (float(x) for x in calc.get_homo_lumo())

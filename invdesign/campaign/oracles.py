@@ -28,6 +28,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
+from invdesign.campaign.gpaw import PROTOCOL as GPAW_PROTOCOL  # numpy only: GPAW itself is imported where it runs
 from invdesign.data.dataset import TARGETS, read_targets
 from invdesign.errors import InvdesignError
 from invdesign.lattice.host import VACANCY, HostLattice
@@ -822,7 +823,7 @@ class GpawOracle(XtbOracle):
     ``label`` process pool or Dask): GPAW's own C extension, no subprocess.
     """
 
-    protocol = "PBE single point (GPAW LCAO dzp, gamma point, unrelaxed geometry)"
+    protocol = GPAW_PROTOCOL
     package, pristine_cache = "gpaw", "gpaw_pristine.json"
 
     def __init__(self, mu: dict[str, float] | None = None, host: HostLattice | None = None, name: str = "gpaw") -> None:
