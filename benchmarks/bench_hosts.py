@@ -121,8 +121,9 @@ def pool_ranking(mu: np.ndarray, std: np.ndarray, y: np.ndarray, rng: np.random.
     return rows
 
 
-def run_fold(name: str, variant: str, fold: int, folds: int, settings: dict, dump: Path | None = None,
-             inner: int | None = None) -> dict:
+def fold_data(name: str, variant: str, fold: int, folds: int, inner: int | None = None):
+    """A fold's data: the set, its targets, the training rows ``occ_tr, y_tr`` (with the low-density share for
+    ``+low``), the held-out indices ``te`` of the set, the validation mask and the held-out low-density rows (or None)."""
     from sklearn.model_selection import KFold
 
     ds = load_2dmd(SHARED / "data" / f"2dmd-{name}")
@@ -147,6 +148,12 @@ def run_fold(name: str, variant: str, fold: int, folds: int, settings: dict, dum
         y_tr = np.concatenate([y_tr, y_lo[lo_tr]])
         val = np.concatenate([val, np.zeros(len(lo_tr), bool)])
         low = (lo.occ[lo_te], y_lo[lo_te])
+    return ds, occ, y, occ_tr, y_tr, te, val, low
+
+
+def run_fold(name: str, variant: str, fold: int, folds: int, settings: dict, dump: Path | None = None,
+             inner: int | None = None) -> dict:
+    ds, occ, y, occ_tr, y_tr, te, val, low = fold_data(name, variant, fold, folds, inner)
     t0 = time.time()
     m = HostModel(ds.host, **settings)
     m.fit(occ_tr, y_tr, None if m.crossfit else val)
@@ -199,6 +206,12 @@ def run_fold(name: str, variant: str, fold: int, folds: int, settings: dict, dum
     return out
 
 
+def radii(rs: list[dict]) -> str:
+    """The pair expansion's radius of each fold (runs before the radius was chosen: their fixed radius)."""
+    r = [r["settings"].get("radius_ce", r["settings"]["radius_energy"]) for r in sorted(rs, key=lambda r: str(r["fold"]))]
+    return f"{r[0]:g} (all)" if len(set(r)) == 1 else ", ".join(f"{x:g}" for x in r)
+
+
 def summarise(lines: list[dict]) -> str:
     rows = {}
     for r in lines:
@@ -208,8 +221,8 @@ def summarise(lines: list[dict]) -> str:
           "folds, each fold scored once on structures no member or calibration saw. `cover2`: share of test errors within "
           "2 served std. Published: Kazeev et al. 2023 (sparse MEGNet; CatBoost where it did better on the gap), 8-fold CV. "
           "Regenerate: `python benchmarks/bench_hosts.py`.", "",
-          "| set | variant | folds | FE MAE | published FE | gap MAE | published gap | FE cover2 | gap cover2 | total_mag MAE (mBohr) | FE: pair CE only / nets only | gap: nets only / trees only | train s/fold |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "| set | variant | folds | FE MAE | published FE | gap MAE | published gap | FE cover2 | gap cover2 | total_mag MAE (mBohr) | FE: pair CE only / nets only | gap: nets only / trees only | pair CE radius, A, per fold | train s/fold |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def ms(v: list[float]) -> str:
         return f"{np.mean(v):.1f} +- {np.std(v):.1f}" if v else "-"
@@ -223,7 +236,7 @@ def summarise(lines: list[dict]) -> str:
                   f"**{ms(get('homo_lumo_gap'))}** | {pg} | {np.mean(get('formation_energy_per_site', 'cover2')):.2f} | "
                   f"{np.mean(get('homo_lumo_gap', 'cover2')):.2f} | {ms(get('total_mag'))} | "
                   f"{ms(get('fe_ce_only'))} / {ms(get('fe_nets_only'))} | {ms(get('gap_nets_only'))} / "
-                  f"{ms(get('gap_trees_only'))} | {np.mean([r['seconds'] for r in rs]):.0f} |")
+                  f"{ms(get('gap_trees_only'))} | {radii(rs)} | {np.mean([r['seconds'] for r in rs]):.0f} |")
     lows = [(k, [r["low"] for r in rs if "low" in r]) for k, rs in sorted(rows.items(), key=lambda kv: SETS.index(kv[0][0]))]
     lows = [(k, ls) for k, ls in lows if ls]
     if lows:
@@ -284,6 +297,24 @@ def summarise(lines: list[dict]) -> str:
     return "\n".join(md) + "\n"
 
 
+def radius_choices(a: argparse.Namespace) -> None:
+    """Which pair-expansion radius each fold's training rows choose (a fold's model chooses the same in its fit)."""
+    from invdesign.predict.defect_env import choose_radius
+
+    path = Path(a.out + "_radius.jsonl")
+    for name in a.sets.split(","):
+        for variant in a.variants.split(","):
+            if variant == "+low" and name not in LOW_OF:
+                continue
+            for fold in (range(a.folds) if a.fold_list is None else [int(f) for f in a.fold_list.split(",")]):
+                ds, _, _, occ_tr, y_tr, _, _, _ = fold_data(name, variant, fold, a.folds)
+                R, cv = choose_radius(ds.host, occ_tr, y_tr[:, 0], charge=True)
+                line = json.dumps({"set": name, "variant": variant, "fold": fold, "radius_ce": R, "cv_mae_meV": cv})
+                print(line, flush=True)
+                with path.open("a") as fh:
+                    fh.write(line + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", default=",".join(SETS))
@@ -298,7 +329,13 @@ def main() -> None:
                     "quarter; no test fold is read (use a separate --out)")
     ap.add_argument("--dump", default=None, help="folder for one .npz per fold with every part of the blends (out of "
                     "fold on the training rows, and on the test fold): for studies of the recipe")
+    ap.add_argument("--radius-only", action="store_true", help="only the pair expansion's radius each fold's training "
+                    "rows choose (choose_radius, as HostModel.fit does): one JSON line per (set, variant, fold) to "
+                    "<out>_radius.jsonl")
     a = ap.parse_args()
+    if a.radius_only:
+        radius_choices(a)
+        return
     jl = Path(a.out + ".jsonl")
     done = set()
     lines = []

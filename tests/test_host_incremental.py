@@ -168,10 +168,14 @@ def test_walk_with_charge_balance_equals_full_evaluation(tmp_path):
 
     ds = load_2dmd(shared_dir() / "data" / "2dmd-hbn-high")
     y = targets_of(ds)
-    model = HostModel(ds.host, members_energy=2, members_levels=2, epochs=40, charge=True, context=True).fit(ds.occ[:160], y[:160])
+    # the expansion on pairs within 4 A inside 8 A energy rows (radius_ce < radius_energy, as choose_radius picks on h-BN)
+    model = HostModel(ds.host, members_energy=2, members_levels=2, epochs=40, charge=True, context=True, radius_ce=4.0,
+                      radius_auto=False).fit(ds.occ[:160], y[:160])
     assert model.ce.charges.any() and model.env_e.charges is model.ce.charges
+    assert model.ce.radius == 4.0 < model.env_e.radius == 8.0
     back = HostModel.load(model.save(tmp_path / "m.npz", {"name": "BN", "supercell": [8, 8]}))
     np.testing.assert_array_equal(back.ce.charges, model.ce.charges)
+    assert back.ce.radius == 4.0 and back.env_e.radius == 8.0
     np.testing.assert_allclose(back.predict(ds.occ[300:])[0], model.predict(ds.occ[300:])[0], atol=1e-12, equal_nan=True)
     assert _walk(model, Limits.make(model.host, max_defects=9, min_defects=3), chains=6, steps=80, seed=4) < TOL
     # and with the gap's trees blended in (their counts are summed from rows that end with the net charge)

@@ -10,10 +10,14 @@ from conftest import shared_dir
 from invdesign.lattice.canonical import apply_op
 from invdesign.predict.defect_env import (
     BANDS,
+    RADIUS_ENERGY,
+    RADIUS_MARGIN,
     DefectEnvironment,
     HostModel,
+    PairCE,
     _band_weights,
     calibrate,
+    choose_radius,
     split_train_val,
     stack,
 )
@@ -60,6 +64,40 @@ def test_predictions_invariant_bounded_and_reloaded(gase, tmp_path):
     rest = np.setdiff1d(np.arange(len(occ)), idx)
     base = np.abs(y[rest, 0] - y[idx, 0].mean()).mean()
     assert np.abs(mu[rest, 0] - y[rest, 0]).mean() < 0.7 * base
+
+
+def test_pair_expansion_radius_chosen_per_host_on_its_data(gase, tmp_path):
+    """The pair expansion's radius is chosen on the training rows by the pair expansion's 4-fold CV error: h-BN's
+    2.5 A lattice puts far more pair orbits within 8 A than its 400 structures fit, and a short radius wins by
+    more than the margin; the chosen radius is what the fitted model's expansion, settings and saved file carry."""
+    from invdesign.data.dataset import load_2dmd
+
+    ds = load_2dmd(shared_dir() / "data" / "2dmd-hbn-high")
+    host, occ, y = stack([ds])
+    R, cv = choose_radius(host, occ, y[:, 0], charge=True)
+    assert R < RADIUS_ENERGY and set(cv) == {"4", "5", "6", "7", "8"}
+    assert cv[f"{R:g}"] == min(cv.values()) and cv[f"{R:g}"] < (1 - RADIUS_MARGIN) * cv["8"]
+    # the CV error is the expansion's own: a radius's error matches a refit scored on folds it did not see
+    folds = np.random.default_rng(0).permutation(len(y)) % 4
+    ce = PairCE(host, R, charge=True)
+    errs = []
+    for f in range(4):
+        ce.fit(occ[folds != f], y[folds != f, 0])
+        errs.append(np.abs(ce.predict(occ[folds == f]) - y[folds == f, 0]))
+    assert abs(np.concatenate(errs).mean() * 1e3 - cv[f"{R:g}"]) < 0.15 * cv[f"{R:g}"]  # charges chosen once vs per fold
+    # a fitted model's expansion carries the chosen radius (its energy networks keep theirs), saved and loaded;
+    # a fixed radius stays fixed
+    m = gase[0]
+    Rm = m.settings()["radius_ce"]
+    assert m.meta["radius_ce_cv_meV"] and m.ce.radius == Rm <= m.env_e.radius == RADIUS_ENERGY
+    again = HostModel.load(m.save(tmp_path / "g.npz", {"name": "GaSe", "supercell": [6, 6]}))
+    assert again.ce.radius == Rm and again.env_e.radius == RADIUS_ENERGY
+    idx = np.arange(0, len(occ), 5)[:80]
+    fixed = HostModel(host, radius_ce=5.0, radius_auto=False, members_energy=2, members_levels=2, epochs=5,
+                      gap_trees=False).fit(occ[idx], y[idx])
+    assert fixed.ce.radius == 5.0 and fixed.env_e.radius == RADIUS_ENERGY and "radius_ce_cv_meV" not in fixed.meta
+    with pytest.raises(ValueError, match="exceeds"):
+        HostModel(host, radius_ce=9.0)
 
 
 def test_calibration_reaches_the_level_on_its_own_data():

@@ -180,11 +180,11 @@ class PairCE:
     def _solve(self, Xs: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.linalg.solve(Xs.T @ Xs + self.alpha * np.eye(Xs.shape[1]), Xs.T @ y)
 
-    def _choose_charges(self, X: np.ndarray, n: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """The charges ``(T,)`` of least 4-fold CV error (MAE) of the ridge on pair features ``X (N, P)`` (without the
-        charge column), defect counts ``n (N,)`` and per-site targets ``y (N,)``. Every assignment in -3..3 is tried
-        (one of each ``q, -q``); the extra column enters each fold's solution by block elimination, so one
-        assignment costs ``O(N P)``."""
+    def _choose_charges(self, X: np.ndarray, n: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+        """The charges ``(T,)`` of least 4-fold CV error of the ridge on pair features ``X (N, P)`` (without the
+        charge column), defect counts ``n (N,)`` and per-site targets ``y (N,)``, and that error (MAE, eV per
+        site). Every assignment in -3..3 is tried (one of each ``q, -q``; only ``q = 0`` without ``charge``);
+        the extra column enters each fold's solution by block elimination, so one assignment costs ``O(N P)``."""
         import itertools
 
         T = self._T
@@ -197,7 +197,7 @@ class PairCE:
             Ainv = np.linalg.inv(Xs[tr].T @ Xs[tr] + self.alpha * np.eye(X.shape[1]))
             pre.append((tr, Ainv, Ainv @ (Xs[tr].T @ y[tr])))
         best, best_q = np.inf, np.zeros(T)
-        for q in itertools.product(range(-3, 4), repeat=T):
+        for q in (itertools.product(range(-3, 4), repeat=T) if self.charge else [np.zeros(T)]):
             q = np.asarray(q, float)
             nz = np.flatnonzero(q)
             if len(nz) and q[nz[0]] < 0:  # |Q| is the same for q and -q
@@ -213,7 +213,15 @@ class PairCE:
                 err += np.abs(Xs[te] @ w + c[te] * wc - y[te]).sum()
             if err < best - 1e-12:
                 best, best_q = err, q
-        return best_q
+        return best_q, float(best) / len(y)
+
+    def cv_error(self, occ: np.ndarray, fe_site: np.ndarray) -> float:
+        """The expansion's 4-fold CV MAE (eV per site) on ``occ (N, S)``, ``fe_site (N,)``, with the charges
+        chosen as :meth:`fit` chooses them."""
+        counts = cluster_counts(occ, self.host)[:, self._cols].astype(np.float64)
+        n = np.maximum(counts[:, : self._T].sum(1), 1)
+        counts[:, : self._T] *= 10.0
+        return self._choose_charges(counts, n, np.asarray(fe_site, np.float64))[1]
 
     def fit(self, occ: np.ndarray, fe_site: np.ndarray) -> PairCE:
         counts = cluster_counts(occ, self.host)[:, self._cols].astype(np.float64)
@@ -221,7 +229,7 @@ class PairCE:
         if self.charge:
             X0 = counts.copy()
             X0[:, : self._T] *= 10.0
-            self.charges = self._choose_charges(X0, n, fe_site)
+            self.charges = self._choose_charges(X0, n, fe_site)[0]
         X = self._features(counts) / n[:, None]  # per site: X/n . w = E_total / n
         self.coef = self._solve(X, fe_site)
         return self
@@ -232,6 +240,28 @@ class PairCE:
         n = (X[:, : self._T] / 10.0).sum(1)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(n > 0, (X @ self.coef) / n, np.nan)
+
+
+#: radii (A) the pair expansion's radius is chosen from (:func:`choose_radius`), and the margin of CV error a
+#: radius must gain over :data:`RADIUS_ENERGY` to replace it
+RADII_ENERGY = (4.0, 5.0, 6.0, 7.0, 8.0)
+RADIUS_ENERGY = 8.0
+RADIUS_MARGIN = 0.05
+
+
+def choose_radius(host: HostLattice, occ: np.ndarray, fe_site: np.ndarray, charge: bool,
+                  largest: float = RADIUS_ENERGY) -> tuple[float, dict[str, float]]:
+    """The pair expansion's radius (A) for a host's data ``occ (N, S)``, ``fe_site (N,)`` (eV per site): the one of
+    :data:`RADII_ENERGY` (up to ``largest``) with the least 4-fold CV error (MAE, charges chosen in each), kept at
+    ``largest`` unless another radius beats its error by more than :data:`RADIUS_MARGIN` (smaller gains are within
+    split noise; 8 A was chosen on WSe2). Hosts differ in how far a defect reaches in lattice steps: h-BN's 2.5 A
+    lattice puts far more pair orbits within 8 A than its 400 structures can fit. Returns the radius and every
+    radius's CV MAE (meV per site)."""
+    radii = [R for R in RADII_ENERGY if R < largest - 1e-9] + [float(largest)]
+    errs = {R: PairCE(host, R, charge=charge).cv_error(occ, fe_site) for R in radii}
+    best = min(errs, key=errs.get)
+    chosen = best if errs[best] < (1.0 - RADIUS_MARGIN) * errs[largest] else largest
+    return float(chosen), {f"{R:g}": round(e * 1e3, 2) for R, e in errs.items()}
 
 
 # ---------------------------------------------------------------------- networks
@@ -397,15 +427,20 @@ class HostModel:
     Args:
         host: the host lattice.
         radius_energy, radius_levels: environment radii (A).
+        radius_ce: the pair expansion's radius (A; default ``radius_energy``, at most it).
+        radius_auto: choose the pair expansion's radius on the training rows (:func:`choose_radius`, up to
+            ``radius_energy``), else keep ``radius_ce``. The energy networks keep ``radius_energy``.
         members_energy, members_levels: networks per ensemble.
         epochs, width: network training.
         seed: base seed.
     """
 
-    def __init__(self, host: HostLattice, radius_energy: float = 8.0, radius_levels: float = 6.5, members_energy: int = 4,
+    def __init__(self, host: HostLattice, radius_energy: float = RADIUS_ENERGY, radius_levels: float = 6.5, members_energy: int = 4,
                  members_levels: int = 8, epochs: int = 800, width: int = 64, seed: int = 0, crossfit: bool = True, gap_trees: bool = True,
-                 context: bool = True, charge: bool = True, low_density: bool = True) -> None:
+                 context: bool = True, charge: bool = True, low_density: bool = True, radius_auto: bool = True,
+                 radius_ce: float | None = None) -> None:
         self.host = host
+        self.radius_auto = bool(radius_auto)
         self.low_density = bool(low_density)
         self.ld = None  # LowDensityHeads (set by fit where the data holds enough 1-3-defect rows)
         self.context, self.charge = bool(context), bool(charge)
@@ -418,7 +453,10 @@ class HostModel:
         self.env_e = DefectEnvironment(host, radius_energy)
         self.env_g = DefectEnvironment(host, radius_levels)
         self.env = self.env_g  # the descriptor of embed() and the defect types
-        self.ce = PairCE(host, radius_energy, charge=self.charge)
+        self.radius_ce = float(radius_energy if radius_ce is None else radius_ce)
+        if self.radius_ce > self.radius_energy + 1e-9:
+            raise ValueError(f"the pair expansion's radius {self.radius_ce} exceeds the energy environments' {self.radius_energy}")
+        self.ce = PairCE(host, self.radius_ce, charge=self.charge)
         self.nets_e: list[EnvNet] = []
         self.nets_g: list[EnvNet] = []
         # weights of the pair expansion in the formation energy and of the trees in the gap, per density band
@@ -436,7 +474,8 @@ class HostModel:
         return {"radius_energy": self.radius_energy, "radius_levels": self.radius_levels, "members_energy": self.members_energy,
                 "members_levels": self.members_levels, "epochs": self.epochs, "width": self.width, "seed": self.seed,
                 "crossfit": self.crossfit, "gap_trees": self.gap_trees, "context": self.context,
-                "charge": self.charge, "low_density": self.low_density}
+                "charge": self.charge, "low_density": self.low_density, "radius_auto": self.radius_auto,
+                "radius_ce": self.radius_ce}
 
     # ------------------------------------------------------------------ fit
     def fit(self, occ: np.ndarray, y: np.ndarray, val: np.ndarray | None = None,
@@ -472,6 +511,11 @@ class HostModel:
                 raise ValueError("a model that is not cross-fitted needs a validation mask")
             tr = ~np.asarray(val, bool)
             masks_e, masks_g = [tr] * self.members_energy, [tr] * self.members_levels
+        radius_cv = None
+        if self.radius_auto:  # the pair expansion's reach, chosen on the training rows (choose_radius)
+            R, radius_cv = choose_radius(self.host, occ[tr], y[tr, 0], self.charge, self.radius_energy)
+            self.radius_ce = R
+            self.ce = PairCE(self.host, R, charge=self.charge)
         self.ce.fit(occ[tr], y[tr, 0])
         if self.context:
             self.env_e.charges = self.ce.charges
@@ -502,7 +546,7 @@ class HostModel:
             nets_fe = self._energy_members(occ)[fold_e, idx]
             ce_fe = np.empty(N)
             for k in range(self.members_energy):
-                ce_fe[~masks_e[k]] = PairCE(self.host, self.radius_energy, charge=self.charge).fit(occ[masks_e[k]], y[masks_e[k], 0]) \
+                ce_fe[~masks_e[k]] = PairCE(self.host, self.radius_ce, charge=self.charge).fit(occ[masks_e[k]], y[masks_e[k], 0]) \
                     .predict(occ[~masks_e[k]])
             levels = self._level_members(occ)[fold_g, idx]  # (N, 2)
             tree_gap = np.stack([t.predict(Z) for t in self.trees_g])[fold_g, idx] if self.trees_g else levels[:, 0]
@@ -542,6 +586,8 @@ class HostModel:
                      "blend_ce": self.blend.tolist(), "blend_gap_trees": self.blend_gap.tolist(), "kmax": int(n.max()), "kmin": int(n.min()),
                      "targets_known": [bool(np.isfinite(y[:, j]).any()) for j in range(3)],
                      "compositions": np.unique(self._type_counts(occ), axis=0).tolist()}
+        if radius_cv is not None:
+            self.meta["radius_ce_cv_meV"] = radius_cv
         if self.ld is not None:
             self.meta["low_density"] = self.ld.header()
         return self

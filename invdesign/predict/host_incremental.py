@@ -135,8 +135,8 @@ class HostChains:
         self.net_g = _Stack(model.nets_g)
         # the pair expansion as a per-defect linear form on the energy environment: Wce[t_d] . Fe[d]
         ce = model.ce
-        if abs(ce.radius - model.env_e.radius) > 1e-9:
-            raise ValueError("the pair expansion and the energy environment have different radii")
+        if ce.radius > model.env_e.radius + 1e-9:
+            raise ValueError("the pair expansion reaches beyond the energy environment")
         npo = int(host.pair_orbits.max()) + 1
         od = orbit_distances(host)
         keep = np.zeros((T, T, npo), bool)
