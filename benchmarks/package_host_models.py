@@ -74,7 +74,8 @@ def main() -> None:
         line = json.dumps({"host": name, "sets": SETS[name], "structures": len(occ), "seconds": round(time.time() - t0, 1),
                            "blend_ce": m.blend.tolist(), "blend_gap_trees": m.blend_gap.tolist(),
                            "heldout_mae_meV": m.meta["heldout_mae_meV"], "radius_ce": m.radius_ce,
-                           "radius_ce_cv_meV": m.meta.get("radius_ce_cv_meV"), "file": os.path.relpath(path, ROOT),
+                           "radius_ce_cv_meV": m.meta.get("radius_ce_cv_meV"), "gap_trees_loss": m.meta.get("gap_trees_loss"),
+                           "file": os.path.relpath(path, ROOT),
                            "bytes": path.stat().st_size, "std_scale": np.round(m.calibration.scale, 2).tolist()})
         print(line, flush=True)
         with (ROOT / "benchmarks" / "results" / "host_models.jsonl").open("a") as fh:

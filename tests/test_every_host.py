@@ -228,11 +228,12 @@ def test_a_high_density_pool_is_ranked_on_its_own_range(tmp_path):
     generation default no longer pushes every larger structure below the 3-defect ones."""
     folder, _ = some_structures("GaSe", tmp_path / "pool", 30)
     out = tmp_path / "d"
-    assert main(["design", "--pool", str(folder), "--target", "formation_energy_per_site=1.0:1.3", "--target",
-                 "homo_lumo_gap=0.3:0.8", "-n", "30", "--diversity", "0", "--out", str(out)]) == 0
+    assert main(["design", "--pool", str(folder), "--target", "formation_energy_per_site=1.3:1.5", "--target",
+                 "homo_lumo_gap=0.5:0.9", "-n", "30", "--diversity", "0", "--out", str(out)]) == 0
     c = pd.read_csv(out / "candidates.csv")
     assert len(c) == 30 and c["within_limits"].all() and (c["n_defects"] > 3).any()
-    assert (np.diff(c["p_in_window"].to_numpy()) <= 1e-12).all()
+    assert c["p_in_window"].iloc[0] >= 0.05  # a window the pool reaches: ranked by p_in_window (else by distance)
+    assert (np.diff(c["p_in_window"].to_numpy()) <= 1e-12).all() and c["n_defects"].iloc[0] > 3
     # an explicit limit still applies
     assert main(["design", "--pool", str(folder), "--target", "formation_energy_per_site=1.0:1.3", "-n", "30",
                  "--max-defects", "6", "--out", str(tmp_path / "e")]) == 0

@@ -10,6 +10,7 @@ from conftest import shared_dir
 from invdesign.lattice.canonical import apply_op
 from invdesign.predict.defect_env import (
     BANDS,
+    GAP_LOSSES,
     RADIUS_ENERGY,
     RADIUS_MARGIN,
     DefectEnvironment,
@@ -158,6 +159,15 @@ def test_crossfit_reports_heldout_errors_and_the_validation_split_still_works(ga
     assert m.meta["n_val"] == len(idx) and set(held) == {"formation_energy_per_site", "homo_lumo_gap", "total_mag"}
     assert 0 < held["formation_energy_per_site"] < 1e3 * np.abs(y[idx, 0] - y[idx, 0].mean()).mean()
     assert len(m.trees_g) == m.members_levels and ((0.0 <= m.blend_gap) & (m.blend_gap <= 1.0)).all() and m.blend_gap.shape == (len(BANDS),)
+    # the gap trees' loss: both fitted, the one of least out-of-fold gap MAE kept, and that MAE is the trees' part
+    # of the held-out parts the blend was chosen on
+    tried = m.meta["gap_trees_heldout_mae_meV"]
+    assert set(tried) == set(GAP_LOSSES) and m.meta["gap_trees_loss"] == min(tried, key=tried.get)
+    part, nd = m.heldout_parts["gap_trees"], m.heldout_parts["n"]
+    sel = nd >= 4 if (nd >= 4).sum() >= 100 else np.ones(len(nd), bool)  # where the host model serves the gap
+    assert abs(1e3 * np.mean(np.abs(np.clip(part[sel], 0, None) - y[idx, 1][sel])) - tried[m.meta["gap_trees_loss"]]) < 0.01
+    with pytest.raises(ValueError, match="gap_loss"):
+        HostModel(m.host, gap_loss="huber")
     with pytest.raises(ValueError):
         HostModel(m.host, members_energy=2, members_levels=2, epochs=5).fit(occ[idx], y[idx], np.zeros(len(idx), bool))
     val = split_train_val(len(idx), 0.25, seed=0)

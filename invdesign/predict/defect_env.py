@@ -363,15 +363,21 @@ def fit_envnet(F: np.ndarray, owner: np.ndarray, n: np.ndarray, y: np.ndarray, s
     return EnvNet(weights, mean.astype(np.float64), scale.astype(np.float64), float(log_gap.exp().item()))
 
 
-def _fit_gap_trees(Z: np.ndarray, gap: np.ndarray, seed: int):
-    """Gradient-boosted trees ``Z (N, p) -> gap (N,)`` (eV), as plain arrays (:class:`invdesign.predict.gap._Forest`)."""
+#: losses the gap's trees may be fitted with (``HostModel(gap_loss="auto")`` fits both and keeps the one of least
+#: out-of-fold error)
+GAP_LOSSES = ("squared_error", "absolute_error")
+
+
+def _fit_gap_trees(Z: np.ndarray, gap: np.ndarray, seed: int, loss: str = "squared_error"):
+    """Gradient-boosted trees ``Z (N, p) -> gap (N,)`` (eV) with ``loss``, as plain arrays
+    (:class:`invdesign.predict.gap._Forest`)."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     from invdesign.predict.gap import _Forest
 
     ok = np.isfinite(gap)
     est = HistGradientBoostingRegressor(max_iter=400, learning_rate=0.05, l2_regularization=1.0, early_stopping=False,
-                                        random_state=seed).fit(Z[ok], gap[ok])
+                                        random_state=seed, loss=loss).fit(Z[ok], gap[ok])
     return _Forest.from_sklearn(est)
 
 
@@ -433,13 +439,18 @@ class HostModel:
         members_energy, members_levels: networks per ensemble.
         epochs, width: network training.
         seed: base seed.
+        gap_loss: the gap trees' loss (one of :data:`GAP_LOSSES`), or ``"auto"``: both fitted, the one of least
+            out-of-fold gap MAE (rows with 4+ defects where the data holds 100) kept.
     """
 
     def __init__(self, host: HostLattice, radius_energy: float = RADIUS_ENERGY, radius_levels: float = 6.5, members_energy: int = 4,
                  members_levels: int = 8, epochs: int = 800, width: int = 64, seed: int = 0, crossfit: bool = True, gap_trees: bool = True,
                  context: bool = True, charge: bool = True, low_density: bool = True, radius_auto: bool = True,
-                 radius_ce: float | None = None) -> None:
+                 radius_ce: float | None = None, gap_loss: str = "auto") -> None:
         self.host = host
+        if gap_loss not in ("auto", *GAP_LOSSES):
+            raise ValueError(f"gap_loss must be 'auto' or one of {GAP_LOSSES}, not {gap_loss!r}")
+        self.gap_loss = gap_loss
         self.radius_auto = bool(radius_auto)
         self.low_density = bool(low_density)
         self.ld = None  # LowDensityHeads (set by fit where the data holds enough 1-3-defect rows)
@@ -475,7 +486,7 @@ class HostModel:
                 "members_levels": self.members_levels, "epochs": self.epochs, "width": self.width, "seed": self.seed,
                 "crossfit": self.crossfit, "gap_trees": self.gap_trees, "context": self.context,
                 "charge": self.charge, "low_density": self.low_density, "radius_auto": self.radius_auto,
-                "radius_ce": self.radius_ce}
+                "radius_ce": self.radius_ce, "gap_loss": self.gap_loss}
 
     # ------------------------------------------------------------------ fit
     def fit(self, occ: np.ndarray, y: np.ndarray, val: np.ndarray | None = None,
@@ -539,7 +550,8 @@ class HostModel:
                     progress(f"network {k + 1}/{total}")
         # gradient-boosted trees on the cluster counts for the gap (thresholds on which defects are near which)
         Z = self._tree_features(occ)
-        self.trees_g = [_fit_gap_trees(Z[m], y[m, 1], seed=self.seed + k) for k, m in enumerate(masks_g)] if self.gap_trees else []
+        trees_by_loss = {loss: [_fit_gap_trees(Z[m], y[m, 1], seed=self.seed + k, loss=loss) for k, m in enumerate(masks_g)]
+                         for loss in (GAP_LOSSES if self.gap_loss == "auto" else (self.gap_loss,))} if self.gap_trees else {}
         self.calibration = None
         if self.crossfit:  # out-of-fold predictions of every row
             idx = np.arange(N)
@@ -549,15 +561,22 @@ class HostModel:
                 ce_fe[~masks_e[k]] = PairCE(self.host, self.radius_ce, charge=self.charge).fit(occ[masks_e[k]], y[masks_e[k], 0]) \
                     .predict(occ[~masks_e[k]])
             levels = self._level_members(occ)[fold_g, idx]  # (N, 2)
-            tree_gap = np.stack([t.predict(Z) for t in self.trees_g])[fold_g, idx] if self.trees_g else levels[:, 0]
+            tree_gaps = {loss: np.stack([t.predict(Z) for t in ts])[fold_g, idx] for loss, ts in trees_by_loss.items()}
             yv, cal_rows = y, idx
         else:
             cal_rows = np.flatnonzero(~tr)
             nets_fe, ce_fe = self._fe_parts(occ[cal_rows])
             levels = self._level_members(occ[cal_rows]).mean(0)
-            tree_gap = np.mean([t.predict(Z[cal_rows]) for t in self.trees_g], axis=0) if self.trees_g else levels[:, 0]
+            tree_gaps = {loss: np.mean([t.predict(Z[cal_rows]) for t in ts], axis=0) for loss, ts in trees_by_loss.items()}
             yv = y[cal_rows]
         bands = band_of(n[cal_rows])
+        # the trees' loss: the one of least held-out gap MAE where the host model serves the gap (4+ defects when
+        # the data holds 100 such rows, as the blend's bands; else every row)
+        sel = np.isfinite(yv[:, 1]) & ((bands >= 1) if ((bands >= 1) & np.isfinite(yv[:, 1])).sum() >= BAND_BLEND_MIN else True)
+        loss_mae = {loss: float(np.mean(np.abs(np.clip(g[sel], 0.0, None) - yv[sel, 1]))) for loss, g in tree_gaps.items()}
+        chosen = min(loss_mae, key=loss_mae.get) if loss_mae else None
+        self.trees_g = trees_by_loss[chosen] if chosen else []
+        tree_gap = tree_gaps[chosen] if chosen else levels[:, 0]
         self.blend_gap = _band_weights(tree_gap, levels[:, 0], yv[:, 1], bands)
         # the formation energy's blend of expansion and networks: chosen on held-out predictions
         self.blend = _band_weights(ce_fe, nets_fe, yv[:, 0], bands)
@@ -588,6 +607,9 @@ class HostModel:
                      "compositions": np.unique(self._type_counts(occ), axis=0).tolist()}
         if radius_cv is not None:
             self.meta["radius_ce_cv_meV"] = radius_cv
+        if chosen:
+            self.meta["gap_trees_loss"] = chosen
+            self.meta["gap_trees_heldout_mae_meV"] = {k: round(v * 1e3, 2) for k, v in loss_mae.items()}
         if self.ld is not None:
             self.meta["low_density"] = self.ld.header()
         return self
