@@ -260,3 +260,28 @@ def test_python_api_serves_other_hosts_as_the_cli_does(tmp_path):
                       export=["json"], out=tmp_path / "run")
     assert res.summary["chemical_potentials"]["used"]["name"] == "N-rich"
     assert (tmp_path / "run" / "export" / res.candidates["id"].iat[0] / "candidate.json").is_file()
+
+
+def test_train_a_host_model_from_the_cli_and_serve_it(tmp_path, capsys):
+    """invdesign train --data DIR --out F.npz on another host's structures with their DFT targets (a folder with
+    targets.csv): the model file is written, says which radius its pair expansion chose and which loss its gap
+    trees kept, predicts the same structures as the file it wrote, and a second run refuses to overwrite it."""
+    from invdesign.predict.defect_env import GAP_LOSSES, RADII_ENERGY, HostModel
+
+    folder, ids = some_structures("GaSe", tmp_path / "s", 48)
+    t = pd.read_csv(release("GaSe") / "targets.csv.gz")
+    t[t["_id"].isin(ids)].to_csv(folder / "targets.csv", index=False)
+    out = tmp_path / "gase.npz"
+    assert main(["train", "--data", str(folder), "--out", str(out)]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    m = HostModel.load(out)
+    assert m.meta["n_train"] == 48 and m.radius_ce in RADII_ENERGY and f"within {m.radius_ce:g} A" in said
+    assert m.meta["gap_trees_loss"] in GAP_LOSSES and "GaSe" in m.meta["header"]["host"]["name"]
+    pred = tmp_path / "p.csv"
+    assert main(["predict", str(folder), "--model", str(out), "--out", str(pred)]) == 0
+    p = pd.read_csv(pred).set_index("id").loc[ids]
+    mu, _, _ = m.predict(m.train_occ)
+    assert np.isfinite(p["homo_lumo_gap"]).all() and (p["homo_lumo_gap"] >= 0).all()
+    assert np.allclose(np.sort(p["formation_energy_per_site"]), np.sort(mu[:, 0]), atol=6e-5)  # the CSV keeps 4 decimals
+    before = out.read_bytes()
+    assert main(["train", "--data", str(folder), "--out", str(out)]) == 2 and out.read_bytes() == before

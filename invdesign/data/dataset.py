@@ -398,9 +398,10 @@ def load_2dmd_collection(path: str | Path, **kw) -> list[Dataset]:
 
 
 def load_folder(path: str | Path, host: HostLattice | None = None, targets: str | Path | None = None, tol: float = DEFAULT_TOL) -> Dataset:
-    """A folder of CIF/POSCAR/JSON files, with ``targets`` CSV (default ``<folder>/targets.csv`` if present)."""
+    """A folder of CIF/POSCAR/JSON files, with ``targets`` CSV (default ``<folder>/targets.csv`` if present). Without
+    ``host``: the packaged host the first structure is recognised as (as a 2DMD folder's), else MoS2 8x8."""
     root = Path(path)
-    ds = map_structures([root], host, tol)
+    ds = map_structures([root], host if host is not None else recognised_host([root]), tol)
     tpath = Path(targets) if targets else next((p for p in (root / "targets.csv", root / "targets.csv.gz") if p.exists()), None)
     if tpath is not None:
         t = read_targets(tpath).set_index("_id")
