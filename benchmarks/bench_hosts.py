@@ -37,6 +37,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -209,17 +210,20 @@ def run_fold(name: str, variant: str, fold: int, folds: int, settings: dict, dum
     return out
 
 
+def per_fold(rs: list[dict], value: Callable[[dict], str]) -> str:
+    """``value`` of each fold's line in fold order: once with "(all)" where every fold has the same."""
+    v = [value(r) for r in sorted(rs, key=lambda r: str(r["fold"]))]
+    return f"{v[0]} (all)" if len(set(v)) == 1 else ", ".join(v)
+
+
 def radii(rs: list[dict]) -> str:
     """The pair expansion's radius of each fold (runs before the radius was chosen: their fixed radius)."""
-    r = [r["settings"].get("radius_ce", r["settings"]["radius_energy"]) for r in sorted(rs, key=lambda r: str(r["fold"]))]
-    return f"{r[0]:g} (all)" if len(set(r)) == 1 else ", ".join(f"{x:g}" for x in r)
+    return per_fold(rs, lambda r: f"{r['settings'].get('radius_ce', r['settings']['radius_energy']):g}")
 
 
 def losses(rs: list[dict]) -> str:
     """The gap trees' loss of each fold (runs before the loss was chosen: squared error)."""
-    short = {"squared_error": "squared", "absolute_error": "absolute"}
-    r = [short[r.get("gap_trees_loss", "squared_error")] for r in sorted(rs, key=lambda r: str(r["fold"]))]
-    return f"{r[0]} (all)" if len(set(r)) == 1 else ", ".join(r)
+    return per_fold(rs, lambda r: r.get("gap_trees_loss", "squared_error").removesuffix("_error"))
 
 
 def summarise(lines: list[dict]) -> str:
@@ -318,7 +322,7 @@ def radius_choices(a: argparse.Namespace) -> None:
                 continue
             for fold in (range(a.folds) if a.fold_list is None else [int(f) for f in a.fold_list.split(",")]):
                 ds, _, _, occ_tr, y_tr, _, _, _ = fold_data(name, variant, fold, a.folds)
-                R, cv = choose_radius(ds.host, occ_tr, y_tr[:, 0], charge=True)
+                R, cv, _ = choose_radius(ds.host, occ_tr, y_tr[:, 0], charge=True)
                 line = json.dumps({"set": name, "variant": variant, "fold": fold, "radius_ce": R, "cv_mae_meV": cv})
                 print(line, flush=True)
                 with path.open("a") as fh:

@@ -75,7 +75,7 @@ def test_pair_expansion_radius_chosen_per_host_on_its_data(gase, tmp_path):
 
     ds = load_2dmd(shared_dir() / "data" / "2dmd-hbn-high")
     host, occ, y = stack([ds])
-    R, cv = choose_radius(host, occ, y[:, 0], charge=True)
+    R, cv, _ = choose_radius(host, occ, y[:, 0], charge=True)
     assert R < RADIUS_ENERGY and set(cv) == {"4", "5", "6", "7", "8"}
     assert cv[f"{R:g}"] == min(cv.values()) and cv[f"{R:g}"] < (1 - RADIUS_MARGIN) * cv["8"]
     # the CV error is the expansion's own: a radius's error matches a refit scored on folds it did not see

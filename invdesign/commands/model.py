@@ -174,13 +174,9 @@ def _train_host_model(data: list[Path], out: Path, seed: int, overwrite: bool) -
         raise InvdesignError("the data lacks formation_energy_per_site or homo_lumo_gap(_min) for some structures",
                              source=str(data[0]))
     t0 = time.time()
-    from invdesign.predict.low_density import LD_MIN_ROWS, LowDensityHeads
-
     m = HostModel(host, seed=seed)
     nets = m.members_energy + m.members_levels
-    # fit reports each network, and the low-density heads where the data holds enough 1-3-defect rows
-    total = nets + int(m.low_density and LowDensityHeads.rows(m.n_defects(occ)).sum() >= LD_MIN_ROWS)
-    with task(f"host model on {len(occ)} structures of {host.name} ({nets} networks)", total=total) as advance:
+    with task(f"host model on {len(occ)} structures of {host.name} ({nets} networks)", total=m.fit_steps(occ)) as advance:
         m.fit(occ, y, progress=lambda _: advance())
     m.meta["trained_on"] = [d.name for d in sets]
     m.save(out, {"name": spec.name, "supercell": [int(v) for v in np.diag(host.matrix)[:2]]})

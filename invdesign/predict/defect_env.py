@@ -215,21 +215,24 @@ class PairCE:
                 best, best_q = err, q
         return best_q, float(best) / len(y)
 
-    def cv_error(self, occ: np.ndarray, fe_site: np.ndarray) -> float:
-        """The expansion's 4-fold CV MAE (eV per site) on ``occ (N, S)``, ``fe_site (N,)``, with the charges
-        chosen as :meth:`fit` chooses them."""
+    def _counts(self, occ: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The kept cluster counts ``(N, P)`` of ``occ (N, S)`` and the defect counts ``(N,)`` (at least 1)."""
         counts = cluster_counts(occ, self.host)[:, self._cols].astype(np.float64)
-        n = np.maximum(counts[:, : self._T].sum(1), 1)
-        counts[:, : self._T] *= 10.0
-        return self._choose_charges(counts, n, np.asarray(fe_site, np.float64))[1]
+        return counts, np.maximum(counts[:, : self._T].sum(1), 1)
 
-    def fit(self, occ: np.ndarray, fe_site: np.ndarray) -> PairCE:
-        counts = cluster_counts(occ, self.host)[:, self._cols].astype(np.float64)
-        n = np.maximum(counts[:, : self._T].sum(1), 1)
+    def search_charges(self, occ: np.ndarray, fe_site: np.ndarray) -> tuple[np.ndarray, float]:
+        """The charges ``(T,)`` :meth:`fit` would choose on ``occ (N, S)``, ``fe_site (N,)`` (zeros without
+        ``charge``) and the expansion's 4-fold CV MAE with them (eV per site)."""
+        counts, n = self._counts(occ)
+        counts[:, : self._T] *= 10.0
+        return self._choose_charges(counts, n, np.asarray(fe_site, np.float64))
+
+    def fit(self, occ: np.ndarray, fe_site: np.ndarray, charges: np.ndarray | None = None) -> PairCE:
+        """Fit on ``occ (N, S)``, ``fe_site (N,)`` (eV per site); ``charges``: those :meth:`search_charges` found on
+        the same rows (else searched here)."""
+        counts, n = self._counts(occ)
         if self.charge:
-            X0 = counts.copy()
-            X0[:, : self._T] *= 10.0
-            self.charges = self._choose_charges(X0, n, fe_site)[0]
+            self.charges = self.search_charges(occ, fe_site)[0] if charges is None else np.asarray(charges, np.float64)
         X = self._features(counts) / n[:, None]  # per site: X/n . w = E_total / n
         self.coef = self._solve(X, fe_site)
         return self
@@ -250,18 +253,19 @@ RADIUS_MARGIN = 0.05
 
 
 def choose_radius(host: HostLattice, occ: np.ndarray, fe_site: np.ndarray, charge: bool,
-                  largest: float = RADIUS_ENERGY) -> tuple[float, dict[str, float]]:
+                  largest: float = RADIUS_ENERGY) -> tuple[float, dict[str, float], np.ndarray]:
     """The pair expansion's radius (A) for a host's data ``occ (N, S)``, ``fe_site (N,)`` (eV per site): the one of
     :data:`RADII_ENERGY` (up to ``largest``) with the least 4-fold CV error (MAE, charges chosen in each), kept at
     ``largest`` unless another radius beats its error by more than :data:`RADIUS_MARGIN` (smaller gains are within
     split noise; 8 A was chosen on WSe2). Hosts differ in how far a defect reaches in lattice steps: h-BN's 2.5 A
-    lattice puts far more pair orbits within 8 A than its 400 structures can fit. Returns the radius and every
-    radius's CV MAE (meV per site)."""
+    lattice puts far more pair orbits within 8 A than its 400 structures can fit. Returns the radius, every
+    radius's CV MAE (meV per site) and the charges found at the chosen radius (for :meth:`PairCE.fit`)."""
     radii = [R for R in RADII_ENERGY if R < largest - 1e-9] + [float(largest)]
-    errs = {R: PairCE(host, R, charge=charge).cv_error(occ, fe_site) for R in radii}
+    found = {R: PairCE(host, R, charge=charge).search_charges(occ, fe_site) for R in radii}
+    errs = {R: e for R, (_, e) in found.items()}
     best = min(errs, key=errs.get)
     chosen = best if errs[best] < (1.0 - RADIUS_MARGIN) * errs[largest] else largest
-    return float(chosen), {f"{R:g}": round(e * 1e3, 2) for R, e in errs.items()}
+    return float(chosen), {f"{R:g}": round(e * 1e3, 2) for R, e in errs.items()}, found[chosen][0]
 
 
 # ---------------------------------------------------------------------- networks
@@ -522,12 +526,12 @@ class HostModel:
                 raise ValueError("a model that is not cross-fitted needs a validation mask")
             tr = ~np.asarray(val, bool)
             masks_e, masks_g = [tr] * self.members_energy, [tr] * self.members_levels
-        radius_cv = None
+        radius_cv, charges = None, None
         if self.radius_auto:  # the pair expansion's reach, chosen on the training rows (choose_radius)
-            R, radius_cv = choose_radius(self.host, occ[tr], y[tr, 0], self.charge, self.radius_energy)
+            R, radius_cv, charges = choose_radius(self.host, occ[tr], y[tr, 0], self.charge, self.radius_energy)
             self.radius_ce = R
             self.ce = PairCE(self.host, R, charge=self.charge)
-        self.ce.fit(occ[tr], y[tr, 0])
+        self.ce.fit(occ[tr], y[tr, 0], charges)
         if self.context:
             self.env_e.charges = self.ce.charges
         total = self.members_energy + self.members_levels
@@ -593,7 +597,7 @@ class HostModel:
             heldout = {t: round(float(np.nanmean(np.abs(mu[:, j] - yv[:, j]))) * 1e3, 2)
                        for j, t in enumerate(TARGETS) if np.isfinite(yv[:, j]).any()}
         self.ld = None
-        if self.low_density and LowDensityHeads.rows(n[tr]).sum() >= LD_MIN_ROWS:
+        if self._fits_low_density(n[tr]):
             if progress:
                 progress("low-density heads")
             self.ld = LowDensityHeads(self.host, self.seed).fit(occ[tr], y[tr, 0], y[tr, 1], n[tr])
@@ -613,6 +617,15 @@ class HostModel:
         if self.ld is not None:
             self.meta["low_density"] = self.ld.header()
         return self
+
+    def _fits_low_density(self, n: np.ndarray) -> bool:
+        """Whether :meth:`fit` on training rows with defect counts ``n (N,)`` fits the low-density heads."""
+        return self.low_density and LowDensityHeads.rows(n).sum() >= LD_MIN_ROWS
+
+    def fit_steps(self, occ: np.ndarray) -> int:
+        """How many times :meth:`fit` on ``occ (N, S)`` (cross-fitted) calls its ``progress``: once per network,
+        and once for the low-density heads where it fits them."""
+        return self.members_energy + self.members_levels + int(self._fits_low_density(self.n_defects(occ)))
 
     @staticmethod
     def _rows(F: np.ndarray, owner: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
