@@ -329,6 +329,26 @@ def radius_choices(a: argparse.Namespace) -> None:
                     fh.write(line + "\n")
 
 
+def loss_choices(a: argparse.Namespace) -> None:
+    """Which gap-tree loss each fold's training rows choose (``HostModel.gap_loss_cv``: the comparison a fold's fit
+    makes, without the networks)."""
+    path = Path(a.out + "_loss.jsonl")
+    for name in a.sets.split(","):
+        for variant in a.variants.split(","):
+            if variant == "+low" and name not in LOW_OF:
+                continue
+            for fold in (range(a.folds) if a.fold_list is None else [int(f) for f in a.fold_list.split(",")]):
+                ds, _, _, occ_tr, y_tr, _, _, _ = fold_data(name, variant, fold, a.folds)
+                t0 = time.time()
+                m = HostModel(ds.host, **json.loads(a.settings))
+                cv = m.gap_loss_cv(occ_tr, y_tr)
+                line = json.dumps({"set": name, "variant": variant, "fold": fold, "radius_ce": m.radius_ce, "gap_trees_heldout_mae_meV": cv,
+                                   "gap_trees_loss": min(cv, key=cv.get), "seconds": round(time.time() - t0, 1)})
+                print(line, flush=True)
+                with path.open("a") as fh:
+                    fh.write(line + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sets", default=",".join(SETS))
@@ -346,9 +366,15 @@ def main() -> None:
     ap.add_argument("--radius-only", action="store_true", help="only the pair expansion's radius each fold's training "
                     "rows choose (choose_radius, as HostModel.fit does): one JSON line per (set, variant, fold) to "
                     "<out>_radius.jsonl")
+    ap.add_argument("--loss-only", action="store_true", help="only the gap trees' loss each fold's training rows "
+                    "choose (HostModel.gap_loss_cv, the comparison its fit makes, without the networks): one JSON line per "
+                    "(set, variant, fold) to <out>_loss.jsonl")
     a = ap.parse_args()
     if a.radius_only:
         radius_choices(a)
+        return
+    if a.loss_only:
+        loss_choices(a)
         return
     jl = Path(a.out + ".jsonl")
     done = set()

@@ -166,6 +166,9 @@ def test_crossfit_reports_heldout_errors_and_the_validation_split_still_works(ga
     part, nd = m.heldout_parts["gap_trees"], m.heldout_parts["n"]
     sel = nd >= 4 if (nd >= 4).sum() >= 100 else np.ones(len(nd), bool)  # where the host model serves the gap
     assert abs(1e3 * np.mean(np.abs(np.clip(part[sel], 0, None) - y[idx, 1][sel])) - tried[m.meta["gap_trees_loss"]]) < 0.01
+    # the same comparison without the networks (bench_hosts --loss-only): the same radius, folds, seeds and figures
+    again = HostModel(m.host, members_energy=2, members_levels=2, epochs=150)
+    assert again.gap_loss_cv(occ[idx], y[idx]) == tried and again.radius_ce == m.radius_ce
     with pytest.raises(ValueError, match="gap_loss"):
         HostModel(m.host, gap_loss="huber")
     with pytest.raises(ValueError):

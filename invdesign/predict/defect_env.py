@@ -389,6 +389,15 @@ def _fit_gap_trees(Z: np.ndarray, gap: np.ndarray, seed: int, loss: str = "squar
 BAND_BLEND_MIN = 100
 
 
+def _loss_scores(tree_gaps: dict[str, np.ndarray], gap: np.ndarray, bands: np.ndarray) -> dict[str, float]:
+    """Held-out gap MAE (eV) of each loss's tree predictions ``(N,)`` against ``gap (N,)`` where the host model
+    serves the gap: rows with 4+ defects (``bands >= 1``) when the data holds :data:`BAND_BLEND_MIN` of them (as the
+    blend's bands), else every row."""
+    ok = np.isfinite(gap)
+    sel = ok & ((bands >= 1) if ((bands >= 1) & ok).sum() >= BAND_BLEND_MIN else True)
+    return {loss: float(np.mean(np.abs(np.clip(g[sel], 0.0, None) - gap[sel]))) for loss, g in tree_gaps.items()}
+
+
 def _band_weights(a: np.ndarray, b: np.ndarray, y: np.ndarray, bands: np.ndarray) -> np.ndarray:
     """``(len(BANDS),)`` weights ``w`` (grid 0, 0.1, ..., 1) minimising the held-out MAE of ``w a + (1 - w) b``
     against ``y`` in each density band with at least :data:`BAND_BLEND_MIN` known rows; a smaller band above
@@ -515,9 +524,7 @@ class HostModel:
             if min(self.members_energy, self.members_levels) < 2 or N < 2 * max(self.members_energy, self.members_levels):
                 raise InvdesignError(f"cross-fitting {self.members_energy}/{self.members_levels} members needs at least "
                                      f"{2 * max(self.members_energy, self.members_levels)} structures (got {N})")
-            rng = np.random.default_rng(self.seed)
-            fold_e = rng.permutation(N) % self.members_energy
-            fold_g = rng.permutation(N) % self.members_levels
+            fold_e, fold_g = self._crossfit_folds(N)
             masks_e = [fold_e != k for k in range(self.members_energy)]
             masks_g = [fold_g != k for k in range(self.members_levels)]
             tr = np.ones(N, bool)
@@ -554,8 +561,7 @@ class HostModel:
                     progress(f"network {k + 1}/{total}")
         # gradient-boosted trees on the cluster counts for the gap (thresholds on which defects are near which)
         Z = self._tree_features(occ)
-        trees_by_loss = {loss: [_fit_gap_trees(Z[m], y[m, 1], seed=self.seed + k, loss=loss) for k, m in enumerate(masks_g)]
-                         for loss in (GAP_LOSSES if self.gap_loss == "auto" else (self.gap_loss,))} if self.gap_trees else {}
+        trees_by_loss = self._gap_trees_by_loss(Z, y[:, 1], masks_g) if self.gap_trees else {}
         self.calibration = None
         if self.crossfit:  # out-of-fold predictions of every row
             idx = np.arange(N)
@@ -576,8 +582,7 @@ class HostModel:
         bands = band_of(n[cal_rows])
         # the trees' loss: the one of least held-out gap MAE where the host model serves the gap (4+ defects when
         # the data holds 100 such rows, as the blend's bands; else every row)
-        sel = np.isfinite(yv[:, 1]) & ((bands >= 1) if ((bands >= 1) & np.isfinite(yv[:, 1])).sum() >= BAND_BLEND_MIN else True)
-        loss_mae = {loss: float(np.mean(np.abs(np.clip(g[sel], 0.0, None) - yv[sel, 1]))) for loss, g in tree_gaps.items()}
+        loss_mae = _loss_scores(tree_gaps, yv[:, 1], bands)
         chosen = min(loss_mae, key=loss_mae.get) if loss_mae else None
         self.trees_g = trees_by_loss[chosen] if chosen else []
         tree_gap = tree_gaps[chosen] if chosen else levels[:, 0]
@@ -617,6 +622,35 @@ class HostModel:
         if self.ld is not None:
             self.meta["low_density"] = self.ld.header()
         return self
+
+    def _crossfit_folds(self, N: int) -> tuple[np.ndarray, np.ndarray]:
+        """The cross-fit fold ``(N,)`` of every row for the energy and for the level ensembles (seeded by ``seed``)."""
+        rng = np.random.default_rng(self.seed)
+        fold_e = rng.permutation(N) % self.members_energy
+        return fold_e, rng.permutation(N) % self.members_levels
+
+    def _gap_trees_by_loss(self, Z: np.ndarray, gap: np.ndarray, masks: list[np.ndarray]) -> dict[str, list]:
+        """One gap forest per member mask ``(N,)`` on tree rows ``Z (N, p)``, per candidate loss (both for ``auto``)."""
+        return {loss: [_fit_gap_trees(Z[m], gap[m], seed=self.seed + k, loss=loss) for k, m in enumerate(masks)]
+                for loss in (GAP_LOSSES if self.gap_loss == "auto" else (self.gap_loss,))}
+
+    def gap_loss_cv(self, occ: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """The out-of-fold gap MAE (meV) of the gap trees under each candidate loss on ``occ (N, S)``, ``y (N, 3)``:
+        what a cross-fitted :meth:`fit` on the same rows compares to choose ``gap_loss="auto"`` (the same folds,
+        seeds, radius and rows), without the networks. For studies: whether a recipe's choice holds on a set."""
+        occ = np.asarray(occ)
+        n = self.n_defects(occ)
+        charges = None
+        if self.radius_auto:
+            self.radius_ce, _, charges = choose_radius(self.host, occ, y[:, 0], self.charge, self.radius_energy)
+            self.ce = PairCE(self.host, self.radius_ce, charge=self.charge)
+        self.ce.fit(occ, y[:, 0], charges)  # the trees read its charge column
+        fold_g = self._crossfit_folds(len(occ))[1]
+        Z = self._tree_features(occ)
+        trees = self._gap_trees_by_loss(Z, y[:, 1], [fold_g != k for k in range(self.members_levels)])
+        idx = np.arange(len(occ))
+        gaps = {loss: np.stack([t.predict(Z) for t in ts])[fold_g, idx] for loss, ts in trees.items()}
+        return {k: round(v * 1e3, 2) for k, v in _loss_scores(gaps, y[:, 1], band_of(n)).items()}
 
     def _fits_low_density(self, n: np.ndarray) -> bool:
         """Whether :meth:`fit` on training rows with defect counts ``n (N,)`` fits the low-density heads."""
