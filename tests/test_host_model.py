@@ -166,6 +166,19 @@ def test_crossfit_reports_heldout_errors_and_the_validation_split_still_works(ga
     part, nd = m.heldout_parts["gap_trees"], m.heldout_parts["n"]
     sel = nd >= 4 if (nd >= 4).sum() >= 100 else np.ones(len(nd), bool)  # where the host model serves the gap
     assert abs(1e3 * np.mean(np.abs(np.clip(part[sel], 0, None) - y[idx, 1][sel])) - tried[m.meta["gap_trees_loss"]]) < 0.01
+    # the moment: the networks shrunk toward the training median by the weight that does best out of fold, so on the
+    # rows that chose it (4+ defects, pooled) neither the networks alone nor the constant does better
+    nets_m, c = m.heldout_parts["mag_nets"], m.mag_center
+    assert c == np.median(y[idx, 2]) and set(m.blend_mag) <= set(np.round(np.linspace(0, 1, 11), 12))
+    hi = nd >= 4
+    assert hi.sum() >= 100 and len(set(m.blend_mag[1:])) == 1
+    w = m.blend_mag[1]
+    served = np.abs(w * nets_m[hi] + (1 - w) * c - y[idx, 2][hi]).mean()
+    assert served <= np.abs(nets_m[hi] - y[idx, 2][hi]).mean() + 1e-12 and served <= np.abs(c - y[idx, 2][hi]).mean() + 1e-12
+    mu, _, _ = m.predict(occ[idx[:30]])
+    G = m._level_members(occ[idx[:30]])[:, :, 1].mean(0)
+    assert np.allclose(mu[:, 2], m._weights(m.blend_mag, m.n_defects(occ[idx[:30]])) * G
+                       + (1 - m._weights(m.blend_mag, m.n_defects(occ[idx[:30]]))) * c)
     # the same comparison without the networks (bench_hosts --loss-only): the same radius, folds, seeds and figures
     again = HostModel(m.host, members_energy=2, members_levels=2, epochs=150)
     assert again.gap_loss_cv(occ[idx], y[idx]) == tried and again.radius_ce == m.radius_ce

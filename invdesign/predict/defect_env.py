@@ -21,7 +21,9 @@ those environments:
   counts serve that regime (:mod:`invdesign.predict.low_density`).
 
 :class:`HostModel` blends the two formation-energy estimates (weight chosen on validation), serves
-the gap and the moment from the level networks, and gives every prediction a standard deviation: the
+the gap from the level networks blended with boosted trees, the moment from the level networks shrunk toward
+the training median where that does better out of fold (a moment the environments do not determine is served
+as what it is: nearly a constant, with its std), and gives every prediction a standard deviation: the
 ensemble's spread, scaled per density band (defects per cell: 1-3, 4-6, 7-12, 13+) so that 95 % of
 validation errors fall within 1.96 std (split-conformal calibration on a validation split the members
 never trained on). A band without validation data gets the largest scale of the others and the
@@ -454,16 +456,19 @@ class HostModel:
         seed: base seed.
         gap_loss: the gap trees' loss (one of :data:`GAP_LOSSES`), or ``"auto"``: both fitted, the one of least
             out-of-fold gap MAE (rows with 4+ defects where the data holds 100) kept.
+        mag_shrink: serve the moment as ``w * networks + (1 - w) * median`` of the training moments, ``w`` per
+            density band chosen on the out-of-fold predictions (``w = 1``: the networks alone).
     """
 
     def __init__(self, host: HostLattice, radius_energy: float = RADIUS_ENERGY, radius_levels: float = 6.5, members_energy: int = 4,
                  members_levels: int = 8, epochs: int = 800, width: int = 64, seed: int = 0, crossfit: bool = True, gap_trees: bool = True,
                  context: bool = True, charge: bool = True, low_density: bool = True, radius_auto: bool = True,
-                 radius_ce: float | None = None, gap_loss: str = "auto") -> None:
+                 radius_ce: float | None = None, gap_loss: str = "auto", mag_shrink: bool = True) -> None:
         self.host = host
         if gap_loss not in ("auto", *GAP_LOSSES):
             raise ValueError(f"gap_loss must be 'auto' or one of {GAP_LOSSES}, not {gap_loss!r}")
         self.gap_loss = gap_loss
+        self.mag_shrink = bool(mag_shrink)
         self.radius_auto = bool(radius_auto)
         self.low_density = bool(low_density)
         self.ld = None  # LowDensityHeads (set by fit where the data holds enough 1-3-defect rows)
@@ -488,6 +493,9 @@ class HostModel:
         self.blend = np.full(len(BANDS), 0.5)
         self.trees_g: list = []  # gradient-boosted trees of the gap on cluster counts (one per level member)
         self.blend_gap = np.zeros(len(BANDS))
+        # the moment: weight of the level networks against the training median, per density band (fit chooses it)
+        self.blend_mag = np.ones(len(BANDS))
+        self.mag_center = 0.0  # Bohr magnetons
         self.calibration: Calibration | None = None
         self.meta: dict = {}
         self.heldout_parts: dict[str, np.ndarray] = {}  # set by fit: the out-of-fold parts (not saved)
@@ -499,7 +507,7 @@ class HostModel:
                 "members_levels": self.members_levels, "epochs": self.epochs, "width": self.width, "seed": self.seed,
                 "crossfit": self.crossfit, "gap_trees": self.gap_trees, "context": self.context,
                 "charge": self.charge, "low_density": self.low_density, "radius_auto": self.radius_auto,
-                "radius_ce": self.radius_ce, "gap_loss": self.gap_loss}
+                "radius_ce": self.radius_ce, "gap_loss": self.gap_loss, "mag_shrink": self.mag_shrink}
 
     # ------------------------------------------------------------------ fit
     def fit(self, occ: np.ndarray, y: np.ndarray, val: np.ndarray | None = None,
@@ -589,15 +597,20 @@ class HostModel:
         self.blend_gap = _band_weights(tree_gap, levels[:, 0], yv[:, 1], bands)
         # the formation energy's blend of expansion and networks: chosen on held-out predictions
         self.blend = _band_weights(ce_fe, nets_fe, yv[:, 0], bands)
+        # the moment: the networks, or nearer the training median where they do no better out of fold
+        self.blend_mag, self.mag_center = np.ones(len(BANDS)), 0.0
+        if self.mag_shrink and np.isfinite(y[tr, 2]).any():
+            self.mag_center = float(np.median(y[tr, 2][np.isfinite(y[tr, 2])]))
+            self.blend_mag = _band_weights(levels[:, 1], np.full(len(levels), self.mag_center), yv[:, 2], bands)
         mu, spread = self._raw(occ[cal_rows])
         if self.crossfit:
-            bg, bc = self._weights(self.blend_gap, n), self._weights(self.blend, n)
+            bg, bc, bm = self._weights(self.blend_gap, n), self._weights(self.blend, n), self._weights(self.blend_mag, n)
             gap = np.clip(bg * tree_gap + (1 - bg) * levels[:, 0], 0.0, self.host_gap())
-            mu = np.column_stack([bc * ce_fe + (1 - bc) * nets_fe, gap, levels[:, 1]])
+            mu = np.column_stack([bc * ce_fe + (1 - bc) * nets_fe, gap, bm * levels[:, 1] + (1 - bm) * self.mag_center])
         self.calibration = calibrate(mu, spread, yv, n[cal_rows])
         # the held-out parts behind the blends and the calibration (in memory only: for studies of the recipe)
         self.heldout_parts = {"n": n[cal_rows], "y": np.asarray(yv), "fe_ce": ce_fe, "fe_nets": nets_fe,
-                              "gap_nets": levels[:, 0], "gap_trees": tree_gap, "spread": spread}
+                              "gap_nets": levels[:, 0], "gap_trees": tree_gap, "mag_nets": levels[:, 1], "spread": spread}
         with np.errstate(invalid="ignore"):
             heldout = {t: round(float(np.nanmean(np.abs(mu[:, j] - yv[:, j]))) * 1e3, 2)
                        for j, t in enumerate(TARGETS) if np.isfinite(yv[:, j]).any()}
@@ -611,7 +624,8 @@ class HostModel:
         self.meta = {"n_train": int(tr.sum()), "n_val": len(cal_rows), "seconds": round(time.time() - t0, 1),
                      "calibration": "cross-fitted (out-of-fold)" if self.crossfit else "validation split",
                      "heldout_mae_meV": heldout,
-                     "blend_ce": self.blend.tolist(), "blend_gap_trees": self.blend_gap.tolist(), "kmax": int(n.max()), "kmin": int(n.min()),
+                     "blend_ce": self.blend.tolist(), "blend_gap_trees": self.blend_gap.tolist(),
+                     "blend_mag_nets": self.blend_mag.tolist(), "mag_center": self.mag_center, "kmax": int(n.max()), "kmin": int(n.min()),
                      "targets_known": [bool(np.isfinite(y[:, j]).any()) for j in range(3)],
                      "compositions": np.unique(self._type_counts(occ), axis=0).tolist()}
         if radius_cv is not None:
@@ -723,6 +737,8 @@ class HostModel:
         if 1 in targets or 2 in targets:
             G = self._level_members(occ)
             mu[:, 1:], spread[:, 1:] = G.mean(0), G.std(0)
+            bm = self._weights(self.blend_mag, self.n_defects(occ))  # the moment, shrunk toward the median
+            mu[:, 2], spread[:, 2] = bm * mu[:, 2] + (1 - bm) * self.mag_center, bm * spread[:, 2]
             bg = self._weights(self.blend_gap, self.n_defects(occ))
             if self.trees_g and (bg > 0).any():
                 Z = self._tree_features(occ)
@@ -801,6 +817,7 @@ class HostModel:
                 out[f"net{tag}{k}_mean"], out[f"net{tag}{k}_scale"] = m.mean, m.scale
                 out[f"net{tag}{k}_host_gap"] = np.array(m.host_gap)
         out["blend_gap"] = np.asarray(self.blend_gap, float)
+        out["blend_mag"], out["mag_center"] = np.asarray(self.blend_mag, float), np.array(self.mag_center)
         if self.ld is not None:
             out.update(self.ld.arrays())
         for k, t in enumerate(self.trees_g):
@@ -834,7 +851,7 @@ class HostModel:
         if host is None:
             host = host_from_spec(header["host"])
         # a model saved before an option existed was fitted without it
-        m = cls(host, **{"charge": False, "context": False, "low_density": False, **header["settings"]})
+        m = cls(host, **{"charge": False, "context": False, "low_density": False, "mag_shrink": False, **header["settings"]})
         m.ce.coef = a["ce_coef"]
         if "ce_charges" in a:
             m.ce.charges = np.asarray(a["ce_charges"], np.float64)
@@ -850,6 +867,8 @@ class HostModel:
                            float(a[f"net{tag}{k}_host_gap"])) for k in range(count)]
 
         m.nets_e, m.nets_g = nets("e", m.members_energy), nets("g", m.members_levels)
+        if "blend_mag" in a:
+            m.blend_mag, m.mag_center = np.asarray(a["blend_mag"], float).copy(), float(a["mag_center"])
         if "blend_gap" in a:
             from invdesign.predict.gap import _Forest
 

@@ -17,7 +17,7 @@ defects each:
 column, the moved row is rebuilt from its ``k - 1`` partners, and the networks run on the changed rows of all
 chains at once (all members stacked in three matrix products), so a step costs a fixed number of numpy calls
 whatever ``C``. The served mean and std then follow from the slot sums exactly as
-:meth:`HostModel.predict` computes them (blend, soft minimum of levels, softplus of the summed moment terms,
+:meth:`HostModel.predict` computes them (blend, soft minimum of levels, softplus of the summed moment terms and its shrinkage toward the median,
 calibration per density band); :meth:`HostChains.predict` returns the moment too where a window bounds it.
 Everything reads the model's public attributes; the result equals :meth:`HostModel.predict` to float32
 round-off of the networks (``tests/test_host_incremental.py`` walks random moves and compares).
@@ -153,6 +153,7 @@ class HostChains:
         # blend weights per density band (BANDS)
         self.blend = np.broadcast_to(np.asarray(model.blend, float), (len(BANDS),)).copy()
         self.blend_gap = np.broadcast_to(np.asarray(model.blend_gap, float), (len(BANDS),)).copy()
+        self.blend_mag, self.mag_center = np.asarray(model.blend_mag, float).copy(), float(model.mag_center)
         self.trees = list(model.trees_g) if model.trees_g and (self.blend_gap > 0).any() else []
         if self.trees:
             self._ce_cols = cols
@@ -356,7 +357,8 @@ class HostChains:
         G = np.minimum(G, hg)
         M = np.logaddexp(0.0, Og[..., 2].sum(2))
         mu[:, 1], spread[:, 1] = G.mean(0), G.std(0)
-        mu[:, 2], spread[:, 2] = M.mean(0), M.std(0)
+        bm = self.blend_mag[bi]  # the moment, shrunk toward the training median as HostModel serves it
+        mu[:, 2], spread[:, 2] = bm * M.mean(0) + (1 - bm) * self.mag_center, bm * M.std(0)
         return {"st": st, "n": n, "mu": mu, "spread": spread, "G": G, "bg": bg}
 
     @property
