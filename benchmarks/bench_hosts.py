@@ -324,28 +324,10 @@ def summarise(lines: list[dict]) -> str:
     return "\n".join(md) + "\n"
 
 
-def radius_choices(a: argparse.Namespace) -> None:
-    """Which pair-expansion radius each fold's training rows choose (a fold's model chooses the same in its fit)."""
-    from invdesign.predict.defect_env import choose_radius
-
-    path = Path(a.out + "_radius.jsonl")
-    for name in a.sets.split(","):
-        for variant in a.variants.split(","):
-            if variant == "+low" and name not in LOW_OF:
-                continue
-            for fold in (range(a.folds) if a.fold_list is None else [int(f) for f in a.fold_list.split(",")]):
-                ds, _, _, occ_tr, y_tr, _, _, _ = fold_data(name, variant, fold, a.folds)
-                R, cv, _ = choose_radius(ds.host, occ_tr, y_tr[:, 0], charge=True)
-                line = json.dumps({"set": name, "variant": variant, "fold": fold, "radius_ce": R, "cv_mae_meV": cv})
-                print(line, flush=True)
-                with path.open("a") as fh:
-                    fh.write(line + "\n")
-
-
-def loss_choices(a: argparse.Namespace) -> None:
-    """Which gap-tree loss each fold's training rows choose (``HostModel.gap_loss_cv``: the comparison a fold's fit
-    makes, without the networks)."""
-    path = Path(a.out + "_loss.jsonl")
+def fold_choices(a: argparse.Namespace, suffix: str, choose: Callable[..., dict]) -> None:
+    """One JSON line per (set, variant, fold) to ``<out><suffix>``: what ``choose(host, occ_tr, y_tr)`` finds on the
+    fold's training rows (a choice a fold's model makes in its fit, without the rest of the fit)."""
+    path = Path(a.out + suffix)
     for name in a.sets.split(","):
         for variant in a.variants.split(","):
             if variant == "+low" and name not in LOW_OF:
@@ -353,13 +335,29 @@ def loss_choices(a: argparse.Namespace) -> None:
             for fold in (range(a.folds) if a.fold_list is None else [int(f) for f in a.fold_list.split(",")]):
                 ds, _, _, occ_tr, y_tr, _, _, _ = fold_data(name, variant, fold, a.folds)
                 t0 = time.time()
-                m = HostModel(ds.host, **json.loads(a.settings))
-                cv = m.gap_loss_cv(occ_tr, y_tr)
-                line = json.dumps({"set": name, "variant": variant, "fold": fold, "radius_ce": m.radius_ce, "gap_trees_heldout_mae_meV": cv,
-                                   "gap_trees_loss": min(cv, key=cv.get), "seconds": round(time.time() - t0, 1)})
+                found = choose(ds.host, occ_tr, y_tr)
+                line = json.dumps({"set": name, "variant": variant, "fold": fold, **found, "seconds": round(time.time() - t0, 1)})
                 print(line, flush=True)
                 with path.open("a") as fh:
                     fh.write(line + "\n")
+
+
+def radius_choice(host, occ_tr: np.ndarray, y_tr: np.ndarray) -> dict:
+    """The pair expansion's radius the rows choose (``choose_radius``, as ``HostModel.fit`` does) and its CV errors."""
+    from invdesign.predict.defect_env import choose_radius
+
+    R, cv, _ = choose_radius(host, occ_tr, y_tr[:, 0], charge=True)
+    return {"radius_ce": R, "cv_mae_meV": cv}
+
+
+def loss_choice(settings: dict) -> Callable[..., dict]:
+    """The gap trees' loss the rows choose (``HostModel.gap_loss_cv``: the comparison a fit makes, without the networks)."""
+    def choose(host, occ_tr: np.ndarray, y_tr: np.ndarray) -> dict:
+        m = HostModel(host, **settings)
+        cv = m.gap_loss_cv(occ_tr, y_tr)
+        return {"radius_ce": m.radius_ce, "gap_trees_heldout_mae_meV": cv, "gap_trees_loss": min(cv, key=cv.get)}
+
+    return choose
 
 
 def main() -> None:
@@ -384,10 +382,10 @@ def main() -> None:
                     "(set, variant, fold) to <out>_loss.jsonl")
     a = ap.parse_args()
     if a.radius_only:
-        radius_choices(a)
+        fold_choices(a, "_radius.jsonl", radius_choice)
         return
     if a.loss_only:
-        loss_choices(a)
+        fold_choices(a, "_loss.jsonl", loss_choice(json.loads(a.settings)))
         return
     jl = Path(a.out + ".jsonl")
     done = set()
