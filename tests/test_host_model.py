@@ -238,3 +238,26 @@ def test_low_density_heads_serve_one_to_three_defects(tmp_path):
     # without enough low-density rows there are no heads
     few = HostModel(ds.host, members_energy=2, members_levels=2, epochs=5).fit(ds.occ[tr[:300]], y[tr[:300]])
     assert few.ld is None
+
+
+def test_a_model_file_from_before_an_option_reports_it_off(gase, tmp_path):
+    """Settings a file's header lacks were not options when it was written: it loads with them off (its gap trees
+    squared error, its radius fixed, its moment the networks'), not with today's defaults."""
+    import json
+
+    m = gase[0]
+    path = m.save(tmp_path / "m.npz", {"name": "GaSe", "supercell": [6, 6]})
+    with np.load(path) as f:
+        a = {k: f[k] for k in f.files}
+    header = json.loads(a.pop("header").tobytes().decode())
+    for k in ("gap_loss", "radius_auto", "mag_shrink"):
+        header["settings"].pop(k)
+    a.pop("blend_mag"), a.pop("mag_center")
+    np.savez(tmp_path / "old.npz", header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **a)
+    old = HostModel.load(tmp_path / "old.npz")
+    assert (old.gap_loss, old.radius_auto, old.mag_shrink) == ("squared_error", False, False)
+    assert (old.blend_mag == 1.0).all()
+    new = HostModel.load(path)
+    assert (new.gap_loss, new.radius_auto, new.mag_shrink) == ("auto", True, True)
+    assert np.array_equal(new.blend_mag, m.blend_mag)
+

@@ -851,7 +851,8 @@ class HostModel:
         if host is None:
             host = host_from_spec(header["host"])
         # a model saved before an option existed was fitted without it
-        m = cls(host, **{"charge": False, "context": False, "low_density": False, "mag_shrink": False, **header["settings"]})
+        m = cls(host, **{"charge": False, "context": False, "low_density": False, "mag_shrink": False, "radius_auto": False,
+                         "gap_loss": "squared_error", **header["settings"]})
         m.ce.coef = a["ce_coef"]
         if "ce_charges" in a:
             m.ce.charges = np.asarray(a["ce_charges"], np.float64)
