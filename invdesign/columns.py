@@ -153,7 +153,7 @@ PREDICT: list[tuple[tuple[str, ...], str]] = [
     (('note',), 'why a value is NaN (e.g. a pristine structure has no formation energy per defect site); empty otherwise'),
     (('homo_lumo_gap_validated',), 'False beyond the trained density or composition: the gap is bounded but checked by nothing'),
     (('formation_energy_reference',), 'what the formation energy is: DFT-trained model (2DMD, PBE) at 1-3 defects on MoS2; DFT-trained host model (2DMD ..., PBE) at 4+ defects on MoS2 and on every other host (with INVDESIGN_HD_MODEL=0, MoS2 above 3 defects: the earlier DFT-trained model plus the correction toward corrected CHGNet)'),
-    (('total_mag', 'total_mag_std'), "spin-polarised hosts only (h-BN, GaSe, InSe, black P): the cell's magnetic moment (2DMD total_mag) and its one-sigma uncertainty"),
+    (('total_mag', 'total_mag_std'), "spin-polarised hosts only (h-BN, GaSe, InSe, black P): the cell's magnetic moment (2DMD total_mag) and its one-sigma uncertainty; where the defect environments predict it no better than a constant out of fold (black P), it is served near the training median with a std to match"),
     (('dn_Mo', 'dn_S', 'dn_W', 'dn_Se'), 'atoms added minus removed relative to the host (dn_S = -1 for a V_S; dn_W = +1, dn_Mo = -1 for a W_Mo); one column per element of the host and its substituents'),
     (('defects',), 'the defects in Kroeger-Vink notation, neutral, sorted: Se_S^x+V_S^x+W_Mo^x'),
     (('mu',), 'the chemical potentials the formation energy refers to: reference, a limit of the host (S-rich, Mo-rich on MoS2; Ga-rich, Se-rich on GaSe; ...) or the file given to --mu'),
