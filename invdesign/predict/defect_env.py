@@ -726,20 +726,21 @@ class HostModel:
         mean and spread for the gap and the moment; for the formation energy the blend of networks and expansion,
         its spread the energy members' and the expansion's about it."""
         occ = np.asarray(occ)
+        n = self.n_defects(occ)
         mu = np.full((len(occ), 3), np.nan)
         spread = np.full((len(occ), 3), np.nan)
         if 0 in targets:
             E = self._energy_members(occ)
             ce = self.ce.predict(occ)
-            bc = self._weights(self.blend, self.n_defects(occ))
+            bc = self._weights(self.blend, n)
             mu[:, 0] = bc * ce + (1 - bc) * E.mean(0)
             spread[:, 0] = np.sqrt(np.mean((np.concatenate([E, ce[None]]) - mu[None, :, 0]) ** 2, axis=0))
         if 1 in targets or 2 in targets:
             G = self._level_members(occ)
             mu[:, 1:], spread[:, 1:] = G.mean(0), G.std(0)
-            bm = self._weights(self.blend_mag, self.n_defects(occ))  # the moment, shrunk toward the median
+            bm = self._weights(self.blend_mag, n)  # the moment, shrunk toward the median
             mu[:, 2], spread[:, 2] = bm * mu[:, 2] + (1 - bm) * self.mag_center, bm * spread[:, 2]
-            bg = self._weights(self.blend_gap, self.n_defects(occ))
+            bg = self._weights(self.blend_gap, n)
             if self.trees_g and (bg > 0).any():
                 Z = self._tree_features(occ)
                 Tg = np.clip(self._trees_predict(Z), 0.0, self.host_gap())  # (Mt, N)
