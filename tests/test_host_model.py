@@ -260,4 +260,3 @@ def test_a_model_file_from_before_an_option_reports_it_off(gase, tmp_path):
     new = HostModel.load(path)
     assert (new.gap_loss, new.radius_auto, new.mag_shrink) == ("auto", True, True)
     assert np.array_equal(new.blend_mag, m.blend_mag)
-
