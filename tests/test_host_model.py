@@ -193,6 +193,19 @@ def test_crossfit_reports_heldout_errors_and_the_validation_split_still_works(ga
     assert np.isfinite(mu).all() and (mu[:, 1] >= 0).all() and (mu[:, 1] <= v.host_gap() + 1e-12).all()
 
 
+def test_low_density_gap_anchor_is_the_metal_vacancy():
+    """The low-density gap head reads the nearest partners of the metal vacancy (V_Mo on MoS2, V_W on WSe2), whose
+    in-gap levels its partners pick; sublattices are sorted by element, so on WSe2 the first one is Se (the anchor
+    was V_Se there until a study of WSe2's inner splits found it: results/studies.md)."""
+    from invdesign.lattice.host import HostLattice
+    from invdesign.predict.low_density import _vacancy_anchor
+
+    for name, want in (("MoS2", "V_Mo"), ("WSe2", "V_W"), ("GaSe", "V_Ga"), ("BN", None), ("P", None)):
+        h = HostLattice.from_unit_cell(f"builtin:{name}", (2, 2))
+        a = _vacancy_anchor(h)
+        assert (None if a is None else h.defect_label(*h.defect_types[a])) == want, name
+
+
 def test_low_density_heads_serve_one_to_three_defects(tmp_path):
     """A host model trained with enough 1-3-defect rows serves them from the low-density heads (ridge on exact
     cluster counts, bounded gap trees; issue 22: WSe2 at low density): their predictions replace the networks'

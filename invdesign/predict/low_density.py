@@ -11,7 +11,7 @@ their capacity with the dense regime:
   :data:`LEVEL` quantile of the validation errors over 1.96);
 - gap: the bounded boosted-tree head (:class:`invdesign.predict.gap.BoundedGapHead`) with the packaged MoS2
   recipe (:data:`GAP_RECIPE`, the values of ``invdesign.model.DEFAULT_CONFIG``; anchored on the vacancy of
-  the host's first sublattice, V_Mo / V_W), its own conformal std.
+  the host's metal, V_Mo / V_W), its own conformal std.
 
 Both train on the host's training rows with at most :data:`LD_MAX` defects (a seeded 15 % kept apart to
 calibrate the stds) and serve only such configurations. Measured on 5-fold CV of the 2DMD sets:
@@ -21,6 +21,7 @@ calibrate the stds) and serve only such configurations. Measured on 5-fold CV of
 from __future__ import annotations
 
 import numpy as np
+from pymatgen.core import Element
 
 from invdesign.lattice.host import HostLattice
 from invdesign.predict.features import cluster_counts, orbit_distances
@@ -36,9 +37,10 @@ GAP_RECIPE = {"members": 3, "max_iter": 500, "losses": ("squared_error", "absolu
 
 
 def _vacancy_anchor(host: HostLattice) -> int | None:
-    """Index of the vacancy on the host's first sublattice among its defect types (V_Mo, V_W), else None."""
+    """Index of the metal vacancy among the host's defect types (V_Mo, V_W: the vacancy on the first sublattice whose
+    element is a metal; sublattices are sorted by element, so WSe2's first is Se), else None."""
     for t, (sub, code) in enumerate(host.defect_types):
-        if sub == 0 and host.species[code] == "Vac":
+        if host.species[code] == "Vac" and Element(host.sublattices[sub]).is_metal:
             return t
     return None
 
