@@ -281,7 +281,9 @@ def summarise(lines: list[dict], low_lines: list[dict] | None = None) -> str:
           "MAE in meV (formation energy per defect site; gap: `homo_lumo_gap_min` for spin-polarised sets), mean +- std over "
           "folds, each fold scored once on structures no member or calibration saw. `cover2`: share of test errors within "
           "2 served std. Published: Kazeev et al. 2023 (sparse MEGNet; CatBoost where it did better on the gap), 8-fold CV. "
-          "Regenerate: `python benchmarks/bench_hosts.py`.", "",
+          "Regenerate: `python benchmarks/bench_hosts.py`. `train s/fold`: wall time of one thread, longer where several runs "
+          "shared the 2-core machine (the latest runs: up to seven at once; the cost of each packaged model, trained on all "
+          "its data: `host_models.jsonl`).", "",
           "| set | variant | folds | FE MAE | published FE | gap MAE | published gap | FE cover2 | gap cover2 | total_mag MAE (mBohr): served / nets only / training median | FE: pair CE only / nets only | gap: nets only / trees only | pair CE radius, A, per fold | gap trees' loss | train s/fold |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
