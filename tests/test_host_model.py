@@ -196,11 +196,12 @@ def test_crossfit_reports_heldout_errors_and_the_validation_split_still_works(ga
 def test_low_density_gap_anchor_is_the_metal_vacancy():
     """The low-density gap head reads the nearest partners of the metal vacancy (V_Mo on MoS2, V_W on WSe2), whose
     in-gap levels its partners pick; sublattices are sorted by element, so on WSe2 the first one is Se (the anchor
-    was V_Se there until a study of WSe2's inner splits found it: results/studies.md)."""
+    was V_Se there until a study of WSe2's inner splits found it: results/studies.md); without a metal sublattice,
+    the first sublattice's vacancy as before."""
     from invdesign.lattice.host import HostLattice
     from invdesign.predict.low_density import _vacancy_anchor
 
-    for name, want in (("MoS2", "V_Mo"), ("WSe2", "V_W"), ("GaSe", "V_Ga"), ("BN", None), ("P", None)):
+    for name, want in (("MoS2", "V_Mo"), ("WSe2", "V_W"), ("GaSe", "V_Ga"), ("BN", "V_B"), ("P", "V_P")):
         h = HostLattice.from_unit_cell(f"builtin:{name}", (2, 2))
         a = _vacancy_anchor(h)
         assert (None if a is None else h.defect_label(*h.defect_types[a])) == want, name

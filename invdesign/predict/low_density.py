@@ -38,11 +38,11 @@ GAP_RECIPE = {"members": 3, "max_iter": 500, "losses": ("squared_error", "absolu
 
 def _vacancy_anchor(host: HostLattice) -> int | None:
     """Index of the metal vacancy among the host's defect types (V_Mo, V_W: the vacancy on the first sublattice whose
-    element is a metal; sublattices are sorted by element, so WSe2's first is Se), else None."""
-    for t, (sub, code) in enumerate(host.defect_types):
-        if host.species[code] == "Vac" and Element(host.sublattices[sub]).is_metal:
-            return t
-    return None
+    element is a metal; sublattices are sorted by element, so WSe2's first is Se); on a host without a metal
+    sublattice the first sublattice's vacancy (V_B, V_P: unmeasured, the rule as before), else None."""
+    vac = [(sub, t) for t, (sub, code) in enumerate(host.defect_types) if host.species[code] == "Vac"]
+    metal = [t for sub, t in vac if Element(host.sublattices[sub]).is_metal]
+    return metal[0] if metal else next((t for sub, t in vac if sub == 0), None)
 
 
 class LowDensityHeads:
