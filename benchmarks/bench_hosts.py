@@ -178,6 +178,17 @@ def pooled_ranking(rs: list[dict], seed: int = 300, k: int = 100) -> list[dict] 
                         windows(arr["y"][:, :2], np.random.default_rng(seed), k=k))
 
 
+def _low_scores(name: str, mu: np.ndarray, std: np.ndarray, low: tuple[np.ndarray, np.ndarray]) -> dict:
+    """MAE (meV) and 2-std coverage of formation energy and gap on the held-out low-density rows ``low = (occ, y)``
+    from served means and stds ``(N, >=2)`` (eV)."""
+    out = {"set": LOW_OF[name], "n_test": len(low[0]), "mae": {}, "cover2": {}}
+    for j, t in enumerate(("formation_energy_per_site", "homo_lumo_gap")):
+        err = np.abs(mu[:, j] - low[1][:, j])
+        out["mae"][t] = float(err.mean() * 1e3)
+        out["cover2"][t] = float((err <= 2 * std[:, j]).mean())
+    return out
+
+
 def run_fold(name: str, variant: str, fold: int, folds: int, settings: dict, dump: Path | None = None,
              inner: int | None = None) -> dict:
     ds, occ, y, occ_tr, y_tr, te, val, low = fold_data(name, variant, fold, folds, inner)
@@ -215,11 +226,7 @@ def run_fold(name: str, variant: str, fold: int, folds: int, settings: dict, dum
         out["gap_trees_heldout_mae_meV"] = m.meta["gap_trees_heldout_mae_meV"]
     if low is not None:  # the held-out fifth of the low-density set, scored by the same model
         mu_lo, std_lo, _ = m.predict(low[0])
-        out["low"] = {"set": LOW_OF[name], "n_test": len(low[0]), "mae": {}, "cover2": {}}
-        for j, t in enumerate(("formation_energy_per_site", "homo_lumo_gap")):
-            err = np.abs(mu_lo[:, j] - low[1][:, j])
-            out["low"]["mae"][t] = float(err.mean() * 1e3)
-            out["low"]["cover2"][t] = float((err <= 2 * std_lo[:, j]).mean())
+        out["low"] = _low_scores(name, mu_lo, std_lo, low)
     out["mae"]["fe_ce_only"] = float(np.abs(ce - yt[:, 0]).mean() * 1e3)
     if np.isfinite(yt[:, 2]).all():  # the moment against a constant: the training rows' median (the best constant in MAE)
         out["mae"]["total_mag_median"] = float(np.abs(np.nanmedian(y_tr[:, 2]) - yt[:, 2]).mean() * 1e3)
@@ -267,6 +274,22 @@ def mag_cell(rs: list[dict]) -> str:
     return "-" if ms("total_mag") == "-" else " / ".join(x for x in (ms("total_mag"), ms("total_mag_nets_only"), ms("total_mag_median")) if x != "-")
 
 
+def _pool_table(entries: list[tuple[tuple[str, str], list[dict]]]) -> list[str]:
+    """Markdown lines of a design-pool table: one row per ((set, variant), windows of :func:`pool_ranking`), sets
+    without windows left out."""
+    md = ["| set | variant | windows | pool | precision@5 | random | evaluations to 5 hits, model (median) | random (median) | ratio |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for (name, variant), ws in entries:
+        if not ws:
+            continue
+        em = [w["evals_to_5_model"] for w in ws if w["evals_to_5_model"] is not None]
+        er = [w["evals_to_5_random"] for w in ws]
+        md.append(f"| {name} | {variant} | {len(ws)} | {ws[0]['n_pool']} | **{np.mean([w['precision_at_5'] for w in ws]):.2f}** | "
+                  f"{np.mean([w['random_precision'] for w in ws]):.2f} | {np.median(em):.0f} | {np.median(er):.0f} | "
+                  f"{np.median(er) / np.median(em):.1f}x |")
+    return md
+
+
 def summarise(lines: list[dict], low_lines: list[dict] | None = None) -> str:
     """The markdown table of the full runs ``lines``; ``low_lines`` (``--low-only``) replace the full runs'
     low-density figures of their (set, fold)."""
@@ -277,6 +300,7 @@ def summarise(lines: list[dict], low_lines: list[dict] | None = None) -> str:
     rows = {}
     for r in lines:
         rows.setdefault((r["set"], r["variant"]), []).append(r)
+    ordered = sorted(rows.items(), key=lambda kv: (SETS.index(kv[0][0]), kv[0][1]))
     md = ["# Every 2DMD set on DFT: the host model, 5-fold cross-validation", "",
           "MAE in meV (formation energy per defect site; gap: `homo_lumo_gap_min` for spin-polarised sets), mean +- std over "
           "folds, each fold scored once on structures no member or calibration saw. `cover2`: share of test errors within "
@@ -290,7 +314,7 @@ def summarise(lines: list[dict], low_lines: list[dict] | None = None) -> str:
     def ms(v: list[float]) -> str:
         return f"{np.mean(v):.1f} +- {np.std(v):.1f}" if v else "-"
 
-    for (name, variant), rs in sorted(rows.items(), key=lambda kv: (SETS.index(kv[0][0]), kv[0][1])):
+    for (name, variant), rs in ordered:
         def get(key: str, sub: str = "mae", rs: list = rs) -> list[float]:
             return [r[sub][key] for r in rs if key in r[sub]]
 
@@ -324,20 +348,9 @@ def summarise(lines: list[dict], low_lines: list[dict] | None = None) -> str:
     md += ["", "## The held-out fold as a design pool (ranking against DFT)", "",
            "Each fold's held-out structures ranked by `p_in_window` (as `design --pool` ranks) for 6 windows on "
            "formation energy and gap together, each holding 8-12 % of the fold. Evaluations to 5 hits: in the model's "
-           "order (no feedback) vs the expectation for random order.", "",
-           "| set | variant | windows | pool | precision@5 | random | evaluations to 5 hits, model (median) | random (median) | ratio |",
-           "|---|---|---|---|---|---|---|---|---|"]
-    for (name, variant), rs in sorted(rows.items(), key=lambda kv: (SETS.index(kv[0][0]), kv[0][1])):
-        ws = [w for r in rs for w in r.get("pool", [])]
-        if not ws:
-            continue
-        em = [w["evals_to_5_model"] for w in ws if w["evals_to_5_model"] is not None]
-        er = [w["evals_to_5_random"] for w in ws]
-        md.append(f"| {name} | {variant} | {len(ws)} | {ws[0]['n_pool']} | **{np.mean([w['precision_at_5'] for w in ws]):.2f}** | "
-                  f"{np.mean([w['random_precision'] for w in ws]):.2f} | {np.median(em):.0f} | {np.median(er):.0f} | "
-                  f"{np.median(er) / np.median(em):.1f}x |")
-    pooled = [(k, pooled_ranking(rs)) for k, rs in sorted(rows.items(), key=lambda kv: (SETS.index(kv[0][0]), kv[0][1]))]
-    pooled = [(k, ws) for k, ws in pooled if ws]
+           "order (no feedback) vs the expectation for random order.", ""]
+    md += _pool_table([(k, [w for r in rs for w in r.get("pool", [])]) for k, rs in ordered])
+    pooled = [(k, ws) for k, ws in ((k, pooled_ranking(rs)) for k, rs in ordered) if ws]
     if pooled:
         md += ["", "## The whole set as one pool (each structure predicted by the fold model that held it out)", "",
                "All structures of a set ranked together, each by the served prediction of the one fold model that did not "
@@ -345,32 +358,18 @@ def summarise(lines: list[dict], low_lines: list[dict] | None = None) -> str:
                "pool size of issue 21's own check (400 structures). A pool five times larger than one fold's holds five "
                "times as many hits per window and five times as many near misses; the top 5 of the larger pool are surer "
                "only where the model ranks sharply. 100 windows, not 30: over 30 drawn windows the MoS2 mean ranged 0.61-0.82 "
-               "in four draws (100 windows, three draws: 0.74-0.77).", "",
-               "| set | variant | windows | pool | precision@5 | random | evaluations to 5 hits, model (median) | random (median) | ratio |",
-               "|---|---|---|---|---|---|---|---|---|"]
-        for (name, variant), ws in pooled:
-            em = [w["evals_to_5_model"] for w in ws if w["evals_to_5_model"] is not None]
-            er = [w["evals_to_5_random"] for w in ws]
-            md.append(f"| {name} | {variant} | {len(ws)} | {ws[0]['n_pool']} | **{np.mean([w['precision_at_5'] for w in ws]):.2f}** | "
-                      f"{np.mean([w['random_precision'] for w in ws]):.2f} | {np.median(em):.0f} | {np.median(er):.0f} | "
-                      f"{np.median(er) / np.median(em):.1f}x |")
-    mag = [(k, [w for r in rs for w in r.get("pool_mag", [])]) for k, rs in sorted(rows.items(), key=lambda kv: (SETS.index(kv[0][0]), kv[0][1]))]
+               "in four draws (100 windows, three draws: 0.74-0.77).", ""]
+        md += _pool_table(pooled)
+    mag = [(k, [w for r in rs for w in r.get("pool_mag", [])]) for k, rs in ordered]
     mag = [(k, ws) for k, ws in mag if ws]
     if mag:
         md += ["", "## The held-out fold as a design pool, windows on the magnetic moment (`total_mag`) alone", "",
                "Spin-polarised sets: 6 intervals of `total_mag` per fold, each holding 8-12 % of the fold (fewer where many "
-               "cells share one moment), ranked by the probability the served moment lies in it.", "",
-               "| set | variant | windows | pool | precision@5 | random | evaluations to 5 hits, model (median) | random (median) | ratio |",
-               "|---|---|---|---|---|---|---|---|---|"]
-        for (name, variant), ws in mag:
-            em = [w["evals_to_5_model"] for w in ws if w["evals_to_5_model"] is not None]
-            er = [w["evals_to_5_random"] for w in ws]
-            md.append(f"| {name} | {variant} | {len(ws)} | {ws[0]['n_pool']} | **{np.mean([w['precision_at_5'] for w in ws]):.2f}** | "
-                      f"{np.mean([w['random_precision'] for w in ws]):.2f} | {np.median(em):.0f} | {np.median(er):.0f} | "
-                      f"{np.median(er) / np.median(em):.1f}x |")
+               "cells share one moment), ranked by the probability the served moment lies in it.", ""]
+        md += _pool_table(mag)
     md += ["", "## By density band (defects per cell; MAE meV over all folds' test rows, weighted by rows)", "",
            "| set | variant | band | rows | FE MAE | gap MAE |", "|---|---|---|---|---|---|"]
-    for (name, variant), rs in sorted(rows.items(), key=lambda kv: (SETS.index(kv[0][0]), kv[0][1])):
+    for (name, variant), rs in ordered:
         for b in range(len(BANDS)):
             lab = band_label(b)
             parts = [r["bands"][lab] for r in rs if lab in r["bands"]]
@@ -403,11 +402,7 @@ def low_only(a: argparse.Namespace) -> None:
             heads.fit(occ_tr, y_tr[:, 0], y_tr[:, 1], (occ_tr != ds.host.host_code[None, :]).sum(1))
             mu_lo, std_lo = heads.predict(low[0])
             r = {"set": name, "variant": "+low", "fold": fold, "seconds": round(time.time() - t0, 1),
-                 "anchor": heads.gap.anchor, "low": {"set": LOW_OF[name], "n_test": len(low[0]), "mae": {}, "cover2": {}}}
-            for j, t in enumerate(("formation_energy_per_site", "homo_lumo_gap")):
-                err = np.abs(mu_lo[:, j] - low[1][:, j])
-                r["low"]["mae"][t] = float(err.mean() * 1e3)
-                r["low"]["cover2"][t] = float((err <= 2 * std_lo[:, j]).mean())
+                 "anchor": heads.gap.anchor, "low": _low_scores(name, mu_lo, std_lo, low)}
             with path.open("a") as fh:
                 fh.write(json.dumps(r) + "\n")
             print(f"{name} fold {fold} low density: FE {r['low']['mae']['formation_energy_per_site']:.2f} "
